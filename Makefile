@@ -1,0 +1,67 @@
+# libqed build.  `make` builds the library, the CLI and the tests into
+# $(BUILD); `make check` and `make demo` first install missing Debian packages.
+CC      ?= cc
+BUILD   ?= build
+OPT     ?= -O2
+SANITIZE ?=
+
+CPPFLAGS += -D_GNU_SOURCE -Iinclude -Ilib
+CFLAGS  += -std=c17 $(OPT) -g -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+           -Wno-missing-field-initializers -MMD -MP -fPIC
+LDLIBS  += -luring -lpthread
+
+ifneq ($(SANITIZE),)
+CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS += -fsanitize=$(SANITIZE)
+endif
+
+LIB_SRCS   := $(sort $(wildcard lib/*.c))
+TOOL_SRCS  := $(sort $(wildcard tools/*.c))
+UNIT_SRCS  := $(sort $(wildcard tests/unit/test-*.c))
+TESTLIB_SRCS := $(sort $(wildcard tests/unit/support-*.c))
+
+LIB_OBJS   := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+TOOL_OBJS  := $(TOOL_SRCS:%.c=$(BUILD)/%.o)
+TESTLIB_OBJS := $(TESTLIB_SRCS:%.c=$(BUILD)/%.o)
+UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+
+LIBQED := $(BUILD)/libqed.a
+QED    := $(BUILD)/qed
+
+.PHONY: all deps check demo clean unit-tests
+
+all: $(QED) $(UNIT_BINS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(LIBQED): $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	ar rcs $@ $^
+
+$(QED): $(TOOL_OBJS) $(LIBQED)
+	$(CC) $(LDFLAGS) -o $@ $(TOOL_OBJS) $(LIBQED) $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(TESTLIB_OBJS) $(LIBQED)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $< $(TESTLIB_OBJS) $(LIBQED) $(LDLIBS)
+
+deps:
+	@scripts/install-deps.sh
+
+# Unit tests first (fast), then the interop tests that drive qemu-img/qemu-io.
+check: deps
+	$(MAKE) all
+	QED=$(abspath $(QED)) BUILD=$(abspath $(BUILD)) \
+	    perl tests/run-tests.pl $(UNIT_BINS) $(sort $(wildcard tests/interop/*.sh))
+
+demo: deps
+	$(MAKE) all
+	QED=$(abspath $(QED)) scripts/demo.sh
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(LIB_OBJS:.o=.d) $(TOOL_OBJS:.o=.d) $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/unit/%.d)

@@ -1,0 +1,242 @@
+/*
+ * libqed — QED (QEMU Enhanced Disk) images without QEMU.
+ *
+ * Threading: an image and everything opened with it (its backing chain) belong
+ * to one event loop (qed_loop) and must only be used from the thread that runs
+ * that loop.  Different loops may run on different threads.
+ *
+ * Errors: every call that can fail returns 0 on success or a negative errno
+ * value, and fills the caller's qed_error (when not NULL) with the positive
+ * errno and a message naming the field and value at fault.  The library never
+ * prints and never exits.
+ *
+ * Blocking: qed_aio_* calls never block; their callback runs later from
+ * qed_loop_run() on the loop's thread, never from inside the submitting call.
+ * The synchronous calls (qed_pread, qed_pwrite, ...) submit the same request
+ * and run the image's loop until it completes.
+ */
+#ifndef QED_H
+#define QED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define QED_VERSION_STRING "0.1.0"
+
+/* ---- errors -------------------------------------------------------------- */
+
+typedef struct qed_error {
+    int code;           /* positive errno value, 0 for none */
+    char message[512];  /* one line, no trailing newline */
+} qed_error;
+
+/* ---- on-disk constants ---------------------------------------------------- */
+
+#define QED_MAGIC 0x00444551u /* "QED\0" little-endian */
+#define QED_F_BACKING_FILE 0x01ull
+#define QED_F_NEED_CHECK 0x02ull
+#define QED_F_BACKING_FORMAT_NO_PROBE 0x04ull
+#define QED_FEATURE_MASK                                                      \
+    (QED_F_BACKING_FILE | QED_F_NEED_CHECK | QED_F_BACKING_FORMAT_NO_PROBE)
+
+#define QED_MIN_CLUSTER_SIZE 4096u
+#define QED_MAX_CLUSTER_SIZE (64u * 1024 * 1024)
+#define QED_DEFAULT_CLUSTER_SIZE (64u * 1024)
+#define QED_MIN_TABLE_SIZE 1u
+#define QED_MAX_TABLE_SIZE 16u
+#define QED_DEFAULT_TABLE_SIZE 4u
+/* Longest backing file name accepted, in bytes. */
+#define QED_MAX_BACKING_NAME 4095u
+/* Deepest backing chain followed before giving up. */
+#define QED_MAX_CHAIN_DEPTH 64u
+
+/* ---- event loop ----------------------------------------------------------- */
+
+typedef struct qed_loop qed_loop;
+
+enum qed_engine {
+    QED_ENGINE_AUTO = 0, /* io_uring when the kernel allows it, else threads;
+                            QED_IO_ENGINE=uring|threads in the environment
+                            overrides AUTO */
+    QED_ENGINE_URING,
+    QED_ENGINE_THREADS,
+};
+
+/* Creates an event loop with its file I/O engine. */
+int qed_loop_new(enum qed_engine engine, qed_loop **out, qed_error *err);
+/* Frees a loop; every image on it must have been closed. */
+void qed_loop_free(qed_loop *loop);
+/* Name of the I/O engine in use: "io_uring" or "threads". */
+const char *qed_loop_engine_name(const qed_loop *loop);
+/* Runs one iteration: waits up to timeout_ms (-1 forever, 0 not at all) for
+ * events and dispatches them.  Returns the number of events dispatched or a
+ * negative errno. */
+int qed_loop_run(qed_loop *loop, int timeout_ms);
+
+/* File-descriptor watches, for servers that share the image's loop. */
+#define QED_LOOP_READ 1u
+#define QED_LOOP_WRITE 2u
+typedef void qed_fd_callback(void *opaque, int fd, unsigned events);
+int qed_loop_watch_fd(qed_loop *loop, int fd, unsigned events,
+                      qed_fd_callback *cb, void *opaque);
+int qed_loop_unwatch_fd(qed_loop *loop, int fd);
+
+/* One-shot timers.  Returns an id > 0; qed_loop_cancel_timer(id) before it
+ * fires cancels it. */
+typedef void qed_timer_callback(void *opaque);
+uint64_t qed_loop_add_timer(qed_loop *loop, uint64_t delay_ms,
+                            qed_timer_callback *cb, void *opaque);
+void qed_loop_cancel_timer(qed_loop *loop, uint64_t id);
+
+/* ---- images --------------------------------------------------------------- */
+
+typedef struct qed_image qed_image;
+
+enum qed_format {
+    QED_FORMAT_PROBE = 0, /* QED magic -> qed, anything else -> raw */
+    QED_FORMAT_QED,
+    QED_FORMAT_RAW,
+};
+
+enum qed_cache {
+    QED_CACHE_WRITEBACK = 0,
+    QED_CACHE_NONE, /* O_DIRECT */
+};
+
+#define QED_OPEN_RDWR 0x1u       /* read-write; default is read-only */
+#define QED_OPEN_NO_BACKING 0x2u /* do not open the backing chain; reads of
+                                    unallocated ranges then fail with ENOTSUP */
+
+struct qed_open_options {
+    unsigned flags;            /* QED_OPEN_* */
+    enum qed_format format;    /* PROBE by default */
+    enum qed_cache cache;
+    enum qed_engine engine;    /* used when loop is NULL */
+    qed_loop *loop;            /* NULL: the image makes and owns its loop */
+    size_t l2_cache_bytes;     /* 0: default (32 MiB) */
+};
+
+/* Opens an image and its backing chain.  options may be NULL (read-only,
+ * probed format, own loop). */
+int qed_open(const char *path, const struct qed_open_options *options,
+             qed_image **out, qed_error *err);
+/* Waits for every request in flight, flushes, marks the image clean (clears
+ * QED_F_NEED_CHECK), closes the chain and frees everything, even on error. */
+int qed_close(qed_image *image, qed_error *err);
+
+qed_loop *qed_image_loop(const qed_image *image);
+
+struct qed_create_options {
+    uint64_t size;              /* virtual size in bytes, multiple of 512 */
+    bool size_from_backing;     /* take the size from the backing file */
+    uint32_t cluster_size;      /* 0: 64 KiB */
+    uint32_t table_size;        /* 0: 4 */
+    const char *backing_file;   /* NULL or "": none; stored as given */
+    enum qed_format backing_format; /* RAW sets QED_F_BACKING_FORMAT_NO_PROBE;
+                                       PROBE/QED leave the format to probing */
+};
+
+/* Creates (or truncates) a QED image at path.  Refuses non-regular files. */
+int qed_create(const char *path, const struct qed_create_options *options,
+               qed_error *err);
+
+struct qed_image_info {
+    enum qed_format format;
+    char filename[4096];
+    uint64_t virtual_size;
+    uint64_t file_size;        /* length of the file in bytes */
+    uint64_t actual_size;      /* bytes allocated on the host (st_blocks) */
+    bool dirty;                /* QED_F_NEED_CHECK set */
+    /* QED only: */
+    uint32_t cluster_size;
+    uint32_t table_size;
+    uint32_t header_size;      /* in clusters */
+    uint64_t features;
+    uint64_t compat_features;
+    uint64_t autoclear_features;
+    uint64_t l1_table_offset;
+    bool has_backing;
+    char backing_file[QED_MAX_BACKING_NAME + 1];      /* as stored */
+    char backing_file_full[4096];                     /* resolved path */
+    enum qed_format backing_format; /* RAW when NO_PROBE; else the probed
+                                       format when the chain is open, else
+                                       PROBE (unknown) */
+};
+
+int qed_get_info(qed_image *image, struct qed_image_info *info,
+                 qed_error *err);
+/* The open backing image, or NULL. */
+qed_image *qed_backing(qed_image *image);
+uint64_t qed_size(const qed_image *image);
+enum qed_format qed_format_of(const qed_image *image);
+const char *qed_format_name(enum qed_format format);
+
+/* ---- I/O ------------------------------------------------------------------ */
+
+/* Called once per request on the loop's thread.  ret is 0 or -errno; err is
+ * NULL on success and valid only during the call otherwise. */
+typedef void qed_callback(void *opaque, int ret, const qed_error *err);
+
+/* write_zeroes flags */
+#define QED_ZERO_MAY_UNMAP 0x1u  /* whole clusters may become zero clusters
+                                    (the default way zeroes are stored) */
+#define QED_ZERO_NO_FALLBACK 0x2u /* fail with ENOTSUP rather than write
+                                     zero bytes */
+
+/* Block status of the range starting at an offset, resolved through the
+ * backing chain, with the meaning of `qemu-img map`. */
+struct qed_block_status {
+    uint64_t length;   /* bytes from the offset with the same status */
+    unsigned depth;    /* layer that answered: 0 = this image */
+    bool present;      /* allocated in some layer (reads come from it) */
+    bool zero;         /* reads as zeros */
+    bool data;         /* backed by host data */
+    bool has_offset;   /* host offset known (in the layer at depth) */
+    uint64_t offset;   /* host offset of the first byte */
+};
+
+int qed_aio_readv(qed_image *image, const struct iovec *iov, int iovcnt,
+                  uint64_t offset, qed_callback *cb, void *opaque);
+int qed_aio_writev(qed_image *image, const struct iovec *iov, int iovcnt,
+                   uint64_t offset, qed_callback *cb, void *opaque);
+int qed_aio_write_zeroes(qed_image *image, uint64_t offset, uint64_t length,
+                         unsigned flags, qed_callback *cb, void *opaque);
+int qed_aio_discard(qed_image *image, uint64_t offset, uint64_t length,
+                    qed_callback *cb, void *opaque);
+int qed_aio_flush(qed_image *image, qed_callback *cb, void *opaque);
+/* Fills *status (which must stay valid until the callback) for the range at
+ * offset, at most length bytes. */
+int qed_aio_block_status(qed_image *image, uint64_t offset, uint64_t length,
+                         struct qed_block_status *status, qed_callback *cb,
+                         void *opaque);
+
+/* Synchronous forms: block until done, running the image's loop. */
+int qed_pread(qed_image *image, void *buf, size_t length, uint64_t offset,
+              qed_error *err);
+int qed_pwrite(qed_image *image, const void *buf, size_t length,
+               uint64_t offset, qed_error *err);
+int qed_write_zeroes(qed_image *image, uint64_t offset, uint64_t length,
+                     unsigned flags, qed_error *err);
+int qed_discard(qed_image *image, uint64_t offset, uint64_t length,
+                qed_error *err);
+int qed_flush(qed_image *image, qed_error *err);
+int qed_block_status(qed_image *image, uint64_t offset, uint64_t length,
+                     struct qed_block_status *status, qed_error *err);
+
+/* ---- helpers ---------------------------------------------------------------- */
+
+/* Parses "512", "64k", "1G", ... (suffixes kKMGTPE, powers of 1024).  Fails
+ * on garbage and overflow. */
+int qed_parse_size(const char *text, uint64_t *out, qed_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* QED_H */

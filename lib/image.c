@@ -1,0 +1,566 @@
+/* Images: create, open (with the backing chain), close, and what `info`
+ * reports.  Opening a QED image validates its header against the file,
+ * loads the L1 table, and prepares the engine state; the dirty-bit life
+ * cycle (check on open, clear on close) lives here too. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "image.h"
+
+struct chain {
+    unsigned depth;
+    dev_t dev[QED_MAX_CHAIN_DEPTH + 1];
+    ino_t ino[QED_MAX_CHAIN_DEPTH + 1];
+};
+
+const char *qed_format_name(enum qed_format format)
+{
+    switch (format) {
+    case QED_FORMAT_QED:
+        return "qed";
+    case QED_FORMAT_RAW:
+        return "raw";
+    default:
+        return "probe";
+    }
+}
+
+qed_loop *qed_image_loop(const qed_image *img)
+{
+    return img->loop;
+}
+
+qed_image *qed_backing(qed_image *img)
+{
+    return img->backing;
+}
+
+uint64_t qed_size(const qed_image *img)
+{
+    return img->size;
+}
+
+enum qed_format qed_format_of(const qed_image *img)
+{
+    return img->format;
+}
+
+/* ---- helpers ----------------------------------------------------------------- */
+
+static int read_exact(struct io_file *file, void *buf, size_t len,
+                      uint64_t offset, qed_error *err, const char *what)
+{
+    int ret = io_pread_sync(file, buf, len, offset);
+    if (ret < 0)
+        return qed_fail(err, -ret, "reading %s: %s", what, strerror(-ret));
+    return 0;
+}
+
+/* "dir/of/image" + "/" + name, unless name is absolute. */
+static char *resolve_relative(const char *image_path, const char *name)
+{
+    char *copy, *dir, *out;
+    size_t len;
+
+    if (name[0] == '/')
+        return strdup(name);
+    copy = strdup(image_path);
+    if (!copy)
+        return NULL;
+    dir = dirname(copy);
+    len = strlen(dir) + 1 + strlen(name) + 1;
+    out = malloc(len);
+    if (out)
+        snprintf(out, len, "%s/%s", dir, name);
+    free(copy);
+    return out;
+}
+
+static int probe(struct io_file *file, enum qed_format *format, qed_error *err)
+{
+    uint8_t *block = qed_aligned_zalloc(4096);
+    int ret;
+
+    if (!block)
+        return qed_fail(err, ENOMEM, "out of memory");
+    ret = read_exact(file, block, 4096, 0, err, "the first block");
+    if (ret == 0)
+        *format = load_le32(block) == QED_MAGIC ? QED_FORMAT_QED
+                                                 : QED_FORMAT_RAW;
+    free(block);
+    return ret;
+}
+
+static int chain_enter(struct chain *chain, const char *path, qed_error *err)
+{
+    struct stat st;
+
+    if (chain->depth > QED_MAX_CHAIN_DEPTH)
+        return qed_fail(err, ELOOP, "backing chain deeper than %u images",
+                        QED_MAX_CHAIN_DEPTH);
+    if (stat(path, &st) < 0)
+        return qed_fail(err, errno, "%s", strerror(errno));
+    for (unsigned i = 0; i < chain->depth; i++)
+        if (chain->dev[i] == st.st_dev && chain->ino[i] == st.st_ino)
+            return qed_fail(err, ELOOP, "backing chain loop: '%s' is already "
+                            "in the chain", path);
+    chain->dev[chain->depth] = st.st_dev;
+    chain->ino[chain->depth] = st.st_ino;
+    chain->depth++;
+    return 0;
+}
+
+/* ---- QED open -------------------------------------------------------------- */
+
+static void derive_geometry(struct qed_state *s, uint64_t file_size)
+{
+    s->cluster_size = s->header.cluster_size;
+    s->cluster_bits = log2_u64(s->cluster_size);
+    s->table_bytes = (uint64_t)s->header.table_size * s->cluster_size;
+    s->table_entries = s->table_bytes / 8u;
+    s->table_bits = log2_u64(s->table_entries);
+    s->header_bytes = (uint64_t)s->header.header_size * s->cluster_size;
+    /* QEMU rounds a partial last cluster down; we never leave one, and
+     * rounding up keeps new clusters clear of whatever is there. */
+    s->file_end = round_up_u64(file_size, s->cluster_size);
+}
+
+static int read_backing_name(qed_image *img, qed_error *err)
+{
+    struct qed_state *s = img->qed;
+    const struct qed_header *h = &s->header;
+    uint64_t end = (uint64_t)h->backing_filename_offset +
+                   h->backing_filename_size;
+    uint8_t *buf;
+    int ret;
+
+    if (!(h->features & QED_F_BACKING_FILE))
+        return 0;
+    if (end <= 4096)
+        return header_backing_name(h, s->header_block, 4096, s->backing_name,
+                                   sizeof(s->backing_name), err);
+    /* The name lies further into the header clusters: read just it. */
+    buf = calloc(1, h->backing_filename_size);
+    if (!buf)
+        return qed_fail(err, ENOMEM, "out of memory");
+    ret = read_exact(img->file, buf, h->backing_filename_size,
+                     h->backing_filename_offset, err, "the backing file name");
+    if (ret == 0 && memchr(buf, 0, h->backing_filename_size))
+        ret = qed_fail(err, EINVAL, "backing file name contains a NUL byte");
+    if (ret == 0) {
+        memcpy(s->backing_name, buf, h->backing_filename_size);
+        s->backing_name[h->backing_filename_size] = '\0';
+    }
+    free(buf);
+    return ret;
+}
+
+static int open_qed_state(qed_image *img, size_t cache_bytes, qed_error *err)
+{
+    struct qed_state *s = calloc(1, sizeof(*s));
+    uint64_t file_size;
+    int ret;
+
+    if (!s)
+        return qed_fail(err, ENOMEM, "out of memory");
+    img->qed = s;
+    s->header_block = qed_aligned_zalloc(4096);
+    if (!s->header_block)
+        return qed_fail(err, ENOMEM, "out of memory");
+    ret = img->file->ops->get_size(img->file, &file_size);
+    if (ret < 0)
+        return qed_fail(err, -ret, "%s", strerror(-ret));
+    if (file_size < QED_HEADER_BYTES)
+        return qed_fail(err, EINVAL, "file is too short for a QED header "
+                        "(%" PRIu64 " bytes)", file_size);
+    ret = read_exact(img->file, s->header_block, 4096, 0, err, "the header");
+    if (ret < 0)
+        return ret;
+    header_decode(s->header_block, &s->header);
+    ret = header_validate(&s->header, file_size, err);
+    if (ret < 0)
+        return ret;
+    derive_geometry(s, file_size);
+    img->size = s->header.image_size;
+    ret = read_backing_name(img, err);
+    if (ret < 0)
+        return ret;
+    s->l1 = qed_aligned_alloc(s->table_bytes);
+    if (!s->l1)
+        return qed_fail(err, ENOMEM, "cannot allocate the L1 table (%" PRIu64
+                        " bytes)", s->table_bytes);
+    ret = read_exact(img->file, s->l1, s->table_bytes,
+                     s->header.l1_table_offset, err, "the L1 table");
+    if (ret < 0)
+        return ret;
+    if (l2cache_new(cache_bytes, s->table_bytes, &s->l2cache) < 0)
+        return qed_fail(err, ENOMEM, "out of memory");
+    s->dirty_durable = (s->header.features & QED_F_NEED_CHECK) != 0;
+    return 0;
+}
+
+/* Unknown autoclear bits mean another program's extension data may now be
+ * stale: a writer clears them, a reader leaves the file alone. */
+static int clear_autoclear(qed_image *img, qed_error *err)
+{
+    struct qed_state *s = img->qed;
+    int ret;
+
+    if (!img->writable || s->header.autoclear_features == 0)
+        return 0;
+    s->header.autoclear_features = 0;
+    ret = image_write_header(img, s->header.features);
+    if (ret < 0)
+        return qed_fail(err, -ret, "clearing autoclear features: %s",
+                        strerror(-ret));
+    return 0;
+}
+
+/* ---- open / close ---------------------------------------------------------- */
+
+static void free_image(qed_image *img)
+{
+    if (!img)
+        return;
+    if (img->qed) {
+        struct qed_state *s = img->qed;
+        while (s->locks) {
+            struct l2_lock *l = s->locks;
+            s->locks = l->next;
+            free(l);
+        }
+        l2cache_free(s->l2cache);
+        free(s->l1);
+        free(s->header_block);
+        free(s);
+    }
+    io_file_close(img->file);
+    free(img->filename);
+    free(img->backing_path);
+    free(img);
+}
+
+static int open_internal(const char *path, const struct qed_open_options *o,
+                         qed_loop *loop, enum qed_format format,
+                         struct chain *chain, qed_image **out, qed_error *err);
+
+static int open_backing(qed_image *img, const struct qed_open_options *o,
+                        struct chain *chain, qed_error *err)
+{
+    struct qed_state *s = img->qed;
+    struct qed_open_options bo = *o;
+    enum qed_format format = QED_FORMAT_PROBE;
+    int ret;
+
+    if (!(s->header.features & QED_F_BACKING_FILE))
+        return 0;
+    img->backing_path = resolve_relative(img->filename, s->backing_name);
+    if (!img->backing_path)
+        return qed_fail(err, ENOMEM, "out of memory");
+    if (o->flags & QED_OPEN_NO_BACKING) {
+        img->backing_unavailable = true;
+        return 0;
+    }
+    if (s->header.features & QED_F_BACKING_FORMAT_NO_PROBE)
+        format = QED_FORMAT_RAW;
+    bo.flags &= ~QED_OPEN_RDWR;
+    ret = open_internal(img->backing_path, &bo, img->loop, format, chain,
+                        &img->backing, err);
+    if (ret < 0)
+        qed_error_prefix(err, "backing file '%s': ", img->backing_path);
+    return ret;
+}
+
+static int open_internal(const char *path, const struct qed_open_options *o,
+                         qed_loop *loop, enum qed_format format,
+                         struct chain *chain, qed_image **out, qed_error *err)
+{
+    qed_image *img;
+    unsigned io_flags = 0;
+    int ret;
+
+    *out = NULL;
+    ret = chain_enter(chain, path, err);
+    if (ret < 0)
+        return ret;
+    img = calloc(1, sizeof(*img));
+    if (!img)
+        return qed_fail(err, ENOMEM, "out of memory");
+    img->loop = loop;
+    img->writable = (o->flags & QED_OPEN_RDWR) != 0;
+    img->cache = o->cache;
+    img->filename = strdup(path);
+    if (img->writable)
+        io_flags |= IO_OPEN_WRITE;
+    if (o->cache == QED_CACHE_NONE)
+        io_flags |= IO_OPEN_DIRECT;
+    if (!img->filename) {
+        ret = qed_fail(err, ENOMEM, "out of memory");
+        goto fail;
+    }
+    ret = io_file_open(loop, path, io_flags, &img->file, err);
+    if (ret < 0)
+        goto fail;
+    if (format == QED_FORMAT_PROBE) {
+        ret = probe(img->file, &format, err);
+        if (ret < 0)
+            goto fail;
+    }
+    img->format = format;
+    if (format == QED_FORMAT_RAW) {
+        ret = img->file->ops->get_size(img->file, &img->size);
+        if (ret < 0) {
+            qed_fail(err, -ret, "%s", strerror(-ret));
+            goto fail;
+        }
+        *out = img;
+        return 0;
+    }
+    ret = open_qed_state(img, o->l2_cache_bytes, err);
+    if (ret == 0)
+        ret = clear_autoclear(img, err);
+    if (ret == 0)
+        ret = open_backing(img, o, chain, err);
+    if (ret == 0 && img->writable)
+        ret = check_on_open(img, err);
+    if (ret < 0)
+        goto fail;
+    *out = img;
+    return 0;
+fail:
+    if (img->backing) {
+        qed_error ignored;
+        qed_close(img->backing, &ignored);
+    }
+    free_image(img);
+    return ret;
+}
+
+int qed_open(const char *path, const struct qed_open_options *options,
+             qed_image **out, qed_error *err)
+{
+    struct qed_open_options o = { 0 };
+    struct chain chain = { 0 };
+    qed_loop *loop;
+    int ret;
+
+    *out = NULL;
+    if (options)
+        o = *options;
+    loop = o.loop;
+    if (!loop) {
+        ret = qed_loop_new(o.engine, &loop, err);
+        if (ret < 0)
+            return ret;
+    }
+    ret = open_internal(path, &o, loop, o.format, &chain, out, err);
+    if (ret < 0) {
+        if (!o.loop)
+            qed_loop_free(loop);
+        return ret;
+    }
+    (*out)->owns_loop = !o.loop;
+    return 0;
+}
+
+static int drain(qed_image *img)
+{
+    while (img->in_flight > 0) {
+        int r = qed_loop_run(img->loop, -1);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+/* A clean close makes everything durable, then clears NEED_CHECK. */
+static int mark_clean(qed_image *img, qed_error *err)
+{
+    struct qed_state *s = img->qed;
+    int ret = io_sync_sync(img->file);
+
+    if (ret < 0)
+        return qed_fail(err, -ret, "flush: %s", strerror(-ret));
+    if (!(s->header.features & QED_F_NEED_CHECK))
+        return 0;
+    ret = image_write_header(img, s->header.features & ~QED_F_NEED_CHECK);
+    if (ret < 0)
+        return qed_fail(err, -ret, "clearing the dirty flag: %s",
+                        strerror(-ret));
+    return 0;
+}
+
+int qed_close(qed_image *img, qed_error *err)
+{
+    qed_loop *loop;
+    bool owns_loop;
+    int ret = 0, r;
+
+    if (!img)
+        return 0;
+    loop = img->loop;
+    owns_loop = img->owns_loop;
+    r = drain(img);
+    if (r < 0)
+        ret = qed_fail(err, -r, "event loop: %s", strerror(-r));
+    if (ret == 0 && img->writable) {
+        if (img->qed)
+            ret = mark_clean(img, err);
+        else if ((r = io_sync_sync(img->file)) < 0)
+            ret = qed_fail(err, -r, "flush: %s", strerror(-r));
+    }
+    if (img->backing) {
+        qed_error ignored;
+        qed_close(img->backing, &ignored);
+    }
+    free_image(img);
+    if (owns_loop)
+        qed_loop_free(loop);
+    return ret;
+}
+
+/* ---- info ------------------------------------------------------------------ */
+
+static void copy_string(char *dst, size_t size, const char *src)
+{
+    snprintf(dst, size, "%s", src ? src : "");
+}
+
+int qed_get_info(qed_image *img, struct qed_image_info *info, qed_error *err)
+{
+    int ret;
+
+    memset(info, 0, sizeof(*info));
+    info->format = img->format;
+    copy_string(info->filename, sizeof(info->filename), img->filename);
+    info->virtual_size = img->size;
+    ret = img->file->ops->get_size(img->file, &info->file_size);
+    if (ret == 0)
+        ret = img->file->ops->allocated_bytes(img->file, &info->actual_size);
+    if (ret < 0)
+        return qed_fail(err, -ret, "%s", strerror(-ret));
+    if (!img->qed)
+        return 0;
+    const struct qed_header *h = &img->qed->header;
+    info->dirty = (h->features & QED_F_NEED_CHECK) != 0;
+    info->cluster_size = h->cluster_size;
+    info->table_size = h->table_size;
+    info->header_size = h->header_size;
+    info->features = h->features;
+    info->compat_features = h->compat_features;
+    info->autoclear_features = h->autoclear_features;
+    info->l1_table_offset = h->l1_table_offset;
+    info->has_backing = (h->features & QED_F_BACKING_FILE) != 0;
+    if (info->has_backing) {
+        copy_string(info->backing_file, sizeof(info->backing_file),
+                    img->qed->backing_name);
+        copy_string(info->backing_file_full, sizeof(info->backing_file_full),
+                    img->backing_path);
+        if (h->features & QED_F_BACKING_FORMAT_NO_PROBE)
+            info->backing_format = QED_FORMAT_RAW;
+        else if (img->backing)
+            info->backing_format = img->backing->format;
+    }
+    return 0;
+}
+
+/* ---- create ------------------------------------------------------------------ */
+
+static int backing_size(const char *image_path,
+                        const struct qed_create_options *o, uint64_t *size,
+                        qed_error *err)
+{
+    struct qed_open_options bo = { .format = o->backing_format };
+    char *path = resolve_relative(image_path, o->backing_file);
+    qed_image *backing;
+    int ret;
+
+    if (!path)
+        return qed_fail(err, ENOMEM, "out of memory");
+    ret = qed_open(path, &bo, &backing, err);
+    if (ret < 0) {
+        qed_error_prefix(err, "backing file '%s': ", path);
+        free(path);
+        return ret;
+    }
+    *size = qed_size(backing);
+    qed_close(backing, NULL);
+    free(path);
+    return 0;
+}
+
+static int write_new_image(int fd, const struct qed_header *h,
+                           const char *backing, qed_error *err)
+{
+    uint8_t *cluster = calloc(1, h->cluster_size);
+    uint64_t file_size = h->l1_table_offset +
+                         (uint64_t)h->table_size * h->cluster_size;
+    int ret = 0;
+
+    if (!cluster)
+        return qed_fail(err, ENOMEM, "out of memory");
+    header_encode(h, cluster);
+    if (h->backing_filename_size)
+        memcpy(cluster + h->backing_filename_offset, backing,
+               h->backing_filename_size);
+    /* The L1 table is all zeros: leave it as a hole. */
+    if (ftruncate(fd, 0) < 0 ||
+        pwrite(fd, cluster, h->cluster_size, 0) != (ssize_t)h->cluster_size ||
+        ftruncate(fd, (off_t)file_size) < 0 || fsync(fd) < 0)
+        ret = qed_fail(err, errno ? errno : EIO, "%s", strerror(errno));
+    free(cluster);
+    return ret;
+}
+
+int qed_create(const char *path, const struct qed_create_options *options,
+               qed_error *err)
+{
+    struct qed_create_options o = *options;
+    bool has_backing = o.backing_file && o.backing_file[0];
+    struct qed_header h;
+    struct stat st;
+    int fd, ret;
+
+    if (o.cluster_size == 0)
+        o.cluster_size = QED_DEFAULT_CLUSTER_SIZE;
+    if (o.table_size == 0)
+        o.table_size = QED_DEFAULT_TABLE_SIZE;
+    if (o.size_from_backing && !has_backing)
+        return qed_fail(err, EINVAL, "an image size is needed when there is "
+                        "no backing file");
+    if (has_backing) {
+        uint64_t bsize = 0;
+        ret = backing_size(path, &o, &bsize, err);
+        if (ret < 0)
+            return ret;
+        if (o.size_from_backing)
+            o.size = round_up_u64(bsize, 512);
+    }
+    ret = header_init_new(&h, o.size, o.cluster_size, o.table_size,
+                          has_backing ? strlen(o.backing_file) : 0,
+                          o.backing_format == QED_FORMAT_RAW, err);
+    if (ret < 0)
+        return ret;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+        return qed_fail(err, EINVAL, "not a regular file; images are only "
+                        "created as regular files");
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return qed_fail(err, errno, "%s", strerror(errno));
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return qed_fail(err, EINVAL, "not a regular file; images are only "
+                        "created as regular files");
+    }
+    ret = write_new_image(fd, &h, o.backing_file, err);
+    close(fd);
+    return ret;
+}

@@ -1,0 +1,204 @@
+/* Internal state of an open image, shared by the engine modules. */
+#ifndef QED_LIB_IMAGE_H
+#define QED_LIB_IMAGE_H
+
+#include "header.h"
+#include "io.h"
+#include "loop.h"
+#include "util.h"
+
+struct request;
+struct l2cache;
+
+/* What a range of a QED image maps to. */
+enum extent_kind { EXTENT_UNALLOCATED, EXTENT_ZERO, EXTENT_DATA };
+
+struct extent {
+    enum extent_kind kind;
+    uint64_t length; /* bytes from the looked-up position */
+    uint64_t host;   /* EXTENT_DATA: file offset of the first byte */
+};
+
+/* A loaded table (L2) in on-disk byte order; see table.c. */
+struct table {
+    uint64_t offset;     /* in the file */
+    uint8_t *bytes;      /* table_size * cluster_size, 4096-aligned */
+    unsigned refs;       /* requests using it; pinned while > 0 */
+    bool loading;        /* read in flight: waiters queue on it */
+    bool failed;
+    struct request *load_waiters;
+    struct table *lru_prev, *lru_next;
+    struct table *hash_next;
+};
+
+/* Per-L2-table allocation lock: allocating updates of one L2 table run one
+ * after another; different tables proceed in parallel. */
+struct l2_lock {
+    uint64_t l1_index;
+    struct request *waiters_head, *waiters_tail;
+    struct l2_lock *next;
+};
+
+/* Serialised writers of a shared on-disk block (header, L1 table): updates
+ * that arrive while a write is in flight go out together in the next one. */
+struct block_writer {
+    bool busy;
+    struct request *pending;  /* applied in memory, waiting for a write */
+    struct request *inflight; /* covered by the write in flight */
+};
+
+struct qed_state {
+    struct qed_header header;
+    uint8_t *header_block;    /* first 4096 bytes of the file, as on disk */
+    uint32_t cluster_size;
+    unsigned cluster_bits;
+    uint64_t table_bytes;     /* table_size * cluster_size */
+    uint64_t table_entries;
+    unsigned table_bits;      /* log2(table_entries) */
+    uint64_t header_bytes;    /* header_size * cluster_size */
+    uint8_t *l1;              /* L1 table, on-disk byte order */
+    uint64_t file_end;        /* next cluster handed out, cluster aligned */
+    struct l2cache *l2cache;
+    struct l2_lock *locks;
+    /* NEED_CHECK: durable before the first table update (no backing). */
+    bool dirty_durable;
+    struct block_writer header_writer;
+    struct block_writer l1_writer;
+    char backing_name[QED_MAX_BACKING_NAME + 1];
+};
+
+struct qed_image {
+    qed_loop *loop;
+    bool owns_loop;
+    struct io_file *file;
+    char *filename;
+    char *backing_path;       /* resolved path of the backing file */
+    enum qed_format format;
+    bool writable;
+    enum qed_cache cache;
+    uint64_t size;            /* virtual size */
+    struct qed_state *qed;    /* NULL for raw images */
+    qed_image *backing;
+    bool backing_unavailable; /* opened with QED_OPEN_NO_BACKING */
+    unsigned in_flight;       /* requests not yet completed */
+};
+
+enum request_kind {
+    REQ_READ,
+    REQ_WRITE,
+    REQ_ZEROES,
+    REQ_DISCARD,
+    REQ_FLUSH,
+    REQ_STATUS,
+};
+
+/* One client request and its progress through the state machine.  A request
+ * walks its range a chunk at a time; each chunk lies within one L2 table and
+ * maps to one extent kind. */
+struct request {
+    qed_image *img;
+    enum request_kind kind;
+    uint64_t offset, length; /* the whole request */
+    uint64_t pos;            /* start of the current chunk */
+    struct iovec *iov;       /* the caller's vector (copied) */
+    int iovcnt;
+    unsigned flags;
+    struct qed_block_status *status;
+    qed_callback *cb;
+    void *opaque;
+    qed_error err;
+    struct loop_task task;
+
+    /* Current chunk. */
+    struct table *l2;         /* pinned while the chunk uses it */
+    uint64_t l1_index;
+    struct extent ext;
+    bool holds_lock;
+    bool new_table;           /* the chunk allocated l2 */
+    uint64_t chunk_len;       /* bytes of the request the chunk covers */
+    uint64_t alloc_host;      /* first new cluster */
+    uint64_t alloc_first;     /* first L2 index updated */
+    uint64_t alloc_count;     /* entries updated */
+    uint64_t *saved_entries;  /* old values, to undo a failed update */
+    uint64_t new_entry_value; /* ZERO/DATA base for the update */
+    uint8_t *head_buf, *tail_buf; /* copy-on-write from the backing file */
+    uint8_t *data_buf;            /* zeros written for write-zeroes */
+    uint64_t fallback_host, fallback_len; /* zeroing without fallocate */
+    uint64_t head_len, tail_len;
+    struct iovec *chunk_iov;
+    int chunk_iovcnt;
+    int pending;              /* sub-operations in flight */
+    int sub_ret;              /* first failure among them */
+    void (*resume)(struct request *req); /* continuation after a wait */
+    void (*saved_next)(struct request *req); /* after the table update */
+
+    struct request *next;     /* in wait queues */
+};
+
+/* request.c */
+void request_complete(struct request *req, int ret);
+void request_resume_later(struct request *req, void (*fn)(struct request *));
+
+/* iov.c: views of the caller's vector */
+int iov_slice(const struct iovec *iov, int iovcnt, uint64_t offset,
+              uint64_t length, struct iovec **out, int *outcnt);
+void iov_memset(const struct iovec *iov, int iovcnt, uint64_t offset,
+                int byte, uint64_t length);
+uint64_t iov_size(const struct iovec *iov, int iovcnt);
+
+/* table.c: byte order of tables lives here only */
+uint64_t table_entry(const uint8_t *table, uint64_t index);
+void table_set_entry(uint8_t *table, uint64_t index, uint64_t value);
+/* Is a data cluster or table offset usable in this image? */
+bool qed_offset_valid(const struct qed_state *s, uint64_t offset,
+                      uint64_t length);
+
+/* l2cache.c */
+int l2cache_new(size_t budget_bytes, uint64_t table_bytes,
+                struct l2cache **out);
+void l2cache_free(struct l2cache *cache);
+/* Looks a table up; NULL when not cached. Takes a reference when found. */
+struct table *l2cache_find(struct l2cache *cache, uint64_t offset);
+/* Inserts a fresh table (zeroed, or to be loaded) with one reference. */
+struct table *l2cache_insert(struct l2cache *cache, uint64_t offset,
+                             bool zeroed);
+void l2cache_put(struct l2cache *cache, struct table *t);
+void l2cache_drop(struct l2cache *cache, struct table *t);
+
+/* lookup.c */
+void lookup_extent(const qed_image *img, const struct table *l2, uint64_t pos,
+                   uint64_t max_len, struct extent *ext);
+uint64_t lookup_l1_index(const qed_image *img, uint64_t pos);
+uint64_t lookup_table_end(const qed_image *img, uint64_t pos);
+int lookup_validate_extent(const qed_image *img, uint64_t l1_index,
+                           uint64_t pos, const struct extent *ext,
+                           qed_error *err);
+/* Makes req->l2 the L2 table for req->pos (loading it); calls next. Sets
+ * req->l2 = NULL when the L1 entry is unallocated. */
+void lookup_load_l2(struct request *req, void (*next)(struct request *req));
+
+/* alloc.c */
+void alloc_lock(struct request *req, void (*next)(struct request *req));
+void alloc_unlock(struct request *req);
+uint64_t alloc_clusters(qed_image *img, uint64_t count);
+void alloc_make_dirty(struct request *req, void (*next)(struct request *req));
+void alloc_update_l2(struct request *req, void (*next)(struct request *req));
+int image_write_header(qed_image *img, uint64_t features);
+
+/* image.c: raw image requests */
+void raw_start(struct request *req);
+/* qcow-like engine for QED */
+void qed_request_start(struct request *req);
+
+static inline uint64_t cluster_start(const struct qed_state *s, uint64_t pos)
+{
+    return pos & ~(uint64_t)(s->cluster_size - 1);
+}
+
+static inline uint64_t cluster_offset_in(const struct qed_state *s,
+                                         uint64_t pos)
+{
+    return pos & (s->cluster_size - 1);
+}
+
+#endif

@@ -1,0 +1,385 @@
+/* The file side of the I/O interface: whole-buffer reads (zeros past the end
+ * of the file) and writes on top of whichever engine the loop runs, plus the
+ * plain-file back end of io_file. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "io.h"
+
+#define INLINE_IOVS 4
+
+struct io_req {
+    struct io_op op;
+    struct io_file *file;
+    io_callback *cb;
+    void *opaque;
+    struct iovec *iov; /* remaining part; points into inline_iov or heap */
+    int iovcnt;
+    size_t remaining;
+    struct iovec inline_iov[INLINE_IOVS];
+    struct iovec *heap_iov;
+};
+
+void io_engine_completed(struct io_engine *engine, struct io_op *op)
+{
+    engine->in_flight--;
+    op->complete(op);
+}
+
+static void req_free(struct io_req *req)
+{
+    free(req->heap_iov);
+    free(req);
+}
+
+static void req_finish(struct io_req *req, int ret)
+{
+    io_callback *cb = req->cb;
+    void *opaque = req->opaque;
+    req_free(req);
+    cb(opaque, ret);
+}
+
+/* Drops the first n bytes of the request's vector. */
+static void req_advance(struct io_req *req, size_t n)
+{
+    req->remaining -= n;
+    req->op.offset += n;
+    while (n > 0 && req->iovcnt > 0) {
+        if (n < req->iov->iov_len) {
+            req->iov->iov_base = (char *)req->iov->iov_base + n;
+            req->iov->iov_len -= n;
+            return;
+        }
+        n -= req->iov->iov_len;
+        req->iov++;
+        req->iovcnt--;
+    }
+}
+
+static void zero_rest(struct io_req *req)
+{
+    for (int i = 0; i < req->iovcnt; i++)
+        memset(req->iov[i].iov_base, 0, req->iov[i].iov_len);
+}
+
+static void req_resubmit(struct io_req *req)
+{
+    req->op.iov = req->iov;
+    req->op.iovcnt = (int)QED_MIN(req->iovcnt, IOV_MAX);
+    req->file->ops->submit(req->file, &req->op);
+}
+
+static void req_complete(struct io_op *op)
+{
+    struct io_req *req = (struct io_req *)op;
+    ssize_t r = op->result;
+
+    if (r == -EINTR || r == -EAGAIN) {
+        req_resubmit(req);
+        return;
+    }
+    if (r < 0) {
+        req_finish(req, (int)r);
+        return;
+    }
+    if (op->kind == IO_SYNC || op->kind == IO_FALLOCATE) {
+        req_finish(req, 0);
+        return;
+    }
+    if (r == 0) {
+        /* A read at the end of the file: the rest reads as zeros.  A write
+         * that makes no progress would spin: report it. */
+        if (op->kind == IO_READ) {
+            zero_rest(req);
+            req_finish(req, 0);
+        } else {
+            req_finish(req, -EIO);
+        }
+        return;
+    }
+    req_advance(req, (size_t)r);
+    if (req->remaining == 0)
+        req_finish(req, 0);
+    else
+        req_resubmit(req);
+}
+
+static struct io_req *req_new(struct io_file *file, enum io_kind kind,
+                              const struct iovec *iov, int iovcnt,
+                              uint64_t offset, io_callback *cb, void *opaque)
+{
+    struct io_req *req = calloc(1, sizeof(*req));
+    if (!req)
+        return NULL;
+    req->file = file;
+    req->cb = cb;
+    req->opaque = opaque;
+    req->op.kind = kind;
+    req->op.offset = offset;
+    req->op.complete = req_complete;
+    req->op.fd = file->fd;
+    if (iovcnt > INLINE_IOVS) {
+        req->heap_iov = malloc(sizeof(*iov) * (size_t)iovcnt);
+        if (!req->heap_iov) {
+            free(req);
+            return NULL;
+        }
+        req->iov = req->heap_iov;
+    } else {
+        req->iov = req->inline_iov;
+    }
+    for (int i = 0; i < iovcnt; i++) {
+        req->iov[i] = iov[i];
+        req->remaining += iov[i].iov_len;
+    }
+    req->iovcnt = iovcnt;
+    return req;
+}
+
+struct later_call {
+    io_callback *cb;
+    void *opaque;
+    int ret;
+};
+
+static void run_later_call(void *arg)
+{
+    struct later_call *c = arg;
+    io_callback *cb = c->cb;
+    void *opaque = c->opaque;
+    int ret = c->ret;
+    free(c);
+    cb(opaque, ret);
+}
+
+/* Results known before submission (empty transfers, allocation failure)
+ * still arrive through the callback, from the loop, so callers have exactly
+ * one completion path. */
+static void complete_later(struct io_file *file, io_callback *cb, void *opaque,
+                           int ret)
+{
+    struct later_call *c = malloc(sizeof(*c));
+    if (c) {
+        c->cb = cb;
+        c->opaque = opaque;
+        c->ret = ret;
+        if (loop_defer_call(file->loop, run_later_call, c) == 0)
+            return;
+        free(c);
+    }
+    /* Not even a few bytes to report the failure with. */
+    abort();
+}
+
+static void start(struct io_file *file, enum io_kind kind,
+                  const struct iovec *iov, int iovcnt, uint64_t offset,
+                  io_callback *cb, void *opaque)
+{
+    struct io_req *req = req_new(file, kind, iov, iovcnt, offset, cb, opaque);
+    if (!req) {
+        complete_later(file, cb, opaque, -ENOMEM);
+        return;
+    }
+    if ((kind == IO_READ || kind == IO_WRITE) && req->remaining == 0) {
+        req_free(req);
+        complete_later(file, cb, opaque, 0);
+        return;
+    }
+    req_resubmit(req);
+}
+
+void io_readv(struct io_file *file, const struct iovec *iov, int iovcnt,
+              uint64_t offset, io_callback *cb, void *opaque)
+{
+    start(file, IO_READ, iov, iovcnt, offset, cb, opaque);
+}
+
+void io_writev(struct io_file *file, const struct iovec *iov, int iovcnt,
+               uint64_t offset, io_callback *cb, void *opaque)
+{
+    start(file, IO_WRITE, iov, iovcnt, offset, cb, opaque);
+}
+
+void io_pread(struct io_file *file, void *buf, size_t len, uint64_t offset,
+              io_callback *cb, void *opaque)
+{
+    struct iovec v = { buf, len };
+    io_readv(file, &v, 1, offset, cb, opaque);
+}
+
+void io_pwrite(struct io_file *file, const void *buf, size_t len,
+               uint64_t offset, io_callback *cb, void *opaque)
+{
+    struct iovec v = { (void *)buf, len };
+    io_writev(file, &v, 1, offset, cb, opaque);
+}
+
+void io_sync(struct io_file *file, io_callback *cb, void *opaque)
+{
+    start(file, IO_SYNC, NULL, 0, 0, cb, opaque);
+}
+
+void io_fallocate(struct io_file *file, int mode, uint64_t offset,
+                  uint64_t length, io_callback *cb, void *opaque)
+{
+    struct io_req *req = req_new(file, IO_FALLOCATE, NULL, 0, offset, cb,
+                                 opaque);
+    if (!req) {
+        complete_later(file, cb, opaque, -ENOMEM);
+        return;
+    }
+    req->op.mode = mode;
+    req->op.length = length;
+    req_resubmit(req);
+}
+
+/* ---- synchronous helpers for start-up paths ------------------------------ */
+
+struct sync_wait {
+    bool done;
+    int ret;
+};
+
+static void sync_done(void *opaque, int ret)
+{
+    struct sync_wait *w = opaque;
+    w->done = true;
+    w->ret = ret;
+}
+
+static int wait_for(qed_loop *loop, struct sync_wait *w)
+{
+    while (!w->done) {
+        int r = qed_loop_run(loop, -1);
+        if (r < 0)
+            return r;
+    }
+    return w->ret;
+}
+
+int io_pread_sync(struct io_file *file, void *buf, size_t len, uint64_t offset)
+{
+    struct sync_wait w = { 0 };
+    io_pread(file, buf, len, offset, sync_done, &w);
+    return wait_for(file->loop, &w);
+}
+
+int io_pwrite_sync(struct io_file *file, const void *buf, size_t len,
+                   uint64_t offset)
+{
+    struct sync_wait w = { 0 };
+    io_pwrite(file, buf, len, offset, sync_done, &w);
+    return wait_for(file->loop, &w);
+}
+
+int io_sync_sync(struct io_file *file)
+{
+    struct sync_wait w = { 0 };
+    io_sync(file, sync_done, &w);
+    return wait_for(file->loop, &w);
+}
+
+/* ---- plain files ----------------------------------------------------------- */
+
+static void fd_submit(struct io_file *file, struct io_op *op)
+{
+    struct io_engine *engine = loop_io_engine(file->loop);
+    op->fd = file->fd;
+    engine->ops->submit(engine, op);
+}
+
+static int fd_get_size(struct io_file *file, uint64_t *size)
+{
+    struct stat st;
+    if (fstat(file->fd, &st) < 0)
+        return -errno;
+    *size = (uint64_t)st.st_size;
+    return 0;
+}
+
+static int fd_truncate(struct io_file *file, uint64_t size)
+{
+    return ftruncate(file->fd, (off_t)size) < 0 ? -errno : 0;
+}
+
+static int fd_allocated_bytes(struct io_file *file, uint64_t *bytes)
+{
+    struct stat st;
+    if (fstat(file->fd, &st) < 0)
+        return -errno;
+    *bytes = (uint64_t)st.st_blocks * 512u;
+    return 0;
+}
+
+static int fd_seek(struct io_file *file, uint64_t offset, bool data,
+                   uint64_t *out)
+{
+    off_t r = lseek(file->fd, (off_t)offset, data ? SEEK_DATA : SEEK_HOLE);
+    if (r < 0)
+        return errno == EINVAL ? -ENOTSUP : -errno;
+    *out = (uint64_t)r;
+    return 0;
+}
+
+static void fd_close(struct io_file *file)
+{
+    close(file->fd);
+    free(file);
+}
+
+static const struct io_file_ops fd_file_ops = {
+    .submit = fd_submit,
+    .get_size = fd_get_size,
+    .truncate = fd_truncate,
+    .allocated_bytes = fd_allocated_bytes,
+    .seek = fd_seek,
+    .close = fd_close,
+};
+
+int io_file_open(qed_loop *loop, const char *path, unsigned flags,
+                 struct io_file **out, qed_error *err)
+{
+    int oflags = O_CLOEXEC | ((flags & IO_OPEN_WRITE) ? O_RDWR : O_RDONLY);
+    struct io_file *file;
+    struct stat st;
+    int fd;
+
+    *out = NULL;
+    if (flags & IO_OPEN_DIRECT)
+        oflags |= O_DIRECT;
+    if (flags & IO_OPEN_CREATE)
+        oflags |= O_CREAT;
+    fd = open(path, oflags, 0644);
+    if (fd < 0)
+        return qed_fail(err, errno, "%s", strerror(errno));
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        int code = errno ? errno : EINVAL;
+        close(fd);
+        if (!S_ISREG(st.st_mode))
+            return qed_fail(err, EINVAL, "not a regular file");
+        return qed_fail(err, code, "%s", strerror(code));
+    }
+    file = calloc(1, sizeof(*file));
+    if (!file) {
+        close(fd);
+        return qed_fail(err, ENOMEM, "out of memory");
+    }
+    file->ops = &fd_file_ops;
+    file->loop = loop;
+    file->fd = fd;
+    file->direct = (flags & IO_OPEN_DIRECT) != 0;
+    file->writable = (flags & IO_OPEN_WRITE) != 0;
+    *out = file;
+    return 0;
+}
+
+void io_file_close(struct io_file *file)
+{
+    if (file)
+        file->ops->close(file);
+}

@@ -1,0 +1,55 @@
+/* Views of a caller's scatter/gather vector: slicing a byte range out of it
+ * and filling ranges, without copying the data. */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "image.h"
+
+uint64_t iov_size(const struct iovec *iov, int iovcnt)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < iovcnt; i++)
+        n += iov[i].iov_len;
+    return n;
+}
+
+int iov_slice(const struct iovec *iov, int iovcnt, uint64_t offset,
+              uint64_t length, struct iovec **out, int *outcnt)
+{
+    struct iovec *v;
+    int first = 0, n = 0;
+
+    while (first < iovcnt && offset >= iov[first].iov_len) {
+        offset -= iov[first].iov_len;
+        first++;
+    }
+    v = malloc(sizeof(*v) * (size_t)(iovcnt - first + 1));
+    if (!v)
+        return -ENOMEM;
+    for (int i = first; i < iovcnt && length > 0; i++) {
+        uint64_t take = QED_MIN(iov[i].iov_len - offset, length);
+        v[n].iov_base = (char *)iov[i].iov_base + offset;
+        v[n].iov_len = take;
+        n++;
+        length -= take;
+        offset = 0;
+    }
+    *out = v;
+    *outcnt = n;
+    return 0;
+}
+
+void iov_memset(const struct iovec *iov, int iovcnt, uint64_t offset,
+                int byte, uint64_t length)
+{
+    for (int i = 0; i < iovcnt && length > 0; i++) {
+        if (offset >= iov[i].iov_len) {
+            offset -= iov[i].iov_len;
+            continue;
+        }
+        uint64_t take = QED_MIN(iov[i].iov_len - offset, length);
+        memset((char *)iov[i].iov_base + offset, byte, take);
+        length -= take;
+        offset = 0;
+    }
+}

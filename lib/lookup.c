@@ -1,0 +1,155 @@
+/* Logical offset -> extent: which L1 entry and L2 table cover a position,
+ * and how far the same kind of mapping runs from there. */
+#include <errno.h>
+#include <inttypes.h>
+
+#include "image.h"
+
+static unsigned table_span_bits(const struct qed_state *s)
+{
+    return s->cluster_bits + s->table_bits;
+}
+
+uint64_t lookup_l1_index(const qed_image *img, uint64_t pos)
+{
+    return pos >> table_span_bits(img->qed);
+}
+
+/* First logical offset past the L2 table that covers pos. */
+uint64_t lookup_table_end(const qed_image *img, uint64_t pos)
+{
+    unsigned bits = table_span_bits(img->qed);
+    uint64_t next = (lookup_l1_index(img, pos) + 1);
+    if (bits >= 64 || next > (UINT64_MAX >> bits))
+        return UINT64_MAX;
+    return next << bits;
+}
+
+static enum extent_kind kind_of(uint64_t entry)
+{
+    if (entry == 0)
+        return EXTENT_UNALLOCATED;
+    if (entry == 1)
+        return EXTENT_ZERO;
+    return EXTENT_DATA;
+}
+
+void lookup_extent(const qed_image *img, const struct table *l2, uint64_t pos,
+                   uint64_t max_len, struct extent *ext)
+{
+    const struct qed_state *s = img->qed;
+    uint64_t index = (pos >> s->cluster_bits) & (s->table_entries - 1);
+    uint64_t len = s->cluster_size - cluster_offset_in(s, pos);
+    uint64_t first;
+
+    max_len = QED_MIN(max_len, lookup_table_end(img, pos) - pos);
+    if (!l2) {
+        ext->kind = EXTENT_UNALLOCATED;
+        ext->length = max_len;
+        ext->host = 0;
+        return;
+    }
+    first = table_entry(l2->bytes, index);
+    ext->kind = kind_of(first);
+    ext->host = ext->kind == EXTENT_DATA ? first + cluster_offset_in(s, pos) : 0;
+    for (uint64_t i = index + 1; len < max_len && i < s->table_entries; i++) {
+        uint64_t e = table_entry(l2->bytes, i);
+        if (kind_of(e) != ext->kind)
+            break;
+        if (ext->kind == EXTENT_DATA &&
+            e != first + (i - index) * (uint64_t)s->cluster_size)
+            break;
+        len += s->cluster_size;
+    }
+    ext->length = QED_MIN(len, max_len);
+}
+
+int lookup_validate_extent(const qed_image *img, uint64_t l1_index,
+                           uint64_t pos, const struct extent *ext,
+                           qed_error *err)
+{
+    const struct qed_state *s = img->qed;
+    uint64_t first, span;
+
+    if (ext->kind != EXTENT_DATA)
+        return 0;
+    first = cluster_start(s, ext->host);
+    span = cluster_start(s, ext->host + ext->length - 1) - first +
+           s->cluster_size;
+    if (cluster_offset_in(s, ext->host) != cluster_offset_in(s, pos) ||
+        !qed_offset_valid(s, first, span))
+        return qed_fail(err, EIO,
+                        "corrupt image: L2 table %" PRIu64 " maps offset %"
+                        PRIu64 " to invalid cluster offset 0x%" PRIx64
+                        " (file end 0x%" PRIx64 ")",
+                        l1_index, pos, first, s->file_end);
+    return 0;
+}
+
+static void finish_load(void *opaque, int ret)
+{
+    struct table *t = opaque;
+    struct request *waiters = t->load_waiters;
+    struct request *req;
+
+    t->loading = false;
+    t->load_waiters = NULL;
+    if (ret < 0)
+        t->failed = true;
+    while ((req = waiters) != NULL) {
+        waiters = req->next;
+        req->next = NULL;
+        if (ret < 0) {
+            l2cache_put(req->img->qed->l2cache, t);
+            req->l2 = NULL;
+            qed_fail(&req->err, -ret, "reading L2 table at offset 0x%" PRIx64
+                     ": %s", t->offset, strerror(-ret));
+            request_complete(req, ret);
+        } else {
+            req->resume(req);
+        }
+    }
+}
+
+void lookup_load_l2(struct request *req, void (*next)(struct request *req))
+{
+    struct qed_state *s = req->img->qed;
+    uint64_t l2_offset;
+    struct table *t;
+
+    req->l1_index = lookup_l1_index(req->img, req->pos);
+    l2_offset = table_entry(s->l1, req->l1_index);
+    if (l2_offset == 0) {
+        req->l2 = NULL;
+        next(req);
+        return;
+    }
+    if (!qed_offset_valid(s, l2_offset, s->table_bytes)) {
+        qed_fail(&req->err, EIO,
+                 "corrupt image: L1 entry %" PRIu64 " points at invalid L2 "
+                 "table offset 0x%" PRIx64 " (file end 0x%" PRIx64 ")",
+                 req->l1_index, l2_offset, s->file_end);
+        request_complete(req, -EIO);
+        return;
+    }
+    t = l2cache_find(s->l2cache, l2_offset);
+    if (!t) {
+        t = l2cache_insert(s->l2cache, l2_offset, false);
+        if (!t) {
+            qed_fail(&req->err, ENOMEM, "out of memory for an L2 table");
+            request_complete(req, -ENOMEM);
+            return;
+        }
+        t->loading = true;
+        io_pread(req->img->file, t->bytes, s->table_bytes, l2_offset,
+                 finish_load, t);
+    }
+    req->l2 = t;
+    if (t->loading) {
+        req->resume = next;
+        req->next = t->load_waiters;
+        t->load_waiters = req;
+        return;
+    }
+    next(req);
+}

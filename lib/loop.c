@@ -1,0 +1,353 @@
+/* The event loop behind every image: epoll for descriptors (the I/O engine's
+ * completion fd and any server sockets), deferred tasks and timers. */
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "io.h"
+#include "loop.h"
+
+struct fd_watch {
+    int fd;
+    unsigned events;
+    qed_fd_callback *cb;
+    void *opaque;
+    struct fd_watch *next;
+};
+
+struct timer {
+    uint64_t id;
+    uint64_t due_ms;
+    qed_timer_callback *cb;
+    void *opaque;
+    struct timer *next;
+};
+
+struct deferred_call {
+    struct loop_task task;
+    void (*fn)(void *);
+    void *arg;
+};
+
+struct qed_loop {
+    int epoll_fd;
+    struct io_engine *io;
+    struct loop_task *tasks_head, *tasks_tail;
+    struct fd_watch *watches;
+    struct timer *timers; /* sorted by due time */
+    uint64_t next_timer_id;
+};
+
+/* epoll's data field tells the engine's fd apart from watched fds. */
+#define ENGINE_TAG ((uint64_t)-1)
+
+uint64_t loop_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static enum qed_engine engine_from_environment(enum qed_engine engine)
+{
+    const char *env = getenv("QED_IO_ENGINE");
+    if (engine != QED_ENGINE_AUTO || !env)
+        return engine;
+    if (strcmp(env, "threads") == 0)
+        return QED_ENGINE_THREADS;
+    if (strcmp(env, "uring") == 0 || strcmp(env, "io_uring") == 0)
+        return QED_ENGINE_URING;
+    return QED_ENGINE_AUTO;
+}
+
+static int make_engine(qed_loop *loop, enum qed_engine engine, qed_error *err)
+{
+    int ret;
+
+    engine = engine_from_environment(engine);
+    if (engine == QED_ENGINE_THREADS)
+        return io_engine_threads_new(loop, &loop->io, err);
+    ret = io_engine_uring_new(loop, &loop->io, err);
+    if (ret == 0 || engine == QED_ENGINE_URING)
+        return ret;
+    /* Containers often forbid io_uring: fall back quietly. */
+    return io_engine_threads_new(loop, &loop->io, err);
+}
+
+int qed_loop_new(enum qed_engine engine, qed_loop **out, qed_error *err)
+{
+    qed_loop *loop = calloc(1, sizeof(*loop));
+    struct epoll_event ev = { .events = EPOLLIN };
+    int ret;
+
+    *out = NULL;
+    if (!loop)
+        return qed_fail(err, ENOMEM, "out of memory creating the event loop");
+    loop->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    if (loop->epoll_fd < 0) {
+        ret = qed_fail(err, errno, "epoll_create1: %s", strerror(errno));
+        free(loop);
+        return ret;
+    }
+    ret = make_engine(loop, engine, err);
+    if (ret < 0) {
+        close(loop->epoll_fd);
+        free(loop);
+        return ret;
+    }
+    ev.data.u64 = ENGINE_TAG;
+    if (epoll_ctl(loop->epoll_fd, EPOLL_CTL_ADD, loop->io->event_fd, &ev) < 0) {
+        ret = qed_fail(err, errno, "epoll_ctl: %s", strerror(errno));
+        loop->io->ops->destroy(loop->io);
+        close(loop->epoll_fd);
+        free(loop);
+        return ret;
+    }
+    loop->next_timer_id = 1;
+    *out = loop;
+    return 0;
+}
+
+void qed_loop_free(qed_loop *loop)
+{
+    if (!loop)
+        return;
+    /* Deferred calls still queued belong to nobody now. */
+    while (loop->tasks_head) {
+        struct loop_task *t = loop->tasks_head;
+        loop->tasks_head = t->next;
+        t->queued = false;
+        t->run(t);
+    }
+    loop->io->ops->destroy(loop->io);
+    while (loop->watches) {
+        struct fd_watch *w = loop->watches;
+        loop->watches = w->next;
+        free(w);
+    }
+    while (loop->timers) {
+        struct timer *t = loop->timers;
+        loop->timers = t->next;
+        free(t);
+    }
+    close(loop->epoll_fd);
+    free(loop);
+}
+
+const char *qed_loop_engine_name(const qed_loop *loop)
+{
+    return loop->io->ops->name;
+}
+
+struct io_engine *loop_io_engine(qed_loop *loop)
+{
+    return loop->io;
+}
+
+void loop_defer(qed_loop *loop, struct loop_task *task)
+{
+    if (task->queued)
+        return;
+    task->queued = true;
+    task->next = NULL;
+    if (loop->tasks_tail)
+        loop->tasks_tail->next = task;
+    else
+        loop->tasks_head = task;
+    loop->tasks_tail = task;
+}
+
+static void run_deferred_call(struct loop_task *task)
+{
+    struct deferred_call *call = (struct deferred_call *)task;
+    call->fn(call->arg);
+    free(call);
+}
+
+int loop_defer_call(qed_loop *loop, void (*fn)(void *), void *arg)
+{
+    struct deferred_call *call = calloc(1, sizeof(*call));
+    if (!call)
+        return -ENOMEM;
+    call->task.run = run_deferred_call;
+    call->fn = fn;
+    call->arg = arg;
+    loop_defer(loop, &call->task);
+    return 0;
+}
+
+/* Runs the tasks queued before this call; tasks they queue wait for the next
+ * round so a chain of deferrals cannot starve descriptors. */
+static int run_tasks(qed_loop *loop)
+{
+    struct loop_task *last = loop->tasks_tail;
+    int n = 0;
+
+    while (loop->tasks_head) {
+        struct loop_task *t = loop->tasks_head;
+        loop->tasks_head = t->next;
+        if (!loop->tasks_head)
+            loop->tasks_tail = NULL;
+        t->queued = false;
+        t->run(t);
+        n++;
+        if (t == last)
+            break;
+    }
+    return n;
+}
+
+static struct fd_watch *find_watch(qed_loop *loop, int fd)
+{
+    for (struct fd_watch *w = loop->watches; w; w = w->next)
+        if (w->fd == fd)
+            return w;
+    return NULL;
+}
+
+static uint32_t epoll_events_of(unsigned events)
+{
+    return ((events & QED_LOOP_READ) ? EPOLLIN : 0u) |
+           ((events & QED_LOOP_WRITE) ? EPOLLOUT : 0u);
+}
+
+int qed_loop_watch_fd(qed_loop *loop, int fd, unsigned events,
+                      qed_fd_callback *cb, void *opaque)
+{
+    struct fd_watch *w = find_watch(loop, fd);
+    struct epoll_event ev = { .events = epoll_events_of(events) };
+    int op = w ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+
+    ev.data.u64 = (uint64_t)fd;
+    if (epoll_ctl(loop->epoll_fd, op, fd, &ev) < 0)
+        return -errno;
+    if (!w) {
+        w = calloc(1, sizeof(*w));
+        if (!w) {
+            epoll_ctl(loop->epoll_fd, EPOLL_CTL_DEL, fd, NULL);
+            return -ENOMEM;
+        }
+        w->fd = fd;
+        w->next = loop->watches;
+        loop->watches = w;
+    }
+    w->events = events;
+    w->cb = cb;
+    w->opaque = opaque;
+    return 0;
+}
+
+int qed_loop_unwatch_fd(qed_loop *loop, int fd)
+{
+    for (struct fd_watch **p = &loop->watches; *p; p = &(*p)->next) {
+        if ((*p)->fd == fd) {
+            struct fd_watch *w = *p;
+            *p = w->next;
+            free(w);
+            epoll_ctl(loop->epoll_fd, EPOLL_CTL_DEL, fd, NULL);
+            return 0;
+        }
+    }
+    return -ENOENT;
+}
+
+uint64_t qed_loop_add_timer(qed_loop *loop, uint64_t delay_ms,
+                            qed_timer_callback *cb, void *opaque)
+{
+    struct timer *t = calloc(1, sizeof(*t));
+    struct timer **p;
+
+    if (!t)
+        return 0;
+    t->id = loop->next_timer_id++;
+    t->due_ms = loop_now_ms() + delay_ms;
+    t->cb = cb;
+    t->opaque = opaque;
+    for (p = &loop->timers; *p && (*p)->due_ms <= t->due_ms; p = &(*p)->next)
+        ;
+    t->next = *p;
+    *p = t;
+    return t->id;
+}
+
+void qed_loop_cancel_timer(qed_loop *loop, uint64_t id)
+{
+    for (struct timer **p = &loop->timers; *p; p = &(*p)->next) {
+        if ((*p)->id == id) {
+            struct timer *t = *p;
+            *p = t->next;
+            free(t);
+            return;
+        }
+    }
+}
+
+static int fire_timers(qed_loop *loop)
+{
+    uint64_t now = loop_now_ms();
+    int n = 0;
+
+    while (loop->timers && loop->timers->due_ms <= now) {
+        struct timer *t = loop->timers;
+        loop->timers = t->next;
+        t->cb(t->opaque);
+        free(t);
+        n++;
+    }
+    return n;
+}
+
+static int wait_timeout(qed_loop *loop, int timeout_ms)
+{
+    if (loop->tasks_head)
+        return 0;
+    if (loop->timers) {
+        uint64_t now = loop_now_ms();
+        uint64_t due = loop->timers->due_ms;
+        int until = due <= now ? 0 : (int)QED_MIN(due - now, (uint64_t)INT32_MAX);
+        if (timeout_ms < 0 || until < timeout_ms)
+            return until;
+    }
+    return timeout_ms;
+}
+
+static int dispatch_events(qed_loop *loop, struct epoll_event *events, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (events[i].data.u64 == ENGINE_TAG) {
+            loop->io->ops->reap(loop->io);
+            continue;
+        }
+        struct fd_watch *w = find_watch(loop, (int)events[i].data.u64);
+        if (!w)
+            continue;
+        unsigned ev = 0;
+        if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+            ev |= QED_LOOP_READ;
+        if (events[i].events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+            ev |= QED_LOOP_WRITE;
+        w->cb(w->opaque, w->fd, ev);
+    }
+    return n;
+}
+
+int qed_loop_run(qed_loop *loop, int timeout_ms)
+{
+    struct epoll_event events[64];
+    int n = run_tasks(loop);
+    int got;
+
+    loop->io->ops->flush(loop->io);
+    got = epoll_wait(loop->epoll_fd, events, (int)QED_ARRAY_SIZE(events),
+                     n > 0 ? 0 : wait_timeout(loop, timeout_ms));
+    if (got < 0 && errno != EINTR)
+        return -errno;
+    if (got > 0)
+        n += dispatch_events(loop, events, got);
+    n += fire_timers(loop);
+    n += run_tasks(loop);
+    loop->io->ops->flush(loop->io);
+    return n;
+}

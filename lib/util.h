@@ -1,0 +1,83 @@
+/* Small helpers shared by every module of libqed. */
+#ifndef QED_LIB_UTIL_H
+#define QED_LIB_UTIL_H
+
+#include <endian.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "qed.h"
+
+#define QED_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define QED_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define QED_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define QED_UNUSED __attribute__((unused))
+#define QED_PRINTF(f, a) __attribute__((format(printf, f, a)))
+
+/* Fills err (when not NULL) and returns -code, so callers can write
+ * `return qed_fail(err, EINVAL, "...", ...)`. */
+int qed_fail(qed_error *err, int code, const char *fmt, ...) QED_PRINTF(3, 4);
+/* Prefixes an existing message with more context ("L2 table 3: " + msg). */
+void qed_error_prefix(qed_error *err, const char *fmt, ...) QED_PRINTF(2, 3);
+void qed_error_clear(qed_error *err);
+void qed_error_copy(qed_error *dst, const qed_error *src);
+
+static inline uint32_t load_le32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, sizeof(v));
+    return le32toh(v);
+}
+
+static inline uint64_t load_le64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, sizeof(v));
+    return le64toh(v);
+}
+
+static inline void store_le32(uint8_t *p, uint32_t v)
+{
+    v = htole32(v);
+    memcpy(p, &v, sizeof(v));
+}
+
+static inline void store_le64(uint8_t *p, uint64_t v)
+{
+    v = htole64(v);
+    memcpy(p, &v, sizeof(v));
+}
+
+static inline bool is_power_of_2(uint64_t v)
+{
+    return v != 0 && (v & (v - 1)) == 0;
+}
+
+static inline unsigned log2_u64(uint64_t v)
+{
+    return 63u - (unsigned)__builtin_clzll(v);
+}
+
+/* a + b without wrapping; false when it would overflow. */
+static inline bool add_overflows(uint64_t a, uint64_t b, uint64_t *sum)
+{
+    return __builtin_add_overflow(a, b, sum);
+}
+
+static inline uint64_t round_up_u64(uint64_t v, uint64_t align)
+{
+    return (v + align - 1) & ~(align - 1);
+}
+
+static inline uint64_t round_down_u64(uint64_t v, uint64_t align)
+{
+    return v & ~(align - 1);
+}
+
+/* Allocation helpers that never return NULL silently: callers check. */
+void *qed_aligned_alloc(size_t size);          /* 4096-aligned, uninitialised */
+void *qed_aligned_zalloc(size_t size);         /* 4096-aligned, zeroed */
+
+#endif

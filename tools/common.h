@@ -1,0 +1,134 @@
+/* Shared pieces of the `qed` command-line tool: the subcommand table, error
+ * reporting, option helpers, and output formatting. */
+#ifndef QED_TOOLS_COMMON_H
+#define QED_TOOLS_COMMON_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "qed.h"
+
+#define TOOL_PRINTF(f, a) __attribute__((format(printf, f, a)))
+
+/* ---- subcommands ---------------------------------------------------------- */
+
+struct tool_command {
+    const char *name;
+    const char *synopsis;    /* arguments after "qed NAME" */
+    const char *summary;     /* one line for `qed --help` */
+    const char *details;     /* option descriptions for `qed NAME --help` */
+    /* argv[0] is the subcommand name; returns the exit status. */
+    int (*run)(const struct tool_command *cmd, int argc, char **argv);
+};
+
+extern const struct tool_command create_command;
+extern const struct tool_command info_command;
+extern const struct tool_command map_command;
+extern const struct tool_command io_command;
+extern const struct tool_command convert_command;
+
+/* Prints "usage: qed NAME SYNOPSIS" and the details. */
+void tool_print_help(FILE *out, const struct tool_command *cmd);
+
+/* ---- errors --------------------------------------------------------------- */
+
+/* One line on stderr: "qed: FILE: message", or "qed: message" when file is
+ * NULL. */
+void tool_error(const char *file, const char *fmt, ...) TOOL_PRINTF(2, 3);
+/* Reports a library error; falls back to strerror when the message is empty.
+ * context (may be NULL) is put before the message, e.g. "read failed". */
+void tool_report(const char *file, const char *context, const qed_error *err);
+
+/* ---- options -------------------------------------------------------------- */
+
+/* Option strings for getopt_long start with ':' so that a missing argument is
+ * told apart from an unknown option; this turns either into one error line
+ * and returns exit status 1.  ch is what getopt_long returned. */
+int tool_bad_option(const struct tool_command *cmd, int ch, char **argv);
+/* Error for wrong positional arguments; returns exit status 1. */
+int tool_bad_usage(const struct tool_command *cmd, const char *fmt, ...)
+    TOOL_PRINTF(2, 3);
+
+/* Parses "512", "64k", "1G"...; prints an error naming what on failure. */
+bool tool_parse_size(const char *text, const char *what, uint64_t *out);
+/* "qed" or "raw"; prints an error on anything else. */
+bool tool_parse_format(const char *text, enum qed_format *out);
+/* "human" or "json". */
+bool tool_parse_output(const char *text, bool *json);
+
+/* Options shared by `create` and `convert -O qed`.  Strings point into the
+ * option text given to tool_parse_create_options, which must stay alive. */
+struct tool_create_settings {
+    struct qed_create_options options;
+    bool table_size_given;   /* qemu-img shows table_size only when set */
+    bool backing_format_given;
+};
+
+/* Parses "cluster_size=64k,table_size=4,backing_file=x,backing_fmt=raw".
+ * The text is modified in place (split at commas and '='). */
+bool tool_parse_create_options(char *text,
+                               struct tool_create_settings *settings);
+/* True for "?" and "help": list the options instead of creating. */
+bool tool_create_options_help_requested(const char *text);
+void tool_print_create_options(FILE *out);
+
+/* ---- images --------------------------------------------------------------- */
+
+/* Opens path; on failure prints "qed: PATH: message" and returns false. */
+bool tool_open(const char *path, enum qed_format format, unsigned flags,
+               qed_image **out);
+/* Closes image; on failure prints the error and returns false. */
+bool tool_close(const char *path, qed_image *image);
+
+/* Buffer for image I/O, aligned so that O_DIRECT images can use it too. */
+void *tool_alloc_buffer(size_t size);
+
+/* True when every byte of buf is zero. */
+bool tool_buffer_is_zero(const void *buf, size_t len);
+
+/* ---- output --------------------------------------------------------------- */
+
+/* Sizes the way qemu-img shows them: "0 B", "64 KiB", "1 GiB", "644 KiB". */
+void tool_format_size(uint64_t bytes, char *buf, size_t len);
+
+/* Writes text as a JSON string literal, quotes included.  Bytes that are not
+ * valid UTF-8 become U+FFFD so the output always parses. */
+void tool_json_string(FILE *out, const char *text);
+
+/* A small pretty-printer producing qemu-img's JSON layout (4-space indent,
+ * "key": value, one member per line). */
+struct tool_json {
+    FILE *out;
+    int depth;
+    bool need_comma;
+};
+
+void tool_json_init(struct tool_json *json, FILE *out);
+/* key is NULL inside arrays and at the top level. */
+void tool_json_begin_object(struct tool_json *json, const char *key);
+void tool_json_end_object(struct tool_json *json);
+void tool_json_begin_array(struct tool_json *json, const char *key);
+void tool_json_end_array(struct tool_json *json);
+void tool_json_uint(struct tool_json *json, const char *key, uint64_t value);
+void tool_json_bool(struct tool_json *json, const char *key, bool value);
+void tool_json_str(struct tool_json *json, const char *key, const char *value);
+/* Ends the document with a newline. */
+void tool_json_finish(struct tool_json *json);
+
+/* ---- progress ------------------------------------------------------------- */
+
+/* "    (45.00/100%)\r" on stderr, only when enabled and stderr is a terminal. */
+struct tool_progress {
+    bool active;
+    double shown;  /* last percentage printed, negative before the first */
+};
+
+void tool_progress_start(struct tool_progress *progress, bool requested);
+void tool_progress_update(struct tool_progress *progress, uint64_t done,
+                          uint64_t total);
+void tool_progress_finish(struct tool_progress *progress);
+
+#endif

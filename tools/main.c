@@ -1,0 +1,100 @@
+/* `qed SUBCOMMAND ...`: finds the subcommand and runs it. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common.h"
+
+static const struct tool_command *const commands[] = {
+    &create_command, &info_command,    &map_command,
+    &io_command,     &convert_command,
+};
+
+#define COMMAND_COUNT (sizeof(commands) / sizeof(commands[0]))
+
+static const struct tool_command *find_command(const char *name)
+{
+    for (size_t i = 0; i < COMMAND_COUNT; i++)
+        if (strcmp(commands[i]->name, name) == 0)
+            return commands[i];
+    return NULL;
+}
+
+static void print_main_help(FILE *out)
+{
+    fprintf(out,
+            "usage: qed SUBCOMMAND [OPTIONS] ARGS\n"
+            "       qed --help | --version | help [SUBCOMMAND]\n"
+            "\n"
+            "Work with QED disk images without QEMU.\n"
+            "\n"
+            "Subcommands:\n");
+    for (size_t i = 0; i < COMMAND_COUNT; i++)
+        fprintf(out, "  %-10s %s\n", commands[i]->name, commands[i]->summary);
+    fprintf(out,
+            "\n"
+            "Sizes take a byte count or a k, M, G, T, P, E suffix (powers of "
+            "1024).\n"
+            "Input formats are probed (QED magic -> qed, else raw) unless "
+            "-f qed|raw is given.\n"
+            "Run 'qed SUBCOMMAND --help' for the options of a subcommand.\n");
+}
+
+static int run_help(int argc, char **argv)
+{
+    const struct tool_command *cmd;
+
+    if (argc < 2) {
+        print_main_help(stdout);
+        return 0;
+    }
+    cmd = find_command(argv[1]);
+    if (!cmd) {
+        tool_error(NULL, "unknown subcommand '%s' (see 'qed --help')",
+                   argv[1]);
+        return 1;
+    }
+    tool_print_help(stdout, cmd);
+    return 0;
+}
+
+/* A command that printed everything but could not get it out (full disk,
+ * closed pipe) has failed too. */
+static int finish_output(int status)
+{
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        tool_error(NULL, "error writing output: %s", strerror(errno));
+        return 1;
+    }
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    const struct tool_command *cmd;
+    const char *name;
+
+    /* Subcommands report bad options themselves, in the one-line format. */
+    opterr = 0;
+
+    if (argc < 2) {
+        print_main_help(stderr);
+        return 1;
+    }
+    name = argv[1];
+    if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0)
+        return finish_output(run_help(1, argv + 1));
+    if (strcmp(name, "help") == 0)
+        return finish_output(run_help(argc - 1, argv + 1));
+    if (strcmp(name, "--version") == 0 || strcmp(name, "-V") == 0) {
+        printf("qed (libqed) " QED_VERSION_STRING "\n");
+        return finish_output(0);
+    }
+    cmd = find_command(name);
+    if (!cmd) {
+        tool_error(NULL, "unknown subcommand '%s' (see 'qed --help')", name);
+        return 1;
+    }
+    return finish_output(cmd->run(cmd, argc - 1, argv + 1));
+}
