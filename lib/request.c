@@ -877,8 +877,7 @@ static void status_chunk(struct request *req)
                 request_complete(req, ret);
             return;
         }
-        if (has_backing_file(req->img))
-            st->depth = 1;
+        /* Nothing below covers it: this layer answers (depth 0). */
         break;
     }
     request_complete(req, 0);
