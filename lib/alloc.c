@@ -1,81 +1,21 @@
-/* Allocation: new clusters from the end of the file, one allocating updater
- * per L2 table at a time, the NEED_CHECK bit before the first table change,
- * and the table writes themselves in crash-safe order:
- *   data -> (flush, backing images) -> L2 -> (flush, backing images) -> L1.
- * Updates of the L1 table that arrive while one is being written go out
- * together in the next write. */
+/* Allocation: new clusters from the end of the file; claims on the clusters
+ * being allocated, so none is allocated twice; the NEED_CHECK bit before the
+ * first table change; and the table writes, grouped per L2 table, in
+ * crash-safe order:
+ *   data -> (flush, images with a backing file) -> L2
+ *        -> (flush, backing, new tables) -> L1.
+ * Data writes of different requests run in parallel; entry updates that
+ * queue behind a table write in flight go out together in the next one, and
+ * for images with a backing file one flush covers the data of the group. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 
 #include "image.h"
 
-/* ---- per-L2 locks ---------------------------------------------------------- */
-
-static struct l2_lock *find_lock(struct qed_state *s, uint64_t l1_index)
+static bool has_backing_file(const struct qed_state *s)
 {
-    for (struct l2_lock *l = s->locks; l; l = l->next)
-        if (l->l1_index == l1_index)
-            return l;
-    return NULL;
-}
-
-void alloc_lock(struct request *req, void (*next)(struct request *))
-{
-    struct qed_state *s = req->img->qed;
-    uint64_t l1_index = lookup_l1_index(req->img, req->pos);
-    struct l2_lock *lock = find_lock(s, l1_index);
-
-    req->l1_index = l1_index;
-    if (!lock) {
-        lock = calloc(1, sizeof(*lock));
-        if (!lock) {
-            qed_fail(&req->err, ENOMEM, "out of memory");
-            request_complete(req, -ENOMEM);
-            return;
-        }
-        lock->l1_index = l1_index;
-        lock->next = s->locks;
-        s->locks = lock;
-        req->holds_lock = true;
-        next(req);
-        return;
-    }
-    req->resume = next;
-    req->next = NULL;
-    if (lock->waiters_tail)
-        lock->waiters_tail->next = req;
-    else
-        lock->waiters_head = req;
-    lock->waiters_tail = req;
-}
-
-void alloc_unlock(struct request *req)
-{
-    struct qed_state *s = req->img->qed;
-    struct l2_lock **p, *lock;
-    struct request *heir;
-
-    if (!req->holds_lock)
-        return;
-    req->holds_lock = false;
-    for (p = &s->locks; *p && (*p)->l1_index != req->l1_index; p = &(*p)->next)
-        ;
-    lock = *p;
-    if (!lock)
-        return;
-    heir = lock->waiters_head;
-    if (!heir) {
-        *p = lock->next;
-        free(lock);
-        return;
-    }
-    lock->waiters_head = heir->next;
-    if (!lock->waiters_head)
-        lock->waiters_tail = NULL;
-    heir->next = NULL;
-    heir->holds_lock = true;
-    request_resume_later(heir, heir->resume);
+    return (s->header.features & QED_F_BACKING_FILE) != 0;
 }
 
 /* ---- cluster allocation ---------------------------------------------------- */
@@ -88,6 +28,244 @@ uint64_t alloc_clusters(qed_image *img, uint64_t count)
     uint64_t offset = s->file_end;
     s->file_end += count << s->cluster_bits;
     return offset;
+}
+
+/* ---- file extension ---------------------------------------------------------- */
+
+#define EXTEND_STEP (4u * 1024 * 1024)
+
+struct extend_waiter {
+    uint64_t end;
+    uint64_t tail_len;
+    io_callback *cb;
+    void *opaque;
+    uint8_t *zeros;          /* fallback: the tail written as zeros */
+    struct extend_waiter *next;
+};
+
+static void start_extension(qed_image *img, uint64_t end);
+
+static void extension_done(void *opaque, int ret)
+{
+    qed_image *img = opaque;
+    struct qed_state *s = img->qed;
+    struct extend_waiter *w, *keep = NULL, *done = NULL;
+    uint64_t next_end = 0;
+
+    s->extending = false;
+    if (ret == -EOPNOTSUPP || ret == -ENOTSUP)
+        s->no_fallocate = true;
+    if (ret == 0)
+        s->size_ensured = QED_MAX(s->size_ensured, s->extend_target);
+    /* Answer the waiters this extension covered; keep the rest. */
+    while ((w = s->extend_waiters) != NULL) {
+        s->extend_waiters = w->next;
+        if (ret < 0 || w->end <= s->size_ensured) {
+            w->next = done;
+            done = w;
+        } else {
+            w->next = keep;
+            keep = w;
+            next_end = QED_MAX(next_end, w->end);
+        }
+    }
+    s->extend_waiters = keep;
+    if (keep)
+        start_extension(img, next_end);
+    while ((w = done) != NULL) {
+        done = w->next;
+        if (ret == -EOPNOTSUPP || ret == -ENOTSUP) {
+            /* No fallocate: write this tail as zeros instead. */
+            alloc_extend_file(img, w->end, w->tail_len, w->cb, w->opaque);
+            free(w);
+            continue;
+        }
+        w->cb(w->opaque, ret);
+        free(w);
+    }
+}
+
+/* fallocate never shrinks the file and never touches data, so it is safe
+ * while data writes into the same region are in flight. */
+static void start_extension(qed_image *img, uint64_t end)
+{
+    struct qed_state *s = img->qed;
+    uint64_t target = round_up_u64(end, EXTEND_STEP);
+
+    s->extending = true;
+    s->extend_target = QED_MAX(target, end);
+    io_fallocate(img->file, 0, s->size_ensured,
+                 s->extend_target - s->size_ensured, extension_done, img);
+}
+
+static void zeros_written(void *opaque, int ret)
+{
+    struct extend_waiter *w = opaque;
+    free(w->zeros);
+    w->cb(w->opaque, ret);
+    free(w);
+}
+
+void alloc_extend_file(qed_image *img, uint64_t end, uint64_t tail_len,
+                       io_callback *cb, void *opaque)
+{
+    struct qed_state *s = img->qed;
+    struct extend_waiter *w = calloc(1, sizeof(*w));
+
+    if (!w) {
+        cb(opaque, -ENOMEM);
+        return;
+    }
+    w->end = end;
+    w->tail_len = tail_len;
+    w->cb = cb;
+    w->opaque = opaque;
+    if (s->no_fallocate) {
+        /* The tail belongs to a cluster only this request may write yet. */
+        w->zeros = qed_aligned_zalloc(tail_len);
+        if (!w->zeros) {
+            free(w);
+            cb(opaque, -ENOMEM);
+            return;
+        }
+        io_pwrite(img->file, w->zeros, tail_len, end - tail_len,
+                  zeros_written, w);
+        return;
+    }
+    w->next = s->extend_waiters;
+    s->extend_waiters = w;
+    if (!s->extending)
+        start_extension(img, end);
+}
+
+/* ---- slots and claims -------------------------------------------------------- */
+
+static struct table_slot *find_slot(struct qed_state *s, uint64_t l1_index)
+{
+    for (struct table_slot *t = s->slots; t; t = t->next)
+        if (t->l1_index == l1_index)
+            return t;
+    return NULL;
+}
+
+static void slot_maybe_free(struct qed_state *s, struct table_slot *slot)
+{
+    struct table_slot **p;
+
+    if (slot->ranges || slot->busy || slot->pending || slot->inflight)
+        return;
+    for (p = &s->slots; *p && *p != slot; p = &(*p)->next)
+        ;
+    if (*p)
+        *p = slot->next;
+    if (slot->table) {
+        /* A new table that never got linked into L1 is garbage. */
+        if (slot->unlinked)
+            l2cache_drop(s->l2cache, slot->table);
+        l2cache_put(s->l2cache, slot->table);
+    }
+    free(slot);
+}
+
+void alloc_free_slots(struct qed_state *s)
+{
+    while (s->slots) {
+        struct table_slot *slot = s->slots;
+        s->slots = slot->next;
+        if (slot->table)
+            l2cache_put(s->l2cache, slot->table);
+        free(slot);
+    }
+}
+
+static bool ranges_overlap(const struct request *a, const struct request *b)
+{
+    return a->alloc_first < b->alloc_first + b->alloc_count &&
+           b->alloc_first < a->alloc_first + a->alloc_count;
+}
+
+bool alloc_begin(struct request *req, void (*retry)(struct request *))
+{
+    struct qed_state *s = req->img->qed;
+    struct table_slot *slot = find_slot(s, req->l1_index);
+
+    if (!slot) {
+        slot = calloc(1, sizeof(*slot));
+        if (!slot) {
+            qed_fail(&req->err, ENOMEM, "out of memory");
+            request_complete(req, -ENOMEM);
+            return false;
+        }
+        slot->img = req->img;
+        slot->l1_index = req->l1_index;
+        slot->next = s->slots;
+        s->slots = slot;
+    }
+    for (struct request *other = slot->ranges; other; other = other->range_next) {
+        if (ranges_overlap(req, other)) {
+            /* Wait for that allocation, then look again from scratch. */
+            req->resume = retry;
+            req->next = other->range_waiters;
+            other->range_waiters = req;
+            return false;
+        }
+    }
+    req->slot = slot;
+    req->range_next = slot->ranges;
+    slot->ranges = req;
+    return true;
+}
+
+void alloc_end(struct request *req)
+{
+    struct table_slot *slot = req->slot;
+    struct request *waiters = req->range_waiters;
+
+    if (!slot)
+        return;
+    for (struct request **p = &slot->ranges; *p; p = &(*p)->range_next) {
+        if (*p == req) {
+            *p = req->range_next;
+            break;
+        }
+    }
+    req->slot = NULL;
+    req->range_next = NULL;
+    req->range_waiters = NULL;
+    while (waiters) {
+        struct request *w = waiters;
+        waiters = w->next;
+        w->next = NULL;
+        request_resume_later(w, w->resume);
+    }
+    slot_maybe_free(req->img->qed, slot);
+}
+
+int alloc_table(struct request *req)
+{
+    struct qed_state *s = req->img->qed;
+    struct table_slot *slot = req->slot;
+    uint64_t offset;
+
+    if (slot->table)
+        return 0;
+    if (req->l2) {
+        slot->table = l2cache_find(s->l2cache, req->l2->offset);
+        if (slot->table == req->l2)
+            return 0;
+        if (slot->table)
+            l2cache_put(s->l2cache, slot->table);
+        slot->table = NULL;
+        return qed_fail(&req->err, EIO, "L2 table at 0x%" PRIx64
+                        " left the cache while in use", req->l2->offset);
+    }
+    offset = alloc_clusters(req->img, s->table_bytes >> s->cluster_bits);
+    slot->table = l2cache_insert(s->l2cache, offset, true);
+    if (!slot->table)
+        return qed_fail(&req->err, ENOMEM, "out of memory for an L2 table");
+    slot->unlinked = true;
+    slot->on_disk = false;
+    return 0;
 }
 
 /* ---- serialised block writers (header, L1) ---------------------------------- */
@@ -240,26 +418,31 @@ int image_write_header(qed_image *img, uint64_t features)
     return hs.ret;
 }
 
-/* ---- L1 updates ---------------------------------------------------------------- */
+/* ---- L1 updates -------------------------------------------------------------- */
 
+static void slot_group_done(struct qed_state *s, struct table_slot *slot,
+                            int ret, const char *what);
 static void l1_start_write(qed_image *img);
-
-static void l1_undo(struct request *req)
-{
-    struct qed_state *s = req->img->qed;
-    table_set_entry(s->l1, req->l1_index, 0);
-}
 
 static void l1_written(void *opaque, int ret)
 {
     qed_image *img = opaque;
     struct qed_state *s = img->qed;
+    struct table_slot *done = s->l1_inflight;
 
-    if (ret == 0)
-        for (struct request *r = s->l1_writer.inflight; r; r = r->next)
-            r->new_table = false; /* linked: the cache may keep it */
-    writer_finish(&s->l1_writer, ret, l1_undo);
-    if (s->l1_writer.pending)
+    s->l1_inflight = NULL;
+    s->l1_busy = false;
+    while (done) {
+        struct table_slot *slot = done;
+        done = slot->l1_next;
+        slot->l1_next = NULL;
+        if (ret < 0)
+            table_set_entry(s->l1, slot->l1_index, 0);
+        else
+            slot->unlinked = false;
+        slot_group_done(s, slot, ret, "writing the L1 table");
+    }
+    if (s->l1_pending)
         l1_start_write(img);
 }
 
@@ -267,15 +450,14 @@ static void l1_written(void *opaque, int ret)
 static void l1_start_write(qed_image *img)
 {
     struct qed_state *s = img->qed;
-    struct block_writer *w = &s->l1_writer;
     uint64_t lo = UINT64_MAX, hi = 0;
 
-    w->busy = true;
-    w->inflight = w->pending;
-    w->pending = NULL;
-    for (struct request *r = w->inflight; r; r = r->next) {
-        lo = QED_MIN(lo, r->l1_index * 8u);
-        hi = QED_MAX(hi, r->l1_index * 8u + 8u);
+    s->l1_busy = true;
+    s->l1_inflight = s->l1_pending;
+    s->l1_pending = NULL;
+    for (struct table_slot *t = s->l1_inflight; t; t = t->l1_next) {
+        lo = QED_MIN(lo, t->l1_index * 8u);
+        hi = QED_MAX(hi, t->l1_index * 8u + 8u);
     }
     lo = round_down_u64(lo, 4096);
     hi = QED_MIN(round_up_u64(hi, 4096), s->table_bytes);
@@ -283,68 +465,146 @@ static void l1_start_write(qed_image *img)
               l1_written, img);
 }
 
-static void l1_update(struct request *req, void (*next)(struct request *))
+static void l1_link(qed_image *img, struct table_slot *slot)
 {
-    struct qed_state *s = req->img->qed;
+    struct qed_state *s = img->qed;
 
-    table_set_entry(s->l1, req->l1_index, req->l2->offset);
-    writer_enqueue(&s->l1_writer, req, next);
-    if (!s->l1_writer.busy)
-        l1_start_write(req->img);
+    table_set_entry(s->l1, slot->l1_index, slot->table->offset);
+    slot->l1_next = s->l1_pending;
+    s->l1_pending = slot;
+    if (!s->l1_busy)
+        l1_start_write(img);
 }
 
-/* ---- L2 updates ------------------------------------------------------------------ */
+/* ---- L2 group commit ------------------------------------------------------------ */
 
-static void restore_entries(struct request *req)
+static void restore_entries(struct request *req, struct table *t)
 {
     for (uint64_t i = 0; i < req->alloc_count; i++)
-        table_set_entry(req->l2->bytes, req->alloc_first + i,
-                        req->saved_entries[i]);
+        table_set_entry(t->bytes, req->alloc_first + i, req->saved_entries[i]);
 }
 
-static void l2_linked(struct request *req)
-{
-    alloc_unlock(req);
-    req->saved_next(req);
-}
+static void slot_start(qed_image *img, struct table_slot *slot);
 
-static void l2_synced_before_l1(void *opaque, int ret)
+static void slot_group_done(struct qed_state *s, struct table_slot *slot,
+                            int ret, const char *what)
 {
-    struct request *req = opaque;
-    if (ret < 0) {
-        qed_fail(&req->err, -ret, "flush before L1 update: %s", strerror(-ret));
-        request_complete(req, ret);
-        return;
-    }
-    l1_update(req, l2_linked);
-}
+    struct request *done = slot->inflight;
 
-static void l2_written(void *opaque, int ret)
-{
-    struct request *req = opaque;
-
-    if (ret < 0) {
-        restore_entries(req);
-        qed_fail(&req->err, -ret, "writing L2 table at offset 0x%" PRIx64
-                 ": %s", req->l2->offset, strerror(-ret));
-        request_complete(req, ret);
-        return;
+    slot->inflight = NULL;
+    /* Still busy while the group completes, so nothing frees the slot. */
+    while (done) {
+        struct request *req = done;
+        done = req->next;
+        req->next = NULL;
+        if (ret < 0) {
+            restore_entries(req, slot->table);
+            qed_fail(&req->err, -ret, "%s: %s", what, strerror(-ret));
+            request_complete(req, ret);
+        } else {
+            req->resume(req);
+        }
     }
-    if (!req->new_table) {
-        l2_linked(req);
-        return;
-    }
-    /* A new table must be on disk before L1 points at it. */
-    if (req->img->qed->header.features & QED_F_BACKING_FILE)
-        io_sync(req->img->file, l2_synced_before_l1, req);
+    slot->busy = false;
+    if (slot->pending)
+        slot_start(slot->img, slot);
     else
-        l1_update(req, l2_linked);
+        slot_maybe_free(s, slot);
 }
 
-void alloc_update_l2(struct request *req, void (*next)(struct request *))
+struct slot_io {
+    qed_image *img;
+    struct table_slot *slot;
+};
+
+static void slot_synced_for_l1(void *opaque, int ret)
+{
+    struct slot_io *io = opaque;
+    qed_image *img = io->img;
+    struct table_slot *slot = io->slot;
+    free(io);
+    if (ret < 0) {
+        slot_group_done(img->qed, slot, ret, "flush before linking a table");
+        return;
+    }
+    l1_link(img, slot);
+}
+
+static void slot_table_written(void *opaque, int ret)
+{
+    struct slot_io *io = opaque;
+    qed_image *img = io->img;
+    struct qed_state *s = img->qed;
+    struct table_slot *slot = io->slot;
+
+    if (ret < 0 || !slot->unlinked) {
+        free(io);
+        slot_group_done(s, slot, ret, "writing an L2 table");
+        return;
+    }
+    slot->on_disk = true;
+    /* A new table must be on disk before L1 points at it. */
+    if (has_backing_file(s)) {
+        io_sync(img->file, slot_synced_for_l1, io);
+        return;
+    }
+    free(io);
+    l1_link(img, slot);
+}
+
+static void slot_write_table(void *opaque, int ret)
+{
+    struct slot_io *io = opaque;
+    struct qed_state *s = io->img->qed;
+    struct table_slot *slot = io->slot;
+    uint64_t lo = UINT64_MAX, hi = 0;
+
+    if (ret < 0) {
+        free(io);
+        slot_group_done(s, slot, ret, "flush before a table update");
+        return;
+    }
+    if (slot->unlinked && !slot->on_disk) {
+        lo = 0;
+        hi = s->table_bytes;
+    } else {
+        for (struct request *r = slot->inflight; r; r = r->next) {
+            lo = QED_MIN(lo, r->alloc_first * 8u);
+            hi = QED_MAX(hi, (r->alloc_first + r->alloc_count) * 8u);
+        }
+        lo = round_down_u64(lo, 4096);
+        hi = QED_MIN(round_up_u64(hi, 4096), s->table_bytes);
+    }
+    io_pwrite(io->img->file, slot->table->bytes + lo, hi - lo,
+              slot->table->offset + lo, slot_table_written, io);
+}
+
+static void slot_start(qed_image *img, struct table_slot *slot)
+{
+    struct slot_io *io = calloc(1, sizeof(*io));
+
+    slot->busy = true;
+    slot->inflight = slot->pending;
+    slot->pending = slot->pending_tail = NULL;
+    if (!io) {
+        slot_group_done(img->qed, slot, -ENOMEM, "table update");
+        return;
+    }
+    io->img = img;
+    io->slot = slot;
+    /* Images with a backing file are never marked dirty: the data of the
+     * whole group must be on disk before the table points at it. */
+    if (has_backing_file(img->qed))
+        io_sync(img->file, slot_write_table, io);
+    else
+        slot_write_table(io, 0);
+}
+
+void alloc_commit(struct request *req, void (*next)(struct request *))
 {
     struct qed_state *s = req->img->qed;
-    uint64_t lo, hi;
+    struct table_slot *slot = req->slot;
+    struct table *t = slot->table;
 
     req->saved_entries = malloc(sizeof(uint64_t) * req->alloc_count);
     if (!req->saved_entries) {
@@ -356,19 +616,16 @@ void alloc_update_l2(struct request *req, void (*next)(struct request *))
         uint64_t value = req->new_entry_value == 1
                              ? 1
                              : req->new_entry_value + (i << s->cluster_bits);
-        req->saved_entries[i] = table_entry(req->l2->bytes, req->alloc_first + i);
-        table_set_entry(req->l2->bytes, req->alloc_first + i, value);
+        req->saved_entries[i] = table_entry(t->bytes, req->alloc_first + i);
+        table_set_entry(t->bytes, req->alloc_first + i, value);
     }
-    req->saved_next = next;
-    if (req->new_table) {
-        lo = 0;
-        hi = s->table_bytes;
-    } else {
-        lo = round_down_u64(req->alloc_first * 8u, 4096);
-        hi = QED_MIN(round_up_u64((req->alloc_first + req->alloc_count) * 8u,
-                                  4096),
-                     s->table_bytes);
-    }
-    io_pwrite(req->img->file, req->l2->bytes + lo, hi - lo, req->l2->offset + lo,
-              l2_written, req);
+    req->resume = next;
+    req->next = NULL;
+    if (slot->pending_tail)
+        slot->pending_tail->next = req;
+    else
+        slot->pending = req;
+    slot->pending_tail = req;
+    if (!slot->busy)
+        slot_start(req->img, slot);
 }

@@ -189,6 +189,7 @@ static int open_qed_state(qed_image *img, size_t cache_bytes, qed_error *err)
     if (ret < 0)
         return ret;
     derive_geometry(s, file_size);
+    s->size_ensured = file_size;
     img->size = s->header.image_size;
     ret = read_backing_name(img, err);
     if (ret < 0)
@@ -232,11 +233,7 @@ static void free_image(qed_image *img)
         return;
     if (img->qed) {
         struct qed_state *s = img->qed;
-        while (s->locks) {
-            struct l2_lock *l = s->locks;
-            s->locks = l->next;
-            free(l);
-        }
+        alloc_free_slots(s);
         l2cache_free(s->l2cache);
         free(s->l1);
         free(s->header_block);
@@ -381,11 +378,27 @@ static int drain(qed_image *img)
     return 0;
 }
 
+/* The file ends exactly at the last cluster handed out: space extended
+ * ahead and not used is trimmed, and no cluster sticks out past the end. */
+static int settle_file_size(qed_image *img)
+{
+    struct qed_state *s = img->qed;
+    uint64_t size;
+    int ret = img->file->ops->get_size(img->file, &size);
+
+    if (ret == 0 && size != s->file_end)
+        ret = img->file->ops->truncate(img->file, s->file_end);
+    return ret;
+}
+
 /* A clean close makes everything durable, then clears NEED_CHECK. */
 static int mark_clean(qed_image *img, qed_error *err)
 {
     struct qed_state *s = img->qed;
-    int ret = io_sync_sync(img->file);
+    int ret = settle_file_size(img);
+
+    if (ret == 0)
+        ret = io_sync_sync(img->file);
 
     if (ret < 0)
         return qed_fail(err, -ret, "flush: %s", strerror(-ret));

@@ -31,19 +31,29 @@ struct table {
     struct table *hash_next;
 };
 
-/* Per-L2-table allocation lock: allocating updates of one L2 table run one
- * after another; different tables proceed in parallel. */
-struct l2_lock {
+/* Allocation state of one L2 table while anything allocates in it: the
+ * clusters being allocated (so no cluster is allocated twice), and the table
+ * writer that sends the entry updates queued behind a write in flight out
+ * together in the next one (group commit). */
+struct table_slot {
+    qed_image *img;
     uint64_t l1_index;
-    struct request *waiters_head, *waiters_tail;
-    struct l2_lock *next;
+    struct table *table;       /* pinned; NULL until a request brings it */
+    bool unlinked;             /* new table whose L1 entry is not on disk */
+    bool on_disk;              /* the new table was written whole */
+    bool busy;                 /* a group write (flush, table, L1) in flight */
+    struct request *ranges;    /* requests allocating clusters here */
+    struct request *pending, *pending_tail; /* applied in memory, waiting */
+    struct request *inflight;  /* covered by the write in flight */
+    struct table_slot *next;
+    struct table_slot *l1_next; /* in the L1 writer's batch */
 };
 
-/* Serialised writers of a shared on-disk block (header, L1 table): updates
- * that arrive while a write is in flight go out together in the next one. */
+/* Serialised writer of the header block: requests that arrive while a write
+ * is in flight wait for the next one. */
 struct block_writer {
     bool busy;
-    struct request *pending;  /* applied in memory, waiting for a write */
+    struct request *pending;  /* waiting for a write */
     struct request *inflight; /* covered by the write in flight */
 };
 
@@ -58,12 +68,21 @@ struct qed_state {
     uint64_t header_bytes;    /* header_size * cluster_size */
     uint8_t *l1;              /* L1 table, on-disk byte order */
     uint64_t file_end;        /* next cluster handed out, cluster aligned */
+    /* The file is known to be at least size_ensured bytes long; clusters
+     * below it lie wholly inside the file.  Extensions run one at a time. */
+    uint64_t size_ensured;
+    uint64_t extend_target;
+    bool extending;
+    bool no_fallocate;        /* the file system cannot fallocate */
+    struct extend_waiter *extend_waiters;
     struct l2cache *l2cache;
-    struct l2_lock *locks;
+    struct table_slot *slots;
     /* NEED_CHECK: durable before the first table update (no backing). */
     bool dirty_durable;
     struct block_writer header_writer;
-    struct block_writer l1_writer;
+    /* L1 updates: new tables linked together in one write. */
+    bool l1_busy;
+    struct table_slot *l1_pending, *l1_inflight;
     char backing_name[QED_MAX_BACKING_NAME + 1];
 };
 
@@ -113,11 +132,12 @@ struct request {
     struct table *l2;         /* pinned while the chunk uses it */
     uint64_t l1_index;
     struct extent ext;
-    bool holds_lock;
-    bool new_table;           /* the chunk allocated l2 */
+    struct table_slot *slot;  /* allocating in this table */
+    struct request *range_next;    /* in slot->ranges */
+    struct request *range_waiters; /* overlapping requests waiting on us */
     uint64_t chunk_len;       /* bytes of the request the chunk covers */
     uint64_t alloc_host;      /* first new cluster */
-    uint64_t alloc_first;     /* first L2 index updated */
+    uint64_t alloc_first;     /* first L2 index updated (cluster range) */
     uint64_t alloc_count;     /* entries updated */
     uint64_t *saved_entries;  /* old values, to undo a failed update */
     uint64_t new_entry_value; /* ZERO/DATA base for the update */
@@ -130,7 +150,6 @@ struct request {
     int pending;              /* sub-operations in flight */
     int sub_ret;              /* first failure among them */
     void (*resume)(struct request *req); /* continuation after a wait */
-    void (*saved_next)(struct request *req); /* after the table update */
 
     struct request *next;     /* in wait queues */
 };
@@ -178,11 +197,27 @@ int lookup_validate_extent(const qed_image *img, uint64_t l1_index,
 void lookup_load_l2(struct request *req, void (*next)(struct request *req));
 
 /* alloc.c */
-void alloc_lock(struct request *req, void (*next)(struct request *req));
-void alloc_unlock(struct request *req);
+/* Claims the clusters [alloc_first, alloc_first + alloc_count) of the table
+ * for req->l1_index.  Returns true when claimed; false when another request
+ * is allocating some of them (retry runs once it is done, and must look the
+ * range up again) or on failure (the request is completed). */
+bool alloc_begin(struct request *req, void (*retry)(struct request *req));
+/* Gives the claimed range its table: the loaded one, the one a concurrent
+ * request is creating, or a new zeroed one at the end of the file. */
+int alloc_table(struct request *req);
 uint64_t alloc_clusters(qed_image *img, uint64_t count);
 void alloc_make_dirty(struct request *req, void (*next)(struct request *req));
-void alloc_update_l2(struct request *req, void (*next)(struct request *req));
+/* Sets the claimed entries in memory and queues them for the table's next
+ * write; next runs once they are on disk (and the table linked in L1). */
+void alloc_commit(struct request *req, void (*next)(struct request *req));
+/* Releases the claim and wakes requests waiting on it. */
+void alloc_end(struct request *req);
+void alloc_free_slots(struct qed_state *s);
+/* Makes sure the file extends to at least end, so the uncovered tail
+ * [end - tail_len, end) of a new cluster lies inside it; cb runs when done.
+ * Extends ahead in large steps; qed_close trims what is left unused. */
+void alloc_extend_file(qed_image *img, uint64_t end, uint64_t tail_len,
+                       io_callback *cb, void *opaque);
 int image_write_header(qed_image *img, uint64_t features);
 
 /* image.c: raw image requests */

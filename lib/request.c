@@ -30,12 +30,8 @@ static void run_completion(struct loop_task *task)
 
 static void release_chunk(struct request *req)
 {
-    if (req->holds_lock)
-        alloc_unlock(req);
+    alloc_end(req);
     if (req->l2) {
-        /* A new table that never got linked into L1 is garbage. */
-        if (req->new_table)
-            l2cache_drop(req->img->qed->l2cache, req->l2);
         l2cache_put(req->img->qed->l2cache, req->l2);
         req->l2 = NULL;
     }
@@ -47,7 +43,6 @@ static void release_chunk(struct request *req)
     req->head_buf = req->tail_buf = req->data_buf = NULL;
     free(req->saved_entries);
     req->saved_entries = NULL;
-    req->new_table = false;
 }
 
 /* Ends the request: its callback runs from the loop, never from inside the
@@ -572,8 +567,7 @@ static bool needs_allocation(const struct request *req)
     }
 }
 
-static void write_locked(struct request *req);
-static void write_plan(struct request *req);
+static void write_allocate(struct request *req);
 
 static void write_chunk(struct request *req)
 {
@@ -597,59 +591,24 @@ static void write_chunk(struct request *req)
         write_chunk_done(req);
         return;
     }
-    /* Take the table's lock, then look again: the mapping may have changed
-     * while we waited. */
-    if (req->l2) {
-        l2cache_put(req->img->qed->l2cache, req->l2);
-        req->l2 = NULL;
-    }
-    alloc_lock(req, write_locked);
+    write_allocate(req);
 }
 
-static void write_relookup(struct request *req)
+/* Another request was allocating part of our range: look again. */
+static void write_retry(struct request *req)
 {
-    lookup_load_l2(req, write_plan);
+    release_chunk(req);
+    write_next(req);
 }
 
-static void write_locked(struct request *req)
+static void write_commit(struct request *req)
 {
-    alloc_make_dirty(req, write_relookup);
+    alloc_commit(req, write_chunk_done);
 }
 
-/* Gives the chunk an L2 table: a new, zeroed one at the end of the file when
- * the L1 entry is empty. */
-static int ensure_table(struct request *req)
-{
-    struct qed_state *s = req->img->qed;
-    uint64_t offset;
-
-    if (req->l2)
-        return 0;
-    offset = alloc_clusters(req->img, s->table_bytes >> s->cluster_bits);
-    req->l2 = l2cache_insert(s->l2cache, offset, true);
-    if (!req->l2)
-        return qed_fail(&req->err, ENOMEM, "out of memory for an L2 table");
-    req->new_table = true;
-    return 0;
-}
-
-static void write_tables(struct request *req)
-{
-    alloc_update_l2(req, write_chunk_done);
-}
-
-/* Images with a backing file are never marked dirty, so the data must be on
- * disk before a table points at it. */
 static void write_data_written(struct request *req)
 {
-    if (!has_backing_file(req->img)) {
-        write_tables(req);
-        return;
-    }
-    begin_subs(req, write_tables);
-    req->pending++;
-    io_sync(req->img->file, sub_done, req);
-    end_subs(req);
+    alloc_make_dirty(req, write_commit);
 }
 
 static int build_data_vector(struct request *req, struct iovec **out,
@@ -707,10 +666,9 @@ static void write_data(struct request *req)
               sub_done, req);
     /* An unwritten tail still has to exist in the file: the cluster must lie
      * wholly inside it for every reader, QEMU included. */
-    if (!req->tail_buf && req->tail_len) {
+    if (!req->tail_buf && req->tail_len && run_end > s->size_ensured) {
         req->pending++;
-        io_fallocate(req->img->file, 0, run_end - req->tail_len, req->tail_len,
-                     sub_done, req);
+        alloc_extend_file(req->img, run_end, req->tail_len, sub_done, req);
     }
     end_subs(req);
 }
@@ -726,87 +684,68 @@ static void *cow_buffer(struct request *req, uint64_t len, uint64_t pos)
     return buf;
 }
 
-/* Plans the allocation of the clusters under [pos, data_end): new clusters
- * at the end of the file; their uncovered head and tail come from the
- * backing file when the extent is unallocated there, and are left to read
- * as zeros otherwise (fresh file space is zeros). */
-static void plan_data_clusters(struct request *req, uint64_t data_end)
+/* Decides which clusters the chunk changes: whole clusters of write-zeroes
+ * become zero entries; otherwise the clusters under [pos, data_end) get new
+ * space, with the head and tail the chunk does not cover. */
+static void plan_chunk(struct request *req)
 {
-    struct qed_state *s = req->img->qed;
-    uint64_t first = cluster_start(s, req->pos);
-    uint64_t run_end = round_up_u64(data_end, s->cluster_size);
-    bool cow = req->ext.kind == EXTENT_UNALLOCATED && req->img->backing;
+    const struct qed_state *s = req->img->qed;
+    uint64_t data_end = req->pos + req->ext.length;
+    uint64_t first, run_end;
 
-    req->chunk_len = data_end - req->pos;
-    req->alloc_count = (run_end - first) >> s->cluster_bits;
-    req->alloc_first = (first >> s->cluster_bits) & (s->table_entries - 1);
-    req->alloc_host = alloc_clusters(req->img, req->alloc_count);
-    req->new_entry_value = req->alloc_host;
-    req->head_len = req->pos - first;
-    req->tail_len = run_end - data_end;
-
-    begin_subs(req, write_data);
-    if (cow && req->head_len)
-        req->head_buf = cow_buffer(req, req->head_len, first);
-    if (cow && req->tail_len)
-        req->tail_buf = cow_buffer(req, req->tail_len, data_end);
-    end_subs(req);
-}
-
-/* Whole clusters of write-zeroes become zero-cluster entries. */
-static void plan_zero_clusters(struct request *req, uint64_t bytes)
-{
-    struct qed_state *s = req->img->qed;
-
-    req->chunk_len = bytes;
-    req->alloc_first = (req->pos >> s->cluster_bits) & (s->table_entries - 1);
-    req->alloc_count = bytes >> s->cluster_bits;
-    req->new_entry_value = 1;
-    write_tables(req);
-}
-
-static void write_plan(struct request *req)
-{
-    struct qed_state *s = req->img->qed;
-    struct extent *ext = &req->ext;
-    uint64_t data_end;
-    int ret;
-
-    lookup_extent(req->img, req->l2, req->pos, request_end(req) - req->pos,
-                  ext);
-    ret = lookup_validate_extent(req->img, req->l1_index, req->pos, ext,
-                                 &req->err);
-    if (ret < 0) {
-        request_complete(req, ret);
-        return;
-    }
-    if (ext->kind == EXTENT_DATA || !needs_allocation(req)) {
-        alloc_unlock(req);
-        if (ext->kind == EXTENT_DATA) {
-            write_in_place(req);
-        } else {
-            req->chunk_len = ext->length;
-            write_chunk_done(req);
-        }
-        return;
-    }
-    if (ensure_table(req) < 0) {
-        request_complete(req, -ENOMEM);
-        return;
-    }
-    data_end = req->pos + ext->length;
+    req->new_entry_value = 0;
+    req->l1_index = lookup_l1_index(req->img, req->pos);
     if (req->kind == REQ_ZEROES) {
         if (cluster_offset_in(s, req->pos) == 0 &&
-            ext->length >= s->cluster_size) {
-            plan_zero_clusters(req,
-                               round_down_u64(ext->length, s->cluster_size));
+            req->ext.length >= s->cluster_size) {
+            req->chunk_len = round_down_u64(req->ext.length, s->cluster_size);
+            req->alloc_first =
+                (req->pos >> s->cluster_bits) & (s->table_entries - 1);
+            req->alloc_count = req->chunk_len >> s->cluster_bits;
+            req->new_entry_value = 1;
             return;
         }
         /* A partial cluster: real zeros, one cluster at a time. */
         data_end = QED_MIN(data_end, cluster_start(s, req->pos) +
                                          s->cluster_size);
     }
-    plan_data_clusters(req, data_end);
+    first = cluster_start(s, req->pos);
+    run_end = round_up_u64(data_end, s->cluster_size);
+    req->chunk_len = data_end - req->pos;
+    req->alloc_first = (first >> s->cluster_bits) & (s->table_entries - 1);
+    req->alloc_count = (run_end - first) >> s->cluster_bits;
+    req->head_len = req->pos - first;
+    req->tail_len = run_end - data_end;
+}
+
+/* Claims the clusters, gives them new space at the end of the file, copies
+ * what the backing file must supply, then writes the data (write_data). */
+static void write_allocate(struct request *req)
+{
+    bool cow;
+
+    plan_chunk(req);
+    if (!alloc_begin(req, write_retry))
+        return;
+    if (alloc_table(req) < 0) {
+        request_complete(req, -req->err.code);
+        return;
+    }
+    if (req->new_entry_value == 1) {
+        alloc_make_dirty(req, write_commit);
+        return;
+    }
+    req->alloc_host = alloc_clusters(req->img, req->alloc_count);
+    req->new_entry_value = req->alloc_host;
+    cow = req->ext.kind == EXTENT_UNALLOCATED && req->img->backing;
+    begin_subs(req, write_data);
+    if (cow && req->head_len)
+        req->head_buf = cow_buffer(req, req->head_len,
+                                   req->pos - req->head_len);
+    if (cow && req->tail_len)
+        req->tail_buf = cow_buffer(req, req->tail_len,
+                                   req->pos + req->chunk_len);
+    end_subs(req);
 }
 
 static void write_next(struct request *req)
