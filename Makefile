@@ -58,7 +58,7 @@ check: deps
 	    perl tests/run-tests.pl $(UNIT_BINS) $(sort $(wildcard tests/interop/*.sh))
 
 demo: deps
-	$(MAKE) all
+	$(MAKE) $(QED)
 	QED=$(abspath $(QED)) scripts/demo.sh
 
 clean:

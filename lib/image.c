@@ -70,7 +70,9 @@ static char *resolve_relative(const char *image_path, const char *name)
     char *copy, *dir, *out;
     size_t len;
 
-    if (name[0] == '/')
+    /* Like qemu: a name is relative to the image's directory, and an image
+     * named without a directory makes no "./" prefix. */
+    if (name[0] == '/' || !strchr(image_path, '/'))
         return strdup(name);
     copy = strdup(image_path);
     if (!copy)

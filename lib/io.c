@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "io.h"
+#include "io-direct.h"
 
 #define INLINE_IOVS 4
 
@@ -103,6 +103,13 @@ static void req_complete(struct io_op *op)
         return;
     }
     req_advance(req, (size_t)r);
+    if (op->kind == IO_READ && req->file->direct && req->remaining > 0) {
+        /* A short direct read ends at the end of the file, which need not
+         * be block aligned; asking again from there would fail. */
+        zero_rest(req);
+        req_finish(req, 0);
+        return;
+    }
     if (req->remaining == 0)
         req_finish(req, 0);
     else
@@ -196,13 +203,39 @@ static void start(struct io_file *file, enum io_kind kind,
 void io_readv(struct io_file *file, const struct iovec *iov, int iovcnt,
               uint64_t offset, io_callback *cb, void *opaque)
 {
-    start(file, IO_READ, iov, iovcnt, offset, cb, opaque);
+    if (file->direct && !io_direct_aligned(file, iov, iovcnt, offset))
+        io_direct_readv(file, iov, iovcnt, offset, cb, opaque);
+    else
+        start(file, IO_READ, iov, iovcnt, offset, cb, opaque);
 }
 
 void io_writev(struct io_file *file, const struct iovec *iov, int iovcnt,
                uint64_t offset, io_callback *cb, void *opaque)
 {
+    if (file->direct)
+        io_direct_writev(file, iov, iovcnt, offset, cb, opaque);
+    else
+        start(file, IO_WRITE, iov, iovcnt, offset, cb, opaque);
+}
+
+void io_plain_writev(struct io_file *file, const struct iovec *iov, int iovcnt,
+                     uint64_t offset, io_callback *cb, void *opaque)
+{
     start(file, IO_WRITE, iov, iovcnt, offset, cb, opaque);
+}
+
+void io_plain_pread(struct io_file *file, void *buf, size_t len,
+                    uint64_t offset, io_callback *cb, void *opaque)
+{
+    struct iovec v = { buf, len };
+    start(file, IO_READ, &v, 1, offset, cb, opaque);
+}
+
+void io_plain_pwrite(struct io_file *file, const void *buf, size_t len,
+                     uint64_t offset, io_callback *cb, void *opaque)
+{
+    struct iovec v = { (void *)buf, len };
+    start(file, IO_WRITE, &v, 1, offset, cb, opaque);
 }
 
 void io_pread(struct io_file *file, void *buf, size_t len, uint64_t offset,
@@ -374,6 +407,8 @@ int io_file_open(qed_loop *loop, const char *path, unsigned flags,
     file->fd = fd;
     file->direct = (flags & IO_OPEN_DIRECT) != 0;
     file->writable = (flags & IO_OPEN_WRITE) != 0;
+    if (file->direct)
+        io_direct_probe(file);
     *out = file;
     return 0;
 }

@@ -71,12 +71,18 @@ struct io_file_ops {
     void (*close)(struct io_file *file);
 };
 
+struct direct_write;
+
 struct io_file {
     const struct io_file_ops *ops;
     qed_loop *loop;
     int fd;
     bool direct;   /* O_DIRECT: buffers and offsets must be aligned */
     bool writable;
+    unsigned dio_align;                 /* direct: block alignment */
+    struct direct_write *direct_writes; /* direct: writes in flight */
+    struct direct_write *direct_writes_tail;
+    unsigned direct_rmw_count;
 };
 
 #define IO_OPEN_WRITE 0x1u

@@ -6,8 +6,7 @@ set -euo pipefail
 QED=${QED:-build/qed}
 QED=$(cd "$(dirname "$QED")" && pwd)/$(basename "$QED")
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-trap 'echo "demo: FAILED (line $LINENO)" >&2' ERR
+trap 'status=$?; rm -rf "$work"; [ $status -eq 0 ] || echo "demo: FAILED" >&2' EXIT
 cd "$work"
 
 step() { printf '\n== %s\n' "$*"; }

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-/* ---- subcommands ---------------------------------------------------------- */
+/* ---- subcommands --------------------------------------------------------- */
 
 void tool_print_help(FILE *out, const struct tool_command *cmd)
 {
@@ -17,17 +17,36 @@ void tool_print_help(FILE *out, const struct tool_command *cmd)
         fprintf(out, "\n%s", cmd->details);
 }
 
-/* ---- errors --------------------------------------------------------------- */
+/* ---- errors -------------------------------------------------------------- */
+
+/* Errors are one line whatever a file name contains: control characters
+ * are shown escaped. */
+static void put_one_line(const char *text)
+{
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
+        if (*p == '\n')
+            fputs("\\n", stderr);
+        else if (*p < 0x20 || *p == 0x7f)
+            fprintf(stderr, "\\x%02x", *p);
+        else
+            fputc(*p, stderr);
+    }
+}
 
 static void tool_verror(const char *file, const char *fmt, va_list ap)
 {
+    char message[1024];
+
+    vsnprintf(message, sizeof(message), fmt, ap);
     /* Flush stdout first so that the error lands after what was printed
      * before it when both streams go to the same place. */
     fflush(stdout);
     fputs("qed: ", stderr);
-    if (file)
-        fprintf(stderr, "%s: ", file);
-    vfprintf(stderr, fmt, ap);
+    if (file) {
+        put_one_line(file);
+        fputs(": ", stderr);
+    }
+    put_one_line(message);
     fputc('\n', stderr);
 }
 
@@ -55,26 +74,28 @@ void tool_report(const char *file, const char *context, const qed_error *err)
         tool_error(file, "%s", message);
 }
 
-/* ---- options -------------------------------------------------------------- */
+/* ---- options ------------------------------------------------------------- */
 
 int tool_bad_option(const struct tool_command *cmd, int ch, char **argv)
 {
     const char *arg = optind > 0 ? argv[optind - 1] : "?";
+    /* getopt_long reports a long option by its val, which for options
+     * without a one-letter form is outside the printable range (or 0 for a
+     * name it does not know); show those by the text given instead. */
+    bool is_long = optopt < 0x21 || optopt > 0x7e;
 
-    if (ch == ':') {
-        if (optopt)
-            tool_error(NULL, "%s: option requires an argument -- '%c'",
-                       cmd->name, optopt);
-        else
-            tool_error(NULL, "%s: option '%s' requires an argument",
-                       cmd->name, arg);
-    } else if (optopt) {
+    if (ch == ':' && !is_long)
+        tool_error(NULL, "%s: option requires an argument -- '%c'", cmd->name,
+                   optopt);
+    else if (ch == ':')
+        tool_error(NULL, "%s: option '%s' requires an argument", cmd->name,
+                   arg);
+    else if (!is_long)
         tool_error(NULL, "%s: invalid option -- '%c' (see 'qed %s --help')",
                    cmd->name, optopt, cmd->name);
-    } else {
-        tool_error(NULL, "%s: unrecognized option '%s' (see 'qed %s --help')",
+    else
+        tool_error(NULL, "%s: invalid option '%s' (see 'qed %s --help')",
                    cmd->name, arg, cmd->name);
-    }
     return 1;
 }
 
@@ -97,7 +118,7 @@ bool tool_parse_size(const char *text, const char *what, uint64_t *out)
 
     if (qed_parse_size(text, out, &err) < 0) {
         if (err.message[0])
-            tool_error(NULL, "invalid %s '%s': %s", what, text, err.message);
+            tool_error(NULL, "%s: %s", what, err.message);
         else
             tool_error(NULL, "invalid %s '%s'", what, text);
         return false;
@@ -133,7 +154,7 @@ bool tool_parse_output(const char *text, bool *json)
     return false;
 }
 
-/* ---- create options ------------------------------------------------------- */
+/* ---- create options ------------------------------------------------------ */
 
 static const struct {
     const char *name;
@@ -228,7 +249,7 @@ bool tool_parse_create_options(char *text,
     return true;
 }
 
-/* ---- images --------------------------------------------------------------- */
+/* ---- images -------------------------------------------------------------- */
 
 bool tool_open(const char *path, enum qed_format format, unsigned flags,
                qed_image **out)
@@ -277,7 +298,7 @@ bool tool_buffer_is_zero(const void *buf, size_t len)
     return len == 0 || (p[0] == 0 && memcmp(p, p + 1, len - 1) == 0);
 }
 
-/* ---- output --------------------------------------------------------------- */
+/* ---- output -------------------------------------------------------------- */
 
 void tool_format_size(uint64_t bytes, char *buf, size_t len)
 {
@@ -449,7 +470,7 @@ void tool_json_finish(struct tool_json *json)
     json->need_comma = false;
 }
 
-/* ---- progress ------------------------------------------------------------- */
+/* ---- progress ------------------------------------------------------------ */
 
 void tool_progress_start(struct tool_progress *progress, bool requested)
 {

@@ -13,7 +13,7 @@
 
 #define TOOL_PRINTF(f, a) __attribute__((format(printf, f, a)))
 
-/* ---- subcommands ---------------------------------------------------------- */
+/* ---- subcommands --------------------------------------------------------- */
 
 struct tool_command {
     const char *name;
@@ -29,11 +29,12 @@ extern const struct tool_command info_command;
 extern const struct tool_command map_command;
 extern const struct tool_command io_command;
 extern const struct tool_command convert_command;
+extern const struct tool_command bench_command;
 
 /* Prints "usage: qed NAME SYNOPSIS" and the details. */
 void tool_print_help(FILE *out, const struct tool_command *cmd);
 
-/* ---- errors --------------------------------------------------------------- */
+/* ---- errors -------------------------------------------------------------- */
 
 /* One line on stderr: "qed: FILE: message", or "qed: message" when file is
  * NULL. */
@@ -42,12 +43,15 @@ void tool_error(const char *file, const char *fmt, ...) TOOL_PRINTF(2, 3);
  * context (may be NULL) is put before the message, e.g. "read failed". */
 void tool_report(const char *file, const char *context, const qed_error *err);
 
-/* ---- options -------------------------------------------------------------- */
+/* ---- options ------------------------------------------------------------- */
 
 /* Option strings for getopt_long start with ':' so that a missing argument is
  * told apart from an unknown option; this turns either into one error line
  * and returns exit status 1.  ch is what getopt_long returned. */
 int tool_bad_option(const struct tool_command *cmd, int ch, char **argv);
+/* val of the "help" long option: outside the character range, so that
+ * tool_bad_option can tell long options from short ones. */
+#define TOOL_OPT_HELP 0x100
 /* Error for wrong positional arguments; returns exit status 1. */
 int tool_bad_usage(const struct tool_command *cmd, const char *fmt, ...)
     TOOL_PRINTF(2, 3);
@@ -75,7 +79,7 @@ bool tool_parse_create_options(char *text,
 bool tool_create_options_help_requested(const char *text);
 void tool_print_create_options(FILE *out);
 
-/* ---- images --------------------------------------------------------------- */
+/* ---- images -------------------------------------------------------------- */
 
 /* Opens path; on failure prints "qed: PATH: message" and returns false. */
 bool tool_open(const char *path, enum qed_format format, unsigned flags,
@@ -89,7 +93,7 @@ void *tool_alloc_buffer(size_t size);
 /* True when every byte of buf is zero. */
 bool tool_buffer_is_zero(const void *buf, size_t len);
 
-/* ---- output --------------------------------------------------------------- */
+/* ---- output -------------------------------------------------------------- */
 
 /* Sizes the way qemu-img shows them: "0 B", "64 KiB", "1 GiB", "644 KiB". */
 void tool_format_size(uint64_t bytes, char *buf, size_t len);
@@ -118,9 +122,9 @@ void tool_json_str(struct tool_json *json, const char *key, const char *value);
 /* Ends the document with a newline. */
 void tool_json_finish(struct tool_json *json);
 
-/* ---- progress ------------------------------------------------------------- */
+/* ---- progress ------------------------------------------------------------ */
 
-/* "    (45.00/100%)\r" on stderr, only when enabled and stderr is a terminal. */
+/* "    (45.00/100%)\r" on stderr, when asked for and stderr is a terminal. */
 struct tool_progress {
     bool active;
     double shown;  /* last percentage printed, negative before the first */

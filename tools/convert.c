@@ -52,7 +52,7 @@ struct conversion {
     struct tool_progress progress;
 };
 
-/* ---- target: raw ---------------------------------------------------------- */
+/* ---- target: raw --------------------------------------------------------- */
 
 static bool same_file(const char *a, const char *b)
 {
@@ -157,7 +157,7 @@ static bool close_raw_target(struct convert_target *t, bool ok)
     return ok;
 }
 
-/* ---- target: qed ---------------------------------------------------------- */
+/* ---- target: qed --------------------------------------------------------- */
 
 static bool open_qed_target(struct convert_target *t,
                             struct tool_create_settings *settings,
@@ -213,7 +213,7 @@ static bool qed_target_write_zeroes(struct convert_target *t, uint64_t offset,
     return false;
 }
 
-/* ---- target: either ------------------------------------------------------- */
+/* ---- target: either ------------------------------------------------------ */
 
 static bool target_write(struct convert_target *t, const void *buf,
                          size_t len, uint64_t offset)
@@ -243,7 +243,7 @@ static bool close_target(struct convert_target *t, bool ok)
     return ok;
 }
 
-/* ---- copying -------------------------------------------------------------- */
+/* ---- copying ------------------------------------------------------------- */
 
 static uint64_t min_u64(uint64_t a, uint64_t b)
 {
@@ -356,7 +356,7 @@ static bool copy_image(struct conversion *c)
     return true;
 }
 
-/* ---- command -------------------------------------------------------------- */
+/* ---- command ------------------------------------------------------------- */
 
 static bool open_target(struct conversion *c, struct convert_args *args)
 {
@@ -413,7 +413,7 @@ static bool check_target_options(const struct convert_args *args)
 static int convert_run(const struct tool_command *cmd, int argc, char **argv)
 {
     static const struct option long_options[] = {
-        {"help", no_argument, NULL, 'h'},
+        {"help", no_argument, NULL, TOOL_OPT_HELP},
         {NULL, 0, NULL, 0},
     };
     struct convert_args args = {.target_format = QED_FORMAT_RAW};
@@ -423,6 +423,7 @@ static int convert_run(const struct tool_command *cmd, int argc, char **argv)
                              NULL)) != -1) {
         switch (ch) {
         case 'h':
+        case TOOL_OPT_HELP:
             tool_print_help(stdout, cmd);
             return 0;
         case 'p':

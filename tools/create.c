@@ -65,7 +65,7 @@ static int create_image(const char *path, struct tool_create_settings *settings,
 static int create_run(const struct tool_command *cmd, int argc, char **argv)
 {
     static const struct option long_options[] = {
-        {"help", no_argument, NULL, 'h'},
+        {"help", no_argument, NULL, TOOL_OPT_HELP},
         {NULL, 0, NULL, 0},
     };
     struct tool_create_settings settings = {0};
@@ -79,6 +79,7 @@ static int create_run(const struct tool_command *cmd, int argc, char **argv)
                              NULL)) != -1) {
         switch (ch) {
         case 'h':
+        case TOOL_OPT_HELP:
             tool_print_help(stdout, cmd);
             return 0;
         case 'q':

@@ -18,7 +18,7 @@ struct info_list {
     size_t count;
 };
 
-/* ---- gathering ------------------------------------------------------------ */
+/* ---- gathering ----------------------------------------------------------- */
 
 /* Opens read-only with the backing chain, so that the backing format can be
  * reported.  A broken or missing backing file must not hide the top image's
@@ -71,19 +71,19 @@ static bool gather_layers(const struct info_args *args, qed_image *top,
     return true;
 }
 
-/* ---- human output --------------------------------------------------------- */
+/* ---- human output -------------------------------------------------------- */
 
 static void print_qed_details_human(const struct qed_image_info *info)
 {
     printf("Format specific information:\n");
     printf("    table size: %u\n", info->table_size);
     printf("    header size: %u\n", info->header_size);
-    printf("    features: %#llx\n", (unsigned long long)info->features);
-    printf("    compat features: %#llx\n",
+    printf("    features: 0x%llx\n", (unsigned long long)info->features);
+    printf("    compat features: 0x%llx\n",
            (unsigned long long)info->compat_features);
-    printf("    autoclear features: %#llx\n",
+    printf("    autoclear features: 0x%llx\n",
            (unsigned long long)info->autoclear_features);
-    printf("    l1 table offset: %#llx\n",
+    printf("    l1 table offset: 0x%llx\n",
            (unsigned long long)info->l1_table_offset);
 }
 
@@ -126,7 +126,7 @@ static void print_human(const struct info_list *list)
     }
 }
 
-/* ---- JSON output ---------------------------------------------------------- */
+/* ---- JSON output --------------------------------------------------------- */
 
 static void print_qed_details_json(struct tool_json *json,
                                    const struct qed_image_info *info)
@@ -185,7 +185,7 @@ static void print_json(const struct info_list *list, bool as_array)
     tool_json_finish(&json);
 }
 
-/* ---- command -------------------------------------------------------------- */
+/* ---- command ------------------------------------------------------------- */
 
 static int show_info(const struct info_args *args)
 {
@@ -209,9 +209,9 @@ static int show_info(const struct info_args *args)
 
 static int info_run(const struct tool_command *cmd, int argc, char **argv)
 {
-    enum { OPT_OUTPUT = 256, OPT_BACKING_CHAIN };
+    enum { OPT_OUTPUT = TOOL_OPT_HELP + 1, OPT_BACKING_CHAIN };
     static const struct option long_options[] = {
-        {"help", no_argument, NULL, 'h'},
+        {"help", no_argument, NULL, TOOL_OPT_HELP},
         {"output", required_argument, NULL, OPT_OUTPUT},
         {"backing-chain", no_argument, NULL, OPT_BACKING_CHAIN},
         {NULL, 0, NULL, 0},
@@ -222,6 +222,7 @@ static int info_run(const struct tool_command *cmd, int argc, char **argv)
     while ((ch = getopt_long(argc, argv, ":hf:", long_options, NULL)) != -1) {
         switch (ch) {
         case 'h':
+        case TOOL_OPT_HELP:
             tool_print_help(stdout, cmd);
             return 0;
         case 'f':

@@ -31,7 +31,7 @@ struct io_range {
 
 typedef int io_handler(struct io_session *session, int argc, char **argv);
 
-/* ---- argument helpers ----------------------------------------------------- */
+/* ---- argument helpers ---------------------------------------------------- */
 
 static int io_bad_option(const char *name, int ch)
 {
@@ -91,7 +91,7 @@ static bool expect_no_arguments(const char *name, int argc)
     return true;
 }
 
-/* ---- reporting ------------------------------------------------------------ */
+/* ---- reporting ----------------------------------------------------------- */
 
 static double seconds_since(const struct timespec *start)
 {
@@ -170,13 +170,13 @@ static void dump_buffer(const unsigned char *buf, size_t len, uint64_t offset)
     }
 }
 
-static void report_failure(struct io_session *session, const char *what,
-                           const qed_error *err)
+/* Buffer size for a read or write of length bytes. */
+static size_t data_chunk_size(uint64_t length)
 {
-    tool_report(session->path, what, err);
+    return length < IO_DATA_CHUNK ? (size_t)length : IO_DATA_CHUNK;
 }
 
-/* ---- read ----------------------------------------------------------------- */
+/* ---- read ---------------------------------------------------------------- */
 
 struct read_options {
     bool verify;
@@ -201,14 +201,14 @@ enum { READ_MISMATCH = 1, READ_FAILED = 2 };
 static int read_range(struct io_session *session, const struct io_range *range,
                       const struct read_options *opts)
 {
-    size_t chunk = range->length < IO_DATA_CHUNK ? range->length : IO_DATA_CHUNK;
+    size_t chunk = data_chunk_size(range->length);
     unsigned char *buf = tool_alloc_buffer(chunk);
     bool mismatch_found = false;
     int status = 0;
 
     if (!buf) {
         tool_error(session->path, "read: out of memory");
-        return 1;
+        return READ_FAILED;
     }
     for (uint64_t done = 0; done < range->length;) {
         size_t n = range->length - done < chunk ? range->length - done : chunk;
@@ -216,7 +216,7 @@ static int read_range(struct io_session *session, const struct io_range *range,
         qed_error err = {0};
 
         if (qed_pread(session->image, buf, n, at, &err) < 0) {
-            report_failure(session, "read failed", &err);
+            tool_report(session->path, "read failed", &err);
             status = READ_FAILED;
             break;
         }
@@ -273,12 +273,12 @@ static int io_read(struct io_session *session, int argc, char **argv)
     return status == 0 ? 0 : 1;
 }
 
-/* ---- write ---------------------------------------------------------------- */
+/* ---- write --------------------------------------------------------------- */
 
 static int write_pattern(struct io_session *session,
                          const struct io_range *range, int pattern)
 {
-    size_t chunk = range->length < IO_DATA_CHUNK ? range->length : IO_DATA_CHUNK;
+    size_t chunk = data_chunk_size(range->length);
     unsigned char *buf = tool_alloc_buffer(chunk);
     int status = 0;
 
@@ -291,8 +291,9 @@ static int write_pattern(struct io_session *session,
         size_t n = range->length - done < chunk ? range->length - done : chunk;
         qed_error err = {0};
 
-        if (qed_pwrite(session->image, buf, n, range->offset + done, &err) < 0) {
-            report_failure(session, "write failed", &err);
+        if (qed_pwrite(session->image, buf, n, range->offset + done,
+                       &err) < 0) {
+            tool_report(session->path, "write failed", &err);
             status = 1;
             break;
         }
@@ -321,7 +322,7 @@ static int write_zeroes(struct io_session *session,
 
         if (qed_write_zeroes(session->image, at, n, QED_ZERO_MAY_UNMAP,
                              &err) < 0) {
-            report_failure(session, "write failed", &err);
+            tool_report(session->path, "write failed", &err);
             return 1;
         }
         at += n;
@@ -371,7 +372,7 @@ static int io_write(struct io_session *session, int argc, char **argv)
     return status;
 }
 
-/* ---- discard and flush ---------------------------------------------------- */
+/* ---- discard and flush --------------------------------------------------- */
 
 static int io_discard(struct io_session *session, int argc, char **argv)
 {
@@ -395,7 +396,7 @@ static int io_discard(struct io_session *session, int argc, char **argv)
         qed_error err = {0};
 
         if (qed_discard(session->image, at, n, &err) < 0) {
-            report_failure(session, "discard failed", &err);
+            tool_report(session->path, "discard failed", &err);
             return 1;
         }
         at += n;
@@ -415,13 +416,13 @@ static int io_flush(struct io_session *session, int argc, char **argv)
     if (!expect_no_arguments(argv[0], argc))
         return 1;
     if (qed_flush(session->image, &err) < 0) {
-        report_failure(session, "flush failed", &err);
+        tool_report(session->path, "flush failed", &err);
         return 1;
     }
     return 0;
 }
 
-/* ---- command lines -------------------------------------------------------- */
+/* ---- command lines ------------------------------------------------------- */
 
 static const struct {
     const char *name;
@@ -512,10 +513,7 @@ static int io_image(const char *path, enum qed_format format, bool read_only,
 static int io_run(const struct tool_command *cmd, int argc, char **argv)
 {
     static const struct option long_options[] = {
-        {"help", no_argument, NULL, 'h'},
-        {"read-only", no_argument, NULL, 'r'},
-        {"cmd", required_argument, NULL, 'c'},
-        {"format", required_argument, NULL, 'f'},
+        {"help", no_argument, NULL, TOOL_OPT_HELP},
         {NULL, 0, NULL, 0},
     };
     enum qed_format format = QED_FORMAT_PROBE;
@@ -533,6 +531,7 @@ static int io_run(const struct tool_command *cmd, int argc, char **argv)
            -1) {
         switch (ch) {
         case 'h':
+        case TOOL_OPT_HELP:
             tool_print_help(stdout, cmd);
             free(lines);
             return 0;

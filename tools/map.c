@@ -25,7 +25,7 @@ struct map_printer {
     size_t layer_count;
 };
 
-/* ---- layers --------------------------------------------------------------- */
+/* ---- layers -------------------------------------------------------------- */
 
 static void free_layer_names(struct map_printer *printer)
 {
@@ -74,7 +74,7 @@ static const char *layer_name(const struct map_printer *printer,
     return depth < printer->layer_count ? printer->layer_names[depth] : "";
 }
 
-/* ---- printing ------------------------------------------------------------- */
+/* ---- printing ------------------------------------------------------------ */
 
 static const char *json_bool(bool value)
 {
@@ -132,7 +132,7 @@ static void print_end(struct map_printer *printer)
     printf("]\n");
 }
 
-/* ---- walking -------------------------------------------------------------- */
+/* ---- walking ------------------------------------------------------------- */
 
 /* Adjacent ranges that only differ in where they start are shown as one. */
 static bool entries_mergeable(const struct map_entry *a,
@@ -207,7 +207,7 @@ static bool walk_image(const char *path, qed_image *image,
     return true;
 }
 
-/* ---- command -------------------------------------------------------------- */
+/* ---- command ------------------------------------------------------------- */
 
 static int map_image(const char *path, enum qed_format format, bool json)
 {
@@ -226,9 +226,9 @@ static int map_image(const char *path, enum qed_format format, bool json)
 
 static int map_run(const struct tool_command *cmd, int argc, char **argv)
 {
-    enum { OPT_OUTPUT = 256 };
+    enum { OPT_OUTPUT = TOOL_OPT_HELP + 1 };
     static const struct option long_options[] = {
-        {"help", no_argument, NULL, 'h'},
+        {"help", no_argument, NULL, TOOL_OPT_HELP},
         {"output", required_argument, NULL, OPT_OUTPUT},
         {NULL, 0, NULL, 0},
     };
@@ -239,6 +239,7 @@ static int map_run(const struct tool_command *cmd, int argc, char **argv)
     while ((ch = getopt_long(argc, argv, ":hf:", long_options, NULL)) != -1) {
         switch (ch) {
         case 'h':
+        case TOOL_OPT_HELP:
             tool_print_help(stdout, cmd);
             return 0;
         case 'f':
