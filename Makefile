@@ -54,7 +54,7 @@ deps:
 # Unit tests first (fast), then the interop tests that drive qemu-img/qemu-io.
 check: deps
 	$(MAKE) all
-	QED=$(abspath $(QED)) BUILD=$(abspath $(BUILD)) \
+	QED=$(abspath $(QED)) BUILD=$(abspath $(BUILD)) TESTS_DIR=$(abspath tests) \
 	    perl tests/run-tests.pl $(UNIT_BINS) $(sort $(wildcard tests/interop/*.sh))
 
 demo: deps

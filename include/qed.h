@@ -164,9 +164,9 @@ struct qed_image_info {
     bool has_backing;
     char backing_file[QED_MAX_BACKING_NAME + 1];      /* as stored */
     char backing_file_full[4096];                     /* resolved path */
-    enum qed_format backing_format; /* RAW when NO_PROBE; else the probed
-                                       format when the chain is open, else
-                                       PROBE (unknown) */
+    enum qed_format backing_format; /* the recorded format: RAW when the
+                                       header has NO_PROBE, else PROBE
+                                       (probed at every open) */
 };
 
 int qed_get_info(qed_image *image, struct qed_image_info *info,

@@ -320,6 +320,9 @@ static int open_internal(const char *path, const struct qed_open_options *o,
             qed_fail(err, -ret, "%s", strerror(-ret));
             goto fail;
         }
+        /* Like qemu, a raw image is a whole number of 512-byte sectors; the
+         * partial last one reads as zeros past the end of the file. */
+        img->size = round_up_u64(img->size, 512);
         *out = img;
         return 0;
     }
@@ -479,10 +482,11 @@ int qed_get_info(qed_image *img, struct qed_image_info *info, qed_error *err)
                     img->qed->backing_name);
         copy_string(info->backing_file_full, sizeof(info->backing_file_full),
                     img->backing_path);
+        /* Only a raw backing file has its format recorded (NO_PROBE); any
+         * other is probed on every open, so none is reported, as qemu-img
+         * does. */
         if (h->features & QED_F_BACKING_FORMAT_NO_PROBE)
             info->backing_format = QED_FORMAT_RAW;
-        else if (img->backing)
-            info->backing_format = img->backing->format;
     }
     return 0;
 }

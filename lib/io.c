@@ -5,6 +5,8 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -331,6 +333,8 @@ static int fd_get_size(struct io_file *file, uint64_t *size)
     struct stat st;
     if (fstat(file->fd, &st) < 0)
         return -errno;
+    if (S_ISBLK(st.st_mode))
+        return ioctl(file->fd, BLKGETSIZE64, size) < 0 ? -errno : 0;
     *size = (uint64_t)st.st_size;
     return 0;
 }
@@ -390,12 +394,16 @@ int io_file_open(qed_loop *loop, const char *path, unsigned flags,
     fd = open(path, oflags, 0644);
     if (fd < 0)
         return qed_fail(err, errno, "%s", strerror(errno));
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        int code = errno ? errno : EINVAL;
+    if (fstat(fd, &st) < 0) {
+        int code = errno;
         close(fd);
-        if (!S_ISREG(st.st_mode))
-            return qed_fail(err, EINVAL, "not a regular file");
         return qed_fail(err, code, "%s", strerror(code));
+    }
+    /* Images live in regular files; a block device may be read or written
+     * as a raw image, but nothing else (a FIFO or a directory) can be. */
+    if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+        close(fd);
+        return qed_fail(err, EINVAL, "not a regular file or block device");
     }
     file = calloc(1, sizeof(*file));
     if (!file) {

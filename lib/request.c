@@ -465,11 +465,6 @@ static void write_chunk_done(struct request *req)
     advance(req, req->chunk_len, write_next);
 }
 
-static bool has_backing_file(const qed_image *img)
-{
-    return (img->qed->header.features & QED_F_BACKING_FILE) != 0;
-}
-
 /* Zeroes or discards a range of allocated data clusters in place: the
  * mapping stays (no cluster leaks), the host space is released where the
  * file system can, and zeros are written where it cannot. */
@@ -548,22 +543,32 @@ static void write_in_place(struct request *req)
     end_subs(req);
 }
 
-/* Does this chunk of an unallocated or zero extent need any table change? */
-static bool needs_allocation(const struct request *req)
+/* Bytes at the start of an unallocated or zero extent that the request
+ * leaves as they are; 0 when the chunk must change the table. */
+static uint64_t bytes_to_skip(const struct request *req)
 {
+    const struct qed_state *s = req->img->qed;
     const struct extent *ext = &req->ext;
+    uint64_t in_cluster = cluster_offset_in(s, req->pos);
+    uint64_t partial;
 
     switch (req->kind) {
     case REQ_WRITE:
-        return true;
+        return 0;
     case REQ_ZEROES:
-        /* Already reads as zeros: a zero cluster, or nothing underneath. */
         if (ext->kind == EXTENT_ZERO)
-            return false;
-        return has_backing_file(req->img) && req->img->backing &&
-               req->pos < req->img->backing->size;
+            return ext->length;
+        /* Whole clusters become zero clusters. */
+        if (in_cluster == 0 && ext->length >= s->cluster_size)
+            return 0;
+        /* A partial cluster already reads as zeros unless a backing file
+         * shows through it. */
+        partial = QED_MIN(ext->length, s->cluster_size - in_cluster);
+        if (req->img->backing && req->pos < req->img->backing->size)
+            return 0;
+        return partial;
     default:
-        return false;
+        return ext->length;
     }
 }
 
@@ -586,8 +591,8 @@ static void write_chunk(struct request *req)
         write_in_place(req);
         return;
     }
-    if (!needs_allocation(req)) {
-        req->chunk_len = ext->length;
+    req->chunk_len = bytes_to_skip(req);
+    if (req->chunk_len > 0) {
         write_chunk_done(req);
         return;
     }

@@ -127,6 +127,12 @@ static int create_run(const struct tool_command *cmd, int argc, char **argv)
     if (argc - optind == 2) {
         if (!tool_parse_size(argv[optind + 1], "size", &o->size))
             return 1;
+        /* Like qemu-img: the size is rounded up to whole 512-byte sectors. */
+        if (o->size > UINT64_MAX - 511) {
+            tool_error(path, "image size %s is too large", argv[optind + 1]);
+            return 1;
+        }
+        o->size = (o->size + 511) & ~(uint64_t)511;
     } else if (has_backing(o)) {
         o->size_from_backing = true;
     } else {

@@ -25,10 +25,31 @@ for geo in $QEMU_GEOMETRIES; do
     rm -f "qed-$cs-$ts.raw"
     tap_cmd "qed convert -O raw $img" "$QED" convert -O raw "$img" "qed-$cs-$ts.raw" &&
         same_raw "qed convert of $img equals qemu-img convert" "qemu-$cs-$ts.raw" "qed-$cs-$ts.raw"
+    if [ -f "qed-$cs-$ts.raw" ] && [ -f "qemu-$cs-$ts.raw" ]; then
+        qa=$(($(stat -c %b "qemu-$cs-$ts.raw") * 512)) ma=$(($(stat -c %b "qed-$cs-$ts.raw") * 512))
+        [ "$ma" -le $((qa + MiB)) ]
+        ok $? "qed convert of $img keeps the output sparse" \
+            "allocated bytes: qed's output $ma, qemu-img's $qa (virtual size $size)"
+    fi
     tap_cmd "qed convert -f qed $img" \
         "$QED" convert -f qed -O raw "$img" "qed2-$cs-$ts.raw"
     rm -f "qemu-$cs-$ts.raw" "qed-$cs-$ts.raw" "qed2-$cs-$ts.raw" "ref-$cs-$ts.raw"
 done
+
+# convert -O qed: QEMU reads the copy like the original and finds it consistent.
+for geo in 4096:2 65536:16 2097152:4; do
+    cs=${geo%:*} ts=${geo#*:}
+    img=img-$cs-$ts.qed
+    [ -f "$img" ] || continue
+    rm -f "copy-$cs-$ts.qed"
+    if tap_cmd "qed convert -O qed $img" "$QED" convert -O qed "$img" "copy-$cs-$ts.qed"; then
+        tap_cmd "qemu-img compare: the -O qed copy of $img equals the original" \
+            qemu-img compare "$img" "copy-$cs-$ts.qed"
+        qemu_check "qemu-img check of the -O qed copy of $img" "copy-$cs-$ts.qed"
+    fi
+    rm -f "copy-$cs-$ts.qed"
+done
+rm -f img-*.qed
 
 # One image read back command by command with qed io -r (the patterns as
 # qemu-io wrote them, no later write overlapping).
@@ -62,6 +83,10 @@ for cs in 4096 65536; do
         same_raw "$img reads back as the raw reference" "ts1-$cs.ref.raw" "ts1-$cs.raw"
     tap_cmd "qed io -r reads the L2-crossing write back from $img" \
         "$QED" io -r -c "read -P 0x77 $((cs * (cs / 8) - 1000)) 3000" "$img"
+    run "$QED" map --output=json "$img"
+    cp "$OUT" "ts1-$cs.map.json"
+    res=$(map_covers "ts1-$cs.map.json" "$size" 2>&1)
+    ok $? "qed map of $img covers the image" "$res" "$(head -c 1000 "ts1-$cs.map.json")"
     rm -f "ts1-$cs.raw" "ts1-$cs.ref.raw"
 done
 
