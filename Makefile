@@ -29,6 +29,8 @@ LIBQED := $(BUILD)/libqed.a
 QED    := $(BUILD)/qed
 
 .PHONY: all deps check demo clean unit-tests
+# Test support objects are shared by every test program: keep them.
+.SECONDARY:
 
 all: $(QED) $(UNIT_BINS)
 

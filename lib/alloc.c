@@ -33,6 +33,7 @@ uint64_t alloc_clusters(qed_image *img, uint64_t count)
 /* ---- file extension ---------------------------------------------------------- */
 
 #define EXTEND_STEP (4u * 1024 * 1024)
+#define EXTEND_STEP_MAX (64u * 1024 * 1024)
 
 struct extend_waiter {
     uint64_t end;
@@ -90,7 +91,11 @@ static void extension_done(void *opaque, int ret)
 static void start_extension(qed_image *img, uint64_t end)
 {
     struct qed_state *s = img->qed;
-    uint64_t target = round_up_u64(end, EXTEND_STEP);
+    /* Steps grow with the file (1/16 of it, 4 to 64 MiB): few extensions
+     * for big sequential writers, little left over for small images. */
+    uint64_t step = QED_MIN(QED_MAX(s->file_end / 16, (uint64_t)EXTEND_STEP),
+                            (uint64_t)EXTEND_STEP_MAX);
+    uint64_t target = round_up_u64(end, step);
 
     s->extending = true;
     s->extend_target = QED_MAX(target, end);

@@ -17,6 +17,7 @@ struct checker {
     uint64_t nclusters;     /* clusters in the file */
     uint64_t last_data;     /* previous data cluster, for fragmentation */
     uint8_t *table;         /* current L2 table */
+    uint64_t used_end;      /* end of the last cluster referenced */
     qed_error *err;
 };
 
@@ -33,6 +34,7 @@ static bool test_and_mark(struct checker *c, uint64_t offset, uint64_t count)
         return false;
     for (uint64_t i = first; i < first + count && i < c->nclusters; i++)
         c->used[i / 8] |= (uint8_t)(1u << (i % 8));
+    c->used_end = QED_MAX(c->used_end, offset + (count << c->s->cluster_bits));
     return true;
 }
 
@@ -152,7 +154,7 @@ int check_image(qed_image *img, bool repair, struct check_result *res,
     if (ret == 0)
         count_leaks(&c);
     res->total_clusters = (img->size + s->cluster_size - 1) >> s->cluster_bits;
-    res->image_end_offset = s->file_end;
+    res->image_end_offset = c.used_end;
     free(c.used);
     free(c.table);
     return ret;
@@ -172,10 +174,15 @@ int check_on_open(qed_image *img, qed_error *err)
         qed_error_prefix(err, "checking the dirty image: ");
         return ret;
     }
-    /* Every referenced cluster must lie wholly inside the file. */
+    /* The file ends with the last referenced cluster: space a crashed
+     * writer extended ahead (or allocated and never linked) goes, and a
+     * referenced cluster sticking out past the end is made whole. */
     ret = img->file->ops->get_size(img->file, &file_size);
-    if (ret == 0 && file_size < s->file_end)
-        ret = img->file->ops->truncate(img->file, s->file_end);
+    if (ret == 0 && file_size != res.image_end_offset) {
+        ret = img->file->ops->truncate(img->file, res.image_end_offset);
+        s->file_end = res.image_end_offset;
+        s->size_ensured = res.image_end_offset;
+    }
     if (ret == 0)
         ret = io_sync_sync(img->file);
     if (ret == 0)

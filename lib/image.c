@@ -265,6 +265,11 @@ static int open_backing(qed_image *img, const struct qed_open_options *o,
     if (!img->backing_path)
         return qed_fail(err, ENOMEM, "out of memory");
     if (o->flags & QED_OPEN_NO_BACKING) {
+        /* Writes copy from the backing file; without it they would store
+         * zeros where its data should show. */
+        if (img->writable)
+            return qed_fail(err, EINVAL, "an image with a backing file cannot "
+                            "be opened for writing without it");
         img->backing_unavailable = true;
         return 0;
     }

@@ -14,7 +14,9 @@
 struct direct_write {
     struct io_file *file;
     uint64_t lo, hi;            /* block-aligned range written */
-    bool rmw;
+    bool rmw;                   /* excludes every overlapping write */
+    bool fallocate;             /* a zeroing or punching fallocate */
+    int mode;
     bool started;
     /* the caller's request */
     struct iovec *iov;
@@ -201,7 +203,10 @@ static void rmw_read_done(void *opaque, int ret)
 static void start_write(struct direct_write *w)
 {
     w->started = true;
-    if (w->rmw) {
+    if (w->fallocate) {
+        io_plain_fallocate(w->file, w->mode, w->offset, w->length, write_done,
+                           w);
+    } else if (w->rmw) {
         /* Reading the whole range keeps this simple; it is the rare case. */
         io_plain_pread(w->file, w->bounce, w->hi - w->lo, w->lo, rmw_read_done,
                        w);
@@ -272,6 +277,34 @@ void io_direct_writev(struct io_file *file, const struct iovec *iov,
         cb(opaque, -ENOMEM);
         return;
     }
+    track(w);
+    if (!must_wait(w))
+        start_write(w);
+}
+
+/* Zeroing or punching changes the blocks it touches like a write does; a
+ * read-modify-write of a neighbouring part of one of those blocks must not
+ * run across it, so it is tracked as exclusive on the blocks it covers. */
+void io_direct_fallocate(struct io_file *file, int mode, uint64_t offset,
+                         uint64_t length, io_callback *cb, void *opaque)
+{
+    uint64_t align = file->dio_align;
+    struct direct_write *w = calloc(1, sizeof(*w));
+
+    if (!w) {
+        cb(opaque, -ENOMEM);
+        return;
+    }
+    w->file = file;
+    w->fallocate = true;
+    w->rmw = true;
+    w->mode = mode;
+    w->offset = offset;
+    w->length = length;
+    w->lo = round_down_u64(offset, align);
+    w->hi = round_up_u64(offset + length, align);
+    w->cb = cb;
+    w->opaque = opaque;
     track(w);
     if (!must_wait(w))
         start_write(w);

@@ -14,7 +14,12 @@ void io_direct_writev(struct io_file *file, const struct iovec *iov,
                       int iovcnt, uint64_t offset, io_callback *cb,
                       void *opaque);
 
+void io_direct_fallocate(struct io_file *file, int mode, uint64_t offset,
+                         uint64_t length, io_callback *cb, void *opaque);
+
 /* The plain paths underneath, which never bounce. */
+void io_plain_fallocate(struct io_file *file, int mode, uint64_t offset,
+                        uint64_t length, io_callback *cb, void *opaque);
 void io_plain_writev(struct io_file *file, const struct iovec *iov, int iovcnt,
                      uint64_t offset, io_callback *cb, void *opaque);
 void io_plain_pread(struct io_file *file, void *buf, size_t len,

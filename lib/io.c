@@ -262,6 +262,16 @@ void io_sync(struct io_file *file, io_callback *cb, void *opaque)
 void io_fallocate(struct io_file *file, int mode, uint64_t offset,
                   uint64_t length, io_callback *cb, void *opaque)
 {
+    /* Extending the file (mode 0) touches no data; zeroing does. */
+    if (file->direct && mode != 0)
+        io_direct_fallocate(file, mode, offset, length, cb, opaque);
+    else
+        io_plain_fallocate(file, mode, offset, length, cb, opaque);
+}
+
+void io_plain_fallocate(struct io_file *file, int mode, uint64_t offset,
+                        uint64_t length, io_callback *cb, void *opaque)
+{
     struct io_req *req = req_new(file, IO_FALLOCATE, NULL, 0, offset, cb,
                                  opaque);
     if (!req) {

@@ -490,6 +490,10 @@ static void zero_in_place_done(void *opaque, int ret)
         sub_done(req, ret);
         return;
     }
+    if (req->flags & QED_ZERO_NO_FALLBACK) {
+        sub_done(req, -ENOTSUP);
+        return;
+    }
     /* The file system cannot punch: write real zeros. */
     zeros = qed_aligned_zalloc(req->fallback_len);
     if (!zeros) {
@@ -655,9 +659,7 @@ static int build_data_vector(struct request *req, struct iovec **out,
 
 static void write_data(struct request *req)
 {
-    const struct qed_state *s = req->img->qed;
     uint64_t start = req->alloc_host + (req->head_buf ? 0 : req->head_len);
-    uint64_t run_end = req->alloc_host + (req->alloc_count << s->cluster_bits);
 
     free(req->chunk_iov);
     req->chunk_iov = NULL;
@@ -669,11 +671,23 @@ static void write_data(struct request *req)
     req->pending++;
     io_writev(req->img->file, req->chunk_iov, req->chunk_iovcnt, start,
               sub_done, req);
-    /* An unwritten tail still has to exist in the file: the cluster must lie
-     * wholly inside it for every reader, QEMU included. */
-    if (!req->tail_buf && req->tail_len && run_end > s->size_ensured) {
+    end_subs(req);
+}
+
+/* New clusters must lie wholly inside the file, an unwritten tail included,
+ * for every reader (QEMU too).  The file is extended ahead before the data
+ * is written, so data writes never extend it: extending direct writes are
+ * serialised by file systems. */
+static void write_extend(struct request *req)
+{
+    const struct qed_state *s = req->img->qed;
+    uint64_t run_end = req->alloc_host + (req->alloc_count << s->cluster_bits);
+    uint64_t unwritten_tail = req->tail_buf ? 0 : req->tail_len;
+
+    begin_subs(req, write_data);
+    if (run_end > s->size_ensured && (!s->no_fallocate || unwritten_tail)) {
         req->pending++;
-        alloc_extend_file(req->img, run_end, req->tail_len, sub_done, req);
+        alloc_extend_file(req->img, run_end, unwritten_tail, sub_done, req);
     }
     end_subs(req);
 }
@@ -730,6 +744,13 @@ static void write_allocate(struct request *req)
     bool cow;
 
     plan_chunk(req);
+    if (req->kind == REQ_ZEROES && req->new_entry_value != 1 &&
+        (req->flags & QED_ZERO_NO_FALLBACK)) {
+        qed_fail(&req->err, ENOTSUP, "zeroing part of a cluster at offset %"
+                 PRIu64 " needs written zeros", req->pos);
+        request_complete(req, -ENOTSUP);
+        return;
+    }
     if (!alloc_begin(req, write_retry))
         return;
     if (alloc_table(req) < 0) {
@@ -743,7 +764,7 @@ static void write_allocate(struct request *req)
     req->alloc_host = alloc_clusters(req->img, req->alloc_count);
     req->new_entry_value = req->alloc_host;
     cow = req->ext.kind == EXTENT_UNALLOCATED && req->img->backing;
-    begin_subs(req, write_data);
+    begin_subs(req, write_extend);
     if (cow && req->head_len)
         req->head_buf = cow_buffer(req, req->head_len,
                                    req->pos - req->head_len);
