@@ -111,7 +111,11 @@ enum qed_cache {
 
 #define QED_OPEN_RDWR 0x1u       /* read-write; default is read-only */
 #define QED_OPEN_NO_BACKING 0x2u /* do not open the backing chain; reads of
-                                    unallocated ranges then fail with ENOTSUP */
+                                    unallocated ranges then fail with ENOTSUP;
+                                    only read-only for images with one */
+#define QED_OPEN_NO_CHECK 0x4u   /* read-write open of a dirty image without
+                                    the automatic check and repair (for
+                                    qed_check to examine it first) */
 
 struct qed_open_options {
     unsigned flags;            /* QED_OPEN_* */
@@ -228,6 +232,31 @@ int qed_discard(qed_image *image, uint64_t offset, uint64_t length,
 int qed_flush(qed_image *image, qed_error *err);
 int qed_block_status(qed_image *image, uint64_t offset, uint64_t length,
                      struct qed_block_status *status, qed_error *err);
+
+/* ---- consistency check -------------------------------------------------- */
+
+struct qed_check_result {
+    uint64_t check_errors;        /* I/O errors that stopped parts of the check */
+    uint64_t corruptions;         /* found (before any repair) */
+    uint64_t leaks;               /* found (before any repair) */
+    uint64_t corruptions_fixed;
+    uint64_t leaks_fixed;
+    uint64_t total_clusters;      /* clusters of the virtual disk */
+    uint64_t allocated_clusters;  /* data clusters referenced */
+    uint64_t fragmented_clusters; /* data clusters not right after the
+                                     previous one */
+    uint64_t image_end_offset;    /* end of the last cluster in use */
+};
+
+#define QED_CHECK_REPAIR_LEAKS 0x1u /* reclaim clusters nothing references */
+#define QED_CHECK_REPAIR_ALL 0x3u   /* leaks and corruptions */
+
+/* Checks a QED image (opened read-only, or read-write for repair; a dirty
+ * image opened read-write with QED_OPEN_NO_CHECK is examined as it is).
+ * Blocks.  Repair never changes what a reader of the image sees, except
+ * that entries pointing outside the file read as unallocated afterwards. */
+int qed_check(qed_image *image, unsigned repair,
+              struct qed_check_result *result, qed_error *err);
 
 /* ---- helpers ---------------------------------------------------------------- */
 

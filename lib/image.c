@@ -16,6 +16,7 @@
 #include "image.h"
 
 struct chain {
+    const struct file_opener *opener; /* NULL: plain files */
     unsigned depth;
     dev_t dev[QED_MAX_CHAIN_DEPTH + 1];
     ino_t ino[QED_MAX_CHAIN_DEPTH + 1];
@@ -101,6 +102,14 @@ static int probe(struct io_file *file, enum qed_format *format, qed_error *err)
     return ret;
 }
 
+static ino_t name_hash(const char *name)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *name; name++)
+        h = (h ^ (uint8_t)*name) * 1099511628211ull;
+    return (ino_t)h;
+}
+
 static int chain_enter(struct chain *chain, const char *path, qed_error *err)
 {
     struct stat st;
@@ -108,8 +117,13 @@ static int chain_enter(struct chain *chain, const char *path, qed_error *err)
     if (chain->depth > QED_MAX_CHAIN_DEPTH)
         return qed_fail(err, ELOOP, "backing chain deeper than %u images",
                         QED_MAX_CHAIN_DEPTH);
-    if (stat(path, &st) < 0)
+    if (chain->opener) {
+        /* Files that are not on disk are told apart by name. */
+        memset(&st, 0, sizeof(st));
+        st.st_ino = name_hash(path);
+    } else if (stat(path, &st) < 0) {
         return qed_fail(err, errno, "%s", strerror(errno));
+    }
     for (unsigned i = 0; i < chain->depth; i++)
         if (chain->dev[i] == st.st_dev && chain->ino[i] == st.st_ino)
             return qed_fail(err, ELOOP, "backing chain loop: '%s' is already "
@@ -310,7 +324,11 @@ static int open_internal(const char *path, const struct qed_open_options *o,
         ret = qed_fail(err, ENOMEM, "out of memory");
         goto fail;
     }
-    ret = io_file_open(loop, path, io_flags, &img->file, err);
+    if (chain->opener)
+        ret = chain->opener->open(chain->opener->ctx, loop, path, io_flags,
+                                  &img->file, err);
+    else
+        ret = io_file_open(loop, path, io_flags, &img->file, err);
     if (ret < 0)
         goto fail;
     if (format == QED_FORMAT_PROBE) {
@@ -336,7 +354,7 @@ static int open_internal(const char *path, const struct qed_open_options *o,
         ret = clear_autoclear(img, err);
     if (ret == 0)
         ret = open_backing(img, o, chain, err);
-    if (ret == 0 && img->writable)
+    if (ret == 0 && img->writable && !(o->flags & QED_OPEN_NO_CHECK))
         ret = check_on_open(img, err);
     if (ret < 0)
         goto fail;
@@ -351,11 +369,12 @@ fail:
     return ret;
 }
 
-int qed_open(const char *path, const struct qed_open_options *options,
-             qed_image **out, qed_error *err)
+int image_open(const char *path, const struct qed_open_options *options,
+               const struct file_opener *opener, qed_image **out,
+               qed_error *err)
 {
     struct qed_open_options o = { 0 };
-    struct chain chain = { 0 };
+    struct chain chain = { .opener = opener };
     qed_loop *loop;
     int ret;
 
@@ -376,6 +395,12 @@ int qed_open(const char *path, const struct qed_open_options *options,
     }
     (*out)->owns_loop = !o.loop;
     return 0;
+}
+
+int qed_open(const char *path, const struct qed_open_options *options,
+             qed_image **out, qed_error *err)
+{
+    return image_open(path, options, NULL, out, err);
 }
 
 static int drain(qed_image *img)

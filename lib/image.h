@@ -220,7 +220,20 @@ void alloc_extend_file(qed_image *img, uint64_t end, uint64_t tail_len,
                        io_callback *cb, void *opaque);
 int image_write_header(qed_image *img, uint64_t features);
 
-/* image.c: raw image requests */
+/* image.c */
+/* Where an image's files come from: plain files by default; tests and
+ * fuzzers substitute memory, crash-simulating or fault-injecting files. */
+struct file_opener {
+    int (*open)(void *ctx, qed_loop *loop, const char *path, unsigned io_flags,
+                struct io_file **out, qed_error *err);
+    void *ctx;
+};
+/* qed_open with the chain's files opened through opener (NULL: plain). */
+int image_open(const char *path, const struct qed_open_options *options,
+               const struct file_opener *opener, qed_image **out,
+               qed_error *err);
+
+/* raw image requests */
 void raw_start(struct request *req);
 /* qcow-like engine for QED */
 void qed_request_start(struct request *req);
