@@ -354,6 +354,8 @@ static void write_header_async(qed_image *img, uint64_t features,
     io_pwrite(img->file, s->header_block, 4096, 0, header_written, hw);
 }
 
+static void wake_dirty_waiters(struct qed_state *s);
+
 static void dirty_done(void *opaque, int ret)
 {
     qed_image *img = opaque;
@@ -364,16 +366,101 @@ static void dirty_done(void *opaque, int ret)
         s->header.features &= ~QED_F_NEED_CHECK;
     writer_finish(&s->header_writer, ret, NULL);
     /* Requests that queued meanwhile find the bit durable (or retry). */
-    if (s->header_writer.pending) {
-        struct request *waiting = s->header_writer.pending;
-        s->header_writer.pending = NULL;
-        while (waiting) {
-            struct request *req = waiting;
-            waiting = req->next;
-            req->next = NULL;
-            alloc_make_dirty(req, req->resume);
-        }
+    wake_dirty_waiters(s);
+}
+
+/* ---- marking the image clean again ---------------------------------------- *
+ * A dirty image is marked clean once allocations have been idle for a while:
+ * flush, then clear NEED_CHECK (and flush that).  Allocations that arrive
+ * meanwhile wait and mark it dirty again. */
+
+#define IDLE_CLEAN_MS 2000u
+
+static void idle_check(void *opaque);
+
+static void wake_dirty_waiters(struct qed_state *s)
+{
+    struct request *waiting = s->header_writer.pending;
+
+    s->header_writer.pending = NULL;
+    while (waiting) {
+        struct request *req = waiting;
+        waiting = req->next;
+        req->next = NULL;
+        alloc_make_dirty(req, req->resume);
     }
+}
+
+static void clean_done(void *opaque, int ret)
+{
+    qed_image *img = opaque;
+    struct qed_state *s = img->qed;
+
+    s->header_writer.busy = false;
+    /* On failure the bit's state on disk is unknown: keep treating the
+     * image as dirty so the next allocation writes it again. */
+    if (ret < 0)
+        s->header.features |= QED_F_NEED_CHECK;
+    wake_dirty_waiters(s);
+}
+
+static void clean_synced(void *opaque, int ret)
+{
+    qed_image *img = opaque;
+
+    if (ret < 0) {
+        clean_done(img, ret);
+        return;
+    }
+    write_header_async(img, img->qed->header.features & ~QED_F_NEED_CHECK,
+                       clean_done, img);
+}
+
+static void arm_idle_timer(qed_image *img, uint64_t delay_ms)
+{
+    img->qed->idle_timer = qed_loop_add_timer(img->loop, delay_ms, idle_check,
+                                              img);
+}
+
+static void idle_check(void *opaque)
+{
+    qed_image *img = opaque;
+    struct qed_state *s = img->qed;
+    uint64_t idle = loop_now_ms() - s->last_table_update_ms;
+
+    s->idle_timer = 0;
+    if (!(s->header.features & QED_F_NEED_CHECK))
+        return;
+    if (s->slots || s->header_writer.busy || idle < IDLE_CLEAN_MS) {
+        arm_idle_timer(img, idle < IDLE_CLEAN_MS ? IDLE_CLEAN_MS - idle
+                                                 : IDLE_CLEAN_MS);
+        return;
+    }
+    s->header_writer.busy = true;
+    s->dirty_durable = false;
+    io_sync(img->file, clean_synced, img);
+}
+
+static void note_table_update(qed_image *img)
+{
+    struct qed_state *s = img->qed;
+
+    s->last_table_update_ms = loop_now_ms();
+    if (!s->idle_timer && (s->header.features & QED_F_NEED_CHECK))
+        arm_idle_timer(img, IDLE_CLEAN_MS);
+}
+
+void alloc_quiesce(qed_image *img)
+{
+    struct qed_state *s = img->qed;
+
+    if (s->idle_timer) {
+        qed_loop_cancel_timer(img->loop, s->idle_timer);
+        s->idle_timer = 0;
+    }
+    while (s->header_writer.busy)
+        if (qed_loop_run(img->loop, -1) < 0)
+            break;
 }
 
 void alloc_make_dirty(struct request *req, void (*next)(struct request *))
@@ -510,6 +597,8 @@ static void slot_group_done(struct qed_state *s, struct table_slot *slot,
             req->resume(req);
         }
     }
+    if (ret == 0)
+        note_table_update(slot->img);
     slot->busy = false;
     if (slot->pending)
         slot_start(slot->img, slot);

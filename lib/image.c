@@ -457,6 +457,8 @@ int qed_close(qed_image *img, qed_error *err)
     loop = img->loop;
     owns_loop = img->owns_loop;
     r = drain(img);
+    if (img->qed)
+        alloc_quiesce(img);
     if (r < 0)
         ret = qed_fail(err, -r, "event loop: %s", strerror(-r));
     if (ret == 0 && img->writable) {

@@ -80,6 +80,8 @@ struct qed_state {
     /* NEED_CHECK: durable before the first table update (no backing). */
     bool dirty_durable;
     struct block_writer header_writer;
+    uint64_t idle_timer;            /* marks the image clean when idle */
+    uint64_t last_table_update_ms;
     /* L1 updates: new tables linked together in one write. */
     bool l1_busy;
     struct table_slot *l1_pending, *l1_inflight;
@@ -213,6 +215,8 @@ void alloc_commit(struct request *req, void (*next)(struct request *req));
 /* Releases the claim and wakes requests waiting on it. */
 void alloc_end(struct request *req);
 void alloc_free_slots(struct qed_state *s);
+/* Stops the idle timer and waits for a header update in flight. */
+void alloc_quiesce(qed_image *img);
 /* Makes sure the file extends to at least end, so the uncovered tail
  * [end - tail_len, end) of a new cluster lies inside it; cb runs when done.
  * Extends ahead in large steps; qed_close trims what is left unused. */
