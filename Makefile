@@ -5,7 +5,7 @@ BUILD   ?= build
 OPT     ?= -O2
 SANITIZE ?=
 
-CPPFLAGS += -D_GNU_SOURCE -Iinclude -Ilib
+CPPFLAGS += -D_GNU_SOURCE -Iinclude -Ilib -Inbd
 CFLAGS  += -std=c17 $(OPT) -g -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
            -Wno-missing-field-initializers -MMD -MP -fPIC
 LDLIBS  += -luring -lpthread
@@ -16,16 +16,19 @@ LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 
 LIB_SRCS   := $(sort $(wildcard lib/*.c))
+NBD_SRCS   := $(sort $(wildcard nbd/*.c))
 TOOL_SRCS  := $(sort $(wildcard tools/*.c))
 UNIT_SRCS  := $(sort $(wildcard tests/unit/test-*.c))
 TESTLIB_SRCS := $(sort $(wildcard tests/unit/support-*.c))
 
 LIB_OBJS   := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+NBD_OBJS   := $(NBD_SRCS:%.c=$(BUILD)/%.o)
 TOOL_OBJS  := $(TOOL_SRCS:%.c=$(BUILD)/%.o)
 TESTLIB_OBJS := $(TESTLIB_SRCS:%.c=$(BUILD)/%.o)
 UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
 LIBQED := $(BUILD)/libqed.a
+LIBNBD := $(BUILD)/libqednbd.a
 QED    := $(BUILD)/qed
 
 .PHONY: all deps check demo clean unit-tests
@@ -43,12 +46,18 @@ $(LIBQED): $(LIB_OBJS)
 	rm -f $@
 	ar rcs $@ $^
 
-$(QED): $(TOOL_OBJS) $(LIBQED)
-	$(CC) $(LDFLAGS) -o $@ $(TOOL_OBJS) $(LIBQED) $(LDLIBS)
-
-$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(TESTLIB_OBJS) $(LIBQED)
+# The NBD server is its own library on top of libqed.
+$(LIBNBD): $(NBD_OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $< $(TESTLIB_OBJS) $(LIBQED) $(LDLIBS)
+	rm -f $@
+	ar rcs $@ $^
+
+$(QED): $(TOOL_OBJS) $(LIBNBD) $(LIBQED)
+	$(CC) $(LDFLAGS) -o $@ $(TOOL_OBJS) $(LIBNBD) $(LIBQED) $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(TESTLIB_OBJS) $(LIBNBD) $(LIBQED)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $< $(TESTLIB_OBJS) $(LIBNBD) $(LIBQED) $(LDLIBS)
 
 deps:
 	@scripts/install-deps.sh
@@ -66,4 +75,4 @@ demo: deps
 clean:
 	rm -rf $(BUILD)
 
--include $(LIB_OBJS:.o=.d) $(TOOL_OBJS:.o=.d) $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/unit/%.d)
+-include $(LIB_OBJS:.o=.d) $(NBD_OBJS:.o=.d) $(TOOL_OBJS:.o=.d) $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/unit/%.d)

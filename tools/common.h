@@ -30,6 +30,7 @@ extern const struct tool_command map_command;
 extern const struct tool_command io_command;
 extern const struct tool_command convert_command;
 extern const struct tool_command bench_command;
+extern const struct tool_command serve_command;
 
 /* Prints "usage: qed NAME SYNOPSIS" and the details. */
 void tool_print_help(FILE *out, const struct tool_command *cmd);

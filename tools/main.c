@@ -8,7 +8,7 @@
 
 static const struct tool_command *const commands[] = {
     &create_command, &info_command,    &map_command,
-    &io_command,     &convert_command, &bench_command,
+    &io_command,     &convert_command, &bench_command, &serve_command,
 };
 
 #define COMMAND_COUNT (sizeof(commands) / sizeof(commands[0]))

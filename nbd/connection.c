@@ -1,0 +1,338 @@
+/* One client connection: non-blocking socket input split into fixed-size
+ * headers and payloads, and an output queue flushed as the socket allows.
+ * A connection stops reading while it holds too many requests or too many
+ * bytes, so a client that sends faster than it reads replies cannot make the
+ * server grow without bound. */
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "nbd.h"
+#include "proto.h"
+
+#define OUT_INLINE 64
+#define MAX_QUEUED_OUTPUT (64u * 1024 * 1024)
+
+struct nbd_out {
+    struct nbd_out *next;
+    uint8_t head[OUT_INLINE];
+    uint8_t *head_heap;       /* heads longer than OUT_INLINE */
+    struct iovec iov[2];
+    int iovcnt;
+    void *owned;
+};
+
+static void on_socket(void *opaque, int fd, unsigned events);
+
+static void free_out(struct nbd_out *o)
+{
+    free(o->head_heap);
+    free(o->owned);
+    free(o);
+}
+
+static bool wants_input(const struct nbd_conn *c)
+{
+    if (c->closed || c->phase == PHASE_CLOSING || c->srv->shutting_down)
+        return false;
+    if (c->in_flight >= NBD_MAX_REQUESTS || c->buffered >= NBD_MAX_BUFFERED)
+        return false;
+    return c->out_bytes < MAX_QUEUED_OUTPUT;
+}
+
+void conn_update_watch(struct nbd_conn *c)
+{
+    unsigned events = 0;
+
+    if (c->closed)
+        return;
+    if (wants_input(c))
+        events |= QED_LOOP_READ;
+    if (c->out_head)
+        events |= QED_LOOP_WRITE;
+    if (events == c->watched)
+        return;
+    /* Nothing to wait for: the close logic runs from conn_maybe_finish. */
+    if (qed_loop_watch_fd(c->srv->loop, c->fd, events, on_socket, c) == 0)
+        c->watched = events;
+}
+
+static void destroy(struct nbd_conn *c)
+{
+    struct nbd_server *srv = c->srv;
+
+    while (c->out_head) {
+        struct nbd_out *o = c->out_head;
+        c->out_head = o->next;
+        free_out(o);
+    }
+    free(c->payload);
+    free(c);
+    (void)srv;
+}
+
+/* The connection goes once nothing refers to it: no request in flight. */
+static void maybe_destroy(struct nbd_conn *c)
+{
+    if (c->closed && c->in_flight == 0)
+        destroy(c);
+}
+
+void conn_close(struct nbd_conn *c, bool hard)
+{
+    if (c->closed)
+        return;
+    if (!hard && (c->in_flight > 0 || c->out_head)) {
+        /* Answer what is in flight, then close (conn_request_done and the
+         * output path come back here). */
+        c->phase = PHASE_CLOSING;
+        conn_update_watch(c);
+        return;
+    }
+    c->closed = true;
+    if (c->handshake_timer)
+        qed_loop_cancel_timer(c->srv->loop, c->handshake_timer);
+    c->handshake_timer = 0;
+    qed_loop_unwatch_fd(c->srv->loop, c->fd);
+    close(c->fd);
+    c->fd = -1;
+    server_connection_gone(c->srv, c);
+    maybe_destroy(c);
+}
+
+static void close_if_drained(struct nbd_conn *c)
+{
+    if (c->phase == PHASE_CLOSING && c->in_flight == 0 && !c->out_head)
+        conn_close(c, true);
+}
+
+void conn_request_done(struct nbd_conn *c, size_t buffered)
+{
+    c->in_flight--;
+    c->buffered -= buffered;
+    if (c->closed) {
+        maybe_destroy(c);
+        return;
+    }
+    if (c->srv->shutting_down && c->phase == PHASE_TRANSMISSION)
+        c->phase = PHASE_CLOSING;
+    close_if_drained(c);
+    conn_update_watch(c);
+}
+
+/* ---- output ------------------------------------------------------------------ */
+
+static void flush_output(struct nbd_conn *c)
+{
+    while (c->out_head) {
+        struct nbd_out *o = c->out_head;
+        struct msghdr msg = { .msg_iov = o->iov, .msg_iovlen = (size_t)o->iovcnt };
+        ssize_t n = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                break;
+            conn_close(c, true);
+            return;
+        }
+        c->out_bytes -= (size_t)n;
+        while (n > 0 && o->iovcnt > 0) {
+            size_t take = (size_t)n < o->iov[0].iov_len ? (size_t)n
+                                                        : o->iov[0].iov_len;
+            o->iov[0].iov_base = (char *)o->iov[0].iov_base + take;
+            o->iov[0].iov_len -= take;
+            n -= (ssize_t)take;
+            if (o->iov[0].iov_len == 0) {
+                o->iov[0] = o->iov[1];
+                o->iovcnt--;
+            }
+        }
+        if (o->iovcnt > 0)
+            continue;
+        c->out_head = o->next;
+        if (!c->out_head)
+            c->out_tail = NULL;
+        free_out(o);
+    }
+    close_if_drained(c);
+    if (!c->closed)
+        conn_update_watch(c);
+}
+
+void conn_send(struct nbd_conn *c, const void *head, size_t head_len,
+               const void *data, size_t data_len, void *owned)
+{
+    struct nbd_out *o;
+
+    if (c->closed) {
+        free(owned);
+        return;
+    }
+    o = calloc(1, sizeof(*o));
+    if (!o) {
+        free(owned);
+        conn_close(c, true);
+        return;
+    }
+    if (head_len > OUT_INLINE) {
+        o->head_heap = malloc(head_len);
+        if (!o->head_heap) {
+            free(o);
+            free(owned);
+            conn_close(c, true);
+            return;
+        }
+    }
+    uint8_t *h = o->head_heap ? o->head_heap : o->head;
+    memcpy(h, head, head_len);
+    o->iov[0] = (struct iovec){ h, head_len };
+    o->iovcnt = 1;
+    if (data_len)
+        o->iov[o->iovcnt++] = (struct iovec){ (void *)data, data_len };
+    o->owned = owned;
+    c->out_bytes += head_len + data_len;
+    if (c->out_tail)
+        c->out_tail->next = o;
+    else
+        c->out_head = o;
+    c->out_tail = o;
+    /* Try at once: most replies go out without waiting for the loop. */
+    if (c->out_head == o)
+        flush_output(c);
+    else
+        conn_update_watch(c);
+}
+
+/* ---- input ------------------------------------------------------------------- */
+
+void conn_expect_header(struct nbd_conn *c, size_t len)
+{
+    c->header_have = 0;
+    c->header_need = len;
+}
+
+int conn_expect_payload(struct nbd_conn *c, size_t len, bool discard)
+{
+    free(c->payload);
+    c->payload = NULL;
+    c->payload_have = 0;
+    c->payload_need = len;
+    c->payload_len = len;
+    c->discard_payload = discard;
+    if (discard || len == 0)
+        return 0;
+    c->payload = malloc(len);
+    return c->payload ? 0 : -ENOMEM;
+}
+
+static void dispatch_header(struct nbd_conn *c)
+{
+    if (c->phase == PHASE_TRANSMISSION)
+        commands_header(c);
+    else
+        handshake_header(c);
+}
+
+static void dispatch_payload(struct nbd_conn *c)
+{
+    if (c->phase == PHASE_TRANSMISSION)
+        commands_payload(c);
+    else
+        handshake_payload(c);
+}
+
+/* Reads what the socket has; returns false when the connection went. */
+static bool read_some(struct nbd_conn *c)
+{
+    static uint8_t sink[65536];
+    void *dst;
+    size_t want;
+    ssize_t n;
+
+    if (c->payload_need > c->payload_have) {
+        want = c->payload_need - c->payload_have;
+        if (c->discard_payload) {
+            dst = sink;
+            want = want < sizeof(sink) ? want : sizeof(sink);
+        } else {
+            dst = c->payload + c->payload_have;
+        }
+    } else {
+        want = c->header_need - c->header_have;
+        dst = c->header + c->header_have;
+    }
+    n = recv(c->fd, dst, want, MSG_DONTWAIT);
+    if (n == 0) {
+        conn_close(c, false);
+        return false;
+    }
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return false;
+        conn_close(c, true);
+        return false;
+    }
+    if (c->payload_need > c->payload_have) {
+        c->payload_have += (size_t)n;
+        if (c->payload_have == c->payload_need) {
+            c->payload_need = c->payload_have = 0;
+            dispatch_payload(c);
+        }
+    } else {
+        c->header_have += (size_t)n;
+        if (c->header_have == c->header_need)
+            dispatch_header(c);
+    }
+    return !c->closed;
+}
+
+static void on_socket(void *opaque, int fd, unsigned events)
+{
+    struct nbd_conn *c = opaque;
+    (void)fd;
+
+    if (events & QED_LOOP_WRITE) {
+        flush_output(c);
+        if (c->closed)
+            return;
+    }
+    if (events & QED_LOOP_READ) {
+        /* A bounded number of reads per wake-up keeps one busy client from
+         * starving the others. */
+        for (int i = 0; i < 64 && wants_input(c); i++)
+            if (!read_some(c))
+                break;
+        if (!c->closed)
+            conn_update_watch(c);
+    }
+}
+
+static void handshake_timeout(void *opaque)
+{
+    struct nbd_conn *c = opaque;
+    c->handshake_timer = 0;
+    if (c->phase != PHASE_TRANSMISSION)
+        conn_close(c, true);
+}
+
+void conn_start(struct nbd_server *srv, int fd)
+{
+    struct nbd_conn *c = calloc(1, sizeof(*c));
+
+    if (!c) {
+        close(fd);
+        return;
+    }
+    c->srv = srv;
+    c->fd = fd;
+    c->next = srv->conns;
+    srv->conns = c;
+    srv->nconns++;
+    srv->had_client = true;
+    c->handshake_timer = qed_loop_add_timer(srv->loop,
+                                            srv->opts.handshake_timeout_ms,
+                                            handshake_timeout, c);
+    handshake_start(c);
+    conn_update_watch(c);
+}

@@ -1,0 +1,139 @@
+/* The NBD server: exports one image to many clients over Unix or TCP
+ * sockets, on the image's own event loop (non-blocking sockets, no thread
+ * per request).  All connections share the open image, so a flush on one
+ * covers the writes of all (NBD_FLAG_CAN_MULTI_CONN). */
+#ifndef QED_NBD_H
+#define QED_NBD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "proto.h"
+#include "qed.h"
+
+struct nbd_server_options {
+    bool read_only;
+    const char *export_name;       /* NULL: "" */
+    const char *description;       /* NULL: none */
+    unsigned max_connections;      /* 0: 16 */
+    bool persistent;               /* keep serving after the last client */
+    unsigned handshake_timeout_ms; /* 0: 10 s */
+};
+
+struct nbd_server;
+
+int nbd_server_new(qed_image *image, const struct nbd_server_options *options,
+                   struct nbd_server **out, qed_error *err);
+/* Listening sockets; any number may be added. */
+int nbd_server_listen_unix(struct nbd_server *srv, const char *path,
+                           qed_error *err);
+int nbd_server_listen_tcp(struct nbd_server *srv, const char *address,
+                          const char *port, qed_error *err);
+/* Takes a socket that is already listening (systemd socket activation). */
+int nbd_server_adopt_listener(struct nbd_server *srv, int fd, qed_error *err);
+/* Serves one already-connected socket (tests and fuzzers: a socketpair). */
+int nbd_server_add_client(struct nbd_server *srv, int fd, qed_error *err);
+/* Stops accepting and reading requests; requests in flight finish and are
+ * answered, then every connection closes. */
+void nbd_server_shutdown(struct nbd_server *srv);
+/* True once there is nothing left to do: shut down (or, when not
+ * persistent, the last client left) and every connection closed. */
+bool nbd_server_finished(const struct nbd_server *srv);
+unsigned nbd_server_connections(const struct nbd_server *srv);
+/* Closes the listening sockets and frees the server (connections must have
+ * finished); does not close the image. */
+void nbd_server_free(struct nbd_server *srv);
+
+/* ---- internal ------------------------------------------------------------- */
+
+#define NBD_MAX_PAYLOAD (32u * 1024 * 1024)
+#define NBD_MAX_OPTION (64u * 1024)
+#define NBD_MAX_REQUESTS 64u          /* in flight per connection */
+#define NBD_MAX_BUFFERED (64u * 1024 * 1024) /* payload bytes held per conn */
+
+struct nbd_out;
+struct nbd_command;
+
+enum nbd_phase {
+    PHASE_CLIENT_FLAGS,  /* waiting for the client's 32-bit flags */
+    PHASE_OPTIONS,       /* option haggling */
+    PHASE_TRANSMISSION,
+    PHASE_CLOSING,       /* answering what is in flight, then closing */
+};
+
+struct nbd_conn {
+    struct nbd_server *srv;
+    int fd;
+    enum nbd_phase phase;
+    bool read_stopped;        /* not reading: limits reached or closing */
+    bool hard_close;          /* protocol violation: drop the output too */
+    bool closed;
+    unsigned watched;         /* QED_LOOP_* events registered */
+
+    /* input: a fixed-size header, then a payload */
+    uint8_t header[32];       /* the largest fixed header: a request */
+    size_t header_have, header_need;
+    uint8_t *payload;         /* option data, or a WRITE's data */
+    size_t payload_have, payload_need;
+    size_t payload_len;       /* length of the payload last asked for */
+    bool discard_payload;     /* reading a payload only to skip it */
+    struct nbd_command *writing; /* the WRITE whose data is being read */
+    uint32_t option;          /* option being read */
+
+    /* output */
+    struct nbd_out *out_head, *out_tail;
+    size_t out_bytes;
+
+    /* negotiated */
+    bool no_zeroes;
+    bool structured;
+    bool meta_base, meta_depth;
+    uint16_t tx_flags;
+
+    unsigned in_flight;
+    size_t buffered;          /* payload bytes of requests in flight */
+    uint64_t handshake_timer;
+    struct nbd_conn *next;
+};
+
+struct nbd_server {
+    qed_image *img;
+    qed_loop *loop;
+    struct nbd_server_options opts;
+    char export_name[4097];
+    int listeners[16];
+    char *unix_paths[16];
+    unsigned nlisteners;
+    bool accepting;           /* listeners are watched */
+    struct nbd_conn *conns;
+    unsigned nconns;
+    bool had_client;
+    bool shutting_down;
+    uint32_t preferred_block;
+};
+
+/* connection.c */
+void conn_start(struct nbd_server *srv, int fd);
+void conn_close(struct nbd_conn *c, bool hard);
+void conn_update_watch(struct nbd_conn *c);
+/* Queues bytes to send: head (copied) then optional data, which is freed
+ * with free() after sending when owned. */
+void conn_send(struct nbd_conn *c, const void *head, size_t head_len,
+               const void *data, size_t data_len, void *owned);
+void conn_expect_header(struct nbd_conn *c, size_t len);
+int conn_expect_payload(struct nbd_conn *c, size_t len, bool discard);
+void conn_request_done(struct nbd_conn *c, size_t buffered);
+void server_connection_gone(struct nbd_server *srv, struct nbd_conn *c);
+
+/* handshake.c */
+void handshake_start(struct nbd_conn *c);
+void handshake_header(struct nbd_conn *c);   /* a header arrived */
+void handshake_payload(struct nbd_conn *c);  /* an option's data arrived */
+
+/* commands.c */
+void commands_header(struct nbd_conn *c);    /* a request header arrived */
+void commands_payload(struct nbd_conn *c);   /* a WRITE's data arrived */
+
+#endif

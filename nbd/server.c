@@ -1,0 +1,249 @@
+/* Listening sockets (Unix, TCP, or inherited through socket activation),
+ * the connection limit, and the server's life cycle: it is finished once it
+ * was asked to shut down, or (when not persistent) the last client left,
+ * and every connection has closed. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "nbd.h"
+#include "proto.h"
+
+static void on_listener(void *opaque, int fd, unsigned events);
+
+static void update_accepting(struct nbd_server *srv)
+{
+    bool want = !srv->shutting_down &&
+                srv->nconns < srv->opts.max_connections;
+
+    if (want == srv->accepting)
+        return;
+    for (unsigned i = 0; i < srv->nlisteners; i++) {
+        if (want)
+            qed_loop_watch_fd(srv->loop, srv->listeners[i], QED_LOOP_READ,
+                              on_listener, srv);
+        else
+            qed_loop_unwatch_fd(srv->loop, srv->listeners[i]);
+    }
+    srv->accepting = want;
+}
+
+int nbd_server_new(qed_image *image, const struct nbd_server_options *options,
+                   struct nbd_server **out, qed_error *err)
+{
+    struct nbd_server *srv = calloc(1, sizeof(*srv));
+    struct qed_image_info info;
+
+    *out = NULL;
+    if (!srv) {
+        err->code = ENOMEM;
+        snprintf(err->message, sizeof(err->message), "out of memory");
+        return -ENOMEM;
+    }
+    srv->img = image;
+    srv->loop = qed_image_loop(image);
+    if (options)
+        srv->opts = *options;
+    if (!srv->opts.max_connections)
+        srv->opts.max_connections = 16;
+    if (!srv->opts.handshake_timeout_ms)
+        srv->opts.handshake_timeout_ms = 10000;
+    snprintf(srv->export_name, sizeof(srv->export_name), "%s",
+             srv->opts.export_name ? srv->opts.export_name : "");
+    srv->preferred_block = 4096;
+    if (qed_get_info(image, &info, NULL) == 0 && info.cluster_size > 4096)
+        srv->preferred_block = info.cluster_size;
+    if (srv->preferred_block > NBD_MAX_PAYLOAD)
+        srv->preferred_block = NBD_MAX_PAYLOAD;
+    *out = srv;
+    return 0;
+}
+
+static int add_listener(struct nbd_server *srv, int fd, char *unix_path,
+                        qed_error *err)
+{
+    if (srv->nlisteners == sizeof(srv->listeners) / sizeof(srv->listeners[0])) {
+        close(fd);
+        free(unix_path);
+        err->code = EMFILE;
+        snprintf(err->message, sizeof(err->message), "too many listening sockets");
+        return -EMFILE;
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    srv->listeners[srv->nlisteners] = fd;
+    srv->unix_paths[srv->nlisteners] = unix_path;
+    srv->nlisteners++;
+    /* Re-register every listener, the new one included. */
+    srv->accepting = false;
+    update_accepting(srv);
+    return 0;
+}
+
+static int fail_errno(qed_error *err, const char *what, const char *name)
+{
+    int code = errno;
+    err->code = code;
+    snprintf(err->message, sizeof(err->message), "%s %s: %s", what, name,
+             strerror(code));
+    return -code;
+}
+
+int nbd_server_listen_unix(struct nbd_server *srv, const char *path,
+                           qed_error *err)
+{
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    int fd;
+
+    if (strlen(path) >= sizeof(addr.sun_path)) {
+        err->code = ENAMETOOLONG;
+        snprintf(err->message, sizeof(err->message),
+                 "socket path is longer than %zu bytes", sizeof(addr.sun_path) - 1);
+        return -ENAMETOOLONG;
+    }
+    memcpy(addr.sun_path, path, strlen(path) + 1);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return fail_errno(err, "socket", path);
+    if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
+        listen(fd, 64) < 0) {
+        int ret = fail_errno(err, "listening on", path);
+        close(fd);
+        return ret;
+    }
+    return add_listener(srv, fd, strdup(path), err);
+}
+
+int nbd_server_listen_tcp(struct nbd_server *srv, const char *address,
+                          const char *port, qed_error *err)
+{
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_PASSIVE };
+    struct addrinfo *res, *ai;
+    int rc = getaddrinfo(address, port, &hints, &res);
+    int added = 0;
+
+    if (rc != 0) {
+        err->code = EINVAL;
+        snprintf(err->message, sizeof(err->message), "address %s port %s: %s",
+                 address ? address : "*", port, gai_strerror(rc));
+        return -EINVAL;
+    }
+    for (ai = res; ai; ai = ai->ai_next) {
+        int one = 1;
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
+                        ai->ai_protocol);
+        if (fd < 0)
+            continue;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (ai->ai_family == AF_INET6)
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 64) < 0) {
+            fail_errno(err, "listening on port", port);
+            close(fd);
+            continue;
+        }
+        if (add_listener(srv, fd, NULL, err) == 0)
+            added++;
+    }
+    freeaddrinfo(res);
+    return added ? 0 : -(err->code ? err->code : EADDRNOTAVAIL);
+}
+
+int nbd_server_adopt_listener(struct nbd_server *srv, int fd, qed_error *err)
+{
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    return add_listener(srv, fd, NULL, err);
+}
+
+static void tune_socket(int fd)
+{
+    int one = 1;
+    /* Replies are written whole; do not hold them back (TCP only). */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+int nbd_server_add_client(struct nbd_server *srv, int fd, qed_error *err)
+{
+    (void)err;
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    conn_start(srv, fd);
+    update_accepting(srv);
+    return 0;
+}
+
+static void on_listener(void *opaque, int lfd, unsigned events)
+{
+    struct nbd_server *srv = opaque;
+    (void)events;
+
+    while (srv->accepting) {
+        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            return;
+        tune_socket(fd);
+        conn_start(srv, fd);
+        update_accepting(srv);
+    }
+}
+
+void server_connection_gone(struct nbd_server *srv, struct nbd_conn *c)
+{
+    for (struct nbd_conn **p = &srv->conns; *p; p = &(*p)->next) {
+        if (*p == c) {
+            *p = c->next;
+            srv->nconns--;
+            break;
+        }
+    }
+    update_accepting(srv);
+}
+
+void nbd_server_shutdown(struct nbd_server *srv)
+{
+    struct nbd_conn *c, *next;
+
+    srv->shutting_down = true;
+    update_accepting(srv);
+    for (c = srv->conns; c; c = next) {
+        next = c->next;
+        /* Mid-handshake clients are dropped; the others get their answers
+         * first. */
+        conn_close(c, c->phase != PHASE_TRANSMISSION);
+    }
+}
+
+bool nbd_server_finished(const struct nbd_server *srv)
+{
+    if (srv->nconns > 0)
+        return false;
+    return srv->shutting_down || (!srv->opts.persistent && srv->had_client);
+}
+
+unsigned nbd_server_connections(const struct nbd_server *srv)
+{
+    return srv->nconns;
+}
+
+void nbd_server_free(struct nbd_server *srv)
+{
+    if (!srv)
+        return;
+    for (unsigned i = 0; i < srv->nlisteners; i++) {
+        if (srv->accepting)
+            qed_loop_unwatch_fd(srv->loop, srv->listeners[i]);
+        close(srv->listeners[i]);
+        if (srv->unix_paths[i]) {
+            unlink(srv->unix_paths[i]);
+            free(srv->unix_paths[i]);
+        }
+    }
+    free(srv);
+}

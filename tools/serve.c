@@ -1,0 +1,277 @@
+/* `qed serve`: export an image over NBD, like qemu-nbd. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "nbd.h"
+
+struct serve_settings {
+    struct nbd_server_options server;
+    const char *socket_path;
+    const char *bind_address;
+    const char *port;
+    enum qed_format format;
+    enum qed_cache cache;
+};
+
+static void on_signal(void *opaque, int fd, unsigned events)
+{
+    struct nbd_server *srv = opaque;
+    struct signalfd_siginfo si;
+    (void)events;
+
+    while (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+        ;
+    nbd_server_shutdown(srv);
+}
+
+/* SIGINT and SIGTERM arrive on the loop as a readable descriptor, so the
+ * shutdown runs like any other event. */
+static int watch_signals(qed_loop *loop, struct nbd_server *srv)
+{
+    sigset_t set;
+    int fd;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+        return -errno;
+    fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    if (qed_loop_watch_fd(loop, fd, QED_LOOP_READ, on_signal, srv) < 0) {
+        close(fd);
+        return -EIO;
+    }
+    return fd;
+}
+
+/* systemd socket activation: LISTEN_PID names us and LISTEN_FDS counts the
+ * listening sockets handed over from descriptor 3 on. */
+static int activation_fds(void)
+{
+    const char *pid = getenv("LISTEN_PID");
+    const char *fds = getenv("LISTEN_FDS");
+    char *end;
+    long n;
+
+    if (!pid || !fds || strtol(pid, &end, 10) != (long)getpid() || *end)
+        return 0;
+    n = strtol(fds, &end, 10);
+    if (*end || n < 0 || n > 16)
+        return 0;
+    return (int)n;
+}
+
+static bool add_listeners(struct nbd_server *srv,
+                          const struct serve_settings *s, const char *file)
+{
+    qed_error err = { 0 };
+    int inherited = activation_fds();
+
+    if (!s->socket_path && !s->port && inherited > 0) {
+        for (int i = 0; i < inherited; i++) {
+            if (nbd_server_adopt_listener(srv, 3 + i, &err) < 0) {
+                tool_report(file, "socket activation", &err);
+                return false;
+            }
+        }
+        return true;
+    }
+    if (s->socket_path && nbd_server_listen_unix(srv, s->socket_path, &err) < 0) {
+        tool_report(file, NULL, &err);
+        return false;
+    }
+    if (s->port && nbd_server_listen_tcp(srv, s->bind_address, s->port, &err) < 0) {
+        tool_report(file, NULL, &err);
+        return false;
+    }
+    return true;
+}
+
+static int serve(const struct serve_settings *s, const char *file)
+{
+    struct qed_open_options opts = { .format = s->format, .cache = s->cache };
+    struct nbd_server *srv;
+    qed_image *img;
+    qed_error err = { 0 };
+    int sigfd, status = 0;
+
+    if (!s->server.read_only)
+        opts.flags |= QED_OPEN_RDWR;
+    if (qed_open(file, &opts, &img, &err) < 0) {
+        tool_report(file, NULL, &err);
+        return 1;
+    }
+    if (nbd_server_new(img, &s->server, &srv, &err) < 0) {
+        tool_report(file, NULL, &err);
+        tool_close(file, img);
+        return 1;
+    }
+    sigfd = watch_signals(qed_image_loop(img), srv);
+    if (sigfd < 0 || !add_listeners(srv, s, file)) {
+        if (sigfd < 0)
+            tool_error(file, "cannot watch signals: %s", strerror(-sigfd));
+        nbd_server_free(srv);
+        tool_close(file, img);
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    while (!nbd_server_finished(srv)) {
+        int r = qed_loop_run(qed_image_loop(img), -1);
+        if (r < 0) {
+            tool_error(file, "event loop: %s", strerror(-r));
+            status = 1;
+            break;
+        }
+    }
+    qed_loop_unwatch_fd(qed_image_loop(img), sigfd);
+    close(sigfd);
+    /* Listeners go (and the socket file with them); then the image is
+     * flushed and marked clean. */
+    nbd_server_free(srv);
+    if (!tool_close(file, img))
+        status = 1;
+    return status;
+}
+
+static bool parse_connections(const char *text, unsigned *out)
+{
+    char *end;
+    long v = strtol(text, &end, 10);
+    if (*end || end == text || v < 1 || v > 1024) {
+        tool_error(NULL, "invalid connection count '%s' (1 to 1024)", text);
+        return false;
+    }
+    *out = (unsigned)v;
+    return true;
+}
+
+static bool parse_port(const char *text)
+{
+    char *end;
+    long v = strtol(text, &end, 10);
+    if (*end || end == text || v < 1 || v > 65535) {
+        tool_error(NULL, "invalid port '%s' (1 to 65535)", text);
+        return false;
+    }
+    return true;
+}
+
+enum { OPT_CACHE = TOOL_OPT_HELP + 1, OPT_DESCRIPTION };
+
+static int serve_main(const struct tool_command *cmd, int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        { "help", no_argument, NULL, TOOL_OPT_HELP },
+        { "read-only", no_argument, NULL, 'r' },
+        { "export-name", required_argument, NULL, 'x' },
+        { "shared", required_argument, NULL, 'e' },
+        { "persistent", no_argument, NULL, 't' },
+        { "socket", required_argument, NULL, 'k' },
+        { "bind", required_argument, NULL, 'b' },
+        { "port", required_argument, NULL, 'p' },
+        { "format", required_argument, NULL, 'f' },
+        { "cache", required_argument, NULL, OPT_CACHE },
+        { "description", required_argument, NULL, OPT_DESCRIPTION },
+        { NULL, 0, NULL, 0 },
+    };
+    struct serve_settings s = { .bind_address = "127.0.0.1",
+                                .server = { .max_connections = 16 } };
+    int ch;
+
+    while ((ch = getopt_long(argc, argv, ":hrx:e:tk:b:p:f:D:", longopts,
+                             NULL)) != -1) {
+        switch (ch) {
+        case 'h':
+        case TOOL_OPT_HELP:
+            tool_print_help(stdout, cmd);
+            return 0;
+        case 'r':
+            s.server.read_only = true;
+            break;
+        case 'x':
+            if (strlen(optarg) > 4096) {
+                tool_error(NULL, "export name is longer than 4096 bytes");
+                return 1;
+            }
+            s.server.export_name = optarg;
+            break;
+        case 'e':
+            if (!parse_connections(optarg, &s.server.max_connections))
+                return 1;
+            break;
+        case 't':
+            s.server.persistent = true;
+            break;
+        case 'k':
+            s.socket_path = optarg;
+            break;
+        case 'b':
+            s.bind_address = optarg;
+            break;
+        case 'p':
+            if (!parse_port(optarg))
+                return 1;
+            s.port = optarg;
+            break;
+        case 'f':
+            if (!tool_parse_format(optarg, &s.format))
+                return 1;
+            break;
+        case OPT_CACHE:
+            if (strcmp(optarg, "none") == 0) {
+                s.cache = QED_CACHE_NONE;
+            } else if (strcmp(optarg, "writeback") != 0) {
+                tool_error(NULL, "invalid cache mode '%s' (none or writeback)",
+                           optarg);
+                return 1;
+            }
+            break;
+        case 'D':
+        case OPT_DESCRIPTION:
+            s.server.description = optarg;
+            break;
+        default:
+            return tool_bad_option(cmd, ch, argv);
+        }
+    }
+    if (optind != argc - 1)
+        return tool_bad_usage(cmd, "expected one image file name");
+    if (!s.socket_path && !s.port && activation_fds() == 0)
+        return tool_bad_usage(cmd, "give -k SOCKET or -p PORT (or start it "
+                                   "through socket activation)");
+    if (s.socket_path && s.port)
+        return tool_bad_usage(cmd, "-k and -p cannot be used together");
+    return serve(&s, argv[optind]);
+}
+
+const struct tool_command serve_command = {
+    .name = "serve",
+    .synopsis = "[-r] [-x NAME] [-e N] [-t] [-f FMT] [--cache none|writeback] "
+                "(-k SOCKET | [-b ADDR] -p PORT) FILE",
+    .summary = "Export an image over NBD, like qemu-nbd.",
+    .details =
+        "Options:\n"
+        "  -r, --read-only        export read-only (writes get EPERM)\n"
+        "  -x, --export-name=NAME export name (default empty)\n"
+        "  -D, --description=TEXT export description\n"
+        "  -e, --shared=N         clients at once (default 16)\n"
+        "  -t, --persistent       keep serving after the last client leaves\n"
+        "  -k, --socket=PATH      listen on a Unix socket\n"
+        "  -b, --bind=ADDR        TCP address (default 127.0.0.1)\n"
+        "  -p, --port=PORT        listen on a TCP port\n"
+        "  -f, --format=FMT       image format (qed or raw; default probed)\n"
+        "  --cache=none|writeback none opens the image with O_DIRECT\n"
+        "Without -k or -p, listening sockets passed by socket activation\n"
+        "(LISTEN_FDS) are used, as `nbdinfo -- [ qed serve FILE ]` does.\n"
+        "SIGINT or SIGTERM: requests in flight finish, the image is flushed\n"
+        "and closed clean, the socket file is removed, exit status 0.\n",
+    .run = serve_main,
+};
