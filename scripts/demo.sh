@@ -71,4 +71,19 @@ if command -v qemu-img >/dev/null; then
     run qemu-img compare -f qed -F raw sample.qed expected.raw
 fi
 
+step "Serve it over NBD and read it back with a real client"
+echo "\$ qed serve -r -t -k $PWD/nbd.sock sample.qed &"
+"$QED" serve -r -t -k "$PWD/nbd.sock" sample.qed &
+server=$!
+trap 'status=$?; kill "$server" 2>/dev/null; rm -rf "$work"; [ $status -eq 0 ] || echo "demo: FAILED" >&2' EXIT
+for _ in $(seq 100); do [ -S nbd.sock ] && break; sleep 0.05; done
+run nbdinfo "nbd+unix:///?socket=$PWD/nbd.sock"
+run nbdcopy "nbd+unix:///?socket=$PWD/nbd.sock" served.raw
+echo "\$ kill -TERM \$server   # clean shutdown: flush, close, exit 0"
+kill -TERM "$server"
+wait "$server"
+trap 'status=$?; rm -rf "$work"; [ $status -eq 0 ] || echo "demo: FAILED" >&2' EXIT
+run cmp expected.raw served.raw
+echo "the export matches"
+
 printf '\ndemo: OK\n'

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# NBD server benchmark: fio's nbd engine against `qed serve` and against
+# `qemu-nbd --aio=io_uring` (its fastest setting here), alternating which goes
+# first, median IOPS of several rounds and their ratio; `nbdkit file` on a
+# raw file is the ceiling.
+#   - 4 KiB random reads, depth 16, of an allocated image
+#   - 4 KiB random writes, depth 32, into a fresh image (allocating)
+#
+#   bench/nbd.sh [ROUNDS]          (default 5; needs build/qed: run `make`)
+#   BENCH_DIR=/path bench/nbd.sh   where the images go (default /var/tmp)
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+qed=${QED:-$here/build/qed}
+rounds=${1:-5}
+size=${BENCH_SIZE:-1G}
+runtime=${BENCH_RUNTIME:-5}
+dir=$(mktemp -d "${BENCH_DIR:-/var/tmp}/qed-nbd-bench.XXXXXX")
+sock="$dir/nbd.sock"
+server_pid=
+cleanup() {
+    [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+
+for tool in qemu-nbd qemu-img fio nbdkit; do
+    command -v "$tool" >/dev/null || { echo "bench: $tool is missing" >&2; exit 1; }
+done
+[ -x "$qed" ] || { echo "bench: $qed is missing (run make)" >&2; exit 1; }
+
+wait_for_socket() {
+    for _ in $(seq 100); do [ -S "$sock" ] && return 0; sleep 0.05; done
+    echo "bench: server did not start" >&2; return 1
+}
+
+start_server() { # KIND FILE
+    rm -f "$sock"
+    case $1 in
+    qed) "$qed" serve -t -k "$sock" "$2" & ;;
+    qemu) qemu-nbd -t --aio=io_uring -f qed -k "$sock" "$2" & ;;
+    nbdkit) nbdkit -f -U "$sock" file "$2" & ;;
+    esac
+    server_pid=$!
+    wait_for_socket
+}
+
+stop_server() {
+    kill "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=
+}
+
+# fio RW DEPTH -> IOPS
+run_fio() {
+    fio --name=bench --ioengine=nbd --uri="nbd+unix:///?socket=$sock" \
+        --rw="$1" --bs=4k --iodepth="$2" --size="$size" --runtime="$runtime" \
+        --time_based --randrepeat=1 --norandommap --output-format=json 2>/dev/null |
+        sed -n '/^{/,$p' | perl -MJSON::PP -0777 -ne '$j=decode_json($_); $t=$j->{jobs}[0];
+            printf "%.0f\n", $t->{read}{iops} + $t->{write}{iops}'
+}
+
+prepare() { # KIND(fresh|filled) FORMAT FILE
+    rm -f "$3"
+    if [ "$2" = raw ]; then
+        qemu-img create -q -f raw "$3" "$size"
+    else
+        "$qed" create -q "$3" "$size"
+    fi
+    if [ "$1" = filled ]; then
+        "$qed" bench -f "$2" -w -c $(( $(numfmt --from=iec "$size") / 65536 )) -d 16 -s 64k "$3" >/dev/null
+    fi
+}
+
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+workload() { # NAME PREP RW DEPTH
+    local name=$1 prep=$2 rw=$3 depth=$4 q=() m=() k=()
+    for ((r = 1; r <= rounds; r++)); do
+        local order=(qed qemu)
+        ((r % 2 == 0)) && order=(qemu qed)
+        for who in "${order[@]}"; do
+            prepare "$prep" qed "$dir/img.qed"
+            start_server "$who" "$dir/img.qed"
+            iops=$(run_fio "$rw" "$depth")
+            stop_server
+            if [ "$who" = qed ]; then q+=("$iops"); else m+=("$iops"); fi
+        done
+        prepare "$prep" raw "$dir/img.raw"
+        start_server nbdkit "$dir/img.raw"
+        k+=("$(run_fio "$rw" "$depth")")
+        stop_server
+    done
+    local mq mm mk
+    mq=$(printf '%s\n' "${q[@]}" | median)
+    mm=$(printf '%s\n' "${m[@]}" | median)
+    mk=$(printf '%s\n' "${k[@]}" | median)
+    printf '%-22s qed %7.0f IOPS  qemu-nbd %7.0f IOPS  ratio %.2fx  | nbdkit file (raw) %7.0f IOPS\n' \
+        "$name" "$mq" "$mm" "$(awk -v a="$mq" -v b="$mm" 'BEGIN{print a/b}')" "$mk"
+    echo "    qed: ${q[*]}   qemu-nbd: ${m[*]}   nbdkit: ${k[*]}"
+}
+
+echo "NBD benchmark: fio nbd engine, 4 KiB, ${runtime}s per run, $rounds rounds, median; $(nproc) cores"
+echo "qed: $("$qed" --version); $(qemu-nbd --version | head -1); $(fio --version)"
+workload "randread, depth 16" filled randread 16
+workload "randwrite, depth 32" fresh randwrite 32
