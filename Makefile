@@ -10,6 +10,8 @@ CFLAGS  += -std=c17 $(OPT) -g -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
            -Wno-missing-field-initializers -MMD -MP -fPIC
 LDLIBS  += -luring -lpthread
 
+CFLAGS  += $(EXTRA_CFLAGS)
+
 ifneq ($(SANITIZE),)
 CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS += -fsanitize=$(SANITIZE)
@@ -31,7 +33,7 @@ LIBQED := $(BUILD)/libqed.a
 LIBNBD := $(BUILD)/libqednbd.a
 QED    := $(BUILD)/qed
 
-.PHONY: all deps check demo clean unit-tests
+.PHONY: all deps check demo clean unit-tests fuzz fuzz-build fuzz-smoke
 # Test support objects are shared by every test program: keep them.
 .SECONDARY:
 
@@ -64,15 +66,43 @@ deps:
 
 # Unit tests first (fast), then the interop tests that drive qemu-img/qemu-io.
 check: deps
-	$(MAKE) all
+	$(MAKE) all fuzz-build
 	QED=$(abspath $(QED)) BUILD=$(abspath $(BUILD)) TESTS_DIR=$(abspath tests) \
-	    perl tests/run-tests.pl $(UNIT_BINS) $(sort $(wildcard tests/interop/*.sh))
+	    FUZZ_BUILD=$(abspath $(FUZZ_BUILD)) \
+	    perl tests/run-tests.pl $(UNIT_BINS) $(sort $(wildcard tests/interop/*.sh)) \
+	        $(sort $(wildcard tests/fuzz/*.sh))
 
 demo: deps
 	$(MAKE) $(QED)
 	QED=$(abspath $(QED)) scripts/demo.sh
 
+# ---- fuzzing (clang + libFuzzer) ------------------------------------------
+FUZZ_BUILD ?= build-fuzz
+FUZZ_TIME  ?= 60
+FUZZ_NAMES := $(patsubst fuzz/%.c,%,$(sort $(wildcard fuzz/fuzz-*.c)))
+
+fuzz-build:
+	$(MAKE) BUILD=$(FUZZ_BUILD) CC=clang SANITIZE=address,undefined \
+	    EXTRA_CFLAGS=-fsanitize=fuzzer-no-link \
+	    $(FUZZ_BUILD)/libqed.a $(FUZZ_BUILD)/libqednbd.a
+	@for t in $(FUZZ_NAMES); do \
+	    echo "  LINK $(FUZZ_BUILD)/$$t"; \
+	    clang $(CPPFLAGS) -std=c17 -g -O1 -fsanitize=fuzzer,address,undefined \
+	        fuzz/$$t.c $(FUZZ_BUILD)/libqednbd.a $(FUZZ_BUILD)/libqed.a \
+	        $(LDLIBS) -o $(FUZZ_BUILD)/$$t || exit 1; \
+	done
+
+# Each target runs FUZZ_TIME seconds; new inputs go to $(FUZZ_BUILD)/corpus,
+# crashes to $(FUZZ_BUILD)/artifacts (keep them under fuzz/regressions/).
+fuzz: deps fuzz-build
+	@for t in $(FUZZ_NAMES); do \
+	    mkdir -p $(FUZZ_BUILD)/corpus/$$t $(FUZZ_BUILD)/artifacts; \
+	    $(FUZZ_BUILD)/$$t -max_total_time=$(FUZZ_TIME) -print_final_stats=1 \
+	        -artifact_prefix=$(FUZZ_BUILD)/artifacts/$$t- \
+	        $(FUZZ_BUILD)/corpus/$$t fuzz/corpus/$$t || exit 1; \
+	done
+
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(FUZZ_BUILD)
 
 -include $(LIB_OBJS:.o=.d) $(NBD_OBJS:.o=.d) $(TOOL_OBJS:.o=.d) $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/unit/%.d)

@@ -135,6 +135,9 @@ int qed_open(const char *path, const struct qed_open_options *options,
 int qed_close(qed_image *image, qed_error *err);
 
 qed_loop *qed_image_loop(const qed_image *image);
+/* Runs the image's loop until no request on it (or its backing chain) is in
+ * flight.  Blocks. */
+int qed_drain(qed_image *image, qed_error *err);
 
 struct qed_create_options {
     uint64_t size;              /* virtual size in bytes, multiple of 512 */

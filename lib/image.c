@@ -405,11 +405,21 @@ int qed_open(const char *path, const struct qed_open_options *options,
 
 static int drain(qed_image *img)
 {
-    while (img->in_flight > 0) {
-        int r = qed_loop_run(img->loop, -1);
-        if (r < 0)
-            return r;
+    for (qed_image *layer = img; layer; layer = layer->backing) {
+        while (layer->in_flight > 0) {
+            int r = qed_loop_run(img->loop, -1);
+            if (r < 0)
+                return r;
+        }
     }
+    return 0;
+}
+
+int qed_drain(qed_image *img, qed_error *err)
+{
+    int r = drain(img);
+    if (r < 0)
+        return qed_fail(err, -r, "event loop: %s", strerror(-r));
     return 0;
 }
 

@@ -680,3 +680,14 @@ void commands_payload(struct nbd_conn *c)
     c->payload = NULL;
     execute(cmd);
 }
+
+void commands_abandon_payload(struct nbd_conn *c)
+{
+    struct nbd_command *cmd = c->writing;
+
+    if (!cmd)
+        return;
+    c->writing = NULL;
+    c->payload_need = c->payload_have = 0;
+    finish(cmd);
+}

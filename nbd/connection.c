@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "loop.h"
 #include "nbd.h"
 #include "proto.h"
 
@@ -58,9 +59,9 @@ void conn_update_watch(struct nbd_conn *c)
         c->watched = events;
 }
 
-static void destroy(struct nbd_conn *c)
+static void destroy(void *opaque)
 {
-    struct nbd_server *srv = c->srv;
+    struct nbd_conn *c = opaque;
 
     while (c->out_head) {
         struct nbd_out *o = c->out_head;
@@ -69,14 +70,18 @@ static void destroy(struct nbd_conn *c)
     }
     free(c->payload);
     free(c);
-    (void)srv;
 }
 
-/* The connection goes once nothing refers to it: no request in flight. */
+/* The connection goes once nothing refers to it: no request in flight, and
+ * no callback of its own still running (so the memory is freed from the
+ * loop, never under a caller's feet). */
 static void maybe_destroy(struct nbd_conn *c)
 {
-    if (c->closed && c->in_flight == 0)
-        destroy(c);
+    if (!c->closed || c->in_flight > 0 || c->destroy_scheduled)
+        return;
+    c->destroy_scheduled = true;
+    if (loop_defer_call(c->srv->loop, destroy, c) < 0)
+        c->destroy_scheduled = false; /* leaked rather than freed early */
 }
 
 void conn_close(struct nbd_conn *c, bool hard)
@@ -91,6 +96,7 @@ void conn_close(struct nbd_conn *c, bool hard)
         return;
     }
     c->closed = true;
+    commands_abandon_payload(c);
     if (c->handshake_timer)
         qed_loop_cancel_timer(c->srv->loop, c->handshake_timer);
     c->handshake_timer = 0;
@@ -264,12 +270,15 @@ static bool read_some(struct nbd_conn *c)
     }
     n = recv(c->fd, dst, want, MSG_DONTWAIT);
     if (n == 0) {
+        /* A WRITE whose data will never come is dropped unanswered. */
+        commands_abandon_payload(c);
         conn_close(c, false);
         return false;
     }
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
             return false;
+        commands_abandon_payload(c);
         conn_close(c, true);
         return false;
     }

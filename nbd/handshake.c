@@ -146,12 +146,13 @@ static bool name_is_export(const struct nbd_conn *c, const uint8_t *name,
                            uint32_t len)
 {
     const char *ours = c->srv->export_name;
-    return strlen(ours) == len && memcmp(ours, name, len) == 0;
+    /* An empty option has no buffer at all: compare lengths first. */
+    return strlen(ours) == len && (len == 0 || memcmp(ours, name, len) == 0);
 }
 
 static bool text_equals(const uint8_t *s, uint32_t len, const char *want)
 {
-    return strlen(want) == len && memcmp(s, want, len) == 0;
+    return strlen(want) == len && (len == 0 || memcmp(s, want, len) == 0);
 }
 
 /* ---- options ------------------------------------------------------------------- */

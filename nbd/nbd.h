@@ -70,6 +70,7 @@ struct nbd_conn {
     bool read_stopped;        /* not reading: limits reached or closing */
     bool hard_close;          /* protocol violation: drop the output too */
     bool closed;
+    bool destroy_scheduled;
     unsigned watched;         /* QED_LOOP_* events registered */
 
     /* input: a fixed-size header, then a payload */
@@ -135,5 +136,7 @@ void handshake_payload(struct nbd_conn *c);  /* an option's data arrived */
 /* commands.c */
 void commands_header(struct nbd_conn *c);    /* a request header arrived */
 void commands_payload(struct nbd_conn *c);   /* a WRITE's data arrived */
+/* The connection ends before a WRITE's data arrived: drop that WRITE. */
+void commands_abandon_payload(struct nbd_conn *c);
 
 #endif
