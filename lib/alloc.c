@@ -609,6 +609,8 @@ static void slot_group_done(struct qed_state *s, struct table_slot *slot,
 struct slot_io {
     qed_image *img;
     struct table_slot *slot;
+    int pending;   /* block runs of a table write in flight */
+    int ret;
 };
 
 static void slot_synced_for_l1(void *opaque, int ret)
@@ -646,31 +648,86 @@ static void slot_table_written(void *opaque, int ret)
     l1_link(img, slot);
 }
 
+/* One of the block runs of a table write finished. */
+static void table_run_written(void *opaque, int ret)
+{
+    struct slot_io *io = opaque;
+
+    if (ret < 0 && io->ret == 0)
+        io->ret = ret;
+    if (--io->pending == 0)
+        slot_table_written(io, io->ret);
+}
+
+/* Writes the 4 KiB blocks of the table that the group changed, adjacent
+ * blocks together: random updates touch a few blocks of a large table. */
+static void write_dirty_blocks(struct slot_io *io)
+{
+    struct qed_state *s = io->img->qed;
+    struct table_slot *slot = io->slot;
+    uint64_t nblocks = s->table_bytes / 4096;
+    uint8_t *dirty = calloc(nblocks / 8 + 1, 1);
+
+    if (!dirty) {
+        slot_table_written(io, -ENOMEM);
+        return;
+    }
+    for (struct request *r = slot->inflight; r; r = r->next) {
+        uint64_t first = r->alloc_first * 8u / 4096;
+        uint64_t last = ((r->alloc_first + r->alloc_count) * 8u - 1) / 4096;
+        for (uint64_t b = first; b <= last; b++)
+            dirty[b / 8] |= (uint8_t)(1u << (b % 8));
+    }
+    io->pending = 1; /* held until every run is submitted */
+    for (uint64_t b = 0; b < nblocks;) {
+        uint64_t end = b;
+        if (!(dirty[b / 8] & (1u << (b % 8)))) {
+            b++;
+            continue;
+        }
+        while (end < nblocks && (dirty[end / 8] & (1u << (end % 8))))
+            end++;
+        io->pending++;
+        io_pwrite(io->img->file, slot->table->bytes + b * 4096,
+                  (end - b) * 4096, slot->table->offset + b * 4096,
+                  table_run_written, io);
+        b = end;
+    }
+    free(dirty);
+    table_run_written(io, 0);
+}
+
 static void slot_write_table(void *opaque, int ret)
 {
     struct slot_io *io = opaque;
     struct qed_state *s = io->img->qed;
     struct table_slot *slot = io->slot;
-    uint64_t lo = UINT64_MAX, hi = 0;
 
     if (ret < 0) {
         free(io);
         slot_group_done(s, slot, ret, "flush before a table update");
         return;
     }
+    io->ret = 0;
     if (slot->unlinked && !slot->on_disk) {
-        lo = 0;
-        hi = s->table_bytes;
-    } else {
-        for (struct request *r = slot->inflight; r; r = r->next) {
-            lo = QED_MIN(lo, r->alloc_first * 8u);
-            hi = QED_MAX(hi, (r->alloc_first + r->alloc_count) * 8u);
-        }
-        lo = round_down_u64(lo, 4096);
-        hi = QED_MIN(round_up_u64(hi, 4096), s->table_bytes);
+        io_pwrite(io->img->file, slot->table->bytes, s->table_bytes,
+                  slot->table->offset, slot_table_written, io);
+        return;
     }
-    io_pwrite(io->img->file, slot->table->bytes + lo, hi - lo,
-              slot->table->offset + lo, slot_table_written, io);
+    write_dirty_blocks(io);
+}
+
+static void apply_entries(struct request *req, struct table *t)
+{
+    const struct qed_state *s = req->img->qed;
+
+    for (uint64_t i = 0; i < req->alloc_count; i++) {
+        uint64_t value = req->new_entry_value == 1
+                             ? 1
+                             : req->new_entry_value + (i << s->cluster_bits);
+        req->saved_entries[i] = table_entry(t->bytes, req->alloc_first + i);
+        table_set_entry(t->bytes, req->alloc_first + i, value);
+    }
 }
 
 static void slot_start(qed_image *img, struct table_slot *slot)
@@ -680,6 +737,8 @@ static void slot_start(qed_image *img, struct table_slot *slot)
     slot->busy = true;
     slot->inflight = slot->pending;
     slot->pending = slot->pending_tail = NULL;
+    for (struct request *r = slot->inflight; r; r = r->next)
+        apply_entries(r, slot->table);
     if (!io) {
         slot_group_done(img->qed, slot, -ENOMEM, "table update");
         return;
@@ -694,24 +753,20 @@ static void slot_start(qed_image *img, struct table_slot *slot)
         slot_write_table(io, 0);
 }
 
+/* Queues the request's entries for its table's next group write.  They
+ * enter the in-memory table only when that group starts (slot_start): the
+ * table is written from that buffer, so entries added while an earlier
+ * group is being flushed or written would reach the disk before their data
+ * is flushed. */
 void alloc_commit(struct request *req, void (*next)(struct request *))
 {
-    struct qed_state *s = req->img->qed;
     struct table_slot *slot = req->slot;
-    struct table *t = slot->table;
 
     req->saved_entries = malloc(sizeof(uint64_t) * req->alloc_count);
     if (!req->saved_entries) {
         qed_fail(&req->err, ENOMEM, "out of memory");
         request_complete(req, -ENOMEM);
         return;
-    }
-    for (uint64_t i = 0; i < req->alloc_count; i++) {
-        uint64_t value = req->new_entry_value == 1
-                             ? 1
-                             : req->new_entry_value + (i << s->cluster_bits);
-        req->saved_entries[i] = table_entry(t->bytes, req->alloc_first + i);
-        table_set_entry(t->bytes, req->alloc_first + i, value);
     }
     req->resume = next;
     req->next = NULL;

@@ -100,10 +100,11 @@ static void finish_load(void *opaque, int ret)
         waiters = req->next;
         req->next = NULL;
         if (ret < 0) {
-            l2cache_put(req->img->qed->l2cache, t);
-            req->l2 = NULL;
+            /* The message first: the last put frees the table. */
             qed_fail(&req->err, -ret, "reading L2 table at offset 0x%" PRIx64
                      ": %s", t->offset, strerror(-ret));
+            l2cache_put(req->img->qed->l2cache, t);
+            req->l2 = NULL;
             request_complete(req, ret);
         } else {
             req->resume(req);

@@ -617,7 +617,7 @@ static void write_commit(struct request *req)
 
 static void write_data_written(struct request *req)
 {
-    alloc_make_dirty(req, write_commit);
+    write_commit(req);
 }
 
 static int build_data_vector(struct request *req, struct iovec **out,
@@ -737,12 +737,12 @@ static void plan_chunk(struct request *req)
     req->tail_len = run_end - data_end;
 }
 
+static void write_allocate_space(struct request *req);
+
 /* Claims the clusters, gives them new space at the end of the file, copies
  * what the backing file must supply, then writes the data (write_data). */
 static void write_allocate(struct request *req)
 {
-    bool cow;
-
     plan_chunk(req);
     if (req->kind == REQ_ZEROES && req->new_entry_value != 1 &&
         (req->flags & QED_ZERO_NO_FALLBACK)) {
@@ -753,12 +753,22 @@ static void write_allocate(struct request *req)
     }
     if (!alloc_begin(req, write_retry))
         return;
+    /* Dirty before the file grows or a table changes: a crash after that
+     * leaves nothing the check on open would not find. */
+    alloc_make_dirty(req, write_allocate_space);
+}
+
+/* Gives the claimed clusters their table and their space. */
+static void write_allocate_space(struct request *req)
+{
+    bool cow;
+
     if (alloc_table(req) < 0) {
         request_complete(req, -req->err.code);
         return;
     }
     if (req->new_entry_value == 1) {
-        alloc_make_dirty(req, write_commit);
+        write_commit(req);
         return;
     }
     req->alloc_host = alloc_clusters(req->img, req->alloc_count);

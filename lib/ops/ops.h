@@ -1,0 +1,137 @@
+/* Shared machinery of the image operations (convert, compare, commit,
+ * rebase, resize): a walk over a virtual disk that keeps many requests in
+ * flight on one loop, and helpers the operations have in common.
+ *
+ * The walk asks for the block status of one or two images at its cursor,
+ * lets the operation classify the run (skip it, or an action), and hands
+ * the runs to be acted on to a pool of workers in segments of at most
+ * request_size bytes that never cross a multiple of request_size.  Each
+ * worker runs its segment as a small state machine of asynchronous image
+ * requests (ops_read, ops_write, ...), then reports back; the walk refills
+ * it.  Everything runs on the images' loop. */
+#ifndef QED_LIB_OPS_H
+#define QED_LIB_OPS_H
+
+#include "image.h"
+
+#define OPS_MAX_SOURCES 2
+#define OPS_DEFAULT_REQUESTS 16u
+#define OPS_MAX_REQUESTS 256u
+#define OPS_DEFAULT_REQUEST_SIZE (2u << 20)
+#define OPS_MAX_REQUEST_SIZE (64u << 20)
+#define OPS_SKIP 0 /* classify: nothing to do in this run */
+
+struct ops_walk;
+
+struct ops_worker {
+    struct ops_walk *walk;
+    bool busy;
+    uint64_t offset, length;   /* the segment */
+    int action;                /* what classify said about its run */
+    /* Status of each image at offset; length runs to the end of the run. */
+    struct qed_block_status st[OPS_MAX_SOURCES];
+    uint8_t *buf[OPS_MAX_SOURCES]; /* request_size bytes each, aligned */
+    /* Sub-requests in flight (ops_begin .. ops_end). */
+    int pending;
+    int sub_ret;
+    qed_error sub_err;
+    void (*next)(struct ops_worker *k);
+    void *scratch;             /* for the operation */
+};
+
+struct ops_walk {
+    /* Filled in by the operation. */
+    qed_loop *loop;
+    uint64_t end;                          /* walk [0, end) */
+    qed_image *status[OPS_MAX_SOURCES];    /* NULL: reads as zeros */
+    unsigned nstatus;
+    unsigned nbufs;                        /* buffers per worker */
+    unsigned requests;                     /* workers; 0: default */
+    uint64_t request_size;                 /* 0: default */
+    /* Decides what to do with the run [pos, pos + *len) whose status is
+     * st[] (one per status image): OPS_SKIP or an action > 0.  May shorten
+     * *len (never to 0). */
+    int (*classify)(struct ops_walk *w, uint64_t pos, uint64_t *len,
+                    const struct qed_block_status *st);
+    /* Starts a worker on its segment; it ends with ops_worker_done. */
+    void (*start)(struct ops_worker *k);
+    qed_progress_callback *progress;
+    void *progress_opaque;
+    void *opaque;
+
+    /* State of the walk. */
+    uint64_t limit;          /* no segment starts at or past it (may drop) */
+    uint64_t pos;            /* next byte to hand out */
+    uint64_t run_start, run_end;
+    int run_action;
+    struct qed_block_status run_st[OPS_MAX_SOURCES];
+    struct qed_block_status q_st[OPS_MAX_SOURCES];
+    unsigned q_pending;
+    int q_ret;
+    qed_error q_err;
+    bool querying;
+    bool pumping, repump;
+    struct ops_worker *workers;
+    unsigned nworkers, busy;
+    uint64_t done_bytes;
+    int ret;
+    qed_error err;
+};
+
+/* Applies the defaults of a qed_op_options (NULL: all defaults) to a walk
+ * and checks them. */
+int ops_walk_configure(struct ops_walk *w, const struct qed_op_options *o,
+                       qed_error *err);
+/* Runs the walk to its end (or its first error) on w->loop; blocks. */
+int ops_walk_run(struct ops_walk *w, qed_error *err);
+
+/* Sub-requests of a worker: ops_begin(k, next); any number of ops_read /
+ * ops_write / ops_write_zeroes; ops_end(k).  next runs once all are done;
+ * the first failure ends the segment with that error instead. */
+void ops_begin(struct ops_worker *k, void (*next)(struct ops_worker *k));
+void ops_end(struct ops_worker *k);
+void ops_read(struct ops_worker *k, qed_image *img, void *buf, uint64_t len,
+              uint64_t offset);
+void ops_write(struct ops_worker *k, qed_image *img, const void *buf,
+               uint64_t len, uint64_t offset);
+void ops_write_zeroes(struct ops_worker *k, qed_image *img, uint64_t offset,
+                      uint64_t len, unsigned flags);
+/* Fills buf[i] with [offset, offset + len) of img as a source: zeros when
+ * the status says the range reads as zeros (or img is NULL), else a read. */
+void ops_fill(struct ops_worker *k, unsigned i, qed_image *img);
+/* Ends a worker's segment (ret 0 or -errno with err). */
+void ops_worker_done(struct ops_worker *k, int ret, const qed_error *err);
+
+/* Writes runs of buf (the worker's segment) to dst at granularity gran
+ * (aligned to absolute offsets): blocks that are all zero become
+ * write-zeroes (QED_ZERO_MAY_UNMAP) when write_zero_blocks, else are left
+ * out; blocks equal to the same bytes of cmp (when not NULL) are left out
+ * altogether. */
+void ops_write_blocks(struct ops_worker *k, qed_image *dst, const uint8_t *buf,
+                      const uint8_t *cmp, uint64_t gran,
+                      bool write_zero_blocks);
+
+bool ops_is_zero(const void *buf, size_t len);
+
+/* Are two paths the same file?  false when either cannot be looked at. */
+bool ops_same_file(const char *a, const char *b);
+/* The depth in img's backing chain (0 = img) of the layer that is the same
+ * file, opened with the same format, as other; -1 when there is none. */
+int ops_chain_depth_of(qed_image *img, qed_image *other);
+/* name as seen from the image at image_path: relative names are relative
+ * to the image's directory (malloc'd; NULL when out of memory). */
+char *ops_resolve_backing(const char *image_path, const char *name);
+/* Is the image idle (nothing in flight, nothing allocating)? */
+int ops_require_idle(qed_image *img, const char *what, qed_error *err);
+
+/* A file opener whose files ignore flushes (qemu-img's cache=unsafe). */
+extern const struct file_opener ops_unsafe_opener;
+/* A file opener that opens files writable whatever the image open asks,
+ * so a read-only open (without the backing chain) can rewrite a header. */
+extern const struct file_opener ops_writable_opener;
+
+/* rebase.c: validation of a new backing file name for the header. */
+int ops_check_backing_name(const struct qed_state *s, size_t len,
+                           qed_error *err);
+
+#endif

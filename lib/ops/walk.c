@@ -1,0 +1,637 @@
+/* The walk behind every image operation: block status at a cursor, runs
+ * classified by the operation, segments handed to a pool of workers that
+ * keep many requests in flight on one loop.  Also the helpers the
+ * operations share: sub-request bookkeeping, sparse writes, file identity,
+ * backing name resolution, and the file openers for unsafe caching and
+ * header rewrites. */
+#include <errno.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include "ops.h"
+
+/* ---- configuration --------------------------------------------------------- */
+
+int ops_walk_configure(struct ops_walk *w, const struct qed_op_options *o,
+                       qed_error *err)
+{
+    struct qed_op_options d = { 0 };
+
+    if (o)
+        d = *o;
+    if (d.requests == 0)
+        d.requests = OPS_DEFAULT_REQUESTS;
+    if (d.request_size == 0)
+        d.request_size = OPS_DEFAULT_REQUEST_SIZE;
+    if (d.requests > OPS_MAX_REQUESTS)
+        return qed_fail(err, EINVAL, "requests in flight %u exceeds the "
+                        "limit of %u", d.requests, OPS_MAX_REQUESTS);
+    if (d.request_size % 4096 != 0 || d.request_size > OPS_MAX_REQUEST_SIZE)
+        return qed_fail(err, EINVAL, "request size %" PRIu32 " is not a "
+                        "multiple of 4096 in [4096, %u]", d.request_size,
+                        OPS_MAX_REQUEST_SIZE);
+    w->requests = d.requests;
+    w->request_size = d.request_size;
+    w->progress = d.progress;
+    w->progress_opaque = d.progress_opaque;
+    return 0;
+}
+
+/* ---- the walk ----------------------------------------------------------------- */
+
+static void pump(struct ops_walk *w);
+
+static void walk_fail(struct ops_walk *w, int ret, const qed_error *err)
+{
+    if (w->ret < 0)
+        return;
+    w->ret = ret;
+    if (err && err->code)
+        qed_error_copy(&w->err, err);
+    else
+        qed_fail(&w->err, -ret, "%s", strerror(-ret));
+}
+
+static void report_progress(struct ops_walk *w, uint64_t bytes)
+{
+    w->done_bytes += bytes;
+    if (w->progress)
+        w->progress(w->progress_opaque, QED_MIN(w->done_bytes, w->end),
+                    w->end);
+}
+
+static const char *image_name(const qed_image *img)
+{
+    return img && img->filename ? img->filename : "image";
+}
+
+static void query_finished(struct ops_walk *w)
+{
+    uint64_t len = w->limit - w->pos;
+    uint64_t want;
+    int action;
+
+    w->querying = false;
+    if (w->q_ret < 0) {
+        walk_fail(w, w->q_ret, &w->q_err);
+        return;
+    }
+    for (unsigned i = 0; i < w->nstatus; i++) {
+        uint64_t l = w->q_st[i].length;
+        /* A length that would not advance, or runs past what was asked,
+         * would make the walk loop or overrun: refuse it. */
+        if (l == 0 || l > w->limit - w->pos) {
+            qed_error e;
+            qed_fail(&e, EIO, "block status of '%s' at offset %" PRIu64
+                     " returned an invalid length %" PRIu64,
+                     image_name(w->status[i]), w->pos, l);
+            walk_fail(w, -EIO, &e);
+            return;
+        }
+        len = QED_MIN(len, l);
+    }
+    want = len;
+    action = w->classify(w, w->pos, &len, w->q_st);
+    if (len == 0 || len > want)
+        len = want;
+    w->run_start = w->pos;
+    w->run_end = w->pos + len;
+    w->run_action = action;
+    memcpy(w->run_st, w->q_st, sizeof(w->run_st));
+}
+
+static void status_done(void *opaque, int ret, const qed_error *err)
+{
+    struct ops_walk *w = opaque;
+
+    if (ret < 0 && w->q_ret == 0) {
+        w->q_ret = ret;
+        if (err)
+            qed_error_copy(&w->q_err, err);
+        else
+            qed_fail(&w->q_err, -ret, "block status: %s", strerror(-ret));
+    }
+    if (--w->q_pending > 0)
+        return;
+    query_finished(w);
+    pump(w);
+}
+
+/* Asks every status image about [pos, limit); an image that is absent or
+ * ends before pos reads as zeros and answers at once. */
+static void start_query(struct ops_walk *w)
+{
+    w->querying = true;
+    w->q_ret = 0;
+    w->q_pending = 1; /* held while submitting */
+    for (unsigned i = 0; i < w->nstatus; i++) {
+        qed_image *img = w->status[i];
+        struct qed_block_status *st = &w->q_st[i];
+        int ret;
+
+        memset(st, 0, sizeof(*st));
+        if (!img || w->pos >= qed_size(img)) {
+            st->length = w->limit - w->pos;
+            st->zero = true;
+            continue;
+        }
+        w->q_pending++;
+        ret = qed_aio_block_status(img, w->pos, w->limit - w->pos, st,
+                                   status_done, w);
+        if (ret < 0) {
+            w->q_pending--;
+            if (w->q_ret == 0) {
+                w->q_ret = ret;
+                qed_fail(&w->q_err, -ret, "block status of '%s' at offset %"
+                         PRIu64 ": %s", image_name(img), w->pos,
+                         strerror(-ret));
+            }
+        }
+    }
+    if (--w->q_pending == 0)
+        query_finished(w); /* the caller (pump) goes on */
+}
+
+static struct ops_worker *idle_worker(struct ops_walk *w)
+{
+    for (unsigned i = 0; i < w->nworkers; i++)
+        if (!w->workers[i].busy)
+            return &w->workers[i];
+    return NULL;
+}
+
+static void dispatch(struct ops_walk *w, struct ops_worker *k)
+{
+    uint64_t boundary = round_down_u64(w->pos, w->request_size);
+    uint64_t end = w->run_end;
+
+    /* Segments never cross a multiple of the request size, so aligned
+     * source data stays aligned (and whole clusters stay whole). */
+    if (boundary + w->request_size < end)
+        end = boundary + w->request_size;
+    k->busy = true;
+    k->offset = w->pos;
+    k->length = end - w->pos;
+    k->action = w->run_action;
+    k->pending = 0;
+    k->sub_ret = 0;
+    k->sub_err.code = 0;
+    k->sub_err.message[0] = '\0';
+    for (unsigned i = 0; i < w->nstatus; i++) {
+        k->st[i] = w->run_st[i];
+        k->st[i].length = w->run_end - w->pos;
+        if (k->st[i].has_offset)
+            k->st[i].offset += w->pos - w->run_start;
+    }
+    w->busy++;
+    w->pos = end;
+    w->start(k);
+}
+
+static void pump_once(struct ops_walk *w)
+{
+    while (w->ret == 0 && !w->querying && w->pos < w->limit) {
+        struct ops_worker *k;
+
+        if (w->pos >= w->run_end) {
+            start_query(w);
+            continue; /* answered at once, or pump runs again later */
+        }
+        if (w->run_end > w->limit)
+            w->run_end = w->limit;
+        if (w->run_action == OPS_SKIP) {
+            uint64_t n = w->run_end - w->pos;
+            w->pos = w->run_end;
+            report_progress(w, n);
+            continue;
+        }
+        k = idle_worker(w);
+        if (!k)
+            return;
+        dispatch(w, k);
+    }
+}
+
+/* Hands out work while workers are idle; never recurses into itself (a
+ * worker that finishes at once only asks for another round). */
+static void pump(struct ops_walk *w)
+{
+    if (w->pumping) {
+        w->repump = true;
+        return;
+    }
+    w->pumping = true;
+    do {
+        w->repump = false;
+        pump_once(w);
+    } while (w->repump);
+    w->pumping = false;
+}
+
+void ops_worker_done(struct ops_worker *k, int ret, const qed_error *err)
+{
+    struct ops_walk *w = k->walk;
+
+    k->busy = false;
+    w->busy--;
+    if (ret < 0)
+        walk_fail(w, ret, err);
+    else
+        report_progress(w, k->length);
+    pump(w);
+}
+
+static bool walk_finished(const struct ops_walk *w)
+{
+    if (w->busy > 0 || w->querying)
+        return false;
+    return w->ret < 0 || w->pos >= w->limit;
+}
+
+static void free_workers(struct ops_walk *w)
+{
+    for (unsigned i = 0; w->workers && i < w->nworkers; i++)
+        for (unsigned j = 0; j < OPS_MAX_SOURCES; j++)
+            free(w->workers[i].buf[j]);
+    free(w->workers);
+    w->workers = NULL;
+}
+
+int ops_walk_run(struct ops_walk *w, qed_error *err)
+{
+    uint64_t per_worker;
+    int ret = 0;
+
+    if (w->requests == 0 || w->request_size == 0) {
+        ret = ops_walk_configure(w, NULL, err);
+        if (ret < 0)
+            return ret;
+    }
+    w->limit = w->end;
+    w->pos = w->run_start = w->run_end = 0;
+    w->ret = 0;
+    w->done_bytes = 0;
+    /* No more workers than segments could ever keep busy. */
+    per_worker = w->request_size;
+    w->nworkers = (unsigned)QED_MIN((uint64_t)w->requests,
+                                    QED_MAX(w->end / per_worker + 1, 1));
+    w->workers = calloc(w->nworkers, sizeof(*w->workers));
+    if (!w->workers)
+        return qed_fail(err, ENOMEM, "out of memory");
+    for (unsigned i = 0; i < w->nworkers; i++) {
+        w->workers[i].walk = w;
+        for (unsigned j = 0; j < w->nbufs; j++) {
+            w->workers[i].buf[j] = qed_aligned_alloc(w->request_size);
+            if (!w->workers[i].buf[j]) {
+                free_workers(w);
+                return qed_fail(err, ENOMEM, "out of memory for %u buffers "
+                                "of %" PRIu64 " bytes", w->nworkers * w->nbufs,
+                                w->request_size);
+            }
+        }
+    }
+    if (w->progress)
+        w->progress(w->progress_opaque, 0, w->end);
+    pump(w);
+    while (!walk_finished(w)) {
+        int r = qed_loop_run(w->loop, -1);
+        if (r < 0) {
+            /* The loop itself failed: requests in flight cannot finish,
+             * so their buffers must not be freed. */
+            return qed_fail(err, -r, "event loop: %s", strerror(-r));
+        }
+    }
+    free_workers(w);
+    if (w->ret < 0) {
+        qed_error_copy(err, &w->err);
+        return w->ret;
+    }
+    return 0;
+}
+
+/* ---- worker sub-requests ------------------------------------------------------ */
+
+struct ops_sub {
+    struct ops_worker *k;
+    const char *what;
+    const qed_image *img;
+    uint64_t offset;
+};
+
+static void subs_settled(struct ops_worker *k)
+{
+    if (k->sub_ret < 0)
+        ops_worker_done(k, k->sub_ret, &k->sub_err);
+    else
+        k->next(k);
+}
+
+static void sub_failed(struct ops_worker *k, int ret, const char *what,
+                       const qed_image *img, uint64_t offset,
+                       const qed_error *err)
+{
+    if (k->sub_ret < 0)
+        return;
+    k->sub_ret = ret;
+    qed_fail(&k->sub_err, -ret, "%s '%s' at offset %" PRIu64 ": %s", what,
+             image_name(img), offset,
+             err && err->message[0] ? err->message : strerror(-ret));
+}
+
+static void sub_done(void *opaque, int ret, const qed_error *err)
+{
+    struct ops_sub *sub = opaque;
+    struct ops_worker *k = sub->k;
+
+    if (ret < 0)
+        sub_failed(k, ret, sub->what, sub->img, sub->offset, err);
+    free(sub);
+    if (--k->pending == 0)
+        subs_settled(k);
+}
+
+void ops_begin(struct ops_worker *k, void (*next)(struct ops_worker *k))
+{
+    k->next = next;
+    k->pending = 1;
+    k->sub_ret = 0;
+}
+
+void ops_end(struct ops_worker *k)
+{
+    if (--k->pending == 0)
+        subs_settled(k);
+}
+
+static struct ops_sub *sub_new(struct ops_worker *k, const char *what,
+                               const qed_image *img, uint64_t offset)
+{
+    struct ops_sub *sub = malloc(sizeof(*sub));
+
+    if (!sub) {
+        sub_failed(k, -ENOMEM, what, img, offset, NULL);
+        return NULL;
+    }
+    sub->k = k;
+    sub->what = what;
+    sub->img = img;
+    sub->offset = offset;
+    k->pending++;
+    return sub;
+}
+
+static void sub_submitted(struct ops_sub *sub, int ret)
+{
+    struct ops_worker *k;
+
+    if (ret == 0)
+        return;
+    k = sub->k;
+    sub_failed(k, ret, sub->what, sub->img, sub->offset, NULL);
+    k->pending--;
+    free(sub);
+}
+
+void ops_read(struct ops_worker *k, qed_image *img, void *buf, uint64_t len,
+              uint64_t offset)
+{
+    struct ops_sub *sub = sub_new(k, "reading", img, offset);
+    struct iovec v = { buf, len };
+
+    if (sub)
+        sub_submitted(sub, qed_aio_readv(img, &v, 1, offset, sub_done, sub));
+}
+
+void ops_write(struct ops_worker *k, qed_image *img, const void *buf,
+               uint64_t len, uint64_t offset)
+{
+    struct ops_sub *sub = sub_new(k, "writing", img, offset);
+    struct iovec v = { (void *)buf, len };
+
+    if (sub)
+        sub_submitted(sub, qed_aio_writev(img, &v, 1, offset, sub_done, sub));
+}
+
+void ops_write_zeroes(struct ops_worker *k, qed_image *img, uint64_t offset,
+                      uint64_t len, unsigned flags)
+{
+    struct ops_sub *sub = sub_new(k, "writing zeroes to", img, offset);
+
+    if (sub)
+        sub_submitted(sub, qed_aio_write_zeroes(img, offset, len, flags,
+                                                sub_done, sub));
+}
+
+void ops_fill(struct ops_worker *k, unsigned i, qed_image *img)
+{
+    uint64_t size = img ? qed_size(img) : 0;
+    uint64_t avail = 0;
+
+    if (img && !k->st[i].zero && k->offset < size)
+        avail = QED_MIN(k->length, size - k->offset);
+    if (avail < k->length)
+        memset(k->buf[i] + avail, 0, k->length - avail);
+    if (avail > 0)
+        ops_read(k, img, k->buf[i], avail, k->offset);
+}
+
+bool ops_is_zero(const void *buf, size_t len)
+{
+    const unsigned char *p = buf;
+
+    /* Equal to itself shifted by one byte, with a zero first byte: all
+     * zeros.  memcmp is vectorised; a byte loop is not. */
+    return len == 0 || (p[0] == 0 && memcmp(p, p + 1, len - 1) == 0);
+}
+
+enum block_kind { BLOCK_SAME, BLOCK_ZERO, BLOCK_DATA };
+
+static enum block_kind block_kind(const uint8_t *buf, const uint8_t *cmp,
+                                  size_t len)
+{
+    if (cmp && memcmp(buf, cmp, len) == 0)
+        return BLOCK_SAME;
+    return ops_is_zero(buf, len) ? BLOCK_ZERO : BLOCK_DATA;
+}
+
+void ops_write_blocks(struct ops_worker *k, qed_image *dst, const uint8_t *buf,
+                      const uint8_t *cmp, uint64_t gran,
+                      bool write_zero_blocks)
+{
+    uint64_t pos = 0, len = k->length;
+
+    while (pos < len) {
+        uint64_t first = QED_MIN(gran - (k->offset + pos) % gran, len - pos);
+        enum block_kind kind = block_kind(buf + pos, cmp ? cmp + pos : NULL,
+                                          first);
+        uint64_t run = first;
+
+        while (pos + run < len) {
+            uint64_t next = QED_MIN(gran, len - pos - run);
+            if (block_kind(buf + pos + run, cmp ? cmp + pos + run : NULL,
+                           next) != kind)
+                break;
+            run += next;
+        }
+        if (kind == BLOCK_DATA)
+            ops_write(k, dst, buf + pos, run, k->offset + pos);
+        else if (kind == BLOCK_ZERO && write_zero_blocks)
+            ops_write_zeroes(k, dst, k->offset + pos, run,
+                             QED_ZERO_MAY_UNMAP);
+        pos += run;
+    }
+}
+
+/* ---- files and chains ------------------------------------------------------- */
+
+bool ops_same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+
+    return a && b && stat(a, &sa) == 0 && stat(b, &sb) == 0 &&
+           sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+int ops_chain_depth_of(qed_image *img, qed_image *other)
+{
+    int depth = 0;
+
+    if (!other)
+        return -1;
+    for (qed_image *layer = img; layer; layer = qed_backing(layer), depth++)
+        if (layer->format == other->format &&
+            ops_same_file(layer->filename, other->filename))
+            return depth;
+    return -1;
+}
+
+char *ops_resolve_backing(const char *image_path, const char *name)
+{
+    char *copy, *dir, *out;
+    size_t len;
+
+    /* As the open path resolves it: relative to the image's directory, and
+     * an image named without a directory adds no "./". */
+    if (name[0] == '/' || !strchr(image_path, '/'))
+        return strdup(name);
+    copy = strdup(image_path);
+    if (!copy)
+        return NULL;
+    dir = dirname(copy);
+    len = strlen(dir) + 1 + strlen(name) + 1;
+    out = malloc(len);
+    if (out)
+        snprintf(out, len, "%s/%s", dir, name);
+    free(copy);
+    return out;
+}
+
+int ops_require_idle(qed_image *img, const char *what, qed_error *err)
+{
+    if (img->in_flight || (img->qed && img->qed->slots))
+        return qed_fail(err, EBUSY, "%s: %u requests in flight on '%s'; the "
+                        "image must be idle", what, img->in_flight,
+                        image_name(img));
+    return 0;
+}
+
+/* ---- file openers ---------------------------------------------------------------- */
+
+/* Files whose flushes complete at once without reaching the disk.  The
+ * wrapper keeps the real operations and frees itself with the file. */
+struct unsafe_ops {
+    struct io_file_ops ops;
+    const struct io_file_ops *base;
+};
+
+static const struct io_file_ops *base_of(struct io_file *file)
+{
+    return ((const struct unsafe_ops *)file->ops)->base;
+}
+
+static void complete_sync(void *arg)
+{
+    struct io_op *op = arg;
+    op->result = 0;
+    op->complete(op);
+}
+
+static void unsafe_submit(struct io_file *file, struct io_op *op)
+{
+    if (op->kind == IO_SYNC) {
+        if (loop_defer_call(file->loop, complete_sync, op) == 0)
+            return;
+        /* No memory to defer with: flush for real instead. */
+    }
+    base_of(file)->submit(file, op);
+}
+
+static int unsafe_get_size(struct io_file *file, uint64_t *size)
+{
+    return base_of(file)->get_size(file, size);
+}
+
+static int unsafe_truncate(struct io_file *file, uint64_t size)
+{
+    return base_of(file)->truncate(file, size);
+}
+
+static int unsafe_allocated_bytes(struct io_file *file, uint64_t *bytes)
+{
+    return base_of(file)->allocated_bytes(file, bytes);
+}
+
+static int unsafe_seek(struct io_file *file, uint64_t offset, bool data,
+                       uint64_t *out)
+{
+    return base_of(file)->seek(file, offset, data, out);
+}
+
+static void unsafe_close(struct io_file *file)
+{
+    struct unsafe_ops *u = (struct unsafe_ops *)file->ops;
+
+    file->ops = u->base;
+    free(u);
+    file->ops->close(file);
+}
+
+static int unsafe_open(void *ctx, qed_loop *loop, const char *path,
+                       unsigned io_flags, struct io_file **out, qed_error *err)
+{
+    struct unsafe_ops *u = calloc(1, sizeof(*u));
+    int ret;
+
+    (void)ctx;
+    if (!u)
+        return qed_fail(err, ENOMEM, "out of memory");
+    ret = io_file_open(loop, path, io_flags, out, err);
+    if (ret < 0) {
+        free(u);
+        return ret;
+    }
+    u->base = (*out)->ops;
+    u->ops.submit = unsafe_submit;
+    u->ops.get_size = unsafe_get_size;
+    u->ops.truncate = unsafe_truncate;
+    u->ops.allocated_bytes = unsafe_allocated_bytes;
+    u->ops.seek = unsafe_seek;
+    u->ops.close = unsafe_close;
+    (*out)->ops = &u->ops;
+    return 0;
+}
+
+const struct file_opener ops_unsafe_opener = { .open = unsafe_open };
+
+static int writable_open(void *ctx, qed_loop *loop, const char *path,
+                         unsigned io_flags, struct io_file **out,
+                         qed_error *err)
+{
+    (void)ctx;
+    return io_file_open(loop, path, io_flags | IO_OPEN_WRITE, out, err);
+}
+
+const struct file_opener ops_writable_opener = { .open = writable_open };
