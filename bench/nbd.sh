@@ -51,56 +51,60 @@ stop_server() {
     server_pid=
 }
 
-# fio RW DEPTH -> IOPS
+# fio RW DEPTH SIZE [fio options...] -> IOPS
 run_fio() {
+    local rw=$1 depth=$2 fsize=$3; shift 3
     fio --name=bench --ioengine=nbd --uri="nbd+unix:///?socket=$sock" \
-        --rw="$1" --bs=4k --iodepth="$2" --size="$size" --runtime="$runtime" \
-        --time_based --randrepeat=1 --norandommap --output-format=json 2>/dev/null |
+        --rw="$rw" --bs=4k --iodepth="$depth" --size="$fsize" \
+        --randrepeat=1 --norandommap --output-format=json "$@" 2>/dev/null |
         sed -n '/^{/,$p' | perl -MJSON::PP -0777 -ne '$j=decode_json($_); $t=$j->{jobs}[0];
             printf "%.0f\n", $t->{read}{iops} + $t->{write}{iops}'
 }
 
-prepare() { # KIND(fresh|filled) FORMAT FILE
+prepare() { # KIND(fresh|filled) FORMAT FILE SIZE
     rm -f "$3"
     if [ "$2" = raw ]; then
-        qemu-img create -q -f raw "$3" "$size"
+        qemu-img create -q -f raw "$3" "$4"
     else
-        "$qed" create -q "$3" "$size"
+        "$qed" create -q "$3" "$4"
     fi
     if [ "$1" = filled ]; then
-        "$qed" bench -f "$2" -w -c $(( $(numfmt --from=iec "$size") / 65536 )) -d 16 -s 64k "$3" >/dev/null
+        "$qed" bench -f "$2" -w -c $(( $(numfmt --from=iec "$4") / 65536 )) -d 16 -s 64k "$3" >/dev/null
     fi
 }
 
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
-workload() { # NAME PREP RW DEPTH
-    local name=$1 prep=$2 rw=$3 depth=$4 q=() m=() k=()
+workload() { # NAME PREP SIZE RW DEPTH [fio options...]
+    local name=$1 prep=$2 wsize=$3 rw=$4 depth=$5 q=() m=() k=()
+    shift 5
     for ((r = 1; r <= rounds; r++)); do
         local order=(qed qemu)
         ((r % 2 == 0)) && order=(qemu qed)
         for who in "${order[@]}"; do
-            prepare "$prep" qed "$dir/img.qed"
+            prepare "$prep" qed "$dir/img.qed" "$wsize"
             start_server "$who" "$dir/img.qed"
-            iops=$(run_fio "$rw" "$depth")
+            iops=$(run_fio "$rw" "$depth" "$wsize" "$@")
             stop_server
             if [ "$who" = qed ]; then q+=("$iops"); else m+=("$iops"); fi
         done
-        prepare "$prep" raw "$dir/img.raw"
+        prepare "$prep" raw "$dir/img.raw" "$wsize"
         start_server nbdkit "$dir/img.raw"
-        k+=("$(run_fio "$rw" "$depth")")
+        k+=("$(run_fio "$rw" "$depth" "$wsize" "$@")")
         stop_server
     done
     local mq mm mk
     mq=$(printf '%s\n' "${q[@]}" | median)
     mm=$(printf '%s\n' "${m[@]}" | median)
     mk=$(printf '%s\n' "${k[@]}" | median)
-    printf '%-22s qed %7.0f IOPS  qemu-nbd %7.0f IOPS  ratio %.2fx  | nbdkit file (raw) %7.0f IOPS\n' \
+    printf '%-34s qed %7.0f IOPS  qemu-nbd %7.0f IOPS  ratio %.2fx  | nbdkit file (raw) %7.0f IOPS\n' \
         "$name" "$mq" "$mm" "$(awk -v a="$mq" -v b="$mm" 'BEGIN{print a/b}')" "$mk"
     echo "    qed: ${q[*]}   qemu-nbd: ${m[*]}   nbdkit: ${k[*]}"
 }
 
 echo "NBD benchmark: fio nbd engine, 4 KiB, ${runtime}s per run, $rounds rounds, median; $(nproc) cores"
 echo "qed: $("$qed" --version); $(qemu-nbd --version | head -1); $(fio --version)"
-workload "randread, depth 16" filled randread 16
-workload "randwrite, depth 32" fresh randwrite 32
+# Reads: a filled 1 GiB image, time based.  Writes: a fresh 16 GiB image and
+# a fixed number of writes, so nearly every write allocates a cluster.
+workload "randread, depth 16" filled "$size" randread 16 --runtime="$runtime" --time_based
+workload "randwrite (allocating), depth 32" fresh 16G randwrite 32 --number_ios=20000
