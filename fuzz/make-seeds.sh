@@ -22,6 +22,30 @@ for opts in cluster_size=4k,table_size=1 cluster_size=64k,table_size=4 \
     done
 done
 
+# ---- whole images (small clusters keep them small); "\0BACKING\0" then
+# the backing file for chains, as fuzz-image.c reads them
+img_seed() { # NAME CREATE-ARGS... -- QEMU-IO-COMMANDS...
+    local name=$1; shift
+    local create=() io=()
+    while [ "$1" != -- ]; do create+=("$1"); shift; done; shift
+    for c in "$@"; do io+=(-c "$c"); done
+    (cd "$tmp" && rm -f img.qed && qemu-img create -q -f qed "${create[@]}" &&
+     { [ ${#io[@]} -eq 0 ] || "$QED" io "${io[@]}" img.qed >/dev/null; })
+    if [ -f "$tmp/base" ] && [[ " ${create[*]} " == *" -b base "* ]]; then
+        { cat "$tmp/img.qed"; printf '\0BACKING\0'; cat "$tmp/base"; } > "$here/corpus/fuzz-image/$name"
+    else
+        cp "$tmp/img.qed" "$here/corpus/fuzz-image/$name"
+    fi
+}
+truncate -s 16k "$tmp/base"
+printf 'base data' | dd of="$tmp/base" conv=notrunc status=none
+img_seed empty -o cluster_size=4k,table_size=1 img.qed 1M --
+img_seed data -o cluster_size=4k,table_size=1 img.qed 1M -- 'write -P 1 0 8k' 'write -P 2 300k 4k'
+img_seed zero-clusters -o cluster_size=4k,table_size=1 img.qed 1M -- 'write -P 3 0 12k' 'write -z 4k 4k'
+img_seed two-tables -o cluster_size=4k,table_size=1 img.qed 4M -- 'write -P 4 0 4k' 'write -P 5 3M 4k'
+img_seed raw-backing -o cluster_size=4k,table_size=1 -b base -F raw img.qed 1M -- 'write -P 6 5000 100'
+img_seed probed-backing -o cluster_size=4k,table_size=2 -b base -F raw img.qed 512k -- 'write -z 0 4k'
+
 # ---- NBD sessions
 "$QED" create -q "$tmp/s.qed" 8M
 "$QED" serve -t -k "$tmp/server.sock" "$tmp/s.qed" &
