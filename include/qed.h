@@ -82,6 +82,8 @@ int qed_loop_run(qed_loop *loop, int timeout_ms);
 /* File-descriptor watches, for servers that share the image's loop. */
 #define QED_LOOP_READ 1u
 #define QED_LOOP_WRITE 2u
+#define QED_LOOP_HANGUP 4u /* reported (never requested): the peer hung up
+                              or the descriptor is in error */
 typedef void qed_fd_callback(void *opaque, int fd, unsigned events);
 int qed_loop_watch_fd(qed_loop *loop, int fd, unsigned events,
                       qed_fd_callback *cb, void *opaque);
@@ -266,6 +268,125 @@ int qed_check(qed_image *image, unsigned repair,
 /* Parses "512", "64k", "1G", ... (suffixes kKMGTPE, powers of 1024).  Fails
  * on garbage and overflow. */
 int qed_parse_size(const char *text, uint64_t *out, qed_error *err);
+
+/* ---- image operations ---- */
+
+/* Whole-image operations (lib/ops/).  Each blocks until done, running the
+ * loop of the images involved, and keeps many requests in flight on it:
+ * every image an operation uses must be on the same loop and idle (no
+ * request in flight) when it starts. */
+
+/* Progress of a long operation: done of total bytes of the virtual disk
+ * handled.  Called on the loop's thread. */
+typedef void qed_progress_callback(void *opaque, uint64_t done,
+                                   uint64_t total);
+
+/* How an operation runs.  NULL or zeroed members mean the defaults. */
+struct qed_op_options {
+    unsigned requests;        /* requests in flight at once: 0 = 16, at
+                                 most 256 */
+    uint32_t request_size;    /* bytes per request: 0 = 2 MiB; a multiple
+                                 of 4096, at most 64 MiB */
+    qed_progress_callback *progress; /* NULL: none */
+    void *progress_opaque;
+};
+
+struct qed_convert_options {
+    enum qed_format format;   /* output: RAW (PROBE means RAW) or QED */
+    /* QED output: cluster_size, table_size, backing_file, backing_format.
+     * size and size_from_backing are ignored: the output has the source's
+     * size (rounded up to 512).  With a backing file, the output holds
+     * only what differs from it, and reads exactly like the source. */
+    struct qed_create_options create;
+    enum qed_cache cache;     /* how the output is opened */
+    bool unsafe;              /* no flushes at all on the output, like
+                                 qemu-img convert's default cache=unsafe:
+                                 faster, but not durable until the system
+                                 writes it back */
+    struct qed_op_options op;
+};
+
+/* Copies what src reads into a new image at dst_path (created, or
+ * truncated; an existing block device is written in place and must be
+ * large enough).  The output stays sparse: ranges the source reports as
+ * unallocated or zero, and blocks it reads as all zeros, are not written
+ * (zeros are written only where the output would not read as zeros
+ * otherwise: block devices, backing files).  The output is opened on src's
+ * loop; dst_path must not be a file of src's backing chain.  On failure the
+ * output is left as far as it got. */
+int qed_convert(qed_image *src, const char *dst_path,
+                const struct qed_convert_options *options, qed_error *err);
+
+struct qed_compare_result {
+    bool identical;           /* same content (the larger image's extra
+                                 part reads as zeros) */
+    uint64_t mismatch_offset; /* first differing byte when not identical */
+    uint64_t size_a, size_b;  /* virtual sizes */
+};
+
+/* Compares what two images read (a and b on the same loop).  Ranges both
+ * report as zeros are not read. */
+int qed_compare(qed_image *a, qed_image *b, const struct qed_op_options *o,
+                struct qed_compare_result *result, qed_error *err);
+
+struct qed_commit_options {
+    enum qed_format format;   /* of the image at path: PROBE by default */
+    enum qed_engine engine;
+    enum qed_cache cache;
+    struct qed_op_options op;
+};
+
+/* Writes what the QED image at path holds itself (data and zero clusters)
+ * into its backing file (QED or raw), which grows first when it is smaller
+ * than the image.  Everything written is flushed before the call returns;
+ * the image itself is not changed (it reads as before). */
+int qed_commit(const char *path, const struct qed_commit_options *o,
+               qed_error *err);
+
+/* Points img (QED, opened read-write and idle) at another backing file
+ * (name as stored: relative names are relative to img's directory; NULL or
+ * "" for none) and reopens the chain: the new backing file is opened first
+ * (read-only, with format: PROBE probes), then the header block is
+ * rewritten and flushed (backing name, QED_F_BACKING_FILE, and
+ * QED_F_BACKING_FORMAT_NO_PROBE when the backing file is raw), then the old
+ * chain is closed.  Only the header changes: what img reads may change
+ * (see qed_rebase).  A name that does not fit in the header, a file that
+ * cannot be opened or a chain that would loop fail before anything is
+ * written. */
+int qed_set_backing(qed_image *img, const char *name, enum qed_format format,
+                    qed_error *err);
+
+/* Like qed_set_backing on the QED image file at path, without opening any
+ * backing file, old or new (qemu-img rebase -u): NO_PROBE is set only for
+ * format RAW; with PROBE the format is probed at every open. */
+int qed_set_backing_at(const char *path, const char *name,
+                       enum qed_format format, qed_error *err);
+
+#define QED_REBASE_UNSAFE 0x1u /* only rewrite the header (qed_set_backing) */
+
+/* Changes img's backing file (as qed_set_backing) so that img reads the
+ * same afterwards: first, for every range img does not allocate itself,
+ * whatever the new backing file (NULL or "": none) reads differently from
+ * the old chain is copied into img (as data, or zero clusters); then it is
+ * flushed; then the header changes.  A crash before the header changes
+ * leaves img reading as before over its old backing file. */
+int qed_rebase(qed_image *img, const char *backing, enum qed_format format,
+               unsigned flags, const struct qed_op_options *o,
+               qed_error *err);
+
+#define QED_RESIZE_SHRINK 0x1u /* allow a smaller size */
+
+/* Changes the virtual size of an idle image opened read-write.  Raw: the
+ * file is truncated or extended to size.  QED: size must be a multiple of
+ * 512 and at most what the tables address (the error names the maximum);
+ * growing makes the new range read as zeros (even over a longer backing
+ * file); shrinking (only with QED_RESIZE_SHRINK) zeroes the rest of the
+ * last cluster, frees every cluster past the new end and moves the
+ * clusters at the end of the file into the holes left, then truncates the
+ * file, so nothing leaks.  The header's image_size is written last when
+ * growing and first when shrinking (with NEED_CHECK set until the tables
+ * are settled), so a crash leaves at worst leaked clusters. */
+int qed_resize(qed_image *img, uint64_t size, unsigned flags, qed_error *err);
 
 #ifdef __cplusplus
 }

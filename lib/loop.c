@@ -328,6 +328,8 @@ static int dispatch_events(qed_loop *loop, struct epoll_event *events, int n)
             ev |= QED_LOOP_READ;
         if (events[i].events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
             ev |= QED_LOOP_WRITE;
+        if (events[i].events & (EPOLLHUP | EPOLLERR))
+            ev |= QED_LOOP_HANGUP;
         w->cb(w->opaque, w->fd, ev);
     }
     return n;

@@ -93,7 +93,7 @@ static void simple_reply(struct nbd_command *cmd, uint32_t error,
     nbd_put32(head + 4, error);
     nbd_put64(head + 8, cmd->cookie);
     conn_send(cmd->conn, head, sizeof(head), error ? NULL : data,
-              error ? 0 : len, owned);
+              error ? 0 : len, owned, len);
 }
 
 static void chunk_header(uint8_t *head, const struct nbd_command *cmd,
@@ -118,7 +118,7 @@ static void structured_error(struct nbd_command *cmd, uint32_t error,
     nbd_put16(head + 24, (uint16_t)mlen);
     if (mlen)
         memcpy(head + 26, msg, mlen);
-    conn_send(cmd->conn, head, 26 + mlen, NULL, 0, NULL);
+    conn_send(cmd->conn, head, 26 + mlen, NULL, 0, NULL, 0);
 }
 
 /* Errors go in the reply form the command's success would have used. */
@@ -238,58 +238,79 @@ static void walk(struct nbd_command *cmd, unsigned max_extents,
 
 /* ---- READ --------------------------------------------------------------------- */
 
-static void send_read_chunks(struct nbd_command *cmd)
+/* Merges the walked extents into runs of holes and data, clipped to the
+ * request; returns the number of runs written to runs[]. */
+static unsigned read_runs(const struct nbd_command *cmd, struct extent *runs)
 {
-    uint8_t head[28];
-    uint64_t end = cmd->offset + cmd->length;
-    uint64_t pos = cmd->offset;
+    uint64_t end = cmd->offset + cmd->length, pos = cmd->offset;
+    unsigned n = 0;
 
-    /* Without a usable map, one data chunk. */
-    if (cmd->walk_failed || cmd->next == 0) {
-        chunk_header(head, cmd, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_OFFSET_DATA,
-                     8 + cmd->length);
-        nbd_put64(head + 20, cmd->offset);
-        conn_send(cmd->conn, head, 28, cmd->buf, cmd->length, cmd->buf);
-        return;
-    }
     for (unsigned i = 0; i < cmd->next && pos < end; i++) {
-        struct extent *e = &cmd->ext[i];
+        const struct extent *e = &cmd->ext[i];
         uint64_t len = MIN_U64(e->length, end - pos);
-        bool last = pos + len >= end;
-        uint16_t flags = last ? NBD_REPLY_FLAG_DONE : 0;
-
-        /* Merge runs of the same kind into one chunk. */
-        while (!last && i + 1 < cmd->next && cmd->ext[i + 1].zero == e->zero &&
-               cmd->ext[i + 1].data == e->data) {
-            i++;
-            len += MIN_U64(cmd->ext[i].length, end - pos - len);
-            last = pos + len >= end;
-            flags = last ? NBD_REPLY_FLAG_DONE : 0;
-        }
-        if (e->zero && !e->data) {
-            uint8_t hole[32];
-            chunk_header(hole, cmd, flags, NBD_REPLY_TYPE_OFFSET_HOLE, 12);
-            nbd_put64(hole + 20, pos);
-            nbd_put32(hole + 28, (uint32_t)len);
-            conn_send(cmd->conn, hole, sizeof(hole), NULL, 0,
-                      last ? cmd->buf : NULL);
+        bool hole = e->zero && !e->data;
+        if (n > 0 && runs[n - 1].zero == hole) {
+            runs[n - 1].length += len;
         } else {
-            chunk_header(head, cmd, flags, NBD_REPLY_TYPE_OFFSET_DATA,
-                         (uint32_t)(8 + len));
-            nbd_put64(head + 20, pos);
-            conn_send(cmd->conn, head, 28, cmd->buf + (pos - cmd->offset), len,
-                      last ? cmd->buf : NULL);
+            runs[n] = (struct extent){ .offset = pos, .length = len,
+                                       .zero = hole };
+            n++;
         }
         pos += len;
     }
     if (pos < end) {
         /* The walk stopped early: the rest goes as data. */
-        chunk_header(head, cmd, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_OFFSET_DATA,
-                     (uint32_t)(8 + end - pos));
-        nbd_put64(head + 20, pos);
-        conn_send(cmd->conn, head, 28, cmd->buf + (pos - cmd->offset),
-                  end - pos, cmd->buf);
+        if (n > 0 && !runs[n - 1].zero)
+            runs[n - 1].length += end - pos;
+        else
+            runs[n++] = (struct extent){ .offset = pos, .length = end - pos };
     }
+    return n;
+}
+
+/* Structured reply to a READ: OFFSET_HOLE chunks for holes, OFFSET_DATA
+ * chunks for data, DONE on the last.  The read buffer is released with the
+ * last data chunk (counted against the output limit until then). */
+static void send_read_chunks(struct nbd_command *cmd)
+{
+    struct extent *runs;
+    unsigned n, last_data = UINT32_MAX;
+
+    if (cmd->walk_failed || cmd->next == 0) {
+        cmd->next = 0; /* one data chunk for the whole range */
+    }
+    runs = calloc(cmd->next + 1, sizeof(*runs));
+    if (!runs) {
+        free(cmd->buf);
+        conn_close(cmd->conn, true);
+        return;
+    }
+    n = read_runs(cmd, runs);
+    for (unsigned i = 0; i < n; i++)
+        if (!runs[i].zero)
+            last_data = i;
+    for (unsigned i = 0; i < n; i++) {
+        uint16_t flags = i + 1 == n ? NBD_REPLY_FLAG_DONE : 0;
+        uint8_t head[32];
+
+        if (runs[i].zero) {
+            chunk_header(head, cmd, flags, NBD_REPLY_TYPE_OFFSET_HOLE, 12);
+            nbd_put64(head + 20, runs[i].offset);
+            nbd_put32(head + 28, (uint32_t)runs[i].length);
+            conn_send(cmd->conn, head, 32, NULL, 0, NULL, 0);
+        } else {
+            chunk_header(head, cmd, flags, NBD_REPLY_TYPE_OFFSET_DATA,
+                         (uint32_t)(8 + runs[i].length));
+            nbd_put64(head + 20, runs[i].offset);
+            conn_send(cmd->conn, head, 28,
+                      cmd->buf + (runs[i].offset - cmd->offset),
+                      runs[i].length, i == last_data ? cmd->buf : NULL,
+                      i == last_data ? cmd->length : 0);
+        }
+    }
+    if (last_data == UINT32_MAX)
+        free(cmd->buf);
+    free(runs);
 }
 
 static void read_finished(struct nbd_command *cmd)
@@ -301,6 +322,12 @@ static void read_finished(struct nbd_command *cmd)
         reply_error(cmd, errno_to_nbd(-cmd->ret), cmd->message);
     } else if (!cmd->conn->structured) {
         simple_reply(cmd, 0, cmd->buf, cmd->length, cmd->buf);
+    } else if (cmd->length == 0) {
+        /* No data chunk may be empty: the reply is a bare DONE. */
+        uint8_t head[20];
+        chunk_header(head, cmd, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE, 0);
+        conn_send(cmd->conn, head, sizeof(head), NULL, 0, NULL, 0);
+        free(cmd->buf);
     } else if (cmd->flags & NBD_CMD_FLAG_DF) {
         cmd->walk_failed = true;
         send_read_chunks(cmd);
@@ -491,7 +518,7 @@ static void send_context_chunk(struct nbd_command *cmd, uint32_t id,
     }
     chunk_header(head, cmd, last ? NBD_REPLY_FLAG_DONE : 0,
                  NBD_REPLY_TYPE_BLOCK_STATUS, (uint32_t)len);
-    conn_send(cmd->conn, head, sizeof(head), data, len, data);
+    conn_send(cmd->conn, head, sizeof(head), data, len, data, len);
 }
 
 static void block_status_walked(struct nbd_command *cmd)
@@ -512,20 +539,19 @@ static void block_status_walked(struct nbd_command *cmd)
 
 /* ---- validation and dispatch ---------------------------------------------------- */
 
+/* FUA is accepted on every command, as the specification requires (it is
+ * meaningful only for writes). */
 static uint16_t allowed_flags(uint16_t type)
 {
     switch (type) {
     case NBD_CMD_READ:
-        return NBD_CMD_FLAG_DF | NBD_CMD_FLAG_FUA;
-    case NBD_CMD_WRITE:
-    case NBD_CMD_TRIM:
-        return NBD_CMD_FLAG_FUA;
+        return NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_DF;
     case NBD_CMD_WRITE_ZEROES:
         return NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_FAST_ZERO;
     case NBD_CMD_BLOCK_STATUS:
-        return NBD_CMD_FLAG_REQ_ONE;
+        return NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_REQ_ONE;
     default:
-        return 0;
+        return NBD_CMD_FLAG_FUA;
     }
 }
 

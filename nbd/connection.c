@@ -22,12 +22,14 @@ struct nbd_out {
     struct iovec iov[2];
     int iovcnt;
     void *owned;
+    size_t owned_extra;       /* owned bytes beyond those sent from it */
 };
 
 static void on_socket(void *opaque, int fd, unsigned events);
 
-static void free_out(struct nbd_out *o)
+static void free_out(struct nbd_conn *c, struct nbd_out *o)
 {
+    c->out_bytes -= o->owned_extra;
     free(o->head_heap);
     free(o->owned);
     free(o);
@@ -66,7 +68,7 @@ static void destroy(void *opaque)
     while (c->out_head) {
         struct nbd_out *o = c->out_head;
         c->out_head = o->next;
-        free_out(o);
+        free_out(c, o);
     }
     free(c->payload);
     free(c);
@@ -159,7 +161,7 @@ static void flush_output(struct nbd_conn *c)
         c->out_head = o->next;
         if (!c->out_head)
             c->out_tail = NULL;
-        free_out(o);
+        free_out(c, o);
     }
     close_if_drained(c);
     if (!c->closed)
@@ -167,7 +169,8 @@ static void flush_output(struct nbd_conn *c)
 }
 
 void conn_send(struct nbd_conn *c, const void *head, size_t head_len,
-               const void *data, size_t data_len, void *owned)
+               const void *data, size_t data_len, void *owned,
+               size_t owned_size)
 {
     struct nbd_out *o;
 
@@ -197,7 +200,10 @@ void conn_send(struct nbd_conn *c, const void *head, size_t head_len,
     if (data_len)
         o->iov[o->iovcnt++] = (struct iovec){ (void *)data, data_len };
     o->owned = owned;
-    c->out_bytes += head_len + data_len;
+    /* A buffer held until this is sent counts against the output limit,
+     * whatever part of it goes out. */
+    o->owned_extra = owned && owned_size > data_len ? owned_size - data_len : 0;
+    c->out_bytes += head_len + data_len + o->owned_extra;
     if (c->out_tail)
         c->out_tail->next = o;
     else
@@ -305,6 +311,13 @@ static void on_socket(void *opaque, int fd, unsigned events)
         flush_output(c);
         if (c->closed)
             return;
+    }
+    if ((events & QED_LOOP_HANGUP) && !wants_input(c)) {
+        /* The peer is gone and nothing more will be read: epoll would
+         * report the hang-up again and again. */
+        commands_abandon_payload(c);
+        conn_close(c, true);
+        return;
     }
     if (events & QED_LOOP_READ) {
         /* A bounded number of reads per wake-up keeps one busy client from

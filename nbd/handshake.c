@@ -33,7 +33,7 @@ static void reply(struct nbd_conn *c, uint32_t type, const void *data,
         }
         memcpy(copy, data, len);
     }
-    conn_send(c, head, sizeof(head), copy, len, copy);
+    conn_send(c, head, sizeof(head), copy, len, copy, 0);
 }
 
 static void reply_error(struct nbd_conn *c, uint32_t type, const char *msg)
@@ -169,7 +169,7 @@ static void option_export_name(struct nbd_conn *c)
     c->structured = false; /* EXPORT_NAME cannot carry structured replies */
     nbd_put64(head, qed_size(c->srv->img));
     nbd_put16(head + 8, transmission_flags(c));
-    conn_send(c, head, c->no_zeroes ? 10 : sizeof(head), NULL, 0, NULL);
+    conn_send(c, head, c->no_zeroes ? 10 : sizeof(head), NULL, 0, NULL, 0);
     enter_transmission(c);
 }
 
@@ -355,7 +355,7 @@ void handshake_start(struct nbd_conn *c)
     nbd_put16(greeting + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
     c->phase = PHASE_CLIENT_FLAGS;
     conn_expect_header(c, 4);
-    conn_send(c, greeting, sizeof(greeting), NULL, 0, NULL);
+    conn_send(c, greeting, sizeof(greeting), NULL, 0, NULL, 0);
 }
 
 void handshake_header(struct nbd_conn *c)

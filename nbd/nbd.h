@@ -112,6 +112,7 @@ struct nbd_server {
     unsigned nconns;
     bool had_client;
     bool shutting_down;
+    uint64_t drain_timer;     /* shutdown: clients get this long to read */
     uint32_t preferred_block;
 };
 
@@ -119,10 +120,12 @@ struct nbd_server {
 void conn_start(struct nbd_server *srv, int fd);
 void conn_close(struct nbd_conn *c, bool hard);
 void conn_update_watch(struct nbd_conn *c);
-/* Queues bytes to send: head (copied) then optional data, which is freed
- * with free() after sending when owned. */
+/* Queues bytes to send: head (copied) then optional data.  owned (of
+ * owned_size bytes), when not NULL, is freed after sending and counts
+ * against the connection's output limit until then. */
 void conn_send(struct nbd_conn *c, const void *head, size_t head_len,
-               const void *data, size_t data_len, void *owned);
+               const void *data, size_t data_len, void *owned,
+               size_t owned_size);
 void conn_expect_header(struct nbd_conn *c, size_t len);
 int conn_expect_payload(struct nbd_conn *c, size_t len, bool discard);
 void conn_request_done(struct nbd_conn *c, size_t buffered);

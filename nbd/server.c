@@ -206,18 +206,40 @@ void server_connection_gone(struct nbd_server *srv, struct nbd_conn *c)
     update_accepting(srv);
 }
 
+#define DRAIN_TIMEOUT_MS 1000u
+
+/* Clients that still have not taken their replies are cut off. */
+static void drain_expired(void *opaque)
+{
+    struct nbd_server *srv = opaque;
+    struct nbd_conn *c, *next;
+
+    srv->drain_timer = 0;
+    for (c = srv->conns; c; c = next) {
+        next = c->next;
+        conn_close(c, true);
+    }
+}
+
 void nbd_server_shutdown(struct nbd_server *srv)
 {
     struct nbd_conn *c, *next;
 
+    if (srv->shutting_down)
+        return;
     srv->shutting_down = true;
     update_accepting(srv);
     for (c = srv->conns; c; c = next) {
         next = c->next;
-        /* Mid-handshake clients are dropped; the others get their answers
-         * first. */
+        /* A WRITE whose data is still arriving was never acknowledged:
+         * drop it.  Mid-handshake clients are dropped; the others get the
+         * answers to what is in flight first. */
+        commands_abandon_payload(c);
         conn_close(c, c->phase != PHASE_TRANSMISSION);
     }
+    if (srv->nconns > 0)
+        srv->drain_timer = qed_loop_add_timer(srv->loop, DRAIN_TIMEOUT_MS,
+                                              drain_expired, srv);
 }
 
 bool nbd_server_finished(const struct nbd_server *srv)
@@ -236,6 +258,8 @@ void nbd_server_free(struct nbd_server *srv)
 {
     if (!srv)
         return;
+    if (srv->drain_timer)
+        qed_loop_cancel_timer(srv->loop, srv->drain_timer);
     for (unsigned i = 0; i < srv->nlisteners; i++) {
         if (srv->accepting)
             qed_loop_unwatch_fd(srv->loop, srv->listeners[i]);
