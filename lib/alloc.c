@@ -429,7 +429,7 @@ static void idle_check(void *opaque)
     uint64_t idle = loop_now_ms() - s->last_table_update_ms;
 
     s->idle_timer = 0;
-    if (!(s->header.features & QED_F_NEED_CHECK))
+    if (!(s->header.features & QED_F_NEED_CHECK) || s->unchecked_dirty)
         return;
     if (s->slots || s->header_writer.busy || idle < IDLE_CLEAN_MS) {
         arm_idle_timer(img, idle < IDLE_CLEAN_MS ? IDLE_CLEAN_MS - idle

@@ -5,28 +5,34 @@
  * file, never per cluster of the virtual disk): a reference to a cluster
  * already marked is a double reference, a cluster after the header that
  * nothing marks is a leak.  The file's clusters are those of its size
- * rounded up to the cluster size.
+ * rounded up to the cluster size.  L1 entries naming one table have its
+ * entries looked at once, so hostile images cost no more than the file.
  *
- * Repair runs in phases, each crash-safe (a crash leaves at worst leaked
- * clusters, never a lost or changed one):
+ * Repair marks the image dirty for its duration and runs in phases, each
+ * crash-safe (a crash leaves at worst leaked clusters, never a lost or
+ * changed one; the dirty flag makes the next read-write open finish):
  *
- *  1. Corruptions (REPAIR_ALL).  Invalid entries are cleared.  A second
- *     reference to a cluster gets a copy of its own at the end of the file:
- *     copy, flush, then the entry.  An L2 table that shares clusters with an
- *     earlier table, or that data entries point into, moves to a copy (the
- *     old clusters are left to whoever else reads them), so a table is
- *     rewritten in place only where nothing else reads its bytes.  Data
- *     clusters are never written, so every copy has the original bytes.
+ *  1. Corruptions (REPAIR_ALL).  First invalid entries are cleared, and
+ *     that is flushed.  Then a second reference to a cluster gets a copy of
+ *     its own at the end of the file: copy, flush, then the entry.  An L2
+ *     table that shares clusters with an earlier table, or that data entries
+ *     point into, moves to a copy (the old clusters are left to whoever else
+ *     reads them), so a table is rewritten in place only where nothing else
+ *     reads its bytes.  Data clusters are never written, so every copy has
+ *     the original bytes.  Copies skip the clusters an invalid entry not yet
+ *     cleared points at (an entry past the end of the file must not come to
+ *     name a copy), and may grow the file by its size and 1 GiB at most.
  *
  *  2. Leaks.  The objects (data clusters, L2 tables) at the end of the file
  *     move into the gaps in rounds: copy every object of the round, flush,
  *     update the entries that point at them (L2 entries; L1 entries for
  *     tables), flush; then the file is truncated after its last cluster in
  *     use.  A cluster freed in one round is reused only in a later one,
- *     after the flush that made the reference to it go away.  A reverse map
- *     (cluster -> owner: virtual cluster for data, L1 index for a table)
- *     covers the clusters past the final end of the file, i.e. the ones to
- *     move.
+ *     after the flush that made the reference to it go away.  A table that
+ *     fits in no gap is parked at the end or given room by moving data out
+ *     of its way.  A reverse map (cluster -> owner: virtual cluster for
+ *     data, L1 index for a table) covers the clusters past the end the file
+ *     shrinks to, i.e. the ones to move.
  *
  *  3. The in-memory state follows the disk: L1 is read again, every cached
  *     L2 table that might be stale is dropped, and the end of the file is
@@ -188,6 +194,67 @@ static int copy_bytes(struct ck *c, uint64_t from, uint64_t to, uint64_t len)
     return 0;
 }
 
+/* ---- tables met before ---------------------------------------------------- */
+
+/* L1 entries naming the same table: its entries are looked at once; what
+ * they held is remembered for the count.  (Distinct tables are at most as
+ * many as clusters in the file, so the work stays bounded by the file even
+ * when every L1 entry names one table.) */
+struct seen {
+    uint64_t offset; /* 0: free slot */
+    uint32_t valid, invalid, allocated, fragmented; /* entries of one table */
+};
+
+struct seen_set {
+    struct seen *slots;
+    uint64_t mask;
+    uint64_t count, max; /* slots used, and at most */
+};
+
+/* Room for as many tables as L1 names, or as fit in the file's clusters,
+ * whichever is fewer (distinct tables cannot be more). */
+static int seen_init(struct seen_set *ss, const struct qed_state *s)
+{
+    uint64_t n = 0, cap = 16;
+
+    for (uint64_t i = 0; i < s->table_entries; i++)
+        n += table_entry(s->l1, i) != 0;
+    n = QED_MIN(n, (s->file_end >> s->cluster_bits) + 1);
+    while (cap < 2 * n)
+        cap *= 2;
+    ss->slots = calloc(cap, sizeof(*ss->slots));
+    ss->mask = cap - 1;
+    ss->count = 0;
+    ss->max = cap / 2;
+    return ss->slots ? 0 : -ENOMEM;
+}
+
+/* The slot of a table offset; with insert, a new one (NULL when full). */
+static struct seen *seen_get(struct seen_set *ss, uint64_t offset, bool insert)
+{
+    uint64_t h = (offset >> 12) * UINT64_C(0x9e3779b97f4a7c15);
+
+    for (uint64_t i = h >> 20;; i++) {
+        struct seen *sn = &ss->slots[i & ss->mask];
+        if (sn->offset == offset)
+            return sn;
+        if (sn->offset == 0) {
+            if (!insert || ss->count >= ss->max)
+                return NULL;
+            ss->count++;
+            memset(sn, 0, sizeof(*sn));
+            sn->offset = offset;
+            return sn;
+        }
+    }
+}
+
+static void seen_free(struct seen_set *ss)
+{
+    free(ss->slots);
+    ss->slots = NULL;
+}
+
 /* ---- the walk: check, and repair of corruptions ------------------------- */
 
 enum fix_mode {
@@ -207,6 +274,7 @@ struct walk {
     uint64_t corruptions, fixed, check_errors;
     uint64_t invalid, clashes;       /* the corruptions, by kind */
     uint64_t copy_clusters;          /* clusters a repair would copy */
+    struct seen_set seen;
     uint64_t allocated, fragmented, leaks, end;
 };
 
@@ -347,6 +415,8 @@ static int walk_table(struct ck *c, struct walk *w, uint64_t i, uint64_t e)
     struct qed_state *s = c->s;
     uint64_t first = clusters_of(c, e), where = e;
     bool clash, shared, move, changed = false, copied = false;
+    uint64_t allocated, fragmented, invalid;
+    struct seen *sn;
     int ret;
 
     if (!ref_valid(c, e, s->table_bytes, w->limit)) {
@@ -372,6 +442,19 @@ static int walk_table(struct ck *c, struct walk *w, uint64_t i, uint64_t e)
      * (Clearing invalid entries leaves such a table to the copy pass.) */
     shared = clash || (w->targets_in && any_marked(w->targets_in, first, c->k));
     move = w->fix == FIX_COPY && shared;
+    if (clash && w->fix != FIX_COPY) {
+        /* The same table again: every entry is met a second time. */
+        sn = seen_get(&w->seen, e, false);
+        if (sn) {
+            w->corruptions += sn->valid + sn->invalid;
+            w->clashes += sn->valid;
+            w->invalid += sn->invalid;
+            w->copy_clusters += sn->valid;
+            w->allocated += sn->allocated;
+            w->fragmented += sn->fragmented;
+            return 0;
+        }
+    }
     ret = io_pread_sync(c->img->file, c->table, s->table_bytes, e);
     if (ret < 0) {
         note_read_error(c, w, ret, i, e);
@@ -387,9 +470,21 @@ static int walk_table(struct ck *c, struct walk *w, uint64_t i, uint64_t e)
     } else {
         mark(w, first, c->k);
     }
+    allocated = w->allocated;
+    fragmented = w->fragmented;
+    invalid = w->invalid;
     ret = walk_entries(c, w, !shared || move, &changed, &copied);
-    if (ret < 0 || !w->fix)
+    if (ret < 0)
         return ret;
+    sn = seen_get(&w->seen, e, true);
+    if (sn) {
+        sn->allocated = (uint32_t)(w->allocated - allocated);
+        sn->fragmented = (uint32_t)(w->fragmented - fragmented);
+        sn->invalid = (uint32_t)(w->invalid - invalid);
+        sn->valid = sn->allocated - sn->invalid;
+    }
+    if (!w->fix)
+        return 0;
     if (move) {
         /* Table and copied data durable, then the L1 entry. */
         ret = write_at(c, c->table, s->table_bytes, where, "a copied L2 table");
@@ -411,6 +506,7 @@ static int walk_table(struct ck *c, struct walk *w, uint64_t i, uint64_t e)
 static void walk_free(struct walk *w)
 {
     bitmap_free(&w->used);
+    seen_free(&w->seen);
 }
 
 /* Walks every table; limit is the end of the file the references must lie
@@ -423,7 +519,8 @@ static int walk(struct ck *c, struct walk *w, uint64_t limit)
     int ret = 0;
 
     w->limit = limit;
-    if (bitmap_resize(&w->used, QED_MAX(nclusters, clusters_of(c, c->end))) < 0 ||
+    if (seen_init(&w->seen, s) < 0 ||
+        bitmap_resize(&w->used, QED_MAX(nclusters, clusters_of(c, c->end))) < 0 ||
         (w->targets_out && bitmap_resize(w->targets_out, nclusters) < 0))
         return qed_fail(c->err, ENOMEM, "out of memory for the check "
                         "(%" PRIu64 " clusters)", nclusters);
@@ -546,28 +643,37 @@ static int leak_walk(struct ck *c, struct leaker *lf, enum leak_walk_mode mode,
 {
     struct qed_state *s = c->s;
     uint64_t limit = bytes_of(c, lf->n);
+    struct seen_set seen;
+    int ret = 0;
 
+    if (seen_init(&seen, s) < 0)
+        return qed_fail(c->err, ENOMEM, "out of memory for the repair");
     if (mode == LW_STATE) {
         for (uint64_t i = 0; i < lf->first; i++)
             st_set(lf, i, CL_FIXED);
         for (uint64_t i = 0; i < c->k; i++)
             st_set(lf, clusters_of(c, s->header.l1_table_offset) + i, CL_FIXED);
     }
-    for (uint64_t i = 0; i < s->table_entries; i++) {
+    for (uint64_t i = 0; i < s->table_entries && ret == 0; i++) {
         uint64_t e = table_entry(s->l1, i), t = clusters_of(c, e);
-        int ret;
+        bool again;
 
         if (e == 0 || !ref_valid(c, e, s->table_bytes, limit))
             continue;
+        /* A table named twice stays put; its entries are its own once. */
+        again = seen_get(&seen, e, false) != NULL;
+        seen_get(&seen, e, true);
         for (uint64_t x = t; x < t + c->k; x++) {
             if (mode == LW_STATE)
                 st_set(lf, x, st_get(lf, x) == CL_FREE ? CL_TABLE : CL_FIXED);
             else if (mode == LW_OWNERS && st_get(lf, x) == CL_TABLE)
                 owner_set(lf, x, OWNER_TABLE | i);
         }
+        if (again)
+            continue;
         ret = read_at(c, c->table, s->table_bytes, e, "an L2 table");
         if (ret < 0)
-            return ret;
+            break;
         for (uint64_t j = 0; j < s->table_entries; j++) {
             uint64_t d = table_entry(c->table, j), x = clusters_of(c, d);
             uint64_t owner = (i << s->table_bits) + j + 1;
@@ -584,7 +690,8 @@ static int leak_walk(struct ck *c, struct leaker *lf, enum leak_walk_mode mode,
                 win_owner[x - win] = owner;
         }
     }
-    return 0;
+    seen_free(&seen);
+    return ret;
 }
 
 static uint64_t count_free(const struct leaker *lf, uint64_t from,
@@ -1136,6 +1243,8 @@ settle:
         ret = flush(&c);
         if (ret == 0)
             ret = image_write_header(img, s->header.features & ~QED_F_NEED_CHECK);
+        if (ret == 0)
+            s->unchecked_dirty = false;
         if (ret < 0)
             ret = qed_fail(err, -ret, "clearing the dirty flag: %s",
                            strerror(-ret));

@@ -218,6 +218,7 @@ static int open_qed_state(qed_image *img, size_t cache_bytes, qed_error *err)
                      s->header.l1_table_offset, err, "the L1 table");
     if (ret < 0)
         return ret;
+    table_poison_invalid(s, s->l1, s->table_entries, s->table_bytes);
     if (l2cache_new(cache_bytes, s->table_bytes, &s->l2cache) < 0)
         return qed_fail(err, ENOMEM, "out of memory");
     s->dirty_durable = (s->header.features & QED_F_NEED_CHECK) != 0;
@@ -356,6 +357,9 @@ static int open_internal(const char *path, const struct qed_open_options *o,
         ret = open_backing(img, o, chain, err);
     if (ret == 0 && img->writable && !(o->flags & QED_OPEN_NO_CHECK))
         ret = check_on_open(img, err);
+    if (ret == 0 && (o->flags & QED_OPEN_NO_CHECK) &&
+        (img->qed->header.features & QED_F_NEED_CHECK))
+        img->qed->unchecked_dirty = true;
     if (ret < 0)
         goto fail;
     *out = img;
@@ -447,7 +451,7 @@ static int mark_clean(qed_image *img, qed_error *err)
 
     if (ret < 0)
         return qed_fail(err, -ret, "flush: %s", strerror(-ret));
-    if (!(s->header.features & QED_F_NEED_CHECK))
+    if (!(s->header.features & QED_F_NEED_CHECK) || s->unchecked_dirty)
         return 0;
     ret = image_write_header(img, s->header.features & ~QED_F_NEED_CHECK);
     if (ret < 0)

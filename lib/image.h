@@ -79,6 +79,9 @@ struct qed_state {
     struct table_slot *slots;
     /* NEED_CHECK: durable before the first table update (no backing). */
     bool dirty_durable;
+    /* Opened dirty without the check (QED_OPEN_NO_CHECK): a clean close
+     * must not mark it clean until a repair has left it consistent. */
+    bool unchecked_dirty;
     struct block_writer header_writer;
     uint64_t idle_timer;            /* marks the image clean when idle */
     uint64_t last_table_update_ms;
@@ -173,6 +176,8 @@ void table_set_entry(uint8_t *table, uint64_t index, uint64_t value);
 /* Is a data cluster or table offset usable in this image? */
 bool qed_offset_valid(const struct qed_state *s, uint64_t offset,
                       uint64_t length);
+void table_poison_invalid(const struct qed_state *s, uint8_t *table,
+                          uint64_t entries, uint64_t span);
 
 /* l2cache.c */
 int l2cache_new(size_t budget_bytes, uint64_t table_bytes,

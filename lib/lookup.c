@@ -96,6 +96,10 @@ static void finish_load(void *opaque, int ret)
     t->load_waiters = NULL;
     if (ret < 0)
         t->failed = true;
+    else if (waiters)
+        table_poison_invalid(waiters->img->qed, t->bytes,
+                             waiters->img->qed->table_entries,
+                             waiters->img->qed->cluster_size);
     while ((req = waiters) != NULL) {
         waiters = req->next;
         req->next = NULL;

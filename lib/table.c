@@ -33,3 +33,19 @@ bool qed_offset_valid(const struct qed_state *s, uint64_t offset,
     return end <= s->header.l1_table_offset ||
            offset >= s->header.l1_table_offset + s->table_bytes;
 }
+
+/* Entries that point outside the file when a table is read are corrupt; if
+ * they stayed as they are, the file growing later would make them point at
+ * clusters allocated for something else.  They are marked in memory (bit 1,
+ * never set in a cluster-aligned offset) so every use fails as corrupt,
+ * which is also what the check reports for them. */
+void table_poison_invalid(const struct qed_state *s, uint8_t *table,
+                          uint64_t entries, uint64_t span)
+{
+    for (uint64_t i = 0; i < entries; i++) {
+        uint64_t e = table_entry(table, i);
+        if (e > 1 && !(e & (s->cluster_size - 1)) &&
+            !qed_offset_valid(s, e, span))
+            table_set_entry(table, i, e | 2);
+    }
+}

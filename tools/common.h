@@ -31,6 +31,11 @@ extern const struct tool_command io_command;
 extern const struct tool_command convert_command;
 extern const struct tool_command bench_command;
 extern const struct tool_command serve_command;
+extern const struct tool_command check_command;
+extern const struct tool_command compare_command;
+extern const struct tool_command commit_command;
+extern const struct tool_command rebase_command;
+extern const struct tool_command resize_command;
 
 /* Prints "usage: qed NAME SYNOPSIS" and the details. */
 void tool_print_help(FILE *out, const struct tool_command *cmd);

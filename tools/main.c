@@ -9,6 +9,8 @@
 static const struct tool_command *const commands[] = {
     &create_command, &info_command,    &map_command,
     &io_command,     &convert_command, &bench_command, &serve_command,
+    &check_command,
+    &compare_command, &commit_command, &rebase_command, &resize_command,
 };
 
 #define COMMAND_COUNT (sizeof(commands) / sizeof(commands[0]))

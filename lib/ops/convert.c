@@ -56,7 +56,7 @@ static void segment_done(struct ops_worker *k)
     ops_worker_done(k, 0, NULL);
 }
 
-static void copy_read(struct ops_worker *k)
+static void copy_write(struct ops_worker *k)
 {
     struct convert *c = k->walk->opaque;
 
@@ -66,13 +66,23 @@ static void copy_read(struct ops_worker *k)
     ops_end(k);
 }
 
-static void diff_read(struct ops_worker *k)
+static void copy_read(struct ops_worker *k)
+{
+    ops_write_phase(k, copy_write);
+}
+
+static void diff_write(struct ops_worker *k)
 {
     struct convert *c = k->walk->opaque;
 
     ops_begin(k, segment_done);
     ops_write_blocks(k, c->dst, k->buf[0], k->buf[1], c->granularity, true);
     ops_end(k);
+}
+
+static void diff_read(struct ops_worker *k)
+{
+    ops_write_phase(k, diff_write);
 }
 
 static void start(struct ops_worker *k)
@@ -244,6 +254,7 @@ int qed_convert(qed_image *src, const char *dst_path,
     w.status[1] = c.dst;
     w.nstatus = c.has_backing ? 2 : 1;
     w.nbufs = c.has_backing ? 2 : 1;
+    w.align = c.has_backing ? c.granularity : 0;
     w.classify = classify;
     w.start = start;
     w.opaque = &c;

@@ -27,6 +27,7 @@ struct ops_worker {
     struct ops_walk *walk;
     bool busy;
     uint64_t offset, length;   /* the segment */
+    uint64_t counted;          /* bytes of it that are new to the walk */
     int action;                /* what classify said about its run */
     /* Status of each image at offset; length runs to the end of the run. */
     struct qed_block_status st[OPS_MAX_SOURCES];
@@ -36,7 +37,9 @@ struct ops_worker {
     int sub_ret;
     qed_error sub_err;
     void (*next)(struct ops_worker *k);
-    void *scratch;             /* for the operation */
+    bool writing;              /* holds one of the walk's write slots */
+    void (*write_fn)(struct ops_worker *k); /* waiting for a write slot */
+    struct ops_worker *write_next;
 };
 
 struct ops_walk {
@@ -48,6 +51,11 @@ struct ops_walk {
     unsigned nbufs;                        /* buffers per worker */
     unsigned requests;                     /* workers; 0: default */
     uint64_t request_size;                 /* 0: default */
+    /* Segments of runs that act are widened to multiples of align (a power
+     * of two dividing request_size; 0: none), so a run that starts or ends
+     * inside a cluster is handled a whole cluster at a time.  Widened
+     * segments overlap their neighbours: the action must be idempotent. */
+    uint64_t align;
     /* Decides what to do with the run [pos, pos + *len) whose status is
      * st[] (one per status image): OPS_SKIP or an action > 0.  May shorten
      * *len (never to 0). */
@@ -66,6 +74,7 @@ struct ops_walk {
     int run_action;
     struct qed_block_status run_st[OPS_MAX_SOURCES];
     struct qed_block_status q_st[OPS_MAX_SOURCES];
+    uint64_t q_len;          /* bytes the status query asked about */
     unsigned q_pending;
     int q_ret;
     qed_error q_err;
@@ -73,6 +82,14 @@ struct ops_walk {
     bool pumping, repump;
     struct ops_worker *workers;
     unsigned nworkers, busy;
+    /* At most write_slots segments write at once; the other workers read
+     * ahead meanwhile and queue here, so that while one batch of writes
+     * completes (table updates complete them in groups) the next is ready
+     * to go and reading never waits for writing. */
+    unsigned write_slots, writers;
+    struct ops_worker *write_queue, *write_queue_tail;
+    void *pool;              /* the workers' buffers, one mapping */
+    size_t pool_size;
     uint64_t done_bytes;
     int ret;
     qed_error err;
@@ -99,6 +116,9 @@ void ops_write_zeroes(struct ops_worker *k, qed_image *img, uint64_t offset,
 /* Fills buf[i] with [offset, offset + len) of img as a source: zeros when
  * the status says the range reads as zeros (or img is NULL), else a read. */
 void ops_fill(struct ops_worker *k, unsigned i, qed_image *img);
+/* Runs fn(k) once the worker holds a write slot (at once when one is
+ * free); the slot is given back when the segment ends. */
+void ops_write_phase(struct ops_worker *k, void (*fn)(struct ops_worker *k));
 /* Ends a worker's segment (ret 0 or -errno with err). */
 void ops_worker_done(struct ops_worker *k, int ret, const qed_error *err);
 

@@ -9,6 +9,7 @@
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include "ops.h"
@@ -70,7 +71,7 @@ static const char *image_name(const qed_image *img)
 
 static void query_finished(struct ops_walk *w)
 {
-    uint64_t len = w->limit - w->pos;
+    uint64_t len = w->q_len;
     uint64_t want;
     int action;
 
@@ -83,7 +84,7 @@ static void query_finished(struct ops_walk *w)
         uint64_t l = w->q_st[i].length;
         /* A length that would not advance, or runs past what was asked,
          * would make the walk loop or overrun: refuse it. */
-        if (l == 0 || l > w->limit - w->pos) {
+        if (l == 0 || l > w->q_len) {
             qed_error e;
             qed_fail(&e, EIO, "block status of '%s' at offset %" PRIu64
                      " returned an invalid length %" PRIu64,
@@ -126,6 +127,7 @@ static void start_query(struct ops_walk *w)
 {
     w->querying = true;
     w->q_ret = 0;
+    w->q_len = w->limit - w->pos; /* the limit may drop meanwhile */
     w->q_pending = 1; /* held while submitting */
     for (unsigned i = 0; i < w->nstatus; i++) {
         qed_image *img = w->status[i];
@@ -134,13 +136,13 @@ static void start_query(struct ops_walk *w)
 
         memset(st, 0, sizeof(*st));
         if (!img || w->pos >= qed_size(img)) {
-            st->length = w->limit - w->pos;
+            st->length = w->q_len;
             st->zero = true;
             continue;
         }
         w->q_pending++;
-        ret = qed_aio_block_status(img, w->pos, w->limit - w->pos, st,
-                                   status_done, w);
+        ret = qed_aio_block_status(img, w->pos, w->q_len, st, status_done,
+                                   w);
         if (ret < 0) {
             w->q_pending--;
             if (w->q_ret == 0) {
@@ -166,15 +168,24 @@ static struct ops_worker *idle_worker(struct ops_walk *w)
 static void dispatch(struct ops_walk *w, struct ops_worker *k)
 {
     uint64_t boundary = round_down_u64(w->pos, w->request_size);
-    uint64_t end = w->run_end;
+    uint64_t start = w->pos, end = w->run_end, seg_end;
+    uint64_t align = w->align;
 
     /* Segments never cross a multiple of the request size, so aligned
      * source data stays aligned (and whole clusters stay whole). */
     if (boundary + w->request_size < end)
         end = boundary + w->request_size;
+    seg_end = end;
+    if (align > 1 && w->request_size % align == 0) {
+        if (start == w->run_start)
+            start = round_down_u64(start, align);
+        if (end == w->run_end)
+            seg_end = QED_MIN(round_up_u64(end, align), w->end);
+    }
     k->busy = true;
-    k->offset = w->pos;
-    k->length = end - w->pos;
+    k->offset = start;
+    k->length = seg_end - start;
+    k->counted = end - w->pos;
     k->action = w->run_action;
     k->pending = 0;
     k->sub_ret = 0;
@@ -185,6 +196,9 @@ static void dispatch(struct ops_walk *w, struct ops_worker *k)
         k->st[i].length = w->run_end - w->pos;
         if (k->st[i].has_offset)
             k->st[i].offset += w->pos - w->run_start;
+        /* Widened past the run, the status says nothing about the rest. */
+        if (start != w->pos || seg_end != end)
+            k->st[i].zero = false;
     }
     w->busy++;
     w->pos = end;
@@ -231,16 +245,55 @@ static void pump(struct ops_walk *w)
     w->pumping = false;
 }
 
+void ops_write_phase(struct ops_worker *k, void (*fn)(struct ops_worker *k))
+{
+    struct ops_walk *w = k->walk;
+
+    if (w->writers < w->write_slots) {
+        w->writers++;
+        k->writing = true;
+        fn(k);
+        return;
+    }
+    k->write_fn = fn;
+    k->write_next = NULL;
+    if (w->write_queue_tail)
+        w->write_queue_tail->write_next = k;
+    else
+        w->write_queue = k;
+    w->write_queue_tail = k;
+}
+
+/* A write slot came free: the longest-waiting worker takes it. */
+static void release_write_slot(struct ops_walk *w)
+{
+    struct ops_worker *k = w->write_queue;
+
+    w->writers--;
+    if (!k)
+        return;
+    w->write_queue = k->write_next;
+    if (!w->write_queue)
+        w->write_queue_tail = NULL;
+    w->writers++;
+    k->writing = true;
+    k->write_fn(k);
+}
+
 void ops_worker_done(struct ops_worker *k, int ret, const qed_error *err)
 {
     struct ops_walk *w = k->walk;
 
     k->busy = false;
     w->busy--;
+    if (k->writing) {
+        k->writing = false;
+        release_write_slot(w);
+    }
     if (ret < 0)
         walk_fail(w, ret, err);
     else
-        report_progress(w, k->length);
+        report_progress(w, k->counted);
     pump(w);
 }
 
@@ -253,11 +306,37 @@ static bool walk_finished(const struct ops_walk *w)
 
 static void free_workers(struct ops_walk *w)
 {
-    for (unsigned i = 0; w->workers && i < w->nworkers; i++)
-        for (unsigned j = 0; j < OPS_MAX_SOURCES; j++)
-            free(w->workers[i].buf[j]);
+    if (w->pool)
+        munmap(w->pool, w->pool_size);
+    w->pool = NULL;
     free(w->workers);
     w->workers = NULL;
+}
+
+/* Every worker's buffers in one mapping.  Not in transparent huge pages:
+ * a huge page is cleared whole on its first fault even where a segment
+ * only fills part of a buffer, and in virtual machines fresh huge pages
+ * are the slowest memory to touch first. */
+static int alloc_buffers(struct ops_walk *w)
+{
+    size_t total = (size_t)w->nworkers * w->nbufs * w->request_size;
+    uint8_t *base;
+
+    if (total == 0)
+        return 0;
+    w->pool_size = total;
+    w->pool = mmap(NULL, w->pool_size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (w->pool == MAP_FAILED) {
+        w->pool = NULL;
+        return -ENOMEM;
+    }
+    base = w->pool;
+    for (unsigned i = 0; i < w->nworkers; i++)
+        for (unsigned j = 0; j < w->nbufs; j++)
+            w->workers[i].buf[j] =
+                base + ((size_t)i * w->nbufs + j) * w->request_size;
+    return 0;
 }
 
 int ops_walk_run(struct ops_walk *w, qed_error *err)
@@ -278,20 +357,19 @@ int ops_walk_run(struct ops_walk *w, qed_error *err)
     per_worker = w->request_size;
     w->nworkers = (unsigned)QED_MIN((uint64_t)w->requests,
                                     QED_MAX(w->end / per_worker + 1, 1));
+    w->write_slots = QED_MAX(w->nworkers / 2, 1u);
+    w->writers = 0;
+    w->write_queue = w->write_queue_tail = NULL;
     w->workers = calloc(w->nworkers, sizeof(*w->workers));
     if (!w->workers)
         return qed_fail(err, ENOMEM, "out of memory");
-    for (unsigned i = 0; i < w->nworkers; i++) {
+    for (unsigned i = 0; i < w->nworkers; i++)
         w->workers[i].walk = w;
-        for (unsigned j = 0; j < w->nbufs; j++) {
-            w->workers[i].buf[j] = qed_aligned_alloc(w->request_size);
-            if (!w->workers[i].buf[j]) {
-                free_workers(w);
-                return qed_fail(err, ENOMEM, "out of memory for %u buffers "
-                                "of %" PRIu64 " bytes", w->nworkers * w->nbufs,
-                                w->request_size);
-            }
-        }
+    if (alloc_buffers(w) < 0) {
+        free_workers(w);
+        return qed_fail(err, ENOMEM, "out of memory for %u buffers of %"
+                        PRIu64 " bytes", w->nworkers * w->nbufs,
+                        w->request_size);
     }
     if (w->progress)
         w->progress(w->progress_opaque, 0, w->end);

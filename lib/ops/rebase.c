@@ -1,0 +1,336 @@
+/* Backing files: qed_set_backing (header rewrite and chain swap),
+ * qed_set_backing_at (header only, by path) and qed_rebase (copy what would
+ * change, then the header).
+ *
+ * The header rewrite: the new name always goes right after the fixed
+ * fields (offset 64), where qemu-img puts it.  Nothing is written before
+ * the name is known to fit and (qed_set_backing) the new backing file is
+ * open; the part of a long name past the first 4 KiB block (only possible
+ * with header clusters over 4 KiB) is written and flushed first, into
+ * header space nothing reads yet; then the first block, fields and all, in
+ * one write, and a flush. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+
+#include "ops.h"
+
+#define HEADER_BLOCK 4096u
+
+int ops_check_backing_name(const struct qed_state *s, size_t len,
+                           qed_error *err)
+{
+    uint64_t room = s->header_bytes - QED_HEADER_BYTES;
+
+    if (len > QED_MAX_BACKING_NAME)
+        return qed_fail(err, ENAMETOOLONG, "backing file name is %zu bytes; "
+                        "at most %u are accepted", len, QED_MAX_BACKING_NAME);
+    if (len > room)
+        return qed_fail(err, ENAMETOOLONG, "backing file name is %zu bytes; "
+                        "at most %" PRIu64 " fit in the header (header size "
+                        "%" PRIu64 " bytes)", len, room, s->header_bytes);
+    return 0;
+}
+
+/* Writes the part of the name past the first block (into header space
+ * that only the new header will point at), then flushes. */
+static int write_name_tail(qed_image *img, const char *name, size_t len)
+{
+    uint64_t end = QED_HEADER_BYTES + (uint64_t)len;
+    uint64_t span = round_up_u64(end, HEADER_BLOCK) - HEADER_BLOCK;
+    uint8_t *buf;
+    int ret;
+
+    if (end <= HEADER_BLOCK)
+        return 0;
+    buf = qed_aligned_alloc(span);
+    if (!buf)
+        return -ENOMEM;
+    ret = io_pread_sync(img->file, buf, span, HEADER_BLOCK);
+    if (ret == 0) {
+        size_t head = HEADER_BLOCK - QED_HEADER_BYTES;
+        memcpy(buf, name + head, len - head);
+        ret = io_pwrite_sync(img->file, buf, span, HEADER_BLOCK);
+    }
+    if (ret == 0)
+        ret = io_sync_sync(img->file);
+    free(buf);
+    return ret;
+}
+
+static int rewrite_header(qed_image *img, const char *name, bool no_probe,
+                          qed_error *err)
+{
+    struct qed_state *s = img->qed;
+    struct qed_header old = s->header;
+    size_t len = strlen(name);
+    uint8_t *saved = malloc(HEADER_BLOCK);
+    uint64_t features;
+    int ret;
+
+    if (!saved)
+        return qed_fail(err, ENOMEM, "out of memory");
+    ret = write_name_tail(img, name, len);
+    if (ret < 0) {
+        free(saved);
+        return qed_fail(err, -ret, "writing the backing file name: %s",
+                        strerror(-ret));
+    }
+    memcpy(saved, s->header_block, HEADER_BLOCK);
+    /* The old name's bytes in the first block go; the new one follows the
+     * fields. */
+    if (old.features & QED_F_BACKING_FILE) {
+        uint64_t from = old.backing_filename_offset;
+        uint64_t to = from + old.backing_filename_size;
+        if (from < HEADER_BLOCK)
+            memset(s->header_block + from, 0,
+                   QED_MIN(to, (uint64_t)HEADER_BLOCK) - from);
+    }
+    memcpy(s->header_block + QED_HEADER_BYTES, name,
+           QED_MIN(len, (size_t)(HEADER_BLOCK - QED_HEADER_BYTES)));
+    features = s->header.features &
+               ~(QED_F_BACKING_FILE | QED_F_BACKING_FORMAT_NO_PROBE);
+    if (len > 0)
+        features |= QED_F_BACKING_FILE;
+    if (len > 0 && no_probe)
+        features |= QED_F_BACKING_FORMAT_NO_PROBE;
+    s->header.backing_filename_offset = len ? QED_HEADER_BYTES : 0;
+    s->header.backing_filename_size = (uint32_t)len;
+    /* Whatever autoclear bits meant, this writer did not keep them. */
+    s->header.autoclear_features = 0;
+    ret = image_write_header(img, features);
+    if (ret < 0) {
+        s->header = old;
+        memcpy(s->header_block, saved, HEADER_BLOCK);
+        free(saved);
+        return qed_fail(err, -ret, "writing the header: %s", strerror(-ret));
+    }
+    free(saved);
+    memcpy(s->backing_name, name, len + 1);
+    return 0;
+}
+
+static int check_target(qed_image *img, const char *name, qed_error *err)
+{
+    if (!img->qed)
+        return qed_fail(err, ENOTSUP, "'%s' is a raw image; only QED images "
+                        "have a backing file", img->filename);
+    if (!img->writable)
+        return qed_fail(err, EPERM, "'%s' is open read-only", img->filename);
+    return ops_check_backing_name(img->qed, strlen(name), err);
+}
+
+/* Opens the backing file name would make img's (NULL for none), on img's
+ * loop, and makes sure the chain would not loop or get too deep. */
+static int open_new_backing(qed_image *img, const char *name,
+                            enum qed_format format, qed_image **out,
+                            char **path_out, qed_error *err)
+{
+    struct qed_open_options o = {
+        .format = format,
+        .cache = img->cache,
+        .loop = img->loop,
+    };
+    unsigned depth = 1;
+    char *path;
+    int ret;
+
+    *out = NULL;
+    *path_out = NULL;
+    if (!name[0])
+        return 0;
+    path = ops_resolve_backing(img->filename, name);
+    if (!path)
+        return qed_fail(err, ENOMEM, "out of memory");
+    ret = qed_open(path, &o, out, err);
+    if (ret < 0) {
+        qed_error_prefix(err, "backing file '%s': ", path);
+        free(path);
+        return ret;
+    }
+    for (qed_image *layer = *out; layer; layer = qed_backing(layer), depth++) {
+        if (ops_same_file(layer->filename, img->filename))
+            ret = qed_fail(err, ELOOP, "backing file '%s' would make a loop: "
+                           "'%s' is in its chain", path, img->filename);
+        else if (depth > QED_MAX_CHAIN_DEPTH)
+            ret = qed_fail(err, ELOOP, "backing chain deeper than %u images",
+                           QED_MAX_CHAIN_DEPTH);
+        if (ret < 0) {
+            qed_close(*out, NULL);
+            *out = NULL;
+            free(path);
+            return ret;
+        }
+    }
+    *path_out = path;
+    return 0;
+}
+
+/* Rewrites the header for the new backing file (already open) and swaps
+ * the chain.  Takes backing and path either way. */
+static int install_backing(qed_image *img, const char *name,
+                           enum qed_format format, qed_image *backing,
+                           char *path, qed_error *err)
+{
+    bool no_probe = format == QED_FORMAT_RAW ||
+                    (backing && qed_format_of(backing) == QED_FORMAT_RAW);
+    int ret;
+
+    alloc_quiesce(img);
+    ret = rewrite_header(img, name, no_probe, err);
+    if (ret < 0) {
+        qed_close(backing, NULL);
+        free(path);
+        return ret;
+    }
+    if (img->backing)
+        qed_close(img->backing, NULL);
+    img->backing = backing;
+    free(img->backing_path);
+    img->backing_path = path;
+    img->backing_unavailable = false;
+    return 0;
+}
+
+int qed_set_backing(qed_image *img, const char *name, enum qed_format format,
+                    qed_error *err)
+{
+    qed_image *backing;
+    char *path;
+    int ret;
+
+    if (!name)
+        name = "";
+    ret = check_target(img, name, err);
+    if (ret == 0)
+        ret = ops_require_idle(img, "set backing file", err);
+    if (ret == 0)
+        ret = open_new_backing(img, name, format, &backing, &path, err);
+    if (ret < 0)
+        return ret;
+    return install_backing(img, name, format, backing, path, err);
+}
+
+int qed_set_backing_at(const char *path, const char *name,
+                       enum qed_format format, qed_error *err)
+{
+    struct qed_open_options o = { .flags = QED_OPEN_NO_BACKING };
+    qed_image *img;
+    int ret;
+
+    if (!name)
+        name = "";
+    /* Read-only as far as requests go, but on a writable file, and without
+     * the chain: the old backing file may be gone. */
+    ret = image_open(path, &o, &ops_writable_opener, &img, err);
+    if (ret < 0)
+        return ret;
+    if (!img->qed)
+        ret = qed_fail(err, ENOTSUP, "'%s' is a raw image; only QED images "
+                       "have a backing file", path);
+    if (ret == 0)
+        ret = ops_check_backing_name(img->qed, strlen(name), err);
+    if (ret == 0)
+        ret = rewrite_header(img, name, format == QED_FORMAT_RAW, err);
+    qed_close(img, NULL);
+    return ret;
+}
+
+/* ---- rebase ---------------------------------------------------------------------- */
+
+enum { ACT_DIFF = 1 };
+
+struct rebase {
+    qed_image *img, *backing;
+    int shared_depth;
+};
+
+static int classify(struct ops_walk *w, uint64_t pos, uint64_t *len,
+                    const struct qed_block_status *st)
+{
+    struct rebase *r = w->opaque;
+
+    (void)pos;
+    (void)len;
+    /* What the image holds itself does not depend on its backing file. */
+    if (st[0].present && st[0].depth == 0)
+        return OPS_SKIP;
+    /* Layers shared by the old and the new chain read the same. */
+    if (r->shared_depth > 0 && st[0].depth >= (unsigned)r->shared_depth)
+        return OPS_SKIP;
+    if (st[0].zero && st[1].zero)
+        return OPS_SKIP;
+    return ACT_DIFF;
+}
+
+static void segment_done(struct ops_worker *k)
+{
+    ops_worker_done(k, 0, NULL);
+}
+
+static void both_read(struct ops_worker *k)
+{
+    struct rebase *r = k->walk->opaque;
+
+    /* The image keeps, as its own, whatever the new chain would change. */
+    ops_begin(k, segment_done);
+    ops_write_blocks(k, r->img, k->buf[0], k->buf[1],
+                     r->img->qed->cluster_size, true);
+    ops_end(k);
+}
+
+static void start(struct ops_worker *k)
+{
+    struct rebase *r = k->walk->opaque;
+
+    ops_begin(k, both_read);
+    ops_fill(k, 0, r->img);
+    ops_fill(k, 1, r->backing);
+    ops_end(k);
+}
+
+int qed_rebase(qed_image *img, const char *backing, enum qed_format format,
+               unsigned flags, const struct qed_op_options *o, qed_error *err)
+{
+    struct rebase r = { .img = img };
+    struct ops_walk w = { 0 };
+    const char *name = backing ? backing : "";
+    char *path = NULL;
+    int ret;
+
+    if (flags & ~QED_REBASE_UNSAFE)
+        return qed_fail(err, EINVAL, "rebase flags 0x%x: unknown bits 0x%x",
+                        flags, flags & ~QED_REBASE_UNSAFE);
+    if (flags & QED_REBASE_UNSAFE)
+        return qed_set_backing(img, name, format, err);
+    ret = check_target(img, name, err);
+    if (ret == 0)
+        ret = ops_walk_configure(&w, o, err);
+    if (ret == 0)
+        ret = ops_require_idle(img, "rebase", err);
+    if (ret == 0)
+        ret = open_new_backing(img, name, format, &r.backing, &path, err);
+    if (ret < 0)
+        return ret;
+    r.shared_depth = ops_chain_depth_of(img, r.backing);
+    w.loop = img->loop;
+    w.end = qed_size(img);
+    w.status[0] = img;
+    w.status[1] = r.backing;
+    w.nstatus = 2;
+    w.nbufs = 2;
+    w.align = img->qed->cluster_size;
+    w.classify = classify;
+    w.start = start;
+    w.opaque = &r;
+    ret = ops_walk_run(&w, err);
+    /* What was copied is durable before the header points elsewhere. */
+    if (ret == 0)
+        ret = qed_flush(img, err);
+    if (ret < 0) {
+        qed_close(r.backing, NULL);
+        free(path);
+        return ret;
+    }
+    return install_backing(img, name, format, r.backing, path, err);
+}

@@ -1,0 +1,305 @@
+/* qed_resize: change an image's virtual size.
+ *
+ * Raw: the file is truncated or extended.
+ *
+ * QED, growing: the range past the old end is made to read as zeros first
+ * (whatever still maps there, and a longer backing file, would show
+ * through), flushed, then the header's image_size is written.
+ *
+ * QED, shrinking: the rest of the cluster the new end falls in is zeroed
+ * and flushed; the header gets the new size and NEED_CHECK (durable); the
+ * table entries past the new end are cleared (whole L2 tables through L1)
+ * and flushed; then the clusters that freed are reclaimed by the leak
+ * repair of qed_check, which moves the clusters at the end of the file into
+ * the holes and truncates the file, and clears NEED_CHECK.  A crash at any
+ * point leaves the image readable at the old or the new size with at worst
+ * leaked clusters, which the check on the next read-write open reclaims. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+
+#include "header.h"
+#include "ops.h"
+
+static int resize_raw(qed_image *img, uint64_t size, unsigned flags,
+                      qed_error *err)
+{
+    uint64_t current;
+    int ret = img->file->ops->get_size(img->file, &current);
+
+    if (ret < 0)
+        return qed_fail(err, -ret, "size of '%s': %s", img->filename,
+                        strerror(-ret));
+    if (size < current && !(flags & QED_RESIZE_SHRINK))
+        return qed_fail(err, EINVAL, "shrinking from %" PRIu64 " to %" PRIu64
+                        " bytes deletes data: it needs the shrink flag "
+                        "(--shrink)", current, size);
+    if (size > QED_MAX_VIRTUAL_SIZE)
+        return qed_fail(err, EFBIG, "size %" PRIu64 " exceeds the largest "
+                        "supported size %" PRIu64, size,
+                        (uint64_t)QED_MAX_VIRTUAL_SIZE);
+    if (size != current) {
+        ret = img->file->ops->truncate(img->file, size);
+        if (ret < 0)
+            return qed_fail(err, -ret, "truncating '%s' to %" PRIu64
+                            " bytes: %s", img->filename, size,
+                            strerror(-ret));
+    }
+    ret = io_sync_sync(img->file);
+    if (ret < 0)
+        return qed_fail(err, -ret, "flushing '%s': %s", img->filename,
+                        strerror(-ret));
+    /* As the open does: whole sectors, the partial last one reads zeros. */
+    img->size = round_up_u64(size, 512);
+    return 0;
+}
+
+static int check_qed_size(const struct qed_state *s, uint64_t size,
+                          qed_error *err)
+{
+    uint64_t max = header_max_image_size(s->cluster_size,
+                                         s->header.table_size);
+
+    if (size % 512 != 0)
+        return qed_fail(err, EINVAL, "image size %" PRIu64
+                        " is not a multiple of 512", size);
+    if (size > max)
+        return qed_fail(err, EINVAL, "image size %" PRIu64 " exceeds the "
+                        "maximum %" PRIu64 " the tables address (cluster size "
+                        "%" PRIu32 ", table size %" PRIu32 ")",
+                        size, max, s->cluster_size, s->header.table_size);
+    if (size > QED_MAX_VIRTUAL_SIZE)
+        return qed_fail(err, EINVAL, "image size %" PRIu64 " exceeds the "
+                        "largest supported size %" PRIu64, size,
+                        (uint64_t)QED_MAX_VIRTUAL_SIZE);
+    return 0;
+}
+
+static int write_size(qed_image *img, uint64_t size, uint64_t features,
+                      qed_error *err)
+{
+    struct qed_state *s = img->qed;
+    uint64_t old = s->header.image_size;
+    int ret;
+
+    s->header.image_size = size;
+    ret = image_write_header(img, features);
+    if (ret < 0) {
+        s->header.image_size = old;
+        return qed_fail(err, -ret, "writing the header of '%s': %s",
+                        img->filename, strerror(-ret));
+    }
+    return 0;
+}
+
+/* Makes [from, to) read as zeros wherever it does not already, through
+ * write-zeroes (zero clusters for whole clusters).  only_own: only what img
+ * holds itself (data clusters), not what comes from its backing file. */
+static int zero_range(qed_image *img, uint64_t from, uint64_t to,
+                      bool only_own, qed_error *err)
+{
+    while (from < to) {
+        struct qed_block_status st;
+        int ret = qed_block_status(img, from, to - from, &st, err);
+
+        if (ret < 0)
+            return ret;
+        if (st.length == 0 || st.length > to - from)
+            return qed_fail(err, EIO, "block status at offset %" PRIu64
+                            " returned an invalid length %" PRIu64, from,
+                            st.length);
+        if (!st.zero && (!only_own || (st.depth == 0 && st.present))) {
+            ret = qed_write_zeroes(img, from, st.length,
+                                   only_own ? 0 : QED_ZERO_MAY_UNMAP, err);
+            if (ret < 0)
+                return ret;
+        }
+        from += st.length;
+    }
+    return 0;
+}
+
+static int grow(qed_image *img, uint64_t size, qed_error *err)
+{
+    struct qed_state *s = img->qed;
+    uint64_t old = img->size;
+    int ret;
+
+    /* The new range is the image's from now on for requests; the header
+     * follows once it reads as zeros. */
+    img->size = size;
+    ret = zero_range(img, old, size, false, err);
+    if (ret == 0)
+        ret = qed_flush(img, err);
+    if (ret == 0)
+        ret = write_size(img, size, s->header.features, err);
+    if (ret < 0)
+        img->size = old;
+    return ret;
+}
+
+static void drop_cached_table(struct qed_state *s, uint64_t offset)
+{
+    struct table *t = l2cache_find(s->l2cache, offset);
+
+    if (t) {
+        l2cache_drop(s->l2cache, t);
+        l2cache_put(s->l2cache, t);
+    }
+}
+
+/* Clears the L2 entries for clusters at or past keep_end, and the L1
+ * entries of tables wholly past it, on disk (then flushed). */
+static int clear_tables(qed_image *img, uint64_t keep_end, qed_error *err)
+{
+    struct qed_state *s = img->qed;
+    uint64_t span = s->table_entries << s->cluster_bits;
+    uint64_t first_full = keep_end / span;
+    uint64_t l1_changed = 0;
+    uint8_t *table = NULL;
+    int ret = 0;
+
+    if (keep_end % span != 0) {
+        uint64_t index = first_full;
+        uint64_t offset = table_entry(s->l1, index);
+        uint64_t from = (keep_end % span) >> s->cluster_bits;
+        bool any = false;
+
+        first_full++;
+        if (offset != 0) {
+            table = qed_aligned_alloc(s->table_bytes);
+            if (!table)
+                return qed_fail(err, ENOMEM, "out of memory for an L2 table");
+            ret = io_pread_sync(img->file, table, s->table_bytes, offset);
+            if (ret < 0) {
+                ret = qed_fail(err, -ret, "reading L2 table %" PRIu64
+                               " at offset %" PRIu64 ": %s", index, offset,
+                               strerror(-ret));
+                goto out;
+            }
+            for (uint64_t i = from; i < s->table_entries; i++) {
+                if (table_entry(table, i) != 0) {
+                    table_set_entry(table, i, 0);
+                    any = true;
+                }
+            }
+            drop_cached_table(s, offset);
+            if (any)
+                ret = io_pwrite_sync(img->file, table, s->table_bytes,
+                                     offset);
+            if (ret < 0) {
+                ret = qed_fail(err, -ret, "writing L2 table %" PRIu64
+                               " at offset %" PRIu64 ": %s", index, offset,
+                               strerror(-ret));
+                goto out;
+            }
+        }
+    }
+    for (uint64_t i = first_full; i < s->table_entries; i++) {
+        uint64_t offset = table_entry(s->l1, i);
+        if (offset == 0)
+            continue;
+        drop_cached_table(s, offset);
+        table_set_entry(s->l1, i, 0);
+        l1_changed++;
+    }
+    if (l1_changed) {
+        ret = io_pwrite_sync(img->file, s->l1, s->table_bytes,
+                             s->header.l1_table_offset);
+        if (ret < 0) {
+            ret = qed_fail(err, -ret, "writing the L1 table: %s",
+                           strerror(-ret));
+            goto out;
+        }
+    }
+    ret = io_sync_sync(img->file);
+    if (ret < 0)
+        ret = qed_fail(err, -ret, "flush after clearing tables: %s",
+                       strerror(-ret));
+out:
+    free(table);
+    return ret;
+}
+
+/* The tables that stay must be readable before the size changes. */
+static int check_straddling_table(const qed_image *img, uint64_t keep_end,
+                                  qed_error *err)
+{
+    const struct qed_state *s = img->qed;
+    uint64_t span = s->table_entries << s->cluster_bits;
+    uint64_t index = keep_end / span;
+    uint64_t offset;
+
+    if (keep_end % span == 0 || index >= s->table_entries)
+        return 0;
+    offset = table_entry(s->l1, index);
+    if (offset != 0 && !qed_offset_valid(s, offset, s->table_bytes))
+        return qed_fail(err, EIO, "corrupt image: L1 entry %" PRIu64
+                        " points at invalid L2 table offset 0x%" PRIx64
+                        " (file end 0x%" PRIx64 "); repair it first (qed "
+                        "check -r all)", index, offset, s->file_end);
+    return 0;
+}
+
+static int shrink(qed_image *img, uint64_t size, qed_error *err)
+{
+    struct qed_state *s = img->qed;
+    uint64_t keep_end = round_up_u64(size, s->cluster_size);
+    struct qed_check_result res;
+    int ret;
+
+    ret = check_straddling_table(img, keep_end, err);
+    /* What the last cluster holds past the new end must not come back
+     * when the image grows again. */
+    if (ret == 0 && keep_end > size)
+        ret = zero_range(img, size, QED_MIN(keep_end, img->size), true, err);
+    if (ret == 0)
+        ret = qed_flush(img, err);
+    if (ret == 0)
+        ret = write_size(img, size, s->header.features | QED_F_NEED_CHECK,
+                         err);
+    if (ret < 0)
+        return ret;
+    img->size = size;
+    ret = clear_tables(img, keep_end, err);
+    if (ret < 0)
+        return ret;
+    ret = qed_check(img, QED_CHECK_REPAIR_LEAKS, &res, err);
+    if (ret < 0) {
+        qed_error_prefix(err, "reclaiming the clusters past the new end: ");
+        return ret;
+    }
+    if (res.check_errors)
+        return qed_fail(err, EIO, "reclaiming the clusters past the new end: "
+                        "%" PRIu64 " check errors", res.check_errors);
+    return 0;
+}
+
+int qed_resize(qed_image *img, uint64_t size, unsigned flags, qed_error *err)
+{
+    int ret;
+
+    if (flags & ~QED_RESIZE_SHRINK)
+        return qed_fail(err, EINVAL, "resize flags 0x%x: unknown bits 0x%x",
+                        flags, flags & ~QED_RESIZE_SHRINK);
+    if (!img->writable)
+        return qed_fail(err, EPERM, "resize: '%s' is open read-only",
+                        img->filename);
+    ret = ops_require_idle(img, "resize", err);
+    if (ret < 0)
+        return ret;
+    if (!img->qed)
+        return resize_raw(img, size, flags, err);
+    ret = check_qed_size(img->qed, size, err);
+    if (ret < 0)
+        return ret;
+    if (size == img->size)
+        return 0;
+    if (size < img->size && !(flags & QED_RESIZE_SHRINK))
+        return qed_fail(err, EINVAL, "shrinking from %" PRIu64 " to %" PRIu64
+                        " bytes deletes data: it needs the shrink flag "
+                        "(--shrink)", img->size, size);
+    /* Header rewrites must not race the idle timer's. */
+    alloc_quiesce(img);
+    return size > img->size ? grow(img, size, err) : shrink(img, size, err);
+}
