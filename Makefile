@@ -17,7 +17,7 @@ CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=
 LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 
-LIB_SRCS   := $(sort $(wildcard lib/*.c))
+LIB_SRCS   := $(sort $(wildcard lib/*.c) $(wildcard lib/ops/*.c))
 NBD_SRCS   := $(sort $(wildcard nbd/*.c))
 TOOL_SRCS  := $(sort $(wildcard tools/*.c))
 UNIT_SRCS  := $(sort $(wildcard tests/unit/test-*.c))
@@ -33,7 +33,7 @@ LIBQED := $(BUILD)/libqed.a
 LIBNBD := $(BUILD)/libqednbd.a
 QED    := $(BUILD)/qed
 
-.PHONY: all deps check demo clean unit-tests fuzz fuzz-build fuzz-smoke
+.PHONY: all deps check check-asan demo clean unit-tests fuzz fuzz-build fuzz-smoke
 # Test support objects are shared by every test program: keep them.
 .SECONDARY:
 
@@ -71,6 +71,18 @@ check: deps
 	    FUZZ_BUILD=$(abspath $(FUZZ_BUILD)) \
 	    perl tests/run-tests.pl $(UNIT_BINS) $(sort $(wildcard tests/interop/*.sh)) \
 	        $(sort $(wildcard tests/fuzz/*.sh))
+
+# The whole suite again under AddressSanitizer + UndefinedBehaviorSanitizer
+# (the stress test with fewer operations: ASan is several times slower).
+ASAN_BUILD ?= build-asan
+check-asan: deps
+	$(MAKE) BUILD=$(ASAN_BUILD) SANITIZE=address,undefined all
+	QED=$(abspath $(ASAN_BUILD))/qed BUILD=$(abspath $(ASAN_BUILD)) \
+	    TESTS_DIR=$(abspath tests) QED_STRESS_OPS=20000 \
+	    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	    perl tests/run-tests.pl $(patsubst $(BUILD)/%,$(ASAN_BUILD)/%,$(UNIT_BINS)) \
+	        $(sort $(wildcard tests/interop/*.sh))
 
 demo: deps
 	$(MAKE) $(QED)

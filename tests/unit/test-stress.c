@@ -361,7 +361,10 @@ static void stress(const char *dir, enum qed_engine engine, bool backing,
 int main(int argc, char **argv)
 {
     char dir[] = "/tmp/qed-stress-XXXXXX";
-    uint64_t count = argc > 1 ? strtoull(argv[1], NULL, 10) : 100000;
+    const char *env = getenv("QED_STRESS_OPS");
+    uint64_t count = argc > 1 ? strtoull(argv[1], NULL, 10)
+                     : env    ? strtoull(env, NULL, 10)
+                              : 100000;
 
     if (!mkdtemp(dir)) {
         perror("mkdtemp");
