@@ -30,14 +30,20 @@ TESTLIB_OBJS := $(TESTLIB_SRCS:%.c=$(BUILD)/%.o)
 UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
 LIBQED := $(BUILD)/libqed.a
+# The shared library: soname libqed.so.1; the version script (lib/libqed.map)
+# exports the public API (qed_*) under the node LIBQED_1.0 and nothing else.
+LIBQED_SONAME  := libqed.so.1
+LIBQED_SO_FILE := libqed.so.1.0.0
+LIBQED_SO      := $(BUILD)/$(LIBQED_SO_FILE)
 LIBNBD := $(BUILD)/libqednbd.a
 QED    := $(BUILD)/qed
 
-.PHONY: all deps check check-asan demo clean unit-tests fuzz fuzz-build fuzz-smoke
+.PHONY: all deps check check-asan demo clean unit-tests fuzz fuzz-build fuzz-smoke \
+        shared install uninstall
 # Test support objects are shared by every test program: keep them.
 .SECONDARY:
 
-all: $(QED) $(UNIT_BINS)
+all: $(QED) $(UNIT_BINS) $(LIBQED_SO)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -47,6 +53,17 @@ $(LIBQED): $(LIB_OBJS)
 	@mkdir -p $(dir $@)
 	rm -f $@
 	ar rcs $@ $^
+
+# The same objects (CFLAGS has -fPIC) as a shared library.  -z defs catches
+# undefined symbols at link time (not with sanitizers: clang leaves their
+# runtime out of shared libraries).
+$(LIBQED_SO): $(LIB_OBJS) lib/libqed.map
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -shared -Wl,-soname,$(LIBQED_SONAME) \
+	    -Wl,--version-script=lib/libqed.map $(if $(SANITIZE),,-Wl,-z,defs) \
+	    -o $@ $(LIB_OBJS) $(LDLIBS)
+
+shared: $(LIBQED_SO)
 
 # The NBD server is its own library on top of libqed.
 $(LIBNBD): $(NBD_OBJS)
@@ -70,7 +87,7 @@ check: deps
 	QED=$(abspath $(QED)) BUILD=$(abspath $(BUILD)) TESTS_DIR=$(abspath tests) \
 	    FUZZ_BUILD=$(abspath $(FUZZ_BUILD)) \
 	    perl tests/run-tests.pl $(UNIT_BINS) $(sort $(wildcard tests/interop/*.sh)) \
-	        $(sort $(wildcard tests/fuzz/*.sh))
+	        $(sort $(wildcard tests/fuzz/*.sh)) $(sort $(wildcard tests/install/*.sh))
 
 # The whole suite again under AddressSanitizer + UndefinedBehaviorSanitizer
 # (the stress test with fewer operations: ASan is several times slower).
@@ -113,6 +130,54 @@ fuzz: deps fuzz-build
 	        -artifact_prefix=$(FUZZ_BUILD)/artifacts/$$t- \
 	        $(FUZZ_BUILD)/corpus/$$t fuzz/corpus/$$t || exit 1; \
 	done
+
+# ---- installation ----------------------------------------------------------
+# make install [PREFIX=/usr/local] [DESTDIR=/staging]: the CLI, the shared and
+# static libraries, the header, the pkg-config file and the man pages.
+# libqed.pc is written at install time, so it always names the PREFIX (and
+# LIBDIR, INCLUDEDIR) of this install; DESTDIR stays out of it.
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+MANDIR     ?= $(PREFIX)/share/man
+INSTALL    ?= install
+LDCONFIG   ?= ldconfig
+VERSION    := $(shell sed -n 's/.*define QED_VERSION_STRING "\(.*\)".*/\1/p' include/qed.h)
+
+# Paths under the prefix are written relative to it (${prefix}/...), so
+# `pkg-config --define-prefix` can relocate a staged copy.
+PC_LIBDIR     = $(patsubst $(PREFIX)/%,$${exec_prefix}/%,$(LIBDIR))
+PC_INCLUDEDIR = $(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))
+
+install: $(QED) $(LIBQED) $(LIBQED_SO) include/qed.h libqed.pc.in man/qed.1 man/libqed.3
+	$(INSTALL) -d "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(LIBDIR)" \
+	    "$(DESTDIR)$(PKGCONFIGDIR)" "$(DESTDIR)$(INCLUDEDIR)" \
+	    "$(DESTDIR)$(MANDIR)/man1" "$(DESTDIR)$(MANDIR)/man3"
+	$(INSTALL) -m 755 $(QED) "$(DESTDIR)$(BINDIR)/qed"
+	$(INSTALL) -m 755 $(LIBQED_SO) "$(DESTDIR)$(LIBDIR)/$(LIBQED_SO_FILE)"
+	ln -sf $(LIBQED_SO_FILE) "$(DESTDIR)$(LIBDIR)/$(LIBQED_SONAME)"
+	ln -sf $(LIBQED_SO_FILE) "$(DESTDIR)$(LIBDIR)/libqed.so"
+	$(INSTALL) -m 644 $(LIBQED) "$(DESTDIR)$(LIBDIR)/libqed.a"
+	$(INSTALL) -m 644 include/qed.h "$(DESTDIR)$(INCLUDEDIR)/qed.h"
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(PC_LIBDIR)|' \
+	    -e 's|@INCLUDEDIR@|$(PC_INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' \
+	    libqed.pc.in >"$(DESTDIR)$(PKGCONFIGDIR)/libqed.pc"
+	chmod 644 "$(DESTDIR)$(PKGCONFIGDIR)/libqed.pc"
+	$(INSTALL) -m 644 man/qed.1 "$(DESTDIR)$(MANDIR)/man1/qed.1"
+	$(INSTALL) -m 644 man/libqed.3 "$(DESTDIR)$(MANDIR)/man3/libqed.3"
+	@if [ -z "$(DESTDIR)" ] && [ -n "$(LDCONFIG)" ] && [ "$$(id -u)" -eq 0 ]; then \
+	    echo "$(LDCONFIG)"; $(LDCONFIG) || true; fi
+
+uninstall:
+	rm -f "$(DESTDIR)$(BINDIR)/qed" \
+	    "$(DESTDIR)$(LIBDIR)/$(LIBQED_SO_FILE)" "$(DESTDIR)$(LIBDIR)/$(LIBQED_SONAME)" \
+	    "$(DESTDIR)$(LIBDIR)/libqed.so" "$(DESTDIR)$(LIBDIR)/libqed.a" \
+	    "$(DESTDIR)$(INCLUDEDIR)/qed.h" "$(DESTDIR)$(PKGCONFIGDIR)/libqed.pc" \
+	    "$(DESTDIR)$(MANDIR)/man1/qed.1" "$(DESTDIR)$(MANDIR)/man3/libqed.3"
+	@if [ -z "$(DESTDIR)" ] && [ -n "$(LDCONFIG)" ] && [ "$$(id -u)" -eq 0 ]; then \
+	    echo "$(LDCONFIG)"; $(LDCONFIG) || true; fi
 
 clean:
 	rm -rf $(BUILD) $(FUZZ_BUILD)

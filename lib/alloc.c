@@ -266,7 +266,7 @@ int alloc_table(struct request *req)
     }
     offset = alloc_clusters(req->img, s->table_bytes >> s->cluster_bits);
     slot->table = l2cache_insert(s->l2cache, offset, true);
-    if (!slot->table)
+    if (!slot->table || table_index_add(s, offset) < 0)
         return qed_fail(&req->err, ENOMEM, "out of memory for an L2 table");
     slot->unlinked = true;
     slot->on_disk = false;

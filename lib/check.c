@@ -141,6 +141,9 @@ static bool ref_valid(const struct ck *c, uint64_t offset, uint64_t length,
         return false;
     if (add_overflows(offset, length, &end) || end > limit)
         return false;
+    /* A cluster cut short by the end of the file is no cluster. */
+    if (offset < s->tail_gap_end && end > s->tail_gap_start)
+        return false;
     return end <= l1 || offset >= l1 + s->table_bytes;
 }
 
@@ -1103,6 +1106,13 @@ static int resync_state(struct ck *c, const uint8_t *old_l1)
     /* Space past c->end is not the image's (extended ahead, or gone). */
     s->file_end = c->end;
     s->size_ensured = size;
+    if (s->tail_gap_end > s->file_end || size >= s->tail_gap_end)
+        s->tail_gap_start = s->tail_gap_end = 0; /* the partial cluster went */
+    if (ret == 0) {
+        table_poison_invalid(s, s->l1, s->table_entries, s->table_bytes);
+        if (table_index_build(s) < 0)
+            ret = qed_fail(c->err, ENOMEM, "out of memory");
+    }
     return ret;
 }
 

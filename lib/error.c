@@ -20,23 +20,41 @@ int qed_fail(qed_error *err, int code, const char *fmt, ...)
     return -code;
 }
 
+/* Context goes in front; when the whole does not fit, the prefix is cut,
+ * never the cause at the end. */
 void qed_error_prefix(qed_error *err, const char *fmt, ...)
 {
+    char prefix[sizeof(err->message)];
     char joined[sizeof(err->message)];
-    size_t used, rest;
+    size_t cap = sizeof(joined) - 1, plen, mlen;
     va_list ap;
 
     if (!err)
         return;
     va_start(ap, fmt);
-    vsnprintf(joined, sizeof(joined), fmt, ap);
+    vsnprintf(prefix, sizeof(prefix), fmt, ap);
     va_end(ap);
-    used = strlen(joined);
-    rest = strnlen(err->message, sizeof(err->message) - 1);
-    if (rest > sizeof(joined) - 1 - used)
-        rest = sizeof(joined) - 1 - used;
-    memcpy(joined + used, err->message, rest);
-    joined[used + rest] = '\0';
+    plen = strlen(prefix);
+    mlen = strnlen(err->message, cap);
+    if (plen + mlen > cap) {
+        size_t keep;
+        const char *msg = err->message;
+        if (mlen > cap - 3) {
+            /* The cause is at the end: keep the end. */
+            msg += mlen - (cap - 3);
+            mlen = cap - 3;
+        }
+        keep = cap - 3 - mlen;
+        /* "...<end of the prefix><cause>" */
+        memcpy(joined, "...", 3);
+        memcpy(joined + 3, prefix + plen - keep, keep);
+        memmove(joined + 3 + keep, msg, mlen);
+        joined[3 + keep + mlen] = '\0';
+    } else {
+        memcpy(joined, prefix, plen);
+        memcpy(joined + plen, err->message, mlen);
+        joined[plen + mlen] = '\0';
+    }
     memcpy(err->message, joined, sizeof(joined));
 }
 

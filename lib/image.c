@@ -147,6 +147,8 @@ static void derive_geometry(struct qed_state *s, uint64_t file_size)
     /* QEMU rounds a partial last cluster down; we never leave one, and
      * rounding up keeps new clusters clear of whatever is there. */
     s->file_end = round_up_u64(file_size, s->cluster_size);
+    s->tail_gap_start = round_down_u64(file_size, s->cluster_size);
+    s->tail_gap_end = s->file_end;
 }
 
 static int read_backing_name(qed_image *img, qed_error *err)
@@ -219,6 +221,8 @@ static int open_qed_state(qed_image *img, size_t cache_bytes, qed_error *err)
     if (ret < 0)
         return ret;
     table_poison_invalid(s, s->l1, s->table_entries, s->table_bytes);
+    if (table_index_build(s) < 0)
+        return qed_fail(err, ENOMEM, "out of memory");
     if (l2cache_new(cache_bytes, s->table_bytes, &s->l2cache) < 0)
         return qed_fail(err, ENOMEM, "out of memory");
     s->dirty_durable = (s->header.features & QED_F_NEED_CHECK) != 0;
@@ -252,6 +256,7 @@ static void free_image(qed_image *img)
         struct qed_state *s = img->qed;
         alloc_free_slots(s);
         l2cache_free(s->l2cache);
+        free(s->table_offsets);
         free(s->l1);
         free(s->header_block);
         free(s);
@@ -293,7 +298,8 @@ static int open_backing(qed_image *img, const struct qed_open_options *o,
     bo.flags &= ~QED_OPEN_RDWR;
     ret = open_internal(img->backing_path, &bo, img->loop, format, chain,
                         &img->backing, err);
-    if (ret < 0)
+    /* Deep in a chain, only the file that failed is named. */
+    if (ret < 0 && err && strncmp(err->message, "backing file '", 14) != 0)
         qed_error_prefix(err, "backing file '%s': ", img->backing_path);
     return ret;
 }

@@ -68,6 +68,14 @@ struct qed_state {
     uint64_t header_bytes;    /* header_size * cluster_size */
     uint8_t *l1;              /* L1 table, on-disk byte order */
     uint64_t file_end;        /* next cluster handed out, cluster aligned */
+    /* A file whose size was not a multiple of the cluster size at open: its
+     * partial last cluster [tail_gap_start, tail_gap_end) is no valid
+     * cluster (as for QEMU), and new clusters come after it. */
+    uint64_t tail_gap_start, tail_gap_end;
+    /* Offsets of the L2 tables (linked or being created), sorted: no data
+     * cluster may lie inside one. */
+    uint64_t *table_offsets;
+    size_t ntables, tables_cap;
     /* The file is known to be at least size_ensured bytes long; clusters
      * below it lie wholly inside the file.  Extensions run one at a time. */
     uint64_t size_ensured;
@@ -178,6 +186,13 @@ bool qed_offset_valid(const struct qed_state *s, uint64_t offset,
                       uint64_t length);
 void table_poison_invalid(const struct qed_state *s, uint8_t *table,
                           uint64_t entries, uint64_t span);
+/* A data cluster must also lie clear of every L2 table. */
+bool qed_data_offset_valid(const struct qed_state *s, uint64_t offset,
+                           uint64_t length);
+/* The value stored on disk for an entry that was marked invalid in memory. */
+uint64_t table_entry_on_disk(const struct qed_state *s, uint64_t entry);
+int table_index_build(struct qed_state *s);
+int table_index_add(struct qed_state *s, uint64_t offset);
 
 /* l2cache.c */
 int l2cache_new(size_t budget_bytes, uint64_t table_bytes,
@@ -198,7 +213,7 @@ uint64_t lookup_l1_index(const qed_image *img, uint64_t pos);
 uint64_t lookup_table_end(const qed_image *img, uint64_t pos);
 int lookup_validate_extent(const qed_image *img, uint64_t l1_index,
                            uint64_t pos, const struct extent *ext,
-                           qed_error *err);
+                           bool writing, qed_error *err);
 /* Makes req->l2 the L2 table for req->pos (loading it); calls next. Sets
  * req->l2 = NULL when the L1 entry is unallocated. */
 void lookup_load_l2(struct request *req, void (*next)(struct request *req));

@@ -419,7 +419,7 @@ static void read_chunk(struct request *req)
     lookup_extent(req->img, req->l2, req->pos, request_end(req) - req->pos,
                   ext);
     ret = lookup_validate_extent(req->img, req->l1_index, req->pos, ext,
-                                 &req->err);
+                                 false, &req->err);
     if (ret < 0) {
         request_complete(req, ret);
         return;
@@ -586,7 +586,7 @@ static void write_chunk(struct request *req)
     lookup_extent(req->img, req->l2, req->pos, request_end(req) - req->pos,
                   ext);
     ret = lookup_validate_extent(req->img, req->l1_index, req->pos, ext,
-                                 &req->err);
+                                 true, &req->err);
     if (ret < 0) {
         request_complete(req, ret);
         return;
@@ -827,7 +827,7 @@ static void status_chunk(struct request *req)
 
     lookup_extent(req->img, req->l2, req->pos, req->length, ext);
     ret = lookup_validate_extent(req->img, req->l1_index, req->pos, ext,
-                                 &req->err);
+                                 false, &req->err);
     if (ret < 0) {
         request_complete(req, ret);
         return;

@@ -1,6 +1,9 @@
 /* L1 and L2 tables: entries are little-endian on disk and stay so in memory,
  * so tables can be written straight from their buffers; this file is the
  * only place that converts them. */
+#include <errno.h>
+#include <stdlib.h>
+
 #include "image.h"
 
 uint64_t table_entry(const uint8_t *table, uint64_t index)
@@ -28,6 +31,8 @@ bool qed_offset_valid(const struct qed_state *s, uint64_t offset,
         return false;
     if (end > s->file_end)
         return false;
+    if (offset < s->tail_gap_end && end > s->tail_gap_start)
+        return false;
     /* Writing through an entry that points into the L1 table would destroy
      * the image: refuse it like any other bad offset. */
     return end <= s->header.l1_table_offset ||
@@ -48,4 +53,79 @@ void table_poison_invalid(const struct qed_state *s, uint8_t *table,
             !qed_offset_valid(s, e, span))
             table_set_entry(table, i, e | 2);
     }
+}
+
+uint64_t table_entry_on_disk(const struct qed_state *s, uint64_t entry)
+{
+    /* Marked entries were cluster aligned: bit 1 is the mark. */
+    if ((entry & (s->cluster_size - 1)) == 2)
+        return entry & ~(uint64_t)2;
+    return entry;
+}
+
+/* ---- the index of L2 table offsets ------------------------------------------ */
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int table_index_add(struct qed_state *s, uint64_t offset)
+{
+    size_t i;
+
+    if (s->ntables == s->tables_cap) {
+        size_t cap = s->tables_cap ? s->tables_cap * 2 : 16;
+        uint64_t *n = realloc(s->table_offsets, cap * sizeof(*n));
+        if (!n)
+            return -ENOMEM;
+        s->table_offsets = n;
+        s->tables_cap = cap;
+    }
+    for (i = s->ntables; i > 0 && s->table_offsets[i - 1] > offset; i--)
+        s->table_offsets[i] = s->table_offsets[i - 1];
+    s->table_offsets[i] = offset;
+    s->ntables++;
+    return 0;
+}
+
+/* From the L1 table as loaded (invalid entries already marked). */
+int table_index_build(struct qed_state *s)
+{
+    s->ntables = 0;
+    for (uint64_t i = 0; i < s->table_entries; i++) {
+        uint64_t e = table_entry(s->l1, i);
+        if (e == 0 || (e & (s->cluster_size - 1)))
+            continue;
+        if (s->ntables == s->tables_cap) {
+            size_t cap = s->tables_cap ? s->tables_cap * 2 : 16;
+            uint64_t *n = realloc(s->table_offsets, cap * sizeof(*n));
+            if (!n)
+                return -ENOMEM;
+            s->table_offsets = n;
+            s->tables_cap = cap;
+        }
+        s->table_offsets[s->ntables++] = e;
+    }
+    qsort(s->table_offsets, s->ntables, sizeof(uint64_t), cmp_u64);
+    return 0;
+}
+
+bool qed_data_offset_valid(const struct qed_state *s, uint64_t offset,
+                           uint64_t length)
+{
+    size_t lo = 0, hi = s->ntables;
+
+    if (!qed_offset_valid(s, offset, length))
+        return false;
+    /* The last table starting before the range's end must end before it. */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (s->table_offsets[mid] < offset + length)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo == 0 || s->table_offsets[lo - 1] + s->table_bytes <= offset;
 }

@@ -56,7 +56,7 @@ static void segment_done(struct ops_worker *k)
     ops_worker_done(k, 0, NULL);
 }
 
-static void copy_write(struct ops_worker *k)
+static void copy_read(struct ops_worker *k)
 {
     struct convert *c = k->walk->opaque;
 
@@ -66,23 +66,13 @@ static void copy_write(struct ops_worker *k)
     ops_end(k);
 }
 
-static void copy_read(struct ops_worker *k)
-{
-    ops_write_phase(k, copy_write);
-}
-
-static void diff_write(struct ops_worker *k)
+static void diff_read(struct ops_worker *k)
 {
     struct convert *c = k->walk->opaque;
 
     ops_begin(k, segment_done);
     ops_write_blocks(k, c->dst, k->buf[0], k->buf[1], c->granularity, true);
     ops_end(k);
-}
-
-static void diff_read(struct ops_worker *k)
-{
-    ops_write_phase(k, diff_write);
 }
 
 static void start(struct ops_worker *k)
@@ -115,11 +105,15 @@ static void start(struct ops_worker *k)
 static int refuse_chain_file(qed_image *src, const char *dst_path,
                              qed_error *err)
 {
-    for (qed_image *layer = src; layer; layer = qed_backing(layer))
-        if (ops_same_file(layer->filename, dst_path))
-            return qed_fail(err, EINVAL, "'%s' is %s of the source",
-                            dst_path, layer == src ? "the same file as"
-                                                   : "a backing file");
+    for (qed_image *layer = src; layer; layer = qed_backing(layer)) {
+        if (!ops_same_file(layer->filename, dst_path))
+            continue;
+        if (layer == src)
+            return qed_fail(err, EINVAL, "'%s' is the same file as the "
+                            "source", dst_path);
+        return qed_fail(err, EINVAL, "'%s' is a backing file of the source "
+                        "('%s')", dst_path, layer->filename);
+    }
     return 0;
 }
 
@@ -188,7 +182,7 @@ static int create_output(qed_image *src, const char *path,
         if (ret < 0)
             return ret;
         if (qed_size(c->dst) < size)
-            return qed_fail(err, ENOSPC, "the device holds %" PRIu64
+            return qed_fail(err, ENOSPC, "the output holds %" PRIu64
                             " bytes; the source needs %" PRIu64,
                             qed_size(c->dst), size);
         c->write_zeroes = device;
@@ -243,7 +237,6 @@ int qed_convert(qed_image *src, const char *dst_path,
         return ret;
     ret = create_output(src, dst_path, &o, format, &c, err);
     if (ret < 0) {
-        qed_error_prefix(err, "%s: ", dst_path);
         if (c.dst)
             qed_close(c.dst, NULL);
         return ret;
@@ -262,12 +255,12 @@ int qed_convert(qed_image *src, const char *dst_path,
     if (ret == 0) {
         ret = qed_flush(c.dst, err);
         if (ret < 0)
-            qed_error_prefix(err, "%s: ", dst_path);
+            qed_error_prefix(err, "flushing the output: ");
     }
     r = qed_close(c.dst, &close_err);
     if (r < 0 && ret == 0) {
         qed_error_copy(err, &close_err);
-        qed_error_prefix(err, "%s: ", dst_path);
+        qed_error_prefix(err, "closing the output: ");
         ret = r;
     }
     return ret;

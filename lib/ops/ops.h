@@ -37,9 +37,6 @@ struct ops_worker {
     int sub_ret;
     qed_error sub_err;
     void (*next)(struct ops_worker *k);
-    bool writing;              /* holds one of the walk's write slots */
-    void (*write_fn)(struct ops_worker *k); /* waiting for a write slot */
-    struct ops_worker *write_next;
 };
 
 struct ops_walk {
@@ -82,12 +79,6 @@ struct ops_walk {
     bool pumping, repump;
     struct ops_worker *workers;
     unsigned nworkers, busy;
-    /* At most write_slots segments write at once; the other workers read
-     * ahead meanwhile and queue here, so that while one batch of writes
-     * completes (table updates complete them in groups) the next is ready
-     * to go and reading never waits for writing. */
-    unsigned write_slots, writers;
-    struct ops_worker *write_queue, *write_queue_tail;
     void *pool;              /* the workers' buffers, one mapping */
     size_t pool_size;
     uint64_t done_bytes;
@@ -116,9 +107,6 @@ void ops_write_zeroes(struct ops_worker *k, qed_image *img, uint64_t offset,
 /* Fills buf[i] with [offset, offset + len) of img as a source: zeros when
  * the status says the range reads as zeros (or img is NULL), else a read. */
 void ops_fill(struct ops_worker *k, unsigned i, qed_image *img);
-/* Runs fn(k) once the worker holds a write slot (at once when one is
- * free); the slot is given back when the segment ends. */
-void ops_write_phase(struct ops_worker *k, void (*fn)(struct ops_worker *k));
 /* Ends a worker's segment (ret 0 or -errno with err). */
 void ops_worker_done(struct ops_worker *k, int ret, const qed_error *err);
 

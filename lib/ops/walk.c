@@ -245,51 +245,12 @@ static void pump(struct ops_walk *w)
     w->pumping = false;
 }
 
-void ops_write_phase(struct ops_worker *k, void (*fn)(struct ops_worker *k))
-{
-    struct ops_walk *w = k->walk;
-
-    if (w->writers < w->write_slots) {
-        w->writers++;
-        k->writing = true;
-        fn(k);
-        return;
-    }
-    k->write_fn = fn;
-    k->write_next = NULL;
-    if (w->write_queue_tail)
-        w->write_queue_tail->write_next = k;
-    else
-        w->write_queue = k;
-    w->write_queue_tail = k;
-}
-
-/* A write slot came free: the longest-waiting worker takes it. */
-static void release_write_slot(struct ops_walk *w)
-{
-    struct ops_worker *k = w->write_queue;
-
-    w->writers--;
-    if (!k)
-        return;
-    w->write_queue = k->write_next;
-    if (!w->write_queue)
-        w->write_queue_tail = NULL;
-    w->writers++;
-    k->writing = true;
-    k->write_fn(k);
-}
-
 void ops_worker_done(struct ops_worker *k, int ret, const qed_error *err)
 {
     struct ops_walk *w = k->walk;
 
     k->busy = false;
     w->busy--;
-    if (k->writing) {
-        k->writing = false;
-        release_write_slot(w);
-    }
     if (ret < 0)
         walk_fail(w, ret, err);
     else
@@ -357,9 +318,6 @@ int ops_walk_run(struct ops_walk *w, qed_error *err)
     per_worker = w->request_size;
     w->nworkers = (unsigned)QED_MIN((uint64_t)w->requests,
                                     QED_MAX(w->end / per_worker + 1, 1));
-    w->write_slots = QED_MAX(w->nworkers / 2, 1u);
-    w->writers = 0;
-    w->write_queue = w->write_queue_tail = NULL;
     w->workers = calloc(w->nworkers, sizeof(*w->workers));
     if (!w->workers)
         return qed_fail(err, ENOMEM, "out of memory");

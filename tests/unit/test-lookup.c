@@ -233,7 +233,7 @@ static int validate_at(struct fake *f, uint64_t pos, qed_error *err)
     struct extent ext;
     lookup_extent(&f->img, &f->t, pos, UINT64_MAX, &ext);
     return lookup_validate_extent(&f->img, lookup_l1_index(&f->img, pos), pos,
-                                  &ext, err);
+                                  &ext, true, err);
 }
 
 static void check_valid(struct fake *f, uint64_t pos, const char *what)
@@ -312,15 +312,15 @@ static void test_validate(void)
     {
         struct extent ext = { EXTENT_DATA, 2 * cs, 56 * KiB + 100 };
         qed_error err = { 0 };
-        int ret = lookup_validate_extent(&f.img, 0, 100, &ext, &err);
+        int ret = lookup_validate_extent(&f.img, 0, 100, &ext, true, &err);
         is_u64(ret, (uint64_t)-EIO,
                "extent of 2 clusters from 56k+100 ends past file_end");
         ext.length = 2 * cs - 100;
-        ret = lookup_validate_extent(&f.img, 0, 100, &ext, &err);
+        ret = lookup_validate_extent(&f.img, 0, 100, &ext, true, &err);
         is_u64(ret, 0, "extent of 2 clusters minus 100 from 56k+100 fits");
         ext.kind = EXTENT_ZERO;
         ext.host = 3;
-        ret = lookup_validate_extent(&f.img, 0, 100, &ext, &err);
+        ret = lookup_validate_extent(&f.img, 0, 100, &ext, true, &err);
         is_u64(ret, 0, "non-data extents are not validated");
     }
     fake_free(&f);
@@ -444,7 +444,7 @@ static void test_real_image(enum qed_engine engine, const char *dir)
     lookup_extent(img, &t, 4 * MiB + 5 * cs + 10, UINT64_MAX, &ext);
     is_str(kind_name(ext.kind), "data", "%s: written range is data", en);
     is_u64(ext.length, 3 * cs - 10, "%s: one contiguous 3-cluster run", en);
-    ret = lookup_validate_extent(img, 1, 4 * MiB + 5 * cs + 10, &ext, &err);
+    ret = lookup_validate_extent(img, 1, 4 * MiB + 5 * cs + 10, &ext, true, &err);
     is_u64(ret, 0, "%s: the run validates against the real file", en);
     ret = support_pread(path, back, 3 * cs - 10, ext.host);
     ok(ret == 0 && memcmp(back, buf + 10, 3 * cs - 10) == 0,

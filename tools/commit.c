@@ -1,0 +1,78 @@
+/* `qed commit`: write what an image holds itself into its backing file
+ * (qed_commit).  The image is left as it is. */
+#include <getopt.h>
+#include <stdio.h>
+
+#include "common.h"
+
+static void show_progress(void *opaque, uint64_t done, uint64_t total)
+{
+    tool_progress_update(opaque, done, total);
+}
+
+static int commit_run(const struct tool_command *cmd, int argc, char **argv)
+{
+    static const struct option long_options[] = {
+        {"help", no_argument, NULL, TOOL_OPT_HELP},
+        {NULL, 0, NULL, 0},
+    };
+    struct qed_commit_options o = {0};
+    struct tool_progress progress;
+    bool quiet = false, show = false;
+    qed_error err = {0};
+    const char *path;
+    int ch, ret;
+
+    while ((ch = getopt_long(argc, argv, ":hpqf:", long_options, NULL)) != -1) {
+        switch (ch) {
+        case 'h':
+        case TOOL_OPT_HELP:
+            tool_print_help(stdout, cmd);
+            return 0;
+        case 'p':
+            show = true;
+            break;
+        case 'q':
+            quiet = true;
+            break;
+        case 'f':
+            if (!tool_parse_format(optarg, &o.format))
+                return 1;
+            break;
+        default:
+            return tool_bad_option(cmd, ch, argv);
+        }
+    }
+    if (argc - optind != 1)
+        return tool_bad_usage(cmd, "expected one image");
+    path = argv[optind];
+    tool_progress_start(&progress, show && !quiet);
+    o.op.progress = show_progress;
+    o.op.progress_opaque = &progress;
+    ret = qed_commit(path, &o, &err);
+    tool_progress_finish(&progress);
+    if (ret < 0) {
+        tool_report(path, NULL, &err);
+        return 1;
+    }
+    if (!quiet)
+        printf("Image committed.\n");
+    return 0;
+}
+
+const struct tool_command commit_command = {
+    .name = "commit",
+    .synopsis = "[-q] [-p] [-f FMT] FILE",
+    .summary = "Write an image's own data into its backing file.",
+    .details =
+        "Options:\n"
+        "  -f qed|raw    format of FILE (probed by default; it must be qed)\n"
+        "  -p            show progress on stderr (when it is a terminal)\n"
+        "  -q            quiet: no progress, no message\n"
+        "\n"
+        "Every range FILE allocates itself (data, and zero clusters as\n"
+        "zeros) is written into its backing file (qed or raw), which grows\n"
+        "first when it is smaller; the backing file is flushed before the\n"
+        "command ends.  FILE itself is not changed and stays valid.\n",
+    .run = commit_run,
+};
