@@ -108,7 +108,8 @@ int table_index_build(struct qed_state *s)
         }
         s->table_offsets[s->ntables++] = e;
     }
-    qsort(s->table_offsets, s->ntables, sizeof(uint64_t), cmp_u64);
+    if (s->ntables > 1)
+        qsort(s->table_offsets, s->ntables, sizeof(uint64_t), cmp_u64);
     return 0;
 }
 
