@@ -374,6 +374,23 @@ int qed_rebase(qed_image *img, const char *backing, enum qed_format format,
                unsigned flags, const struct qed_op_options *o,
                qed_error *err);
 
+struct qed_compact_result {
+    uint64_t zero_clusters_dropped; /* all-zero data clusters released */
+    uint64_t leaks_reclaimed;       /* clusters moved or truncated away */
+    uint64_t size_before, size_after; /* file size in bytes */
+};
+
+/* Rewrites an idle QED image opened read-write in place without holes or
+ * leaks: data clusters that read as all zeros become unallocated (zero
+ * clusters where a backing file would show through), then every cluster
+ * nothing references is reclaimed by moving the last clusters of the file
+ * into the gaps (copy, flush, update the entry, flush) and truncating.
+ * What readers see never changes, a crash at any point leaves a consistent
+ * image, and a second run finds nothing to do.  Blocks; returns 0 or -errno
+ * with err filled. */
+int qed_compact(qed_image *img, struct qed_compact_result *result,
+                qed_error *err);
+
 #define QED_RESIZE_SHRINK 0x1u /* allow a smaller size */
 
 /* Changes the virtual size of an idle image opened read-write.  Raw: the

@@ -11,6 +11,7 @@ static const struct tool_command *const commands[] = {
     &io_command,     &convert_command, &bench_command, &serve_command,
     &check_command,
     &compare_command, &commit_command, &rebase_command, &resize_command,
+    &compact_command,
 };
 
 #define COMMAND_COUNT (sizeof(commands) / sizeof(commands[0]))

@@ -1,0 +1,131 @@
+/* Compaction: rewrite an image in place without holes or leaks.  Data
+ * clusters that read as all zeros (discarded, or written with zeros) stop
+ * being data: they become unallocated, or zero clusters where a backing
+ * file would show through.  The clusters that frees, and any other leak,
+ * are then reclaimed by the check's leak repair, which moves the last
+ * clusters of the file into the gaps (copy, flush, update the entry, flush)
+ * and truncates.  Readers see the same content at every step; running it
+ * again finds nothing to do. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+
+#include "image.h"
+#include "ops.h"
+
+static bool all_zero(const uint8_t *buf, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (buf[i])
+            return false;
+    return true;
+}
+
+/* Turns the all-zero data clusters of one L2 table into unallocated or zero
+ * entries; returns how many, or -errno. */
+static int64_t drop_zero_clusters(qed_image *img, uint64_t l2_offset,
+                                  uint8_t *table, uint8_t *cluster,
+                                  qed_error *err)
+{
+    struct qed_state *s = img->qed;
+    uint64_t replacement = (s->header.features & QED_F_BACKING_FILE) ? 1 : 0;
+    int64_t dropped = 0;
+    int ret = io_pread_sync(img->file, table, s->table_bytes, l2_offset);
+
+    if (ret < 0)
+        return qed_fail(err, -ret, "reading L2 table at 0x%" PRIx64 ": %s",
+                        l2_offset, strerror(-ret));
+    for (uint64_t i = 0; i < s->table_entries; i++) {
+        uint64_t e = table_entry(table, i);
+        if (e <= 1 || !qed_offset_valid(s, e, s->cluster_size))
+            continue; /* the check deals with invalid entries */
+        ret = io_pread_sync(img->file, cluster, s->cluster_size, e);
+        if (ret < 0)
+            return qed_fail(err, -ret, "reading cluster at 0x%" PRIx64 ": %s",
+                            e, strerror(-ret));
+        if (all_zero(cluster, s->cluster_size)) {
+            table_set_entry(table, i, replacement);
+            dropped++;
+        }
+    }
+    if (dropped) {
+        /* The cached copy of the table is stale from here on. */
+        struct table *t = l2cache_find(s->l2cache, l2_offset);
+        if (t) {
+            l2cache_drop(s->l2cache, t);
+            l2cache_put(s->l2cache, t);
+        }
+        ret = io_pwrite_sync(img->file, table, s->table_bytes, l2_offset);
+        if (ret < 0)
+            return qed_fail(err, -ret, "writing L2 table at 0x%" PRIx64 ": %s",
+                            l2_offset, strerror(-ret));
+    }
+    return dropped;
+}
+
+int qed_compact(qed_image *img, struct qed_compact_result *result,
+                qed_error *err)
+{
+    struct qed_state *s = img->qed;
+    struct qed_check_result check;
+    uint64_t size_before = 0;
+    uint8_t *table = NULL, *cluster = NULL;
+    int ret = 0;
+
+    memset(result, 0, sizeof(*result));
+    if (!s)
+        return qed_fail(err, EINVAL, "compact works on qed images, not raw");
+    if (!img->writable)
+        return qed_fail(err, EPERM, "the image is open read-only");
+    if (img->in_flight)
+        return qed_fail(err, EBUSY, "requests are in flight");
+    ret = img->file->ops->get_size(img->file, &size_before);
+    if (ret < 0)
+        return qed_fail(err, -ret, "%s", strerror(-ret));
+    table = qed_aligned_alloc(s->table_bytes);
+    cluster = qed_aligned_alloc(s->cluster_size);
+    if (!table || !cluster) {
+        ret = qed_fail(err, ENOMEM, "out of memory");
+        goto out;
+    }
+    /* A data entry changing to unallocated or zero reads the same before
+     * and after, so a crash between table writes loses nothing; the bit
+     * makes the next open reclaim what the crash left unreferenced. */
+    if (!(s->header.features & QED_F_BACKING_FILE)) {
+        ret = image_write_header(img, s->header.features | QED_F_NEED_CHECK);
+        if (ret < 0) {
+            ret = qed_fail(err, -ret, "marking the image dirty: %s",
+                           strerror(-ret));
+            goto out;
+        }
+    }
+    for (uint64_t i = 0; i < s->table_entries; i++) {
+        uint64_t l2 = table_entry(s->l1, i);
+        int64_t n;
+        if (l2 == 0 || !qed_offset_valid(s, l2, s->table_bytes))
+            continue;
+        n = drop_zero_clusters(img, l2, table, cluster, err);
+        if (n < 0) {
+            ret = (int)n;
+            goto out;
+        }
+        result->zero_clusters_dropped += (uint64_t)n;
+    }
+    ret = io_sync_sync(img->file);
+    if (ret < 0) {
+        ret = qed_fail(err, -ret, "flush: %s", strerror(-ret));
+        goto out;
+    }
+    ret = qed_check(img, QED_CHECK_REPAIR_LEAKS, &check, err);
+    if (ret < 0)
+        goto out;
+    result->leaks_reclaimed = check.leaks_fixed;
+    result->size_before = size_before;
+    ret = img->file->ops->get_size(img->file, &result->size_after);
+    if (ret < 0)
+        ret = qed_fail(err, -ret, "%s", strerror(-ret));
+out:
+    free(table);
+    free(cluster);
+    return ret;
+}
