@@ -19,6 +19,8 @@ TAP_TIMEOUT=10
 MAKE_PL=$_lib_dir/bad-inputs-make.pl
 CHECK_CLEAN=$_lib_dir/../qemu-check-clean
 RSS_LIMIT_KIB=$((64 * 1024))
+# AddressSanitizer's shadow memory and quarantine are not ours to count.
+grep -q __asan_init "$QED" 2>/dev/null && RSS_LIMIT_KIB=$((512 * 1024))
 TIME_BIN=
 [ -x /usr/bin/time ] && TIME_BIN=/usr/bin/time
 HAVE_QEMU=0
