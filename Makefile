@@ -144,12 +144,19 @@ PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 MANDIR     ?= $(PREFIX)/share/man
 INSTALL    ?= install
 LDCONFIG   ?= ldconfig
-VERSION    := $(shell sed -n 's/.*define QED_VERSION_STRING "\(.*\)".*/\1/p' include/qed.h)
+LIBQED_VERSION := $(shell sed -n 's/.*define QED_VERSION_STRING "\(.*\)".*/\1/p' include/qed.h)
 
 # Paths under the prefix are written relative to it (${prefix}/...), so
 # `pkg-config --define-prefix` can relocate a staged copy.
 PC_LIBDIR     = $(patsubst $(PREFIX)/%,$${exec_prefix}/%,$(LIBDIR))
 PC_INCLUDEDIR = $(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))
+
+# Refreshes the dynamic linker's cache after a real (not staged) install as
+# root; LDCONFIG= skips it.
+define run-ldconfig
+$(if $(LDCONFIG),@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" -eq 0 ]; then \
+    echo "$(LDCONFIG)"; $(LDCONFIG) || true; fi)
+endef
 
 install: $(QED) $(LIBQED) $(LIBQED_SO) include/qed.h libqed.pc.in man/qed.1 man/libqed.3
 	$(INSTALL) -d "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(LIBDIR)" \
@@ -162,13 +169,12 @@ install: $(QED) $(LIBQED) $(LIBQED_SO) include/qed.h libqed.pc.in man/qed.1 man/
 	$(INSTALL) -m 644 $(LIBQED) "$(DESTDIR)$(LIBDIR)/libqed.a"
 	$(INSTALL) -m 644 include/qed.h "$(DESTDIR)$(INCLUDEDIR)/qed.h"
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(PC_LIBDIR)|' \
-	    -e 's|@INCLUDEDIR@|$(PC_INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' \
+	    -e 's|@INCLUDEDIR@|$(PC_INCLUDEDIR)|' -e 's|@VERSION@|$(LIBQED_VERSION)|' \
 	    libqed.pc.in >"$(DESTDIR)$(PKGCONFIGDIR)/libqed.pc"
 	chmod 644 "$(DESTDIR)$(PKGCONFIGDIR)/libqed.pc"
 	$(INSTALL) -m 644 man/qed.1 "$(DESTDIR)$(MANDIR)/man1/qed.1"
 	$(INSTALL) -m 644 man/libqed.3 "$(DESTDIR)$(MANDIR)/man3/libqed.3"
-	@if [ -z "$(DESTDIR)" ] && [ -n "$(LDCONFIG)" ] && [ "$$(id -u)" -eq 0 ]; then \
-	    echo "$(LDCONFIG)"; $(LDCONFIG) || true; fi
+	$(run-ldconfig)
 
 uninstall:
 	rm -f "$(DESTDIR)$(BINDIR)/qed" \
@@ -176,8 +182,7 @@ uninstall:
 	    "$(DESTDIR)$(LIBDIR)/libqed.so" "$(DESTDIR)$(LIBDIR)/libqed.a" \
 	    "$(DESTDIR)$(INCLUDEDIR)/qed.h" "$(DESTDIR)$(PKGCONFIGDIR)/libqed.pc" \
 	    "$(DESTDIR)$(MANDIR)/man1/qed.1" "$(DESTDIR)$(MANDIR)/man3/libqed.3"
-	@if [ -z "$(DESTDIR)" ] && [ -n "$(LDCONFIG)" ] && [ "$$(id -u)" -eq 0 ]; then \
-	    echo "$(LDCONFIG)"; $(LDCONFIG) || true; fi
+	$(run-ldconfig)
 
 clean:
 	rm -rf $(BUILD) $(FUZZ_BUILD)

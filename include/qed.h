@@ -13,7 +13,11 @@
  * Blocking: qed_aio_* calls never block; their callback runs later from
  * qed_loop_run() on the loop's thread, never from inside the submitting call.
  * The synchronous calls (qed_pread, qed_pwrite, ...) submit the same request
- * and run the image's loop until it completes.
+ * and run the image's loop until it completes.  Every call documented below
+ * as blocking waits for file I/O; those that take an image (or open one)
+ * run its loop meanwhile, dispatching the loop's other events, and must not
+ * be called from a callback running on that same loop.  Calls not marked
+ * as blocking return at once.
  */
 #ifndef QED_H
 #define QED_H
@@ -68,15 +72,26 @@ enum qed_engine {
     QED_ENGINE_THREADS,
 };
 
-/* Creates an event loop with its file I/O engine. */
+/* Creates an event loop with its file I/O engine (AUTO: io_uring when
+ * available, else a thread pool).  On success stores the loop in *out and
+ * returns 0; on failure *out is NULL and a negative errno is returned with
+ * err filled (e.g. URING where io_uring is forbidden).  Does not block. */
 int qed_loop_new(enum qed_engine engine, qed_loop **out, qed_error *err);
-/* Frees a loop; every image on it must have been closed. */
+/* Frees a loop (NULL is ignored), with its engine, watches and timers;
+ * every image on it must have been closed.  Watched descriptors are not
+ * closed.  A loop an image made for itself is freed by qed_close. */
 void qed_loop_free(qed_loop *loop);
-/* Name of the I/O engine in use: "io_uring" or "threads". */
+/* Name of the I/O engine in use: "io_uring" or "threads" (a static
+ * string). */
 const char *qed_loop_engine_name(const qed_loop *loop);
 /* Runs one iteration: waits up to timeout_ms (-1 forever, 0 not at all) for
  * events and dispatches them.  Returns the number of events dispatched or a
- * negative errno. */
+ * negative errno.  Blocks up to timeout_ms (less when something is ready
+ * or a timer is due); 0 means nothing was dispatched (the timeout expired
+ * or a signal interrupted the wait).  Every callback (requests, watches,
+ * timers) runs from here, on the calling thread, which must be the one
+ * that uses the loop's images; not to be called from one of those
+ * callbacks. */
 int qed_loop_run(qed_loop *loop, int timeout_ms);
 
 /* File-descriptor watches, for servers that share the image's loop. */
@@ -85,12 +100,23 @@ int qed_loop_run(qed_loop *loop, int timeout_ms);
 #define QED_LOOP_HANGUP 4u /* reported (never requested): the peer hung up
                               or the descriptor is in error */
 typedef void qed_fd_callback(void *opaque, int fd, unsigned events);
+/* Calls cb(opaque, fd, ready) from qed_loop_run whenever fd is ready for
+ * events (QED_LOOP_READ and/or QED_LOOP_WRITE; level-triggered: the
+ * callback must consume what is ready or change the watch).  Watching a
+ * watched fd again replaces its events, cb and opaque (also from inside
+ * cb).  The fd stays the caller's: unwatch it before closing it.  Returns
+ * 0 or a negative errno (from epoll_ctl, or -ENOMEM).  Does not block. */
 int qed_loop_watch_fd(qed_loop *loop, int fd, unsigned events,
                       qed_fd_callback *cb, void *opaque);
+/* Stops watching fd.  Returns 0, or -ENOENT when fd was not watched.  Does
+ * not block. */
 int qed_loop_unwatch_fd(qed_loop *loop, int fd);
 
 /* One-shot timers.  Returns an id > 0; qed_loop_cancel_timer(id) before it
- * fires cancels it. */
+ * fires cancels it.  cb(opaque) runs once from qed_loop_run when delay_ms
+ * milliseconds (monotonic clock) have passed.  qed_loop_add_timer returns
+ * 0 when out of memory (no timer is set); cancelling an id that already
+ * fired or was cancelled does nothing.  Neither blocks. */
 typedef void qed_timer_callback(void *opaque);
 uint64_t qed_loop_add_timer(qed_loop *loop, uint64_t delay_ms,
                             qed_timer_callback *cb, void *opaque);
@@ -129,13 +155,24 @@ struct qed_open_options {
 };
 
 /* Opens an image and its backing chain.  options may be NULL (read-only,
- * probed format, own loop). */
+ * probed format, own loop).  On success stores the handle in *out and
+ * returns 0; on failure *out is NULL and a negative errno is returned with
+ * err saying what is wrong (and with which backing file).  Blocks: reads
+ * the header and L1 table, opens the backing chain, and for a read-write
+ * open of a dirty image checks and repairs it (see QED_OPEN_NO_CHECK),
+ * running the loop (options->loop, or the image's own) meanwhile. */
 int qed_open(const char *path, const struct qed_open_options *options,
              qed_image **out, qed_error *err);
 /* Waits for every request in flight, flushes, marks the image clean (clears
- * QED_F_NEED_CHECK), closes the chain and frees everything, even on error. */
+ * QED_F_NEED_CHECK), closes the chain and frees everything, even on error.
+ * Blocks, running the image's loop; frees the loop too when the image made
+ * it.  NULL is ignored.  Returns 0, or a negative errno when the flush or
+ * the header update failed (the image may then still be marked dirty; it
+ * is freed all the same). */
 int qed_close(qed_image *image, qed_error *err);
 
+/* The loop the image (and its backing chain) runs on: options->loop given
+ * to qed_open, or the loop the image made for itself. */
 qed_loop *qed_image_loop(const qed_image *image);
 /* Runs the image's loop until no request on it (or its backing chain) is in
  * flight.  Blocks. */
@@ -151,7 +188,13 @@ struct qed_create_options {
                                        PROBE/QED leave the format to probing */
 };
 
-/* Creates (or truncates) a QED image at path.  Refuses non-regular files. */
+/* Creates (or truncates) a QED image at path.  Refuses non-regular files.
+ * The header and an empty L1 table are written and synced before it
+ * returns; with a backing file, that file is opened read-only first (to
+ * check it, and for size_from_backing to take its size).  Blocks (plain
+ * system calls; no image loop is involved).  Returns 0 or a negative
+ * errno with err naming the value at fault (e.g. an invalid cluster
+ * size). */
 int qed_create(const char *path, const struct qed_create_options *options,
                qed_error *err);
 
@@ -178,12 +221,21 @@ struct qed_image_info {
                                        (probed at every open) */
 };
 
+/* Fills *info with what `qed info` shows: format, file name, sizes, the
+ * dirty bit and, for QED, the header fields and the backing file as stored
+ * and as resolved.  Does not run the loop (it only asks the file system
+ * for sizes).  Returns 0 or a negative errno. */
 int qed_get_info(qed_image *image, struct qed_image_info *info,
                  qed_error *err);
-/* The open backing image, or NULL. */
+/* The open backing image, or NULL.  It belongs to image and is closed with
+ * it. */
 qed_image *qed_backing(qed_image *image);
+/* The virtual size in bytes (for a raw image: its length rounded up to a
+ * multiple of 512). */
 uint64_t qed_size(const qed_image *image);
+/* QED_FORMAT_QED or QED_FORMAT_RAW: what the image was opened as. */
 enum qed_format qed_format_of(const qed_image *image);
+/* "qed", "raw", or "probe" for QED_FORMAT_PROBE (static strings). */
 const char *qed_format_name(enum qed_format format);
 
 /* ---- I/O ------------------------------------------------------------------ */
@@ -210,22 +262,47 @@ struct qed_block_status {
     uint64_t offset;   /* host offset of the first byte */
 };
 
+/* Asynchronous requests.  None of them blocks.  Each returns 0 when the
+ * request was accepted: cb(opaque, ret, err) then runs exactly once, later,
+ * from qed_loop_run on the image's loop.  Or it returns a negative errno at
+ * once and cb never runs: -EINVAL (the range is not inside the virtual
+ * size), -EPERM (a change to an image opened read-only), -ENOMEM.  The iov
+ * array is copied; the buffers it points to must stay valid (and, for
+ * writes, unchanged) until cb runs.  Requests in flight complete in any
+ * order. */
+
+/* Reads the iov's total length at offset.  Ranges the image does not
+ * allocate read from the backing chain, as zeros past its end or without
+ * one. */
 int qed_aio_readv(qed_image *image, const struct iovec *iov, int iovcnt,
                   uint64_t offset, qed_callback *cb, void *opaque);
+/* Writes the iov's total length at offset, allocating clusters as needed. */
 int qed_aio_writev(qed_image *image, const struct iovec *iov, int iovcnt,
                    uint64_t offset, qed_callback *cb, void *opaque);
+/* Makes length bytes at offset read as zeros (flags: QED_ZERO_*): whole
+ * clusters become zero clusters or are zeroed in place, partial ones get
+ * zero bytes. */
 int qed_aio_write_zeroes(qed_image *image, uint64_t offset, uint64_t length,
                          unsigned flags, qed_callback *cb, void *opaque);
+/* Releases the host space of the whole allocated clusters in the range
+ * (they read as zeros afterwards); partial clusters are left as they are. */
 int qed_aio_discard(qed_image *image, uint64_t offset, uint64_t length,
                     qed_callback *cb, void *opaque);
+/* Makes the writes that completed before it durable. */
 int qed_aio_flush(qed_image *image, qed_callback *cb, void *opaque);
 /* Fills *status (which must stay valid until the callback) for the range at
- * offset, at most length bytes. */
+ * offset, at most length bytes.  offset must be inside the image and
+ * length > 0 (else -EINVAL). */
 int qed_aio_block_status(qed_image *image, uint64_t offset, uint64_t length,
                          struct qed_block_status *status, qed_callback *cb,
                          void *opaque);
 
-/* Synchronous forms: block until done, running the image's loop. */
+/* Synchronous forms: block until done, running the image's loop.  Each
+ * submits the matching qed_aio_* request (qed_pread: qed_aio_readv, ...)
+ * and returns its result: 0, or a negative errno with err filled (for a
+ * request that could not be submitted: "range outside the image" EINVAL,
+ * "image is read-only" EPERM).  Other events on the loop are dispatched
+ * meanwhile. */
 int qed_pread(qed_image *image, void *buf, size_t length, uint64_t offset,
               qed_error *err);
 int qed_pwrite(qed_image *image, const void *buf, size_t length,
@@ -259,14 +336,20 @@ struct qed_check_result {
 /* Checks a QED image (opened read-only, or read-write for repair; a dirty
  * image opened read-write with QED_OPEN_NO_CHECK is examined as it is).
  * Blocks.  Repair never changes what a reader of the image sees, except
- * that entries pointing outside the file read as unallocated afterwards. */
+ * that entries pointing outside the file read as unallocated afterwards.
+ * Returns 0 when the check ran (what it found and fixed is in *result) or
+ * a negative errno: EINVAL (not a QED image, unknown repair bits), EPERM
+ * (repair of a read-only image), EBUSY (requests in flight), or the error
+ * that stopped it. */
 int qed_check(qed_image *image, unsigned repair,
               struct qed_check_result *result, qed_error *err);
 
 /* ---- helpers ---------------------------------------------------------------- */
 
 /* Parses "512", "64k", "1G", ... (suffixes kKMGTPE, powers of 1024).  Fails
- * on garbage and overflow. */
+ * on garbage and overflow.  Stores the value in *out and returns 0, or
+ * returns -EINVAL (not a size) or -ERANGE (too large) with err quoting the
+ * text; *out is then unchanged.  Does not block. */
 int qed_parse_size(const char *text, uint64_t *out, qed_error *err);
 
 /* ---- image operations ---- */
@@ -325,7 +408,8 @@ struct qed_compare_result {
 };
 
 /* Compares what two images read (a and b on the same loop).  Ranges both
- * report as zeros are not read. */
+ * report as zeros are not read.  Returns 0 when the comparison ran to the
+ * end, identical or not (see *result), or a negative errno. */
 int qed_compare(qed_image *a, qed_image *b, const struct qed_op_options *o,
                 struct qed_compare_result *result, qed_error *err);
 
