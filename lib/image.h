@@ -182,12 +182,12 @@ uint64_t iov_size(const struct iovec *iov, int iovcnt);
 uint64_t table_entry(const uint8_t *table, uint64_t index);
 void table_set_entry(uint8_t *table, uint64_t index, uint64_t value);
 /* Is a data cluster or table offset usable in this image? */
-bool qed_offset_valid(const struct qed_state *s, uint64_t offset,
+QED_INTERNAL bool qed_offset_valid(const struct qed_state *s, uint64_t offset,
                       uint64_t length);
 void table_poison_invalid(const struct qed_state *s, uint8_t *table,
                           uint64_t entries, uint64_t span);
 /* A data cluster must also lie clear of every L2 table. */
-bool qed_data_offset_valid(const struct qed_state *s, uint64_t offset,
+QED_INTERNAL bool qed_data_offset_valid(const struct qed_state *s, uint64_t offset,
                            uint64_t length);
 /* The value stored on disk for an entry that was marked invalid in memory. */
 uint64_t table_entry_on_disk(const struct qed_state *s, uint64_t entry);
@@ -260,7 +260,7 @@ int image_open(const char *path, const struct qed_open_options *options,
 /* raw image requests */
 void raw_start(struct request *req);
 /* qcow-like engine for QED */
-void qed_request_start(struct request *req);
+QED_INTERNAL void qed_request_start(struct request *req);
 
 static inline uint64_t cluster_start(const struct qed_state *s, uint64_t pos)
 {

@@ -15,14 +15,17 @@
 #define QED_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define QED_UNUSED __attribute__((unused))
 #define QED_PRINTF(f, a) __attribute__((format(printf, f, a)))
+/* Library-internal functions that carry the qed_ prefix stay out of the
+ * shared library's interface (the version script exports qed_*). */
+#define QED_INTERNAL __attribute__((visibility("hidden")))
 
 /* Fills err (when not NULL) and returns -code, so callers can write
  * `return qed_fail(err, EINVAL, "...", ...)`. */
-int qed_fail(qed_error *err, int code, const char *fmt, ...) QED_PRINTF(3, 4);
+QED_INTERNAL int qed_fail(qed_error *err, int code, const char *fmt, ...) QED_PRINTF(3, 4);
 /* Prefixes an existing message with more context ("L2 table 3: " + msg). */
-void qed_error_prefix(qed_error *err, const char *fmt, ...) QED_PRINTF(2, 3);
-void qed_error_clear(qed_error *err);
-void qed_error_copy(qed_error *dst, const qed_error *src);
+QED_INTERNAL void qed_error_prefix(qed_error *err, const char *fmt, ...) QED_PRINTF(2, 3);
+QED_INTERNAL void qed_error_clear(qed_error *err);
+QED_INTERNAL void qed_error_copy(qed_error *dst, const qed_error *src);
 
 static inline uint32_t load_le32(const uint8_t *p)
 {
@@ -77,7 +80,7 @@ static inline uint64_t round_down_u64(uint64_t v, uint64_t align)
 }
 
 /* Allocation helpers that never return NULL silently: callers check. */
-void *qed_aligned_alloc(size_t size);          /* 4096-aligned, uninitialised */
-void *qed_aligned_zalloc(size_t size);         /* 4096-aligned, zeroed */
+QED_INTERNAL void *qed_aligned_alloc(size_t size);          /* 4096-aligned, uninitialised */
+QED_INTERNAL void *qed_aligned_zalloc(size_t size);         /* 4096-aligned, zeroed */
 
 #endif

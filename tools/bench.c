@@ -346,8 +346,9 @@ const struct tool_command bench_command = {
     .synopsis = "[-w] [-c COUNT] [-d DEPTH] [-s SIZE] [-S STEP] [-o OFFSET] "
                 "[-t none|writeback] [-f FMT] [-q] [-P PATTERN] "
                 "[--flush-interval N [--no-drain]] FILE",
-    .summary = "time sequential requests, like qemu-img bench",
+    .summary = "Time sequential requests, like qemu-img bench.",
     .details =
+        "Options:\n"
         "  -w                  write (default: read)\n"
         "  -c COUNT            number of requests (default 75000)\n"
         "  -d DEPTH            requests in flight (default 64)\n"
