@@ -305,7 +305,7 @@ int support_run(char *out, size_t out_size, const char *fmt, ...)
     va_end(ap);
     if (n < 0 || (size_t)n >= sizeof(cmd) - 8)
         return -1;
-    strcat(cmd, " 2>&1");
+    memcpy(cmd + n, " 2>&1", sizeof(" 2>&1"));
     if (out && out_size)
         out[0] = '\0';
     fflush(stdout);

@@ -576,7 +576,7 @@ static void test_rebase(const struct ctx *c)
                 memcpy(path + n, "./", 2);
                 n += 2;
             }
-            strcpy(path + n, "other.qed");
+            memcpy(path + n, "other.qed", sizeof("other.qed"));
             ret = qed_set_backing_at(P(c, "bigc.qed"), path, QED_FORMAT_QED,
                                      &err);
             ok(ret == 0, "%s: a %zu-byte name fits a 64 KiB header", c->en,
