@@ -65,6 +65,7 @@ static void destroy(void *opaque)
 {
     struct nbd_conn *c = opaque;
 
+    c->srv->live_conns--;
     while (c->out_head) {
         struct nbd_out *o = c->out_head;
         c->out_head = o->next;
@@ -348,6 +349,7 @@ void conn_start(struct nbd_server *srv, int fd)
     }
     c->srv = srv;
     c->fd = fd;
+    srv->live_conns++;
     c->next = srv->conns;
     srv->conns = c;
     srv->nconns++;

@@ -109,7 +109,10 @@ struct nbd_server {
     unsigned nlisteners;
     bool accepting;           /* listeners are watched */
     struct nbd_conn *conns;
-    unsigned nconns;
+    unsigned nconns;          /* open connections */
+    unsigned live_conns;      /* connection objects not yet destroyed: a
+                                 closed one may still have requests in
+                                 flight that will come back to it */
     bool had_client;
     bool shutting_down;
     uint64_t drain_timer;     /* shutdown: clients get this long to read */

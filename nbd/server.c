@@ -244,7 +244,7 @@ void nbd_server_shutdown(struct nbd_server *srv)
 
 bool nbd_server_finished(const struct nbd_server *srv)
 {
-    if (srv->nconns > 0)
+    if (srv->nconns > 0 || srv->live_conns > 0)
         return false;
     return srv->shutting_down || (!srv->opts.persistent && srv->had_client);
 }
