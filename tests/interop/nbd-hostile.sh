@@ -16,46 +16,7 @@ CHECK_CLEAN=${TESTS_DIR:-$_lib_dir/..}/qemu-check-clean
 
 # ---- server management ------------------------------------------------------
 
-_srv_pids=()
-_bg_pids=()
-SRV_PID=
-start_server() {
-    local name=$1 sock=$2 i
-    shift 2
-    rm -f "$sock"
-    "$QED" serve -k "$sock" "$@" </dev/null >"$T/$name.out" 2>"$T/$name.err" &
-    SRV_PID=$!
-    _srv_pids+=("$SRV_PID")
-    for ((i = 0; i < 500; i++)); do
-        [ -S "$sock" ] && return 0
-        kill -0 "$SRV_PID" 2>/dev/null || return 1
-        sleep 0.01
-    done
-    return 1
-}
-stop_server() {
-    local pid=$1 i st hung=0
-    kill -TERM "$pid" 2>/dev/null
-    for ((i = 0; i < 1000; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.01
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -KILL "$pid" 2>/dev/null
-        hung=1
-    fi
-    wait "$pid" 2>/dev/null
-    st=$?
-    if [ "$hung" = 1 ]; then SRV_RC="hung (killed after 10 s)"; else SRV_RC=$st; fi
-}
-_kill_all() {
-    local p
-    for p in "${_bg_pids[@]}" "${_srv_pids[@]}"; do
-        kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
-    done
-    return 0
-}
-trap '_kill_all; _cleanup' EXIT
+. "$_lib_dir/nbd-server.bash"
 
 SOCK=$T/h.sock
 URI="nbd+unix:///?socket=$SOCK"

@@ -15,61 +15,7 @@ CHECK_CLEAN=${TESTS_DIR:-$_lib_dir/..}/qemu-check-clean
 
 # ---- server management ------------------------------------------------------
 
-_srv_pids=()
-_bg_pids=()
-SRV_PID=
-# start_server NAME SOCK ARGS... (SOCK empty: no -k, e.g. for -p)
-start_server() {
-    local name=$1 sock=$2 i
-    shift 2
-    if [ -n "$sock" ]; then
-        rm -f "$sock"
-        set -- -k "$sock" "$@"
-    fi
-    "$QED" serve "$@" </dev/null >"$T/$name.out" 2>"$T/$name.err" &
-    SRV_PID=$!
-    _srv_pids+=("$SRV_PID")
-    [ -n "$sock" ] || return 0
-    for ((i = 0; i < 500; i++)); do
-        [ -S "$sock" ] && return 0
-        kill -0 "$SRV_PID" 2>/dev/null || return 1
-        sleep 0.01
-    done
-    return 1
-}
-# wait_exit PID SECONDS — waits for PID to exit; SRV_RC is its status, or
-# "running" if it did not exit in time (it is then left running).
-wait_exit() {
-    local pid=$1 n=$(($2 * 100)) i
-    for ((i = 0; i < n; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.01
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        SRV_RC=running
-        return 1
-    fi
-    wait "$pid" 2>/dev/null
-    SRV_RC=$?
-    return 0
-}
-# stop_server PID [SIGNAL] — sends SIGNAL (TERM), waits up to 10 s, then kills.
-stop_server() {
-    kill -"${2:-TERM}" "$1" 2>/dev/null
-    if ! wait_exit "$1" 10; then
-        kill -KILL "$1" 2>/dev/null
-        wait "$1" 2>/dev/null
-        SRV_RC="hung (killed after 10 s)"
-    fi
-}
-_kill_all() {
-    local p
-    for p in "${_bg_pids[@]}" "${_srv_pids[@]}"; do
-        kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
-    done
-    return 0
-}
-trap '_kill_all; _cleanup' EXIT
+. "$_lib_dir/nbd-server.bash"
 
 SOCK=$T/l.sock
 URI="nbd+unix:///?socket=$SOCK"

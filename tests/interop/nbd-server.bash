@@ -1,16 +1,23 @@
 # Sourced by the NBD test scripts: start and stop `qed serve` in the
-# background, and kill whatever is left on exit.
+# background, and kill whatever is left (servers and the background clients
+# a script adds to _bg_pids) on exit.
 _srv_pids=()
+_bg_pids=()
 SRV_PID=
 # start_server NAME SOCK ARGS... — `qed serve -k SOCK ARGS...` in the
-# background (stderr in $T/NAME.err); waits for the socket.  Sets SRV_PID.
+# background (output in $T/NAME.out and .err); waits for the socket.  An
+# empty SOCK passes no -k (e.g. for -p) and does not wait.  Sets SRV_PID.
 start_server() {
     local name=$1 sock=$2 i
     shift 2
-    rm -f "$sock"
-    "$QED" serve -k "$sock" "$@" </dev/null >"$T/$name.out" 2>"$T/$name.err" &
+    if [ -n "$sock" ]; then
+        rm -f "$sock"
+        set -- -k "$sock" "$@"
+    fi
+    "$QED" serve "$@" </dev/null >"$T/$name.out" 2>"$T/$name.err" &
     SRV_PID=$!
     _srv_pids+=("$SRV_PID")
+    [ -n "$sock" ] || return 0
     for ((i = 0; i < 500; i++)); do
         [ -S "$sock" ] && return 0
         kill -0 "$SRV_PID" 2>/dev/null || return 1
@@ -18,27 +25,37 @@ start_server() {
     done
     return 1
 }
-# stop_server PID — SIGTERM, then waits (up to 10 s); SRV_RC is its exit status.
-stop_server() {
-    local pid=$1 i st hung=0
-    kill -TERM "$pid" 2>/dev/null
-    for ((i = 0; i < 1000; i++)); do
+# wait_exit PID SECONDS — waits for PID to exit; SRV_RC is its status, or
+# "running" if it did not exit in time (it is then left running).
+wait_exit() {
+    local pid=$1 n=$(($2 * 100)) i
+    for ((i = 0; i < n; i++)); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.01
     done
     if kill -0 "$pid" 2>/dev/null; then
-        kill -KILL "$pid" 2>/dev/null
-        hung=1
+        SRV_RC=running
+        return 1
     fi
     wait "$pid" 2>/dev/null
-    st=$?
-    if [ "$hung" = 1 ]; then SRV_RC="hung (killed after 10 s)"; else SRV_RC=$st; fi
+    SRV_RC=$?
+    return 0
 }
-_kill_servers() {
+# stop_server PID [SIGNAL] — sends SIGNAL (TERM), waits up to 10 s, then
+# kills; SRV_RC is its exit status.
+stop_server() {
+    kill -"${2:-TERM}" "$1" 2>/dev/null
+    if ! wait_exit "$1" 10; then
+        kill -KILL "$1" 2>/dev/null
+        wait "$1" 2>/dev/null
+        SRV_RC="hung (killed after 10 s)"
+    fi
+}
+_kill_all() {
     local p
-    for p in "${_srv_pids[@]}"; do
+    for p in "${_bg_pids[@]}" "${_srv_pids[@]}"; do
         kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
     done
     return 0
 }
-trap '_kill_servers; _cleanup' EXIT
+trap '_kill_all; _cleanup' EXIT
