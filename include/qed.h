@@ -366,7 +366,7 @@ typedef void qed_progress_callback(void *opaque, uint64_t done,
 
 /* How an operation runs.  NULL or zeroed members mean the defaults. */
 struct qed_op_options {
-    unsigned requests;        /* requests in flight at once: 0 = 16, at
+    unsigned requests;        /* requests in flight at once: 0 = 8, at
                                  most 256 */
     uint32_t request_size;    /* bytes per request: 0 = 2 MiB; a multiple
                                  of 4096, at most 64 MiB */

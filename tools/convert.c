@@ -186,7 +186,7 @@ const struct tool_command convert_command = {
         "                convert: never flushed, the system writes it back\n"
         "                later), writeback (flushed at the end), none\n"
         "                (O_DIRECT, flushed at the end)\n"
-        "  -m N          requests in flight (1 to 256, default 16)\n"
+        "  -m N          requests in flight (1 to 256, default 8)\n"
         "\n"
         "The output stays sparse: unallocated and all-zero ranges of the\n"
         "source are not written.  A raw output that is a block device is\n"

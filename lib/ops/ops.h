@@ -15,7 +15,11 @@
 #include "image.h"
 
 #define OPS_MAX_SOURCES 2
-#define OPS_DEFAULT_REQUESTS 16u
+/* Eight 2 MiB requests keep a disk busy, and when both files sit in the
+ * page cache (where a copy is CPU-bound) more only add buffer pages to fault
+ * in and evict the data from the CPU cache between its read and its write:
+ * 16 cost 12% more CPU for the same wall time. */
+#define OPS_DEFAULT_REQUESTS 8u
 #define OPS_MAX_REQUESTS 256u
 #define OPS_DEFAULT_REQUEST_SIZE (2u << 20)
 #define OPS_MAX_REQUEST_SIZE (64u << 20)
