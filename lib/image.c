@@ -65,8 +65,7 @@ static int read_exact(struct io_file *file, void *buf, size_t len,
     return 0;
 }
 
-/* "dir/of/image" + "/" + name, unless name is absolute. */
-static char *resolve_relative(const char *image_path, const char *name)
+char *image_resolve_backing(const char *image_path, const char *name)
 {
     char *copy, *dir, *out;
     size_t len;
@@ -281,7 +280,7 @@ static int open_backing(qed_image *img, const struct qed_open_options *o,
 
     if (!(s->header.features & QED_F_BACKING_FILE))
         return 0;
-    img->backing_path = resolve_relative(img->filename, s->backing_name);
+    img->backing_path = image_resolve_backing(img->filename, s->backing_name);
     if (!img->backing_path)
         return qed_fail(err, ENOMEM, "out of memory");
     if (o->flags & QED_OPEN_NO_BACKING) {
@@ -550,7 +549,7 @@ static int backing_size(const char *image_path,
                         qed_error *err)
 {
     struct qed_open_options bo = { .format = o->backing_format };
-    char *path = resolve_relative(image_path, o->backing_file);
+    char *path = image_resolve_backing(image_path, o->backing_file);
     qed_image *backing;
     int ret;
 

@@ -256,6 +256,10 @@ struct file_opener {
 int image_open(const char *path, const struct qed_open_options *options,
                const struct file_opener *opener, qed_image **out,
                qed_error *err);
+/* The path a backing file name stored in image_path's header refers to:
+ * relative names are relative to the image's directory.  malloc'd; NULL
+ * when out of memory. */
+char *image_resolve_backing(const char *image_path, const char *name);
 
 /* raw image requests */
 void raw_start(struct request *req);

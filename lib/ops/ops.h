@@ -130,9 +130,6 @@ bool ops_same_file(const char *a, const char *b);
 /* The depth in img's backing chain (0 = img) of the layer that is the same
  * file, opened with the same format, as other; -1 when there is none. */
 int ops_chain_depth_of(qed_image *img, qed_image *other);
-/* name as seen from the image at image_path: relative names are relative
- * to the image's directory (malloc'd; NULL when out of memory). */
-char *ops_resolve_backing(const char *image_path, const char *name);
 /* Is the image idle (nothing in flight, nothing allocating)? */
 int ops_require_idle(qed_image *img, const char *what, qed_error *err);
 

@@ -139,7 +139,7 @@ static int open_new_backing(qed_image *img, const char *name,
     *path_out = NULL;
     if (!name[0])
         return 0;
-    path = ops_resolve_backing(img->filename, name);
+    path = image_resolve_backing(img->filename, name);
     if (!path)
         return qed_fail(err, ENOMEM, "out of memory");
     ret = qed_open(path, &o, out, err);

@@ -2,11 +2,9 @@
  * classified by the operation, segments handed to a pool of workers that
  * keep many requests in flight on one loop.  Also the helpers the
  * operations share: sub-request bookkeeping, sparse writes, file identity,
- * backing name resolution, and the file openers for unsafe caching and
- * header rewrites. */
+ * and the file openers for unsafe caching and header rewrites. */
 #include <errno.h>
 #include <inttypes.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -542,27 +540,6 @@ int ops_chain_depth_of(qed_image *img, qed_image *other)
             ops_same_file(layer->filename, other->filename))
             return depth;
     return -1;
-}
-
-char *ops_resolve_backing(const char *image_path, const char *name)
-{
-    char *copy, *dir, *out;
-    size_t len;
-
-    /* As the open path resolves it: relative to the image's directory, and
-     * an image named without a directory adds no "./". */
-    if (name[0] == '/' || !strchr(image_path, '/'))
-        return strdup(name);
-    copy = strdup(image_path);
-    if (!copy)
-        return NULL;
-    dir = dirname(copy);
-    len = strlen(dir) + 1 + strlen(name) + 1;
-    out = malloc(len);
-    if (out)
-        snprintf(out, len, "%s/%s", dir, name);
-    free(copy);
-    return out;
 }
 
 int ops_require_idle(qed_image *img, const char *what, qed_error *err)
