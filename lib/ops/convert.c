@@ -27,6 +27,7 @@ struct convert {
     qed_image *src, *dst;
     bool write_zeroes;     /* the output does not read zeros where unwritten */
     bool has_backing;      /* the output has a backing file */
+    bool preallocate;      /* a sparse raw file: allocate before writing */
     int shared_depth;      /* source layers from here down are the output's
                               backing chain; -1: none */
     uint64_t granularity;  /* zero detection and comparison */
@@ -56,13 +57,26 @@ static void segment_done(struct ops_worker *k)
     ops_worker_done(k, 0, NULL);
 }
 
-static void copy_read(struct ops_worker *k)
+static void copy_write(struct ops_worker *k)
 {
     struct convert *c = k->walk->opaque;
 
     ops_begin(k, segment_done);
     ops_write_blocks(k, c->dst, k->buf[0], NULL, c->granularity,
                      c->write_zeroes);
+    ops_end(k);
+}
+
+static void copy_read(struct ops_worker *k)
+{
+    struct convert *c = k->walk->opaque;
+
+    if (!c->preallocate) {
+        copy_write(k);
+        return;
+    }
+    ops_begin(k, copy_write);
+    ops_preallocate_data_blocks(k, c->dst, k->buf[0], c->granularity);
     ops_end(k);
 }
 
@@ -186,6 +200,7 @@ static int create_output(qed_image *src, const char *path,
                             " bytes; the source needs %" PRIu64,
                             qed_size(c->dst), size);
         c->write_zeroes = device;
+        c->preallocate = !device;
         c->granularity = RAW_GRANULARITY;
         return 0;
     }

@@ -123,6 +123,14 @@ void ops_write_blocks(struct ops_worker *k, qed_image *dst, const uint8_t *buf,
                       const uint8_t *cmp, uint64_t gran,
                       bool write_zero_blocks);
 
+/* Allocates space (fallocate, keeping the size) in the raw image dst under
+ * the blocks of buf that ops_write_blocks(k, dst, buf, NULL, gran, ...)
+ * writes as data.  For a fresh sparse output: ext4 fills allocated space
+ * with buffered writes much faster than it fills holes (delayed allocation
+ * tracks every block), while the blocks left out stay holes. */
+void ops_preallocate_data_blocks(struct ops_worker *k, qed_image *dst,
+                                 const uint8_t *buf, uint64_t gran);
+
 bool ops_is_zero(const void *buf, size_t len);
 
 /* Are two paths the same file?  false when either cannot be looked at. */

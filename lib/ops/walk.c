@@ -4,6 +4,7 @@
  * operations share: sub-request bookkeeping, sparse writes, file identity,
  * and the file openers for unsafe caching and header rewrites. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -491,31 +492,64 @@ static enum block_kind block_kind(const uint8_t *buf, const uint8_t *cmp,
     return ops_is_zero(buf, len) ? BLOCK_ZERO : BLOCK_DATA;
 }
 
+/* The run of blocks of one kind that starts at pos of the worker's segment
+ * (blocks aligned to absolute offsets at granularity gran). */
+static uint64_t block_run(const struct ops_worker *k, const uint8_t *buf,
+                          const uint8_t *cmp, uint64_t gran, uint64_t pos,
+                          enum block_kind *kind)
+{
+    uint64_t len = k->length;
+    uint64_t run = QED_MIN(gran - (k->offset + pos) % gran, len - pos);
+
+    *kind = block_kind(buf + pos, cmp ? cmp + pos : NULL, run);
+    while (pos + run < len) {
+        uint64_t next = QED_MIN(gran, len - pos - run);
+        if (block_kind(buf + pos + run, cmp ? cmp + pos + run : NULL,
+                       next) != *kind)
+            break;
+        run += next;
+    }
+    return run;
+}
+
 void ops_write_blocks(struct ops_worker *k, qed_image *dst, const uint8_t *buf,
                       const uint8_t *cmp, uint64_t gran,
                       bool write_zero_blocks)
 {
-    uint64_t pos = 0, len = k->length;
+    for (uint64_t pos = 0, run; pos < k->length; pos += run) {
+        enum block_kind kind;
 
-    while (pos < len) {
-        uint64_t first = QED_MIN(gran - (k->offset + pos) % gran, len - pos);
-        enum block_kind kind = block_kind(buf + pos, cmp ? cmp + pos : NULL,
-                                          first);
-        uint64_t run = first;
-
-        while (pos + run < len) {
-            uint64_t next = QED_MIN(gran, len - pos - run);
-            if (block_kind(buf + pos + run, cmp ? cmp + pos + run : NULL,
-                           next) != kind)
-                break;
-            run += next;
-        }
+        run = block_run(k, buf, cmp, gran, pos, &kind);
         if (kind == BLOCK_DATA)
             ops_write(k, dst, buf + pos, run, k->offset + pos);
         else if (kind == BLOCK_ZERO && write_zero_blocks)
             ops_write_zeroes(k, dst, k->offset + pos, run,
                              QED_ZERO_MAY_UNMAP);
-        pos += run;
+    }
+}
+
+/* Preallocation only saves time: where it fails (no fallocate, no space)
+ * the write that follows does the allocation, or reports the error. */
+static void preallocated(void *opaque, int ret)
+{
+    (void)ret;
+    sub_done(opaque, 0, NULL);
+}
+
+void ops_preallocate_data_blocks(struct ops_worker *k, qed_image *dst,
+                                 const uint8_t *buf, uint64_t gran)
+{
+    for (uint64_t pos = 0, run; pos < k->length; pos += run) {
+        enum block_kind kind;
+        struct ops_sub *sub;
+
+        run = block_run(k, buf, NULL, gran, pos, &kind);
+        if (kind != BLOCK_DATA)
+            continue;
+        sub = sub_new(k, "allocating space in", dst, k->offset + pos);
+        if (sub)
+            io_fallocate(dst->file, FALLOC_FL_KEEP_SIZE, k->offset + pos, run,
+                         preallocated, sub);
     }
 }
 

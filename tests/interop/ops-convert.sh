@@ -88,6 +88,17 @@ tap_is "$(qemu-img map --output=json -f raw m-src.raw.raw | perl -MJSON::PP -e '
     print join(",", map { $_->{start} } grep { $_->{data} && $_->{start} < 3 * 1048576 && $_->{start} + $_->{length} > 2 * 1048576 } @$m)')" "" \
     "the all-zero MiB of the raw source is a hole in the raw output"
 
+# A fully allocated MiB whose 4 KiB blocks alternate data and zeros: a raw
+# output allocates space under the data blocks only (it preallocates exactly
+# what it is about to write).
+perl -e 'print((("\x5a" x 4096) . ("\0" x 4096)) x 128)' >alternate.raw
+if tap_cmd "alternating data and zero blocks -> raw" "$QED" convert -O raw alternate.raw m-alternate.raw; then
+    same_raw "alternating blocks -> raw equals the source" alternate.raw m-alternate.raw
+    kib=$(du -k m-alternate.raw | cut -f1)
+    [ "$kib" -ge 512 ] && [ "$kib" -le 520 ]
+    ok $? "only the data blocks take space in the raw output ($kib KiB of 1024)"
+fi
+
 # ---- creation options ----------------------------------------------------------
 
 if tap_cmd "-o cluster_size=4k,table_size=2" "$QED" convert -O qed -o cluster_size=4k,table_size=2 std.qed geo.qed; then
