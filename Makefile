@@ -187,4 +187,4 @@ uninstall:
 clean:
 	rm -rf $(BUILD) $(FUZZ_BUILD)
 
--include $(LIB_OBJS:.o=.d) $(NBD_OBJS:.o=.d) $(TOOL_OBJS:.o=.d) $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/unit/%.d)
+-include $(LIB_OBJS:.o=.d) $(NBD_OBJS:.o=.d) $(TOOL_OBJS:.o=.d) $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/unit/%.d) $(TESTLIB_OBJS:.o=.d)

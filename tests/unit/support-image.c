@@ -242,7 +242,7 @@ int support_copy_file(const char *from, const char *to)
     return ret;
 }
 
-static uint64_t mix64(uint64_t z)
+uint64_t support_mix64(uint64_t z)
 {
     z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
     z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
@@ -252,7 +252,8 @@ static uint64_t mix64(uint64_t z)
 uint8_t support_pattern_byte(uint64_t seed, uint64_t pos)
 {
     /* One 64-bit hash per 8 bytes; never all-zero runs by accident. */
-    uint64_t h = mix64(seed * UINT64_C(0x9e3779b97f4a7c15) + (pos >> 3) + 1);
+    uint64_t h = support_mix64(seed * UINT64_C(0x9e3779b97f4a7c15) +
+                               (pos >> 3) + 1);
     uint8_t b = (uint8_t)(h >> (8 * (pos & 7)));
     return b ? b : 0xa5;
 }
@@ -283,7 +284,7 @@ size_t support_first_nonzero(const uint8_t *buf, size_t len)
 uint64_t support_rand(uint64_t *state)
 {
     *state += UINT64_C(0x9e3779b97f4a7c15);
-    return mix64(*state);
+    return support_mix64(*state);
 }
 
 uint64_t support_rand_below(uint64_t *state, uint64_t n)

@@ -71,6 +71,8 @@ size_t support_check_pattern(const uint8_t *buf, size_t len, uint64_t seed,
                              uint64_t pos);
 /* Index of the first non-zero byte (len if none). */
 size_t support_first_nonzero(const uint8_t *buf, size_t len);
+/* The splitmix64 finalizer: a well-mixed 64-bit hash of z. */
+uint64_t support_mix64(uint64_t z);
 /* splitmix64 */
 uint64_t support_rand(uint64_t *state);
 /* Uniform in [0, n). */

@@ -12,7 +12,7 @@
 
 #include "qed.h"
 #include "support-image.h"
-#include "../tap.h"
+#include "support-tap.h"
 
 #define CS (64 * KiB)
 
@@ -22,38 +22,12 @@ struct ctx {
     char dir[256];
 };
 
+/* Opens with the engine under test; one test point (see support-tap.h). */
 static bool open_image(const struct ctx *c, const char *path, unsigned flags,
                        qed_image **img, const char *what)
 {
-    qed_error err = { 0 };
-    int ret = support_open(path, flags, c->engine, img, &err);
-    if (!ok(ret == 0 && *img, "%s: open %s", c->en, what)) {
-        tap_diag("ret %d: %s", ret, err.message);
-        *img = NULL;
-        return false;
-    }
-    return true;
-}
-
-static void close_image(const struct ctx *c, qed_image *img, const char *what)
-{
-    qed_error err = { 0 };
-    int ret = qed_close(img, &err);
-    if (!ok(ret == 0, "%s: close %s", c->en, what))
-        tap_diag("ret %d: %s", ret, err.message);
-}
-
-static bool create(const struct ctx *c, const char *path, uint64_t size,
-                   uint32_t cs, const char *backing, enum qed_format fmt,
-                   const char *what)
-{
-    qed_error err = { 0 };
-    int ret = support_create(path, size, cs, 0, backing, fmt, &err);
-    if (!ok(ret == 0, "%s: create %s", c->en, what)) {
-        tap_diag("ret %d: %s", ret, err.message);
-        return false;
-    }
-    return true;
+    struct qed_open_options o = { .flags = flags, .engine = c->engine };
+    return support_tap_open(c->en, path, &o, img, what);
 }
 
 /* Does the image read as want over [off, off+len)? Diagnoses the first
@@ -101,8 +75,9 @@ static void test_raw_backing(const struct ctx *c)
     support_fill(model, size, 1, 0);
     is_u64(support_write_file(base, model, size), 0,
            "%s: raw: write a 1 MiB raw backing file", c->en);
-    if (!create(c, path, 0, 0, "base.raw", QED_FORMAT_RAW,
-                "a QED image over it, size from the backing file"))
+    if (!support_tap_create(c->en, path, 0, 0, "base.raw", QED_FORMAT_RAW,
+                            "a QED image over it, size from the backing "
+                            "file"))
         goto out;
     if (!open_image(c, path, QED_OPEN_RDWR, &img, "it read-write"))
         goto out;
@@ -161,7 +136,7 @@ static void test_raw_backing(const struct ctx *c)
     ret = qed_block_status(img, CS, CS, &st, &err);
     ok(ret == 0 && st.present && st.data && st.depth == 0,
        "%s: raw: a written cluster is data of the top image", c->en);
-    close_image(c, img, "the raw overlay");
+    support_tap_close(c->en, img, "the raw overlay");
 
     /* The copied head and tail are stored in the image itself. */
     if (open_image(c, path, QED_OPEN_NO_BACKING, &ro, "it without backing")) {
@@ -187,7 +162,7 @@ static void test_raw_backing(const struct ctx *c)
         ok(ret == 0 && info->has_backing &&
                strcmp(info->backing_file, "base.raw") == 0,
            "%s: raw: NO_BACKING: info still names the backing file", c->en);
-        close_image(c, ro, "it without backing");
+        support_tap_close(c->en, ro, "it without backing");
     }
     {
         uint8_t *now = NULL;
@@ -198,13 +173,7 @@ static void test_raw_backing(const struct ctx *c)
            "%s: raw: the backing file was never written", c->en);
         free(now);
     }
-    {
-        struct support_check chk;
-        support_qemu_check(path, &chk);
-        if (!ok(chk.status == 0 && chk.clean,
-                "%s: raw: qemu-img check exits 0", c->en))
-            tap_diag("exit %d: %s", chk.status, chk.output);
-    }
+    support_tap_qemu_check(path, "%s: raw: qemu-img check exits 0", c->en);
 out:
     free(model);
     free(data);
@@ -230,8 +199,10 @@ static void test_qed_backing(const struct ctx *c)
     /* raw <- mid.qed <- top.qed */
     support_fill(model, size, 10, 0);
     support_write_file(raw, model, size);
-    if (!create(c, mid, 0, 0, "chain0.raw", QED_FORMAT_RAW, "chain1.qed") ||
-        !create(c, top, 0, 0, "chain1.qed", QED_FORMAT_PROBE, "chain2.qed"))
+    if (!support_tap_create(c->en, mid, 0, 0, "chain0.raw", QED_FORMAT_RAW,
+                            "chain1.qed") ||
+        !support_tap_create(c->en, top, 0, 0, "chain1.qed", QED_FORMAT_PROBE,
+                            "chain2.qed"))
         goto out;
     if (!open_image(c, mid, QED_OPEN_RDWR, &img, "chain1.qed read-write"))
         goto out;
@@ -247,7 +218,7 @@ static void test_qed_backing(const struct ctx *c)
     ret = qed_write_zeroes(img, 7 * CS, CS, QED_ZERO_MAY_UNMAP, &err);
     is_u64(ret, 0, "%s: chain: zero cluster 7 of the middle", c->en);
     memset(model + 7 * CS, 0, CS);
-    close_image(c, img, "chain1.qed");
+    support_tap_close(c->en, img, "chain1.qed");
 
     if (!open_image(c, top, QED_OPEN_RDWR, &img, "chain2.qed read-write"))
         goto out;
@@ -290,13 +261,13 @@ static void test_qed_backing(const struct ctx *c)
     memcpy(model + 7 * CS + 10, data, 10);
     ok(reads_as(img, model, 0, size),
        "%s: chain: copy-on-write took the middle image's data", c->en);
-    close_image(c, img, "chain2.qed");
+    support_tap_close(c->en, img, "chain2.qed");
     if (open_image(c, top, QED_OPEN_NO_BACKING, &img, "chain2.qed alone")) {
         ok(reads_as(img, model + 5 * CS, 5 * CS, CS),
            "%s: chain: COW cluster 5 stored whole in the top", c->en);
         ok(reads_as(img, model + 7 * CS, 7 * CS, CS),
            "%s: chain: COW cluster 7 stored whole in the top", c->en);
-        close_image(c, img, "chain2.qed alone");
+        support_tap_close(c->en, img, "chain2.qed alone");
     }
 out:
     free(model);
@@ -321,7 +292,8 @@ static void test_zero_cluster_cow(const struct ctx *c)
 
     support_fill(model, size, 20, 0);
     support_write_file(base, model, size);
-    if (!create(c, path, 0, 0, "zbase.raw", QED_FORMAT_RAW, "zcow.qed") ||
+    if (!support_tap_create(c->en, path, 0, 0, "zbase.raw", QED_FORMAT_RAW,
+                            "zcow.qed") ||
         !open_image(c, path, QED_OPEN_RDWR, &img, "zcow.qed"))
         goto out;
     ret = qed_write_zeroes(img, 2 * CS, CS, QED_ZERO_MAY_UNMAP, &err);
@@ -360,19 +332,13 @@ static void test_zero_cluster_cow(const struct ctx *c)
     ok(reads_as(img, model + 7 * CS, 7 * CS, CS),
        "%s: zero cow: the unallocated cluster's part has backing data",
        c->en);
-    close_image(c, img, "zcow.qed");
+    support_tap_close(c->en, img, "zcow.qed");
     if (open_image(c, path, 0, &img, "zcow.qed again")) {
         ok(reads_as(img, model, 0, size),
            "%s: zero cow: the whole image matches after reopening", c->en);
-        close_image(c, img, "zcow.qed again");
+        support_tap_close(c->en, img, "zcow.qed again");
     }
-    {
-        struct support_check chk;
-        support_qemu_check(path, &chk);
-        if (!ok(chk.status == 0 && chk.clean,
-                "%s: zero cow: qemu-img check exits 0", c->en))
-            tap_diag("exit %d: %s", chk.status, chk.output);
-    }
+    support_tap_qemu_check(path, "%s: zero cow: qemu-img check exits 0", c->en);
 out:
     free(model);
     free(data);
@@ -395,8 +361,8 @@ static void test_short_backing(const struct ctx *c)
     /* Raw backing file of 100000 bytes (not a multiple of 512). */
     support_fill(model, bsize, 30, 0);
     support_write_file(braw, model, bsize);
-    if (!create(c, p1, size, 0, "short.raw", QED_FORMAT_RAW,
-                "1 MiB over a 100000-byte raw file") ||
+    if (!support_tap_create(c->en, p1, size, 0, "short.raw", QED_FORMAT_RAW,
+                            "1 MiB over a 100000-byte raw file") ||
         !open_image(c, p1, QED_OPEN_RDWR, &img, "it"))
         goto qed_part;
     ok(reads_as(img, model, 0, size),
@@ -418,26 +384,26 @@ static void test_short_backing(const struct ctx *c)
     is_u64(ret, 0, "%s: short raw: partial write zeroes past the end", c->en);
     ok(reads_as(img, model, 0, size),
        "%s: short raw: COW across the end: backing data, then zeros", c->en);
-    close_image(c, img, "it");
+    support_tap_close(c->en, img, "it");
     if (open_image(c, p1, QED_OPEN_NO_BACKING, &img, "it alone")) {
         ok(reads_as(img, model + CS, CS, CS),
            "%s: short raw: the COW cluster is stored whole", c->en);
-        close_image(c, img, "it alone");
+        support_tap_close(c->en, img, "it alone");
     }
 
 qed_part:
     /* QED backing file of 100352 bytes: its last cluster is partial. */
     memset(model, 0, size);
-    if (!create(c, bqed, qsize, 0, NULL, QED_FORMAT_PROBE,
-                "a 100352-byte QED backing file") ||
+    if (!support_tap_create(c->en, bqed, qsize, 0, NULL, QED_FORMAT_PROBE,
+                            "a 100352-byte QED backing file") ||
         !open_image(c, bqed, QED_OPEN_RDWR, &img, "it read-write"))
         goto out;
     support_fill(model + CS, qsize - CS, 34, CS);
     ret = qed_pwrite(img, model + CS, qsize - CS, CS, &err);
     is_u64(ret, 0, "%s: short qed: fill its partial last cluster", c->en);
-    close_image(c, img, "the short QED backing file");
-    if (!create(c, p2, size, 0, "short-base.qed", QED_FORMAT_PROBE,
-                "1 MiB over it") ||
+    support_tap_close(c->en, img, "the short QED backing file");
+    if (!support_tap_create(c->en, p2, size, 0, "short-base.qed",
+                            QED_FORMAT_PROBE, "1 MiB over it") ||
         !open_image(c, p2, QED_OPEN_RDWR, &img, "the overlay"))
         goto out;
     ok(reads_as(img, model, 0, size),
@@ -455,7 +421,7 @@ qed_part:
         ok(ret == 0 && st.zero && !st.data && st.length == CS,
            "%s: short qed: status past the backing end reads zeros", c->en);
     }
-    close_image(c, img, "the overlay");
+    support_tap_close(c->en, img, "the overlay");
 out:
     free(model);
     free(data);
@@ -513,13 +479,13 @@ static void test_relative_names(const struct ctx *c)
         has_substr(info->backing_file_full, "rel-sub/base.raw",
                    "%s: relative: resolved name is in the image's directory",
                    c->en);
-        close_image(c, img, "over.qed");
+        support_tap_close(c->en, img, "over.qed");
     }
     if (open_image(c, "../rel-sub/over2.qed", 0, &img, "over2.qed")) {
         ok(reads_as(img, good, 0, size),
            "%s: relative: '../rel-base/b.raw' resolved from the image's "
            "directory", c->en);
-        close_image(c, img, "over2.qed");
+        support_tap_close(c->en, img, "over2.qed");
     }
     ok(chdir("/") == 0, "%s: relative: chdir to /", c->en);
     if (open_image(c, support_path(sub, "over.qed"), 0, &img,
@@ -527,7 +493,7 @@ static void test_relative_names(const struct ctx *c)
         ok(reads_as(img, good, 0, size),
            "%s: relative: absolute image path, relative backing name",
            c->en);
-        close_image(c, img, "over.qed from /");
+        support_tap_close(c->en, img, "over.qed from /");
     }
     /* An absolute backing name is used as it is. */
     ret = support_create(support_path(other, "abs.qed"), 0, 0, 0,
@@ -540,7 +506,7 @@ static void test_relative_names(const struct ctx *c)
         qed_get_info(img, info, &err);
         is_str(info->backing_file_full, support_path(bdir, "b.raw"),
                "%s: relative: absolute name resolves to itself", c->en);
-        close_image(c, img, "abs.qed");
+        support_tap_close(c->en, img, "abs.qed");
     }
 out:
     if (cwd[0] && chdir(cwd) != 0)
@@ -562,8 +528,9 @@ static void test_missing(const struct ctx *c)
     int ret;
 
     support_write_file(base, block, sizeof(block));
-    if (!create(c, path, 0, 0, "gone-backing.raw", QED_FORMAT_RAW,
-                "an image whose backing file will go"))
+    if (!support_tap_create(c->en, path, 0, 0, "gone-backing.raw",
+                            QED_FORMAT_RAW,
+                            "an image whose backing file will go"))
         return;
     unlink(base);
     for (int rw = 0; rw < 2; rw++) {
@@ -589,7 +556,7 @@ static void test_missing(const struct ctx *c)
         ret = qed_pread(img, block, 512, 0, &err);
         is_u64(ret, (uint64_t)-ENOTSUP, "%s: missing backing, NO_BACKING: "
                "unallocated read fails with ENOTSUP", c->en);
-        close_image(c, img, "it with NO_BACKING");
+        support_tap_close(c->en, img, "it with NO_BACKING");
     }
     memset(&err, 0, sizeof(err));
     ret = support_create(support_path(c->dir, "orphan2.qed"), 0, 0, 0,
@@ -622,7 +589,7 @@ static void check_loop(const struct ctx *c, const char *path,
     }
     if (open_image(c, path, QED_OPEN_NO_BACKING, &img,
                    "a looping image with NO_BACKING"))
-        close_image(c, img, "it");
+        support_tap_close(c->en, img, "it");
 }
 
 static void test_loops(const struct ctx *c)
@@ -718,7 +685,7 @@ static void test_depth(const struct ctx *c)
                "%s: depth: status answered at depth %u", c->en,
                QED_MAX_CHAIN_DEPTH);
         }
-        close_image(c, img, "the deepest allowed chain");
+        support_tap_close(c->en, img, "the deepest allowed chain");
     }
     memset(&err, 0, sizeof(err));
     ret = support_open(support_path(c->dir, "deep0.img"), 0, c->engine, &img,
@@ -750,7 +717,8 @@ static void test_no_backing_writes(const struct ctx *c)
 
     support_fill(model, size, 60, 0);
     support_write_file(base, model, size);
-    if (!create(c, path, 0, 0, "nb-base.raw", QED_FORMAT_RAW, "nb.qed"))
+    if (!support_tap_create(c->en, path, 0, 0, "nb-base.raw", QED_FORMAT_RAW,
+                            "nb.qed"))
         goto out;
     /* Refusing read-write without the backing file would be fine too. */
     ret = support_open(path, QED_OPEN_RDWR | QED_OPEN_NO_BACKING, c->engine,
@@ -778,7 +746,7 @@ static void test_no_backing_writes(const struct ctx *c)
         memset(model + 8 * CS + 100, 0, 100);
     ok(ret == 0 || ret == -ENOTSUP, "%s: no backing: partial write zeroes "
        "succeeds or fails with ENOTSUP (%d)", c->en, ret);
-    close_image(c, img, "it");
+    support_tap_close(c->en, img, "it");
     if (open_image(c, path, 0, &img, "it with its backing file")) {
         ok(reads_as(img, model + 3 * CS, 3 * CS, CS),
            "%s: no backing: the whole-cluster write is there", c->en);
@@ -788,7 +756,7 @@ static void test_no_backing_writes(const struct ctx *c)
         ok(reads_as(img, model + 8 * CS, 8 * CS, CS),
            "%s: no backing: write zeroes took effect or left the cluster "
            "alone, as it reported", c->en);
-        close_image(c, img, "it with its backing file");
+        support_tap_close(c->en, img, "it with its backing file");
     }
 out:
     free(model);
@@ -941,24 +909,12 @@ static void test_concurrent_cow(const struct ctx *c)
        c->en);
     ok(reads_as(img, model, 0, CW_SIZE),
        "%s: concurrent cow: the image matches the model", c->en);
-    close_image(c, img, "it");
-    {
-        struct support_check chk;
-        support_qemu_check(path, &chk);
-        if (!ok(chk.status == 0 && chk.clean,
-                "%s: concurrent cow: qemu-img check exits 0", c->en))
-            tap_diag("exit %d: %s", chk.status, chk.output);
-    }
+    support_tap_close(c->en, img, "it");
+    support_tap_qemu_check(path, "%s: concurrent cow: qemu-img check exits 0",
+                           c->en);
     support_write_file(raw, model, CW_SIZE);
-    {
-        char out[2048];
-        ret = support_run(out, sizeof(out),
-                          "qemu-img compare -f qed -F raw '%s' '%s'", path,
-                          raw);
-        if (!ok(ret == 0, "%s: concurrent cow: qemu-img compare with the "
-                "model exits 0", c->en))
-            tap_diag("exit %d: %s", ret, out);
-    }
+    support_tap_qemu_compare(path, raw, "%s: concurrent cow: qemu-img compare "
+                             "with the model exits 0", c->en);
 out:
     free(model);
     free(reqs);

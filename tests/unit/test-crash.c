@@ -25,6 +25,7 @@
 #include <endian.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,12 +37,8 @@
 #include "io-sim.h"
 #include "qed.h"
 #include "support-image.h"
-#include "../tap.h"
-
-#define SECT 512u
-#define ID_ZERO 0u
-#define ID_BASE 1u
-#define ID_GARBAGE UINT32_MAX
+#include "support-sim.h"
+#include "support-tap.h"
 
 enum backing_kind { BK_NONE, BK_RAW, BK_QED };
 
@@ -80,61 +77,15 @@ static const struct config configs[] = {
 };
 #define NCONFIGS (sizeof(configs) / sizeof(configs[0]))
 
-/* ---- self-describing sector contents ------------------------------------------ */
-
-static uint64_t mix64(uint64_t z)
-{
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
+/* Short names for the many random draws of the workload. */
 static uint64_t rnd(uint64_t *state)
 {
-    *state += 0x9e3779b97f4a7c15ull;
-    return mix64(*state);
+    return support_rand(state);
 }
 
 static uint64_t below(uint64_t *state, uint64_t n)
 {
-    return n ? rnd(state) % n : 0;
-}
-
-/* Content of sector s written by write id (id 0: zeros). */
-static void fill_sector(uint8_t *buf, uint32_t id, uint64_t s)
-{
-    uint64_t w[SECT / 8];
-    if (id == ID_ZERO) {
-        memset(buf, 0, SECT);
-        return;
-    }
-    w[0] = id;
-    w[1] = s;
-    for (unsigned i = 2; i < SECT / 8; i++)
-        w[i] = mix64(((uint64_t)id << 40) ^ (s << 8) ^ i);
-    memcpy(buf, w, SECT);
-}
-
-static void fill_range(uint8_t *buf, uint32_t id, uint64_t first,
-                       uint64_t count)
-{
-    for (uint64_t i = 0; i < count; i++)
-        fill_sector(buf + i * SECT, id, first + i);
-}
-
-/* Which write a sector read came from: its id, ID_ZERO, or ID_GARBAGE. */
-static uint32_t identify(const uint8_t *buf, uint64_t s, uint32_t max_id)
-{
-    uint8_t want[SECT];
-    uint64_t id;
-
-    if (support_first_nonzero(buf, SECT) == SECT)
-        return ID_ZERO;
-    memcpy(&id, buf, 8);
-    if (id == 0 || id >= max_id)
-        return ID_GARBAGE;
-    fill_sector(want, (uint32_t)id, s);
-    return memcmp(want, buf, SECT) == 0 ? (uint32_t)id : ID_GARBAGE;
+    return support_rand_below(state, n);
 }
 
 /* ---- the model ------------------------------------------------------------------ */
@@ -200,23 +151,33 @@ struct campaign {
     uint64_t requests_done, max_seen_in_flight;
 };
 
+/* Prints a finding about the current case, with what reruns it alone. */
+static void report(const struct campaign *c, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+static void report(const struct campaign *c, const char *fmt, va_list ap)
+{
+    char msg[600];
+
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    tap_diag("config %u (%s) case %u (seed 0x%" PRIx64 ") cycle %u, %s: %s "
+             "[rerun: test-crash %u %u]",
+             c->cfg_index, c->cfg->name, c->case_index, c->case_seed,
+             c->cycle, c->where, msg, c->cfg_index, c->case_index);
+}
+
+/* A finding that fails the case. */
 static void failure(struct campaign *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static void failure(struct campaign *c, const char *fmt, ...)
 {
-    char msg[600];
     va_list ap;
 
     c->failed = true;
     if (c->printed++ >= 12)
         return;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    report(c, fmt, ap);
     va_end(ap);
-    tap_diag("config %u (%s) case %u (seed 0x%" PRIx64 ") cycle %u, %s: %s "
-             "[rerun: test-crash %u %u]",
-             c->cfg_index, c->cfg->name, c->case_index, c->case_seed,
-             c->cycle, c->where, msg, c->cfg_index, c->case_index);
 }
 
 /* A finding that does not stop the case. */
@@ -224,18 +185,27 @@ static void note(struct campaign *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static void note(struct campaign *c, const char *fmt, ...)
 {
-    char msg[600];
     va_list ap;
 
     if (c->noted++ >= 5)
         return;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    report(c, fmt, ap);
     va_end(ap);
-    tap_diag("config %u (%s) case %u (seed 0x%" PRIx64 ") cycle %u, %s: %s "
-             "[rerun: test-crash %u %u]",
-             c->cfg_index, c->cfg->name, c->case_index, c->case_seed,
-             c->cycle, c->where, msg, c->cfg_index, c->case_index);
+}
+
+/* Room for element n of a growing array of *cap elements of size bytes:
+ * doubles it when full, starting from first. */
+static void *grow(void *array, size_t *cap, size_t n, size_t size,
+                  size_t first)
+{
+    if (n < *cap)
+        return array;
+    *cap = *cap ? 2 * *cap : first;
+    array = realloc(array, *cap * size);
+    if (!array)
+        abort();
+    return array;
 }
 
 static uint32_t new_op(struct campaign *c, enum kind kind, uint64_t off,
@@ -243,12 +213,7 @@ static uint32_t new_op(struct campaign *c, enum kind kind, uint64_t off,
 {
     struct oprec *o;
 
-    if (c->ops_n == c->ops_cap) {
-        c->ops_cap = c->ops_cap ? 2 * c->ops_cap : 256;
-        c->ops = realloc(c->ops, c->ops_cap * sizeof(*c->ops));
-        if (!c->ops)
-            abort();
-    }
+    c->ops = grow(c->ops, &c->ops_cap, c->ops_n, sizeof(*c->ops), 256);
     o = &c->ops[c->ops_n];
     memset(o, 0, sizeof(*o));
     o->kind = kind;
@@ -263,12 +228,7 @@ static void history_add(struct campaign *c, uint64_t s, uint32_t op)
 {
     struct hnode *n;
 
-    if (c->pool_n == c->pool_cap) {
-        c->pool_cap = c->pool_cap ? 2 * c->pool_cap : 4096;
-        c->pool = realloc(c->pool, c->pool_cap * sizeof(*c->pool));
-        if (!c->pool)
-            abort();
-    }
+    c->pool = grow(c->pool, &c->pool_cap, c->pool_n, sizeof(*c->pool), 4096);
     n = &c->pool[c->pool_n];
     n->op = op;
     n->next = NIL;
@@ -318,6 +278,20 @@ static bool sector_allowed(const struct campaign *c, uint64_t s, uint32_t got,
     return got == c->orig[s];
 }
 
+/* One request as " write#7@4096+512(durable)": its kind, write id, range
+ * and how far it got.  Returns what snprintf returns. */
+static size_t describe_op(const struct campaign *c, const struct oprec *o,
+                          char *out, size_t size)
+{
+    return (size_t)snprintf(out, size, " %s%s%u@%" PRIu64 "+%" PRIu64 "%s",
+                            kind_names[o->kind],
+                            o->kind == K_WRITE ? "#" : "",
+                            o->kind == K_WRITE ? o->id : 0, o->off, o->len,
+                            !o->done ? "(in flight)"
+                            : o->seq < c->durable_seq ? "(durable)"
+                                                      : "(unflushed)");
+}
+
 static void describe_sector(const struct campaign *c, uint64_t s, char *out,
                             size_t size)
 {
@@ -325,15 +299,7 @@ static void describe_sector(const struct campaign *c, uint64_t s, char *out,
                                    c->orig[s]);
     for (uint32_t i = c->head[s]; i != NIL && used < size; i = c->pool[i].next) {
         const struct oprec *o = &c->ops[c->pool[i].op];
-        used += (size_t)snprintf(out + used, size - used,
-                                 " %s%s%u@%" PRIu64 "+%" PRIu64 "%s",
-                                 kind_names[o->kind],
-                                 o->kind == K_WRITE ? "#" : "",
-                                 o->kind == K_WRITE ? o->id : 0, o->off,
-                                 o->len,
-                                 !o->done ? "(in flight)"
-                                 : o->seq < c->durable_seq ? "(durable)"
-                                                           : "(unflushed)");
+        used += describe_op(c, o, out + used, size - used);
     }
 }
 
@@ -351,15 +317,7 @@ static void describe_cluster(const struct campaign *c, uint64_t s)
         const struct oprec *o = &c->ops[i];
         if (o->kind == K_FLUSH || o->off >= hi || o->off + o->len <= lo)
             continue;
-        used += (size_t)snprintf(line + used, sizeof(line) - used,
-                                 " %s%s%u@%" PRIu64 "+%" PRIu64 "%s",
-                                 kind_names[o->kind],
-                                 o->kind == K_WRITE ? "#" : "",
-                                 o->kind == K_WRITE ? o->id : 0, o->off,
-                                 o->len,
-                                 !o->done ? "(in flight)"
-                                 : o->seq < c->durable_seq ? "(durable)"
-                                                           : "(unflushed)");
+        used += describe_op(c, o, line + used, sizeof(line) - used);
     }
     tap_diag("%s", line);
 }
@@ -424,7 +382,7 @@ static void verify_read(struct campaign *c, const struct oprec *o,
 {
     for (uint64_t i = 0; i < o->len / SECT; i++) {
         uint64_t s = o->off / SECT + i;
-        uint32_t got = identify(buf + i * SECT, s, c->next_id);
+        uint32_t got = support_identify(buf + i * SECT, s, c->next_id);
         if (!sector_allowed(c, s, got, true)) {
             char hist[400];
             describe_sector(c, s, hist, sizeof(hist));
@@ -498,7 +456,8 @@ static bool submit_one(struct campaign *c)
         r->buf = malloc(len);
         if (!r->buf)
             abort();
-        fill_range(r->buf, c->ops[r->op].id, off / SECT, len / SECT);
+        support_fill_sectors(r->buf, c->ops[r->op].id, off / SECT,
+                             len / SECT);
         r->iov = (struct iovec){ r->buf, len };
         ret = qed_aio_writev(c->img, &r->iov, 1, off, request_done, r);
         break;
@@ -588,14 +547,6 @@ static void run_workload(struct campaign *c, unsigned requests)
 
 /* ---- one case -------------------------------------------------------------------- */
 
-struct templates {
-    uint8_t *top[NCONFIGS];
-    size_t top_len[NCONFIGS];
-    uint8_t *base[NCONFIGS];
-    size_t base_len[NCONFIGS];
-    uint32_t *base_ids[NCONFIGS]; /* per sector of the virtual disk */
-};
-
 static const char *base_name(const struct config *cfg)
 {
     return cfg->backing == BK_QED ? "base.qed" : "base.raw";
@@ -603,14 +554,9 @@ static const char *base_name(const struct config *cfg)
 
 static int open_top(struct campaign *c, qed_image **out, qed_error *err)
 {
-    struct qed_open_options o = {
-        .flags = QED_OPEN_RDWR,
-        .cache = c->cfg->cache,
-        .loop = c->loop,
-        .l2_cache_bytes = (size_t)(64 * KiB) * c->cfg->table_size,
-    };
-    struct file_opener opener = memfs_opener(c->fs);
-    return image_open("top.qed", &o, &opener, out, err);
+    return support_template_open(c->fs, c->loop, c->cfg->cache,
+                                 (size_t)(64 * KiB) * c->cfg->table_size, out,
+                                 err);
 }
 
 static void reset_history(struct campaign *c)
@@ -708,7 +654,7 @@ static bool verify_image(struct campaign *c)
         }
         for (uint64_t i = 0; i < chunk / SECT; i++) {
             uint64_t s = off / SECT + i;
-            uint32_t got = identify(buf + i * SECT, s, c->next_id);
+            uint32_t got = support_identify(buf + i * SECT, s, c->next_id);
             if (!sector_allowed(c, s, got, false) && bad_sectors++ == 0 &&
                 c->printed < 12) {
                 char hist[400];
@@ -854,7 +800,7 @@ static void run_cycle(struct campaign *c, uint64_t *estimate)
     verify_image(c);
 }
 
-static void run_case(struct campaign *c, const struct templates *t)
+static void run_case(struct campaign *c, const struct support_template *t)
 {
     /* I/O operations a workload takes, learnt as the case goes (per case,
      * so that a case reruns alone exactly). */
@@ -863,21 +809,11 @@ static void run_case(struct campaign *c, const struct templates *t)
     qed_error err = { 0 };
     int ret;
 
-    c->fs = memfs_new();
-    if (!c->fs)
-        abort();
+    c->fs = support_template_load(t, base_name(cfg), cfg->fallocate);
     c->rng = c->case_seed;
     c->failed = false;
     c->next_id = 2;
-    memcpy(c->orig, t->base_ids[c->cfg_index], c->nsect * sizeof(*c->orig));
-    memfs_set_fallocate(c->fs, cfg->fallocate);
-    memfs_set_max_file_size(c->fs, 64 * MiB);
-    if (memfs_add(c->fs, "top.qed", t->top[c->cfg_index],
-                  t->top_len[c->cfg_index]) < 0 ||
-        (cfg->backing != BK_NONE &&
-         memfs_add(c->fs, base_name(cfg), t->base[c->cfg_index],
-                   t->base_len[c->cfg_index]) < 0))
-        abort();
+    memcpy(c->orig, t->base_ids, c->nsect * sizeof(*c->orig));
     memfs_set_volatile(c->fs, true);
     snprintf(c->where, sizeof(c->where), "first open");
     ret = open_top(c, &c->img, &err);
@@ -905,100 +841,91 @@ static void run_case(struct campaign *c, const struct templates *t)
 
 /* ---- templates ---------------------------------------------------------------- */
 
-static int make_templates(const char *dir, struct templates *t)
+/* A raw backing file: data in most of it, a hole here and there. */
+static int make_raw_backing(const char *base, const struct config *cfg,
+                            uint32_t *ids)
 {
-    for (unsigned i = 0; i < NCONFIGS; i++) {
-        const struct config *cfg = &configs[i];
-        uint64_t nsect = cfg->size / SECT;
-        char sub[1100], top[1200], base[1200];
-        qed_error err = { 0 };
-        int ret;
+    uint64_t bsect = cfg->backing_size / SECT;
 
-        snprintf(sub, sizeof(sub), "%s/c%u", dir, i);
-        if (mkdir(sub, 0700) < 0)
-            return -errno;
-        snprintf(top, sizeof(top), "%s/top.qed", sub);
-        snprintf(base, sizeof(base), "%s/%s", sub, base_name(cfg));
-        t->base_ids[i] = calloc(nsect, sizeof(uint32_t));
-        if (!t->base_ids[i])
-            return -ENOMEM;
-        if (cfg->backing == BK_RAW) {
-            uint64_t bsect = cfg->backing_size / SECT;
-            uint8_t *b = malloc(cfg->backing_size);
-            if (!b)
-                return -ENOMEM;
-            /* Data in most of it, a hole here and there. */
-            for (uint64_t s = 0; s < bsect; s++) {
-                uint32_t id = (s / 37) % 5 == 4 ? ID_ZERO : ID_BASE;
-                fill_sector(b + s * SECT, id, s);
-                t->base_ids[i][s] = id;
-            }
-            ret = support_write_file(base, b, cfg->backing_size);
-            free(b);
-            if (ret < 0)
-                return ret;
-        } else if (cfg->backing == BK_QED) {
-            qed_image *bimg;
-            uint8_t *b = malloc(64 * KiB);
-            if (!b)
-                return -ENOMEM;
-            ret = support_create(base, cfg->backing_size, 65536, 1, NULL,
-                                 QED_FORMAT_PROBE, &err);
-            if (ret == 0)
-                ret = support_open(base, QED_OPEN_RDWR, QED_ENGINE_AUTO,
-                                   &bimg, &err);
-            /* Two of every three 64k clusters written, partly. */
-            for (uint64_t off = 0; ret == 0 && off < cfg->backing_size;
-                 off += 64 * KiB) {
-                uint64_t first = off / SECT + (off / (64 * KiB)) % 7;
-                uint64_t count = 64 * KiB / SECT - (off / (64 * KiB)) % 7;
-                if ((off / (64 * KiB)) % 3 == 2)
-                    continue;
-                fill_range(b, ID_BASE, first, count);
-                ret = qed_pwrite(bimg, b, count * SECT, first * SECT, &err);
-                for (uint64_t s = first; s < first + count; s++)
-                    t->base_ids[i][s] = ID_BASE;
-            }
-            if (ret == 0)
-                ret = qed_close(bimg, &err);
-            free(b);
-            if (ret < 0) {
-                tap_diag("QED backing file: %s", err.message);
-                return ret;
-            }
-        }
-        ret = support_create(top, cfg->size, cfg->cluster_size,
-                             cfg->table_size,
-                             cfg->backing ? base_name(cfg) : NULL,
-                             cfg->backing == BK_RAW ? QED_FORMAT_RAW
-                                                    : QED_FORMAT_PROBE,
-                             &err);
-        if (ret < 0) {
-            tap_diag("creating %s: %s", top, err.message);
-            return ret;
-        }
-        ret = support_read_file(top, &t->top[i], &t->top_len[i]);
-        if (ret == 0 && cfg->backing)
-            ret = support_read_file(base, &t->base[i], &t->base_len[i]);
-        if (ret < 0)
-            return ret;
-    }
-    return 0;
+    for (uint64_t s = 0; s < bsect; s++)
+        ids[s] = (s / 37) % 5 == 4 ? ID_ZERO : ID_BASE;
+    return support_write_sectors(base, ids, bsect);
 }
 
-static void free_templates(struct templates *t)
+/* A QED backing file: two of every three 64k clusters written, partly. */
+static int make_qed_backing(const char *base, const struct config *cfg,
+                            uint32_t *ids)
 {
-    for (unsigned i = 0; i < NCONFIGS; i++) {
-        free(t->top[i]);
-        free(t->base[i]);
-        free(t->base_ids[i]);
+    qed_image *bimg;
+    qed_error err = { 0 };
+    uint8_t *b = malloc(64 * KiB);
+    int ret;
+
+    if (!b)
+        return -ENOMEM;
+    ret = support_create(base, cfg->backing_size, 65536, 1, NULL,
+                         QED_FORMAT_PROBE, &err);
+    if (ret == 0)
+        ret = support_open(base, QED_OPEN_RDWR, QED_ENGINE_AUTO, &bimg,
+                           &err);
+    for (uint64_t off = 0; ret == 0 && off < cfg->backing_size;
+         off += 64 * KiB) {
+        uint64_t first = off / SECT + (off / (64 * KiB)) % 7;
+        uint64_t count = 64 * KiB / SECT - (off / (64 * KiB)) % 7;
+        if ((off / (64 * KiB)) % 3 == 2)
+            continue;
+        support_fill_sectors(b, ID_BASE, first, count);
+        ret = qed_pwrite(bimg, b, count * SECT, first * SECT, &err);
+        for (uint64_t s = first; s < first + count; s++)
+            ids[s] = ID_BASE;
     }
+    if (ret == 0)
+        ret = qed_close(bimg, &err);
+    free(b);
+    if (ret < 0)
+        tap_diag("QED backing file: %s", err.message);
+    return ret;
+}
+
+/* The image of configuration i (and its backing file), built in dir. */
+static int make_template(const char *dir, unsigned i,
+                         struct support_template *t)
+{
+    const struct config *cfg = &configs[i];
+    char sub[1100], top[1200], base[1200];
+    qed_error err = { 0 };
+    int ret = 0;
+
+    snprintf(sub, sizeof(sub), "%s/c%u", dir, i);
+    if (mkdir(sub, 0700) < 0)
+        return -errno;
+    snprintf(top, sizeof(top), "%s/top.qed", sub);
+    snprintf(base, sizeof(base), "%s/%s", sub, base_name(cfg));
+    t->base_ids = calloc(cfg->size / SECT, sizeof(uint32_t));
+    if (!t->base_ids)
+        return -ENOMEM;
+    if (cfg->backing == BK_RAW)
+        ret = make_raw_backing(base, cfg, t->base_ids);
+    else if (cfg->backing == BK_QED)
+        ret = make_qed_backing(base, cfg, t->base_ids);
+    if (ret < 0)
+        return ret;
+    ret = support_create(top, cfg->size, cfg->cluster_size, cfg->table_size,
+                         cfg->backing ? base_name(cfg) : NULL,
+                         cfg->backing == BK_RAW ? QED_FORMAT_RAW
+                                                : QED_FORMAT_PROBE,
+                         &err);
+    if (ret < 0) {
+        tap_diag("creating %s: %s", top, err.message);
+        return ret;
+    }
+    return support_template_read(t, top, cfg->backing ? base : NULL);
 }
 
 /* ---- main --------------------------------------------------------------------- */
 
 static void run_config(unsigned ci, int only_case, qed_loop *loop,
-                       const struct templates *t)
+                       const struct support_template *t)
 {
     const struct config *cfg = &configs[ci];
     struct campaign *c = calloc(1, sizeof(*c));
@@ -1022,7 +949,7 @@ static void run_config(unsigned ci, int only_case, qed_loop *loop,
         if (only_case >= 0 && k != (unsigned)only_case)
             continue;
         c->case_index = k;
-        c->case_seed = mix64(0xc0ffee00ull + ci * 100003ull + k);
+        c->case_seed = support_mix64(0xc0ffee00ull + ci * 100003ull + k);
         run_case(c, t);
         failed_cases += c->failed;
     }
@@ -1060,8 +987,7 @@ static void run_config(unsigned ci, int only_case, qed_loop *loop,
 
 int main(int argc, char **argv)
 {
-    char dir[1024];
-    struct templates t = { 0 };
+    struct support_template t[NCONFIGS] = { 0 };
     qed_error err = { 0 };
     qed_loop *loop;
     int only_config = -1, only_case = -1;
@@ -1071,23 +997,16 @@ int main(int argc, char **argv)
         only_config = atoi(argv[1]);
     if (argc >= 3)
         only_case = atoi(argv[2]);
-    if (support_mkdtemp("crash", dir, sizeof(dir)) < 0) {
-        ok(0, "temporary directory");
+    if (!support_tap_templates("crash", t, NCONFIGS, make_template))
         return tap_done();
-    }
-    if (!ok(make_templates(dir, &t) == 0, "template images built")) {
-        support_rmtree(dir);
-        return tap_done();
-    }
-    support_rmtree(dir);
     if (!ok(qed_loop_new(QED_ENGINE_AUTO, &loop, &err) == 0, "event loop")) {
-        free_templates(&t);
+        support_templates_free(t, NCONFIGS);
         return tap_done();
     }
     for (unsigned i = 0; i < NCONFIGS; i++)
         if (only_config < 0 || (unsigned)only_config == i)
-            run_config(i, only_case, loop, &t);
+            run_config(i, only_case, loop, &t[i]);
     qed_loop_free(loop);
-    free_templates(&t);
+    support_templates_free(t, NCONFIGS);
     return tap_done();
 }

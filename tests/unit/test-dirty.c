@@ -11,7 +11,7 @@
 
 #include "qed.h"
 #include "support-image.h"
-#include "../tap.h"
+#include "support-tap.h"
 
 #define CS (64 * KiB)
 
@@ -21,25 +21,12 @@ struct ctx {
     const char *dir;
 };
 
+/* Opens with the engine under test; one test point (see support-tap.h). */
 static bool open_image(const struct ctx *c, const char *path, unsigned flags,
                        qed_image **img, const char *what)
 {
-    qed_error err = { 0 };
-    int ret = support_open(path, flags, c->engine, img, &err);
-    if (!ok(ret == 0 && *img, "%s: open %s", c->en, what)) {
-        tap_diag("ret %d: %s", ret, err.message);
-        *img = NULL;
-        return false;
-    }
-    return true;
-}
-
-static void close_image(const struct ctx *c, qed_image *img, const char *what)
-{
-    qed_error err = { 0 };
-    int ret = qed_close(img, &err);
-    if (!ok(ret == 0, "%s: close %s", c->en, what))
-        tap_diag("ret %d: %s", ret, err.message);
+    struct qed_open_options o = { .flags = flags, .engine = c->engine };
+    return support_tap_open(c->en, path, &o, img, what);
 }
 
 static uint64_t disk_features(const char *path)
@@ -58,16 +45,6 @@ static bool info_dirty(qed_image *img)
     bool dirty = info && qed_get_info(img, info, NULL) == 0 && info->dirty;
     free(info);
     return dirty;
-}
-
-static void check_qemu(const struct ctx *c, const char *path,
-                       const char *what)
-{
-    struct support_check chk;
-    support_qemu_check(path, &chk);
-    if (!ok(chk.status == 0 && chk.clean, "%s: %s: qemu-img check exits 0",
-            c->en, what))
-        tap_diag("exit %d: %s", chk.status, chk.output);
 }
 
 /* Snapshot of a file, to show a session left it byte-identical. */
@@ -160,11 +137,11 @@ static void test_lifecycle(const struct ctx *c)
     ret = qed_flush(img, &err);
     ok(ret == 0 && disk_dirty(path), "%s: life: a flush does not clear it",
        c->en);
-    close_image(c, img, "it");
+    support_tap_close(c->en, img, "it");
     ok(!disk_dirty(path), "%s: life: qed_close clears NEED_CHECK", c->en);
     is_u64(disk_features(path), 0, "%s: life: no other feature bit appeared",
            c->en);
-    check_qemu(c, path, "life");
+    support_tap_qemu_check(path, "%s: life: qemu-img check exits 0", c->en);
 
     /* Rewriting allocated clusters changes no table: no NEED_CHECK. */
     if (!open_image(c, path, QED_OPEN_RDWR, &img, "it again"))
@@ -177,7 +154,7 @@ static void test_lifecycle(const struct ctx *c)
     ret = qed_pwrite(img, buf, 500, 20 * CS, &err);
     ok(ret == 0 && disk_dirty(path), "%s: life: a new allocation sets "
        "NEED_CHECK again", c->en);
-    close_image(c, img, "it again");
+    support_tap_close(c->en, img, "it again");
     ok(!disk_dirty(path), "%s: life: clean after the second close", c->en);
 out:
     free(buf);
@@ -217,12 +194,12 @@ static void test_backing_never_dirty(const struct ctx *c)
     ever_dirty |= disk_dirty(path);
     ok(!ever_dirty, "%s: backing: NEED_CHECK never appeared on disk", c->en);
     ok(!info_dirty(img), "%s: backing: info.dirty stays false", c->en);
-    close_image(c, img, "it");
+    support_tap_close(c->en, img, "it");
     is_u64(disk_features(path),
            QED_F_BACKING_FILE | QED_F_BACKING_FORMAT_NO_PROBE,
            "%s: backing: features after close are exactly the backing bits",
            c->en);
-    check_qemu(c, path, "backing");
+    support_tap_qemu_check(path, "%s: backing: qemu-img check exits 0", c->en);
 out:
     free(buf);
 }
@@ -243,7 +220,7 @@ static void test_dirty_read_only(const struct ctx *c)
         goto out;
     support_fill(data, CS, 7, 2 * CS);
     qed_pwrite(img, data, CS, 2 * CS, &err);
-    close_image(c, img, "it");
+    support_tap_close(c->en, img, "it");
     support_write_le64(path, HDR_FEATURES, QED_F_NEED_CHECK);
     ok(disk_dirty(path), "%s: read-only: NEED_CHECK set by hand", c->en);
 
@@ -253,7 +230,7 @@ static void test_dirty_read_only(const struct ctx *c)
         ret = qed_pread(img, buf, CS, 2 * CS, &err);
         ok(ret == 0 && memcmp(buf, data, CS) == 0,
            "%s: read-only: data reads fine", c->en);
-        close_image(c, img, "it");
+        support_tap_close(c->en, img, "it");
     }
     ok(unchanged(path, &s), "%s: read-only: the dirty file is byte-identical "
        "after a read-only session", c->en);
@@ -266,7 +243,7 @@ static void test_dirty_read_only(const struct ctx *c)
         ret = qed_pread(img, buf, CS, 2 * CS, &err);
         ok(ret == 0 && memcmp(buf, data, CS) == 0,
            "%s: read-only: data survives the check", c->en);
-        close_image(c, img, "it read-write");
+        support_tap_close(c->en, img, "it read-write");
     }
 out:
     free(data);
@@ -308,7 +285,7 @@ static void test_crash(const struct ctx *c)
         ret = qed_pread(img, buf, 3 * CS, CS + 1, &err);
         ok(ret == 0 && memcmp(buf, data, 3 * CS) == 0,
            "%s: crash: the completed write is readable", c->en);
-        close_image(c, img, "it");
+        support_tap_close(c->en, img, "it");
     }
     ok(unchanged(path, &s), "%s: crash: read-only session left the file "
        "byte-identical", c->en);
@@ -318,9 +295,9 @@ static void test_crash(const struct ctx *c)
         ret = qed_pread(img, buf, 3 * CS, CS + 1, &err);
         ok(ret == 0 && memcmp(buf, data, 3 * CS) == 0,
            "%s: crash: the data survives the repair", c->en);
-        close_image(c, img, "it read-write");
+        support_tap_close(c->en, img, "it read-write");
     }
-    check_qemu(c, path, "crash");
+    support_tap_qemu_check(path, "%s: crash: qemu-img check exits 0", c->en);
     free(data);
     free(buf);
 }
@@ -347,7 +324,7 @@ static void test_repair(const struct ctx *c)
     support_fill(data + 2 * CS, CS, 10, 3 * CS);
     ret |= qed_pwrite(img, data + 2 * CS, CS, 3 * CS, &err);
     is_u64(ret, 0, "%s: repair: write clusters 0, 1 and 3", c->en);
-    close_image(c, img, "it");
+    support_tap_close(c->en, img, "it");
 
     /* Craft: L2 entry 5 past the end of the file, 6 misaligned, 9 into the
      * L1 table; L1 entry 1 past the end; NEED_CHECK. */
@@ -383,7 +360,7 @@ static void test_repair(const struct ctx *c)
         ret = qed_pread(img, buf, CS, 0, &err);
         ok(ret == 0 && memcmp(buf, data, CS) == 0,
            "%s: repair: read-only: good clusters still read", c->en);
-        close_image(c, img, "it read-only");
+        support_tap_close(c->en, img, "it read-only");
     }
     ok(unchanged(path, &s), "%s: repair: read-only left the corrupt file "
        "byte-identical", c->en);
@@ -419,9 +396,9 @@ static void test_repair(const struct ctx *c)
     support_fill(data, CS, 11, 5 * CS);
     ret = qed_pwrite(img, data, CS, 5 * CS, &err);
     is_u64(ret, 0, "%s: repair: the repaired cluster can be written", c->en);
-    close_image(c, img, "the repaired image");
+    support_tap_close(c->en, img, "the repaired image");
     ok(!disk_dirty(path), "%s: repair: clean after close", c->en);
-    check_qemu(c, path, "repair");
+    support_tap_qemu_check(path, "%s: repair: qemu-img check exits 0", c->en);
 out:
     free(data);
     free(buf);
@@ -448,7 +425,7 @@ static void test_dirty_with_backing(const struct ctx *c)
                QED_F_BACKING_FILE | QED_F_BACKING_FORMAT_NO_PROBE,
                "%s: dirty with backing: NEED_CHECK cleared, other bits kept",
                c->en);
-        close_image(c, img, "it");
+        support_tap_close(c->en, img, "it");
     }
 }
 
@@ -471,7 +448,7 @@ static void test_autoclear(const struct ctx *c)
         qed_get_info(img, info, &err);
         is_u64(info->autoclear_features, bits, "%s: autoclear: read-only "
                "reports the bits", c->en);
-        close_image(c, img, "it");
+        support_tap_close(c->en, img, "it");
     }
     ok(unchanged(path, &s), "%s: autoclear: read-only keeps them on disk "
        "(file byte-identical)", c->en);
@@ -482,7 +459,7 @@ static void test_autoclear(const struct ctx *c)
         is_u64(support_read_le64(path, HDR_AUTOCLEAR_FEATURES), 0,
                "%s: autoclear: cleared on disk by the read-write open",
                c->en);
-        close_image(c, img, "it read-write");
+        support_tap_close(c->en, img, "it read-write");
     }
     is_u64(support_read_le64(path, HDR_AUTOCLEAR_FEATURES), 0,
            "%s: autoclear: still clear after close", c->en);
@@ -512,7 +489,7 @@ static void test_compat(const struct ctx *c)
         is_u64(ret, 0, "%s: compat: an allocating write works", c->en);
         is_u64(support_read_le64(path, HDR_COMPAT_FEATURES), bits,
                "%s: compat: kept on disk while dirty", c->en);
-        close_image(c, img, "it");
+        support_tap_close(c->en, img, "it");
     }
     is_u64(support_read_le64(path, HDR_COMPAT_FEATURES), bits,
            "%s: compat: kept on disk after close", c->en);
@@ -522,7 +499,7 @@ static void test_compat(const struct ctx *c)
         ret = qed_pread(img, back, sizeof(back), 5000, &err);
         ok(ret == 0 && memcmp(back, data, sizeof(data)) == 0,
            "%s: compat: data reads back", c->en);
-        close_image(c, img, "it read-only");
+        support_tap_close(c->en, img, "it read-only");
     }
     free(info);
 }

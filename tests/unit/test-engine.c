@@ -9,7 +9,7 @@
 
 #include "qed.h"
 #include "support-image.h"
-#include "../tap.h"
+#include "support-tap.h"
 
 struct ctx {
     enum qed_engine engine;
@@ -65,27 +65,15 @@ static int wait_call(qed_image *img, struct call *cl)
     return cl->ret;
 }
 
+/* Opens with the engine and cache settings under test; one test point (see
+ * support-tap.h). */
 static bool open_image(const struct ctx *c, const char *path, unsigned flags,
                        qed_image **img, const char *what)
 {
-    qed_error err = { 0 };
     struct qed_open_options o = { .flags = flags, .engine = c->engine,
                                   .cache = c->cache,
                                   .l2_cache_bytes = c->l2_cache_bytes };
-    int ret = qed_open(path, &o, img, &err);
-    if (!ok(ret == 0 && *img, "%s: open %s", c->en, what)) {
-        tap_diag("ret %d: %s", ret, err.message);
-        return false;
-    }
-    return true;
-}
-
-static void close_image(const struct ctx *c, qed_image *img, const char *what)
-{
-    qed_error err = { 0 };
-    int ret = qed_close(img, &err);
-    if (!ok(ret == 0, "%s: close %s", c->en, what))
-        tap_diag("ret %d: %s", ret, err.message);
+    return support_tap_open(c->en, path, &o, img, what);
 }
 
 /* Reads [offset, offset+len) of the image and compares it with want.
@@ -168,7 +156,7 @@ static void test_round_trip(const struct ctx *c)
     ret = qed_pwrite(img, buf, sizeof(buf), MiB + 3, &err);
     is_u64(ret, 0, "%s: write 4096 bytes at 1 MiB + 3", c->en);
     is_u64(qed_flush(img, &err), 0, "%s: qed_flush", c->en);
-    close_image(c, img, "after the write");
+    support_tap_close(c->en, img, "after the write");
 
     if (!open_image(c, path, 0, &img, "read-only after close"))
         goto out;
@@ -180,7 +168,7 @@ static void test_round_trip(const struct ctx *c)
     ok(info->file_size > 320 * KiB && info->file_size % (64 * KiB) == 0,
        "%s: the file grew by whole clusters", c->en);
     ok(!info->dirty, "%s: the reopened image is clean", c->en);
-    close_image(c, img, "read-only");
+    support_tap_close(c->en, img, "read-only");
 
     /* NULL options: read-only, probed format, automatic engine. */
     ret = qed_open(path, NULL, &img, &err);
@@ -277,11 +265,11 @@ static void test_unaligned(const struct ctx *c)
         free(wb);
         free(rb);
     }
-    close_image(c, img, "after the unaligned writes");
+    support_tap_close(c->en, img, "after the unaligned writes");
     if (open_image(c, path, 0, &img, "again")) {
         ok(image_matches(img, model, 0, size),
            "%s: whole image matches after reopening", c->en);
-        close_image(c, img, "again");
+        support_tap_close(c->en, img, "again");
     }
 out:
     free(model);
@@ -325,7 +313,7 @@ static void test_table_size_1(const struct ctx *c)
     }
     ok(image_matches(img, model, 0, size),
        "%s: table_size 1: whole image matches the model", c->en);
-    close_image(c, img, "the table_size 1 image");
+    support_tap_close(c->en, img, "the table_size 1 image");
 
     /* Every L1 entry now points at a distinct table. */
     {
@@ -348,7 +336,7 @@ static void test_table_size_1(const struct ctx *c)
                "%s: table_size 1: block status at a table end", c->en);
         ok(st.data && st.present && st.length <= 4096 && st.length > 0,
            "%s: table_size 1: status does not cross the table end", c->en);
-        close_image(c, img, "the table_size 1 image again");
+        support_tap_close(c->en, img, "the table_size 1 image again");
     }
 out:
     free(model);
@@ -378,7 +366,7 @@ static void test_big_write(const struct ctx *c)
     ret = qed_pread(img, back, len, off, &err);
     ok(ret == 0 && memcmp(back, buf, len) == 0,
        "%s: one 16 MiB read returns it", c->en);
-    close_image(c, img, "after the 16 MiB write");
+    support_tap_close(c->en, img, "after the 16 MiB write");
     ok(support_file_size(path) <= 4096 + 64 * KiB + 2 * 64 * KiB +
                                       len + 2 * 4096,
        "%s: the file holds no more than the data and two tables", c->en);
@@ -399,7 +387,7 @@ static void test_big_write(const struct ctx *c)
            "%s: the 16 MiB survive reopening", c->en);
         ok(ret == 0 && support_first_nonzero(back + MiB + len, MiB) == MiB,
            "%s: 1 MiB after the write reads zeros", c->en);
-        close_image(c, img, "it read-only");
+        support_tap_close(c->en, img, "it read-only");
     }
 out:
     free(buf);
@@ -691,7 +679,6 @@ static void test_random_workload(const struct ctx *c, int batches,
     uint64_t rng = seed;
     qed_image *img = NULL;
     qed_error err = { 0 };
-    char out[4096];
     int ret;
 
     is_u64(support_create(path, RW_SIZE, RW_CS, RW_TABLE_SIZE, NULL,
@@ -705,11 +692,11 @@ static void test_random_workload(const struct ctx *c, int batches,
     }
     ok(image_matches(img, model, 0, RW_SIZE),
        "%s: random: the whole image matches the model", c->en);
-    close_image(c, img, "after the random workload");
+    support_tap_close(c->en, img, "after the random workload");
     if (open_image(c, path, 0, &img, "it again, read-only")) {
         ok(image_matches(img, model, 0, RW_SIZE),
            "%s: random: the model survives close and reopen", c->en);
-        close_image(c, img, "the reopened image");
+        support_tap_close(c->en, img, "the reopened image");
     }
     {
         struct support_check chk;
@@ -722,11 +709,8 @@ static void test_random_workload(const struct ctx *c, int batches,
     }
     ret = support_write_file(raw, model, RW_SIZE);
     is_u64(ret, 0, "%s: random: write the model to a raw file", c->en);
-    ret = support_run(out, sizeof(out),
-                      "qemu-img compare -f qed -F raw '%s' '%s'", path, raw);
-    if (!ok(ret == 0, "%s: random: qemu-img compare with the model exits 0",
-            c->en))
-        tap_diag("exit %d: %s", ret, out);
+    support_tap_qemu_compare(path, raw, "%s: random: qemu-img compare with "
+                             "the model exits 0", c->en);
 out:
     free(model);
     free(bt);
@@ -767,19 +751,13 @@ static void test_odd_size(const struct ctx *c)
            "%s: odd size: status of the partial last cluster stops at the "
            "image end", c->en);
     }
-    close_image(c, img, "it");
+    support_tap_close(c->en, img, "it");
     if (open_image(c, path, 0, &img, "it again")) {
         ok(image_matches(img, model, 0, size),
            "%s: odd size: the image matches after reopening", c->en);
-        close_image(c, img, "it again");
+        support_tap_close(c->en, img, "it again");
     }
-    {
-        struct support_check chk;
-        support_qemu_check(path, &chk);
-        if (!ok(chk.status == 0 && chk.clean,
-                "%s: odd size: qemu-img check exits 0", c->en))
-            tap_diag("exit %d: %s", chk.status, chk.output);
-    }
+    support_tap_qemu_check(path, "%s: odd size: qemu-img check exits 0", c->en);
 out:
     free(model);
     free(buf);
@@ -871,7 +849,7 @@ static void test_block_status(const struct ctx *c)
         ok(st.data && st.length == cs,
            "%s: qed_aio_block_status fills the status", c->en);
     }
-    close_image(c, img, "the status image");
+    support_tap_close(c->en, img, "the status image");
 out:
     free(buf);
     free(back);
@@ -957,7 +935,7 @@ static void test_zero_clusters(const struct ctx *c)
     memset(model + 13 * cs, 0, cs);
     ok(image_matches(img, model, 0, size),
        "%s: zero: reads match the model", c->en);
-    close_image(c, img, "the zero image");
+    support_tap_close(c->en, img, "the zero image");
 
     /* Zero clusters need no backing file to read. */
     if (open_image(c, path, QED_OPEN_NO_BACKING, &img, "it without backing")) {
@@ -966,12 +944,12 @@ static void test_zero_clusters(const struct ctx *c)
         ok(ret == 0 && support_first_nonzero(buf, 2 * cs) == 2 * cs,
            "%s: zero: zero clusters read as zeros without the backing file",
            c->en);
-        close_image(c, img, "it without backing");
+        support_tap_close(c->en, img, "it without backing");
     }
     if (open_image(c, path, 0, &img, "it read-only")) {
         ok(image_matches(img, model, 0, size),
            "%s: zero: reads match after reopening", c->en);
-        close_image(c, img, "it read-only");
+        support_tap_close(c->en, img, "it read-only");
     }
 
     /* Zero clusters on both sides of an L2 table boundary (4k clusters,
@@ -1008,7 +986,7 @@ static void test_zero_clusters(const struct ctx *c)
             memset(m2 + edge + 8192 - 100, 0, 200);
             ok(image_matches(img, m2, 0, s2),
                "%s: zero ts1: the image matches the model", c->en);
-            close_image(c, img, "the ts1 image");
+            support_tap_close(c->en, img, "the ts1 image");
         }
         free(m2);
     }
@@ -1060,7 +1038,7 @@ static void test_errors(const struct ctx *c)
     ok(!cl.done, "%s: a refused request never calls back", c->en);
     ret = qed_pread(img, buf, 0, size, &err);
     is_u64(ret, 0, "%s: a zero-length read at the end is fine", c->en);
-    close_image(c, img, "it read-write");
+    support_tap_close(c->en, img, "it read-write");
 
     support_read_file(path, &before, &before_len);
     if (!open_image(c, path, 0, &img, "it read-only"))
@@ -1081,7 +1059,7 @@ static void test_errors(const struct ctx *c)
            c->en);
     ret = qed_pread(img, buf, sizeof(buf), 0, &err);
     is_u64(ret, 0, "%s: reads still work read-only", c->en);
-    close_image(c, img, "it read-only");
+    support_tap_close(c->en, img, "it read-only");
     {
         uint8_t *after = NULL;
         size_t after_len = 0;

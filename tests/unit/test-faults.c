@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <linux/falloc.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,13 +26,12 @@
 #include "io-sim.h"
 #include "qed.h"
 #include "support-image.h"
-#include "../tap.h"
+#include "support-sim.h"
+#include "support-tap.h"
 
-#define SECT 512u
-#define ID_ZERO 0u
-#define ID_BASE 1u
-#define ID_GARBAGE UINT32_MAX
 #define MAX_CAND 4
+/* No run writes this many times: a sector naming a larger id is garbage. */
+#define MAX_ID 1000000u
 
 enum backing_kind { BK_NONE, BK_RAW };
 
@@ -55,43 +55,6 @@ static const struct variant variants[] = {
       QED_CACHE_WRITEBACK, false },
 };
 #define NVARIANTS (sizeof(variants) / sizeof(variants[0]))
-
-/* ---- self-describing sector contents ------------------------------------------ */
-
-static uint64_t mix64(uint64_t z)
-{
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static void fill_sector(uint8_t *buf, uint32_t id, uint64_t s)
-{
-    uint64_t w[SECT / 8];
-    if (id == ID_ZERO) {
-        memset(buf, 0, SECT);
-        return;
-    }
-    w[0] = id;
-    w[1] = s;
-    for (unsigned i = 2; i < SECT / 8; i++)
-        w[i] = mix64(((uint64_t)id << 40) ^ (s << 8) ^ i);
-    memcpy(buf, w, SECT);
-}
-
-static uint32_t identify(const uint8_t *buf, uint64_t s)
-{
-    uint8_t want[SECT];
-    uint64_t id;
-
-    if (support_first_nonzero(buf, SECT) == SECT)
-        return ID_ZERO;
-    memcpy(&id, buf, 8);
-    if (id == 0 || id > 1000000)
-        return ID_GARBAGE;
-    fill_sector(want, (uint32_t)id, s);
-    return memcmp(want, buf, SECT) == 0 ? (uint32_t)id : ID_GARBAGE;
-}
 
 /* ---- the model: up to MAX_CAND permitted contents per sector ------------------- */
 
@@ -176,7 +139,6 @@ static const struct step_spec workload[] = {
 
 struct run {
     const struct variant *v;
-    unsigned vi;
     int fault;         /* errno injected, 0 for none */
     uint64_t nth;
     qed_loop *loop;
@@ -225,13 +187,7 @@ static void step_range(const struct run *r, const struct step_spec *sp,
 
 static int open_image(struct run *r, qed_image **out, qed_error *err)
 {
-    struct qed_open_options o = {
-        .flags = QED_OPEN_RDWR,
-        .cache = r->v->cache,
-        .loop = r->loop,
-    };
-    struct file_opener opener = memfs_opener(r->fs);
-    return image_open("top.qed", &o, &opener, out, err);
+    return support_template_open(r->fs, r->loop, r->v->cache, 0, out, err);
 }
 
 static const char *base_name(void)
@@ -258,7 +214,7 @@ static bool check_sectors(struct run *r, const uint8_t *buf, uint64_t off,
 {
     for (uint64_t i = 0; i < len / SECT; i++) {
         uint64_t s = off / SECT + i;
-        uint32_t got = identify(buf + i * SECT, s);
+        uint32_t got = support_identify(buf + i * SECT, s, MAX_ID + 1);
         if (!model_allows(&r->m, s, got)) {
             failure(r, "%s: sector %" PRIu64 " (offset %" PRIu64 ") reads "
                     "as id %d, expected id %u%s", what, s, s * SECT,
@@ -324,8 +280,7 @@ static void run_batch(struct run *r, uint64_t off)
         if (!b[i].buf)
             abort();
         ids[i] = r->next_id++;
-        for (uint64_t s = 0; s < cs / SECT; s++)
-            fill_sector(b[i].buf + s * SECT, ids[i], o / SECT + s);
+        support_fill_sectors(b[i].buf, ids[i], o / SECT, cs / SECT);
         iov.iov_base = b[i].buf;
         iov.iov_len = cs;
         if (qed_aio_writev(r->img, &iov, 1, o, batch_done, &b[i]) < 0) {
@@ -425,8 +380,7 @@ static void run_steps(struct run *r)
             if (!buf)
                 abort();
             id = r->next_id++;
-            for (uint64_t s = 0; s < len / SECT; s++)
-                fill_sector(buf + s * SECT, id, off / SECT + s);
+            support_fill_sectors(buf, id, off / SECT, len / SECT);
             ret = qed_pwrite(r->img, buf, len, off, &err);
             break;
         case K_ZERO:
@@ -516,16 +470,10 @@ static void verify_after(struct run *r)
         failure(r, "close: %s", err.message);
 }
 
-struct templates {
-    uint8_t *top[NVARIANTS], *base[NVARIANTS];
-    size_t top_len[NVARIANTS], base_len[NVARIANTS];
-    uint32_t *base_ids[NVARIANTS];
-};
-
 /* One run: open, the workload, close, then verify.  Returns the I/O
  * operations the run took before the verification. */
-static uint64_t one_run(struct run *r, const struct templates *t, int fault,
-                        uint64_t nth)
+static uint64_t one_run(struct run *r, const struct support_template *t,
+                        int fault, uint64_t nth)
 {
     const struct variant *v = r->v;
     qed_error err = { 0 };
@@ -537,17 +485,8 @@ static uint64_t one_run(struct run *r, const struct templates *t, int fault,
     r->failed = false;
     r->next_id = 2;
     for (uint64_t s = 0; s < r->m.nsect; s++)
-        model_set(&r->m, s, t->base_ids[r->vi][s]);
-    r->fs = memfs_new();
-    if (!r->fs)
-        abort();
-    memfs_set_fallocate(r->fs, v->fallocate);
-    memfs_set_max_file_size(r->fs, 64 * MiB);
-    if (memfs_add(r->fs, "top.qed", t->top[r->vi], t->top_len[r->vi]) < 0 ||
-        (v->backing &&
-         memfs_add(r->fs, base_name(), t->base[r->vi], t->base_len[r->vi]) <
-             0))
-        abort();
+        model_set(&r->m, s, t->base_ids[s]);
+    r->fs = support_template_load(t, base_name(), v->fallocate);
     if (fault)
         memfs_fail_nth(r->fs, nth, fault);
 
@@ -588,54 +527,43 @@ static uint64_t one_run(struct run *r, const struct templates *t, int fault,
     return ops;
 }
 
-static int make_templates(const char *dir, struct templates *t)
+/* The image of variant i (and its raw backing file), built in dir. */
+static int make_template(const char *dir, unsigned i,
+                         struct support_template *t)
 {
-    for (unsigned i = 0; i < NVARIANTS; i++) {
-        const struct variant *v = &variants[i];
-        uint64_t nsect = v->size / SECT;
-        char top[1200], base[1200];
-        qed_error err = { 0 };
-        int ret;
+    const struct variant *v = &variants[i];
+    char top[1200], base[1200];
+    qed_error err = { 0 };
+    int ret;
 
-        snprintf(top, sizeof(top), "%s/top%u.qed", dir, i);
-        snprintf(base, sizeof(base), "%s/%s", dir, base_name());
-        t->base_ids[i] = calloc(nsect, sizeof(uint32_t));
-        if (!t->base_ids[i])
-            return -ENOMEM;
-        if (v->backing == BK_RAW) {
-            uint64_t bsect = v->backing_size / SECT;
-            uint8_t *b = malloc(v->backing_size);
-            if (!b)
-                return -ENOMEM;
-            for (uint64_t s = 0; s < bsect; s++) {
-                fill_sector(b + s * SECT, ID_BASE, s);
-                t->base_ids[i][s] = ID_BASE;
-            }
-            ret = support_write_file(base, b, v->backing_size);
-            free(b);
-            if (ret < 0)
-                return ret;
-        }
-        ret = support_create(top, v->size, v->cluster_size, v->table_size,
-                             v->backing ? base_name() : NULL, QED_FORMAT_RAW,
-                             &err);
-        if (ret < 0) {
-            tap_diag("creating %s: %s", top, err.message);
-            return ret;
-        }
-        ret = support_read_file(top, &t->top[i], &t->top_len[i]);
-        if (ret == 0 && v->backing)
-            ret = support_read_file(base, &t->base[i], &t->base_len[i]);
+    snprintf(top, sizeof(top), "%s/top%u.qed", dir, i);
+    snprintf(base, sizeof(base), "%s/%s", dir, base_name());
+    t->base_ids = calloc(v->size / SECT, sizeof(uint32_t));
+    if (!t->base_ids)
+        return -ENOMEM;
+    if (v->backing == BK_RAW) {
+        uint64_t bsect = v->backing_size / SECT;
+        for (uint64_t s = 0; s < bsect; s++)
+            t->base_ids[s] = ID_BASE;
+        ret = support_write_sectors(base, t->base_ids, bsect);
         if (ret < 0)
             return ret;
     }
-    return 0;
+    ret = support_create(top, v->size, v->cluster_size, v->table_size,
+                         v->backing ? base_name() : NULL, QED_FORMAT_RAW,
+                         &err);
+    if (ret < 0) {
+        tap_diag("creating %s: %s", top, err.message);
+        return ret;
+    }
+    return support_template_read(t, top, v->backing ? base : NULL);
 }
 
-static void run_variant(unsigned vi, qed_loop *loop, const struct templates *t)
+static void run_variant(unsigned vi, qed_loop *loop,
+                        const struct support_template *t)
 {
     static const int faults[] = { EIO, ENOSPC };
-    struct run r = { .v = &variants[vi], .vi = vi, .loop = loop };
+    struct run r = { .v = &variants[vi], .loop = loop };
     uint64_t total;
 
     r.m.nsect = r.v->size / SECT;
@@ -789,30 +717,18 @@ static void memfs_selftest(qed_loop *loop)
 
 int main(void)
 {
-    char dir[1024];
-    struct templates t = { 0 };
+    struct support_template t[NVARIANTS] = { 0 };
     qed_error err = { 0 };
     qed_loop *loop;
 
-    if (support_mkdtemp("faults", dir, sizeof(dir)) < 0) {
-        ok(0, "temporary directory");
+    if (!support_tap_templates("faults", t, NVARIANTS, make_template))
         return tap_done();
-    }
-    if (!ok(make_templates(dir, &t) == 0, "template images built")) {
-        support_rmtree(dir);
-        return tap_done();
-    }
-    support_rmtree(dir);
     if (ok(qed_loop_new(QED_ENGINE_AUTO, &loop, &err) == 0, "event loop")) {
         memfs_selftest(loop);
         for (unsigned i = 0; i < NVARIANTS; i++)
-            run_variant(i, loop, &t);
+            run_variant(i, loop, &t[i]);
         qed_loop_free(loop);
     }
-    for (unsigned i = 0; i < NVARIANTS; i++) {
-        free(t.top[i]);
-        free(t.base[i]);
-        free(t.base_ids[i]);
-    }
+    support_templates_free(t, NVARIANTS);
     return tap_done();
 }
