@@ -183,10 +183,24 @@ void alloc_free_slots(struct qed_state *s)
     }
 }
 
+static bool range_overlaps(const struct request *a, uint64_t first,
+                           uint64_t count)
+{
+    return a->alloc_first < first + count &&
+           first < a->alloc_first + a->alloc_count;
+}
+
 static bool ranges_overlap(const struct request *a, const struct request *b)
 {
-    return a->alloc_first < b->alloc_first + b->alloc_count &&
-           b->alloc_first < a->alloc_first + a->alloc_count;
+    return range_overlaps(a, b->alloc_first, b->alloc_count);
+}
+
+static void wait_for(struct request *req, struct request *claimer,
+                     void (*retry)(struct request *))
+{
+    req->resume = retry;
+    req->next = claimer->range_waiters;
+    claimer->range_waiters = req;
 }
 
 bool alloc_begin(struct request *req, void (*retry)(struct request *))
@@ -209,9 +223,7 @@ bool alloc_begin(struct request *req, void (*retry)(struct request *))
     for (struct request *other = slot->ranges; other; other = other->range_next) {
         if (ranges_overlap(req, other)) {
             /* Wait for that allocation, then look again from scratch. */
-            req->resume = retry;
-            req->next = other->range_waiters;
-            other->range_waiters = req;
+            wait_for(req, other, retry);
             return false;
         }
     }
@@ -244,6 +256,28 @@ void alloc_end(struct request *req)
         request_resume_later(w, w->resume);
     }
     slot_maybe_free(req->img->qed, slot);
+}
+
+/* A group's entries enter the in-memory table when its write starts, so a
+ * lookup can find a cluster mapped before that mapping is on disk.  A write
+ * into it that completed then, and a flush after it, would promise data a
+ * crash can still unmap: such writes wait until the allocation is done. */
+bool alloc_wait_unclaimed(struct request *req, uint64_t l1_index,
+                          uint64_t first, uint64_t count,
+                          void (*retry)(struct request *))
+{
+    struct table_slot *slot = find_slot(req->img->qed, l1_index);
+
+    if (!slot)
+        return true;
+    for (struct request *other = slot->ranges; other;
+         other = other->range_next) {
+        if (range_overlaps(other, first, count)) {
+            wait_for(req, other, retry);
+            return false;
+        }
+    }
+    return true;
 }
 
 int alloc_table(struct request *req)

@@ -234,6 +234,12 @@ void alloc_make_dirty(struct request *req, void (*next)(struct request *req));
 void alloc_commit(struct request *req, void (*next)(struct request *req));
 /* Releases the claim and wakes requests waiting on it. */
 void alloc_end(struct request *req);
+/* For a write in place into clusters [first, first + count) of the table
+ * for l1_index: when an allocation in flight claims some of them, req
+ * waits for it (false; retry runs once it is done); else true. */
+bool alloc_wait_unclaimed(struct request *req, uint64_t l1_index,
+                          uint64_t first, uint64_t count,
+                          void (*retry)(struct request *req));
 void alloc_free_slots(struct qed_state *s);
 /* Stops the idle timer and waits for a header update in flight. */
 void alloc_quiesce(qed_image *img);

@@ -577,6 +577,22 @@ static uint64_t bytes_to_skip(const struct request *req)
 }
 
 static void write_allocate(struct request *req);
+static void write_retry(struct request *req);
+
+/* Is an allocation of the data clusters under the chunk still in flight?
+ * Then the chunk runs again once it is done. */
+static bool data_clusters_claimed(struct request *req)
+{
+    const struct qed_state *s = req->img->qed;
+    uint64_t end = req->pos + req->ext.length;
+    uint64_t first = req->pos >> s->cluster_bits;
+    uint64_t last = (end - 1) >> s->cluster_bits;
+    uint64_t mask = s->table_entries - 1;
+
+    return !alloc_wait_unclaimed(req, lookup_l1_index(req->img, req->pos),
+                                 first & mask, last - first + 1,
+                                 write_retry);
+}
 
 static void write_chunk(struct request *req)
 {
@@ -592,6 +608,8 @@ static void write_chunk(struct request *req)
         return;
     }
     if (ext->kind == EXTENT_DATA) {
+        if (data_clusters_claimed(req))
+            return;
         write_in_place(req);
         return;
     }

@@ -754,7 +754,10 @@ static void run_cycle(struct campaign *c, uint64_t *estimate)
 
     reset_history(c);
     c->max_in_flight = 16 + (unsigned)below(&c->rng, 49);
-    memfs_set_delays(c->fs, (unsigned)below(&c->rng, 5), rnd(&c->rng));
+    /* Drawn one by one: the order a call's arguments are evaluated in is
+     * the compiler's, and a case must replay the same with every one. */
+    unsigned max_delay = (unsigned)below(&c->rng, 5);
+    memfs_set_delays(c->fs, max_delay, rnd(&c->rng));
     c->cut = 0;
     if (!cut_close) {
         c->cut = 1 + below(&c->rng, *estimate + *estimate / 8);
