@@ -151,6 +151,10 @@ struct campaign {
     uint64_t requests_done, max_seen_in_flight;
 };
 
+/* QED_CRASH_SEED=N draws other cases than the default (N = 0), for longer
+ * soak runs: every failure names N with the case. */
+static uint64_t seed_variant;
+
 /* Prints a finding about the current case, with what reruns it alone. */
 static void report(const struct campaign *c, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));
@@ -160,9 +164,10 @@ static void report(const struct campaign *c, const char *fmt, va_list ap)
 
     vsnprintf(msg, sizeof(msg), fmt, ap);
     tap_diag("config %u (%s) case %u (seed 0x%" PRIx64 ") cycle %u, %s: %s "
-             "[rerun: test-crash %u %u]",
+             "[rerun: QED_CRASH_SEED=%" PRIu64 " test-crash %u %u]",
              c->cfg_index, c->cfg->name, c->case_index, c->case_seed,
-             c->cycle, c->where, msg, c->cfg_index, c->case_index);
+             c->cycle, c->where, msg, seed_variant, c->cfg_index,
+             c->case_index);
 }
 
 /* A finding that fails the case. */
@@ -952,7 +957,8 @@ static void run_config(unsigned ci, int only_case, qed_loop *loop,
         if (only_case >= 0 && k != (unsigned)only_case)
             continue;
         c->case_index = k;
-        c->case_seed = support_mix64(0xc0ffee00ull + ci * 100003ull + k);
+        c->case_seed = support_mix64(0xc0ffee00ull + ci * 100003ull + k +
+                                     seed_variant * 0x9e3779b97f4a7c15ull);
         run_case(c, t);
         failed_cases += c->failed;
     }
@@ -996,6 +1002,8 @@ int main(int argc, char **argv)
     int only_config = -1, only_case = -1;
 
     alarm(600); /* a hang fails the test instead of stalling the run */
+    if (getenv("QED_CRASH_SEED"))
+        seed_variant = strtoull(getenv("QED_CRASH_SEED"), NULL, 10);
     if (argc >= 2)
         only_config = atoi(argv[1]);
     if (argc >= 3)
