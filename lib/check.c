@@ -142,7 +142,7 @@ static bool ref_valid(const struct ck *c, uint64_t offset, uint64_t length,
     if (add_overflows(offset, length, &end) || end > limit)
         return false;
     /* A cluster cut short by the end of the file is no cluster. */
-    if (offset < s->tail_gap_end && end > s->tail_gap_start)
+    if (in_tail_gap(s, offset, end))
         return false;
     return end <= l1 || offset >= l1 + s->table_bytes;
 }

@@ -272,6 +272,16 @@ void raw_start(struct request *req);
 /* qcow-like engine for QED */
 QED_INTERNAL void qed_request_start(struct request *req);
 
+/* Does [offset, end) touch the partial last cluster the file had at open?
+ * A file that ended on a cluster boundary has none: its empty gap must not
+ * catch the extents that run across that boundary. */
+static inline bool in_tail_gap(const struct qed_state *s, uint64_t offset,
+                               uint64_t end)
+{
+    return s->tail_gap_start < s->tail_gap_end &&
+           offset < s->tail_gap_end && end > s->tail_gap_start;
+}
+
 static inline uint64_t cluster_start(const struct qed_state *s, uint64_t pos)
 {
     return pos & ~(uint64_t)(s->cluster_size - 1);

@@ -31,7 +31,7 @@ bool qed_offset_valid(const struct qed_state *s, uint64_t offset,
         return false;
     if (end > s->file_end)
         return false;
-    if (offset < s->tail_gap_end && end > s->tail_gap_start)
+    if (in_tail_gap(s, offset, end))
         return false;
     /* Writing through an entry that points into the L1 table would destroy
      * the image: refuse it like any other bad offset. */

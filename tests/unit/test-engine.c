@@ -763,6 +763,54 @@ out:
     free(buf);
 }
 
+/* ---- extents across the end the file had at open ------------------------- */
+
+/* A cluster allocated right at the end the file had when it was opened
+ * sits next to the last cluster before it: an extent over both must read
+ * and write like any other, in the same session and after reopening. */
+static void test_across_open_end(const struct ctx *c)
+{
+    const char *path = support_path(c->dir, "open-end.qed");
+    const uint64_t cs = 4 * KiB;
+    uint8_t model[2 * 4096], buf[2 * 4096];
+    qed_image *img = NULL;
+    qed_error err = { 0 };
+    int ret;
+
+    is_u64(support_create(path, MiB, (uint32_t)cs, 0, NULL, QED_FORMAT_PROBE,
+                          &err), 0, "%s: open end: create", c->en);
+    if (!open_image(c, path, QED_OPEN_RDWR, &img, "it"))
+        return;
+    support_fill(model, cs, 80, 0);
+    is_u64(qed_pwrite(img, model, cs, 0, &err), 0,
+           "%s: open end: write the first cluster", c->en);
+    support_tap_close(c->en, img, "it");
+    if (!open_image(c, path, QED_OPEN_RDWR, &img, "it again"))
+        return;
+    /* Allocated at the old end of the file, contiguous with cluster 0. */
+    support_fill(model + cs, cs, 81, cs);
+    is_u64(qed_pwrite(img, model + cs, cs, cs, &err), 0,
+           "%s: open end: write the second cluster", c->en);
+    ret = qed_pread(img, buf, sizeof(buf), 0, &err);
+    if (!ok(ret == 0 && memcmp(buf, model, sizeof(buf)) == 0,
+            "%s: open end: one read over both clusters", c->en))
+        tap_diag("ret %d: %s", ret, err.message);
+    support_fill(model, sizeof(model), 82, 0);
+    ret = qed_pwrite(img, model, sizeof(model), 0, &err);
+    if (!ok(ret == 0, "%s: open end: one write over both clusters", c->en))
+        tap_diag("ret %d: %s", ret, err.message);
+    ok(image_matches(img, model, 0, sizeof(model)),
+       "%s: open end: the image matches", c->en);
+    support_tap_close(c->en, img, "it again");
+    if (open_image(c, path, 0, &img, "it read-only")) {
+        ok(image_matches(img, model, 0, sizeof(model)),
+           "%s: open end: the image matches after reopening", c->en);
+        support_tap_close(c->en, img, "it read-only");
+    }
+    support_tap_qemu_check(path, "%s: open end: qemu-img check exits 0",
+                           c->en);
+}
+
 /* ---- block status ------------------------------------------------------------ */
 
 static void check_status(const struct ctx *c, qed_image *img, uint64_t off,
@@ -1154,6 +1202,7 @@ int main(void)
         test_table_size_1(&c);
         test_big_write(&c);
         test_odd_size(&c);
+        test_across_open_end(&c);
         test_block_status(&c);
         test_zero_clusters(&c);
         test_errors(&c);
