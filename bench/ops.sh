@@ -3,7 +3,7 @@
 # against their qemu-img counterparts, on the same files, alternating which
 # tool goes first, and prints the median wall time of each and the ratio.
 #
-#   bench/ops.sh [ROUNDS]            (default 5, at least 3; needs build/qed)
+#   bench/ops.sh [ROUNDS]            (default 9, at least 3; needs build/qed)
 #   BENCH_DIR=/path bench/ops.sh     where the files go (default /var/tmp)
 #
 # The source is a 1 GiB image of 1 MiB stripes, random data and holes
@@ -17,7 +17,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 qed=${QED:-$here/build/qed}
-rounds=${1:-5}
+rounds=${1:-9}
 dir=$(mktemp -d "${BENCH_DIR:-/var/tmp}/qed-ops-bench.XXXXXX")
 trap 'rm -rf "$dir"' EXIT
 
