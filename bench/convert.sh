@@ -17,6 +17,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/common.bash
+. "$here/bench/common.bash"
 qed=${QED:-$here/build/qed}
 rounds=${1:-5}
 dir=$(mktemp -d "${BENCH_DIR:-/var/tmp}/qed-convert-bench.XXXXXX")
@@ -27,19 +29,7 @@ command -v qemu-img >/dev/null || { echo "bench: qemu-img is missing" >&2; exit 
 [ -x "$qed" ] || { echo "bench: $qed is missing (run make)" >&2; exit 1; }
 
 src=$dir/src.raw
-perl -e '
-    my ($path) = @ARGV;
-    open(my $rnd, "<:raw", "/dev/urandom") or die "/dev/urandom: $!\n";
-    open(my $f, "+>:raw", $path) or die "$path: $!\n";
-    truncate($f, 1 << 30) or die "truncate: $!\n";
-    for my $i (0 .. 1023) {
-        next if $i % 2;          # odd stripes stay holes
-        read($rnd, my $buf, 1 << 20) == 1 << 20 or die "short read\n";
-        seek($f, $i << 20, 0) or die "seek: $!\n";
-        print $f $buf or die "write: $!\n";
-    }
-    close($f) or die "close: $!\n";
-' "$src"
+make_striped_source "$src"
 sync
 
 qed_cmd=("$qed" convert -O qed "$src" "$dir/out-qed.qed")
@@ -56,7 +46,6 @@ timed() {
     { time "${prefix[@]}" "$@" 2>&3; } 3>&2 2>"$dir/time"
     awk '{ printf "%.3f %.3f\n", $1, $2 + $3 }' "$dir/time"
 }
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 echo "convert benchmark: 1 GiB raw source, 512 MiB random data in 1 MiB stripes"
 echo "between 1 MiB holes; $rounds rounds, alternating; $(nproc) cores; files in $dir"

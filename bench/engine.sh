@@ -9,6 +9,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/common.bash
+. "$here/bench/common.bash"
 qed=${QED:-$here/build/qed}
 rounds=${1:-5}
 dir=$(mktemp -d "${BENCH_DIR:-/var/tmp}/qed-bench.XXXXXX")
@@ -29,7 +31,6 @@ run() {
     echo "$secs $rss"
 }
 
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 # workload NAME SIZE PREPARE(fresh|filled) BENCH-ARGS...
 workload() {

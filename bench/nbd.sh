@@ -11,6 +11,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/common.bash
+. "$here/bench/common.bash"
 qed=${QED:-$here/build/qed}
 rounds=${1:-5}
 size=${BENCH_SIZE:-1G}
@@ -73,7 +75,6 @@ prepare() { # KIND(fresh|filled) FORMAT FILE SIZE
     fi
 }
 
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 workload() { # NAME PREP SIZE RW DEPTH [fio options...]
     local name=$1 prep=$2 wsize=$3 rw=$4 depth=$5 q=() m=() k=()

@@ -16,6 +16,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/common.bash
+. "$here/bench/common.bash"
 qed=${QED:-$here/build/qed}
 rounds=${1:-9}
 dir=$(mktemp -d "${BENCH_DIR:-/var/tmp}/qed-ops-bench.XXXXXX")
@@ -28,18 +30,7 @@ done
 [ -x "$qed" ] || { echo "bench: $qed is missing (run make)" >&2; exit 1; }
 cd "$dir"
 
-perl -e '
-    open(my $rnd, "<:raw", "/dev/urandom") or die "/dev/urandom: $!\n";
-    open(my $f, "+>:raw", "src.raw") or die "src.raw: $!\n";
-    truncate($f, 1 << 30) or die "truncate: $!\n";
-    for my $i (0 .. 1023) {
-        next if $i % 2;          # odd stripes stay holes
-        read($rnd, my $buf, 1 << 20) == 1 << 20 or die "short read\n";
-        seek($f, $i << 20, 0) or die "seek: $!\n";
-        print $f $buf or die "write: $!\n";
-    }
-    close($f) or die "close: $!\n";
-'
+make_striped_source src.raw
 qemu-img convert -O qed src.raw src.qed
 cp --sparse=always src.qed base.orig
 cp --sparse=always base.orig base.qed
@@ -47,7 +38,6 @@ qemu-img create -q -f qed -b base.qed -F qed top.orig
 qemu-io -f qed -c "write -P 0x77 0 256M" -c "write -z 512M 64M" top.orig >/dev/null
 sync
 
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 # seconds CMD... -> wall seconds of one run (the command must succeed)
 seconds() {

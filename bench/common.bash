@@ -1,0 +1,22 @@
+# Sourced by the benchmarks in bench/: what they all do the same way.
+
+# median: the median of the numbers on stdin, one per line.
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+# make_striped_source PATH: a 1 GiB raw file of 1 MiB stripes, random data
+# and holes alternating (512 MiB of data), the convert benchmarks' source.
+make_striped_source() {
+    perl -e '
+        my ($path) = @ARGV;
+        open(my $rnd, "<:raw", "/dev/urandom") or die "/dev/urandom: $!\n";
+        open(my $f, "+>:raw", $path) or die "$path: $!\n";
+        truncate($f, 1 << 30) or die "truncate: $!\n";
+        for my $i (0 .. 1023) {
+            next if $i % 2;          # odd stripes stay holes
+            read($rnd, my $buf, 1 << 20) == 1 << 20 or die "short read\n";
+            seek($f, $i << 20, 0) or die "seek: $!\n";
+            print $f $buf or die "write: $!\n";
+        }
+        close($f) or die "close: $!\n";
+    ' "$1"
+}
