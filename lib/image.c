@@ -148,8 +148,6 @@ static void derive_geometry(struct qed_state *s, uint64_t file_size)
     s->file_end = round_up_u64(file_size, s->cluster_size);
     s->tail_gap_start = round_down_u64(file_size, s->cluster_size);
     s->tail_gap_end = s->file_end;
-    if (s->tail_gap_start == s->tail_gap_end)
-        s->tail_gap_start = s->tail_gap_end = 0;
 }
 
 static int read_backing_name(qed_image *img, qed_error *err)
