@@ -346,8 +346,10 @@ int qed_check(qed_image *image, unsigned repair,
 
 /* ---- helpers ---------------------------------------------------------------- */
 
-/* Parses "512", "64k", "1G", ... (suffixes kKMGTPE, powers of 1024).  Fails
- * on garbage and overflow.  Stores the value in *out and returns 0, or
+/* Parses a size as qemu-img does: "512", "64k", "1G", "1.5G", "10b",
+ * "0x1000" (suffixes bB (bytes) and kKMGTPE (powers of 1024); a fraction
+ * needs a suffix and is rounded to the nearest byte; hexadecimal after
+ * "0x").  Fails on garbage and overflow.  Stores the value in *out and returns 0, or
  * returns -EINVAL (not a size) or -ERANGE (too large) with err quoting the
  * text; *out is then unchanged.  Does not block. */
 int qed_parse_size(const char *text, uint64_t *out, qed_error *err);
