@@ -596,7 +596,6 @@ int qed_create(const char *path, const struct qed_create_options *options,
     struct qed_create_options o = *options;
     bool has_backing = o.backing_file && o.backing_file[0];
     struct qed_header h;
-    struct stat st;
     int fd, ret;
 
     if (o.cluster_size == 0)
@@ -619,17 +618,9 @@ int qed_create(const char *path, const struct qed_create_options *options,
                           o.backing_format == QED_FORMAT_RAW, err);
     if (ret < 0)
         return ret;
-    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
-        return qed_fail(err, EINVAL, "not a regular file; images are only "
-                        "created as regular files");
-    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    fd = io_open_fd(path, O_RDWR | O_CREAT, 0644, IO_KIND_REGULAR, err);
     if (fd < 0)
-        return qed_fail(err, errno, "%s", strerror(errno));
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return qed_fail(err, EINVAL, "not a regular file; images are only "
-                        "created as regular files");
-    }
+        return fd;
     ret = write_new_image(fd, &h, o.backing_file, err);
     close(fd);
     return ret;

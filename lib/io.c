@@ -388,12 +388,76 @@ static const struct io_file_ops fd_file_ops = {
     .close = fd_close,
 };
 
+static const char *file_kind_name(mode_t mode)
+{
+    if (S_ISDIR(mode))
+        return "a directory";
+    if (S_ISFIFO(mode))
+        return "a FIFO";
+    if (S_ISSOCK(mode))
+        return "a socket";
+    if (S_ISCHR(mode))
+        return "a character device";
+    if (S_ISBLK(mode))
+        return "a block device";
+    return "not a regular file";
+}
+
+static bool file_kind_allowed(mode_t mode, unsigned kinds)
+{
+    return (S_ISREG(mode) && (kinds & IO_KIND_REGULAR)) ||
+           (S_ISBLK(mode) && (kinds & IO_KIND_BLOCK));
+}
+
+static int refuse_kind(mode_t mode, unsigned kinds, qed_error *err)
+{
+    const char *want = (kinds & IO_KIND_BLOCK)
+                           ? "regular files and block devices"
+                           : "regular files";
+    return qed_fail(err, EINVAL, "%s; images are only %s",
+                    file_kind_name(mode), want);
+}
+
+/* Opening a FIFO blocks until its other end is opened (read-only) or fails
+ * with ENXIO (write-only), and a device's open may wait for the device:
+ * O_NONBLOCK makes either return at once so the kind can be checked.  A
+ * path's kind is looked at first too, so that O_CREAT or O_TRUNC never
+ * reach a file that would be refused. */
+int io_open_fd(const char *path, int oflags, mode_t mode, unsigned kinds,
+               qed_error *err)
+{
+    struct stat st;
+    int fd, fl, code;
+
+    if (stat(path, &st) == 0 && !file_kind_allowed(st.st_mode, kinds))
+        return refuse_kind(st.st_mode, kinds, err);
+    fd = open(path, oflags | O_NONBLOCK | O_CLOEXEC, mode);
+    if (fd < 0) {
+        code = errno;
+        return qed_fail(err, code, "%s", strerror(code));
+    }
+    if (fstat(fd, &st) < 0)
+        goto fail_errno;
+    if (!file_kind_allowed(st.st_mode, kinds)) {
+        close(fd);
+        return refuse_kind(st.st_mode, kinds, err);
+    }
+    fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0)
+        goto fail_errno;
+    return fd;
+
+fail_errno:
+    code = errno;
+    close(fd);
+    return qed_fail(err, code, "%s", strerror(code));
+}
+
 int io_file_open(qed_loop *loop, const char *path, unsigned flags,
                  struct io_file **out, qed_error *err)
 {
-    int oflags = O_CLOEXEC | ((flags & IO_OPEN_WRITE) ? O_RDWR : O_RDONLY);
+    int oflags = (flags & IO_OPEN_WRITE) ? O_RDWR : O_RDONLY;
     struct io_file *file;
-    struct stat st;
     int fd;
 
     *out = NULL;
@@ -401,20 +465,11 @@ int io_file_open(qed_loop *loop, const char *path, unsigned flags,
         oflags |= O_DIRECT;
     if (flags & IO_OPEN_CREATE)
         oflags |= O_CREAT;
-    fd = open(path, oflags, 0644);
+    /* Images live in regular files; a block device may hold one too (a raw
+     * disk, or a QED image on a logical volume), but nothing else can. */
+    fd = io_open_fd(path, oflags, 0644, IO_KIND_REGULAR | IO_KIND_BLOCK, err);
     if (fd < 0)
-        return qed_fail(err, errno, "%s", strerror(errno));
-    if (fstat(fd, &st) < 0) {
-        int code = errno;
-        close(fd);
-        return qed_fail(err, code, "%s", strerror(code));
-    }
-    /* Images live in regular files; a block device may be read or written
-     * as a raw image, but nothing else (a FIFO or a directory) can be. */
-    if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
-        close(fd);
-        return qed_fail(err, EINVAL, "not a regular file or block device");
-    }
+        return fd;
     file = calloc(1, sizeof(*file));
     if (!file) {
         close(fd);

@@ -89,6 +89,16 @@ struct io_file {
 #define IO_OPEN_DIRECT 0x2u
 #define IO_OPEN_CREATE 0x4u /* create or truncate */
 
+/* Kinds of file an image may live in, for io_open_fd. */
+#define IO_KIND_REGULAR 0x1u
+#define IO_KIND_BLOCK 0x2u
+
+/* open(2) that never blocks on a FIFO or a device and refuses every kind of
+ * file not in kinds, naming the kind it found.  Returns the descriptor (in
+ * blocking mode again) or -errno. */
+int io_open_fd(const char *path, int oflags, mode_t mode, unsigned kinds,
+               qed_error *err);
+
 int io_file_open(qed_loop *loop, const char *path, unsigned flags,
                  struct io_file **out, qed_error *err);
 void io_file_close(struct io_file *file);

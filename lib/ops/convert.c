@@ -161,13 +161,9 @@ static int create_raw(const char *path, uint64_t size, bool *is_device,
     }
     if (size > INT64_MAX)
         return qed_fail(err, EFBIG, "size %" PRIu64 " is too large", size);
-    fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    fd = io_open_fd(path, O_WRONLY | O_CREAT, 0644, IO_KIND_REGULAR, err);
     if (fd < 0)
-        return qed_fail(err, errno, "%s", strerror(errno));
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return qed_fail(err, EINVAL, "not a regular file or block device");
-    }
+        return fd;
     if (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)size) < 0) {
         int code = errno;
         close(fd);
