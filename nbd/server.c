@@ -96,6 +96,56 @@ static int fail_errno(qed_error *err, const char *what, const char *name)
     return -code;
 }
 
+/* True when path is a Unix socket nobody accepts connections on: the
+ * leftover of a server that died without removing it.  The probe does not
+ * block: a live server with a full backlog answers EAGAIN, not a refusal. */
+static bool socket_is_stale(const struct sockaddr_un *addr)
+{
+    struct stat st;
+    bool stale;
+    int fd;
+
+    if (lstat(addr->sun_path, &st) < 0 || !S_ISSOCK(st.st_mode))
+        return false;
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return false;
+    stale = connect(fd, (const struct sockaddr *)addr, sizeof(*addr)) < 0 &&
+            errno == ECONNREFUSED;
+    close(fd);
+    return stale;
+}
+
+/* Binds fd to addr, replacing a stale socket file.  Anything else already
+ * at the path (a live server's socket, a regular file) is left alone. */
+static int bind_unix(int fd, const struct sockaddr_un *addr, qed_error *err)
+{
+    const char *path = addr->sun_path;
+    struct stat st;
+
+    if (bind(fd, (const struct sockaddr *)addr, sizeof(*addr)) == 0)
+        return 0;
+    if (errno != EADDRINUSE)
+        return fail_errno(err, "listening on", path);
+    if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+        err->code = EEXIST;
+        snprintf(err->message, sizeof(err->message),
+                 "%s exists and is not a socket; not replacing it", path);
+        return -EEXIST;
+    }
+    if (!socket_is_stale(addr)) {
+        err->code = EADDRINUSE;
+        snprintf(err->message, sizeof(err->message),
+                 "listening on %s: another server is listening there", path);
+        return -EADDRINUSE;
+    }
+    if (unlink(path) < 0 && errno != ENOENT)
+        return fail_errno(err, "removing the stale socket", path);
+    if (bind(fd, (const struct sockaddr *)addr, sizeof(*addr)) < 0)
+        return fail_errno(err, "listening on", path);
+    return 0;
+}
+
 int nbd_server_listen_unix(struct nbd_server *srv, const char *path,
                            qed_error *err)
 {
@@ -112,8 +162,11 @@ int nbd_server_listen_unix(struct nbd_server *srv, const char *path,
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return fail_errno(err, "socket", path);
-    if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
-        listen(fd, 64) < 0) {
+    if (bind_unix(fd, &addr, err) < 0) {
+        close(fd);
+        return -err->code;
+    }
+    if (listen(fd, 64) < 0) {
         int ret = fail_errno(err, "listening on", path);
         close(fd);
         return ret;
