@@ -227,6 +227,11 @@ struct qed_image_info {
  * for sizes).  Returns 0 or a negative errno. */
 int qed_get_info(qed_image *image, struct qed_image_info *info,
                  qed_error *err);
+/* Warnings from opening the image: NULL, or one or more lines separated by
+ * '\n' (no trailing newline), e.g. that a raw image's format was probed and
+ * writes into its first sector are restricted.  Valid until qed_close. */
+const char *qed_warnings(const qed_image *image);
+
 /* The open backing image, or NULL.  It belongs to image and is closed with
  * it. */
 qed_image *qed_backing(qed_image *image);

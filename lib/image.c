@@ -7,6 +7,7 @@
 #include <inttypes.h>
 #include <libgen.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -14,6 +15,7 @@
 
 #include "check.h"
 #include "image.h"
+#include "probe.h"
 
 struct chain {
     const struct file_opener *opener; /* NULL: plain files */
@@ -56,6 +58,48 @@ enum qed_format qed_format_of(const qed_image *img)
 
 /* ---- helpers ----------------------------------------------------------------- */
 
+void image_warn(qed_image *img, const char *fmt, ...)
+{
+    char line[1024];
+    size_t old = img->warnings ? strlen(img->warnings) : 0;
+    char *grown;
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    /* Out of memory loses a warning, never the open. */
+    grown = realloc(img->warnings, old + strlen(line) + 2);
+    if (!grown)
+        return;
+    if (old)
+        grown[old++] = '\n';
+    memcpy(grown + old, line, strlen(line) + 1);
+    img->warnings = grown;
+}
+
+const char *qed_warnings(const qed_image *image)
+{
+    return image ? image->warnings : NULL;
+}
+
+/* Writes into the first sector of a raw image whose format was probed are
+ * checked from now on (raw.c): the next probing open must find raw again. */
+static int guard_probed_raw(qed_image *img, const uint8_t *first_block,
+                            qed_error *err)
+{
+    img->probed_raw = calloc(1, sizeof(*img->probed_raw));
+    if (!img->probed_raw)
+        return qed_fail(err, ENOMEM, "out of memory");
+    memcpy(img->probed_raw->sector, first_block, PROBE_SECTOR_SIZE);
+    img->probed_raw->queue_tail = &img->probed_raw->queue;
+    image_warn(img, "the format was not given and probing guessed raw: "
+               "writes that would make the first sector look like another "
+               "image format are refused; give the format (-f raw) to lift "
+               "this restriction");
+    return 0;
+}
+
 static int read_exact(struct io_file *file, void *buf, size_t len,
                       uint64_t offset, qed_error *err, const char *what)
 {
@@ -86,17 +130,30 @@ char *image_resolve_backing(const char *image_path, const char *name)
     return out;
 }
 
-static int probe(struct io_file *file, enum qed_format *format, qed_error *err)
+/* A file that carries another format's signature is not read as raw
+ * behind the user's back: its content would be that format's metadata. */
+static int probe(qed_image *img, enum qed_format *format, qed_error *err)
 {
     uint8_t *block = qed_aligned_zalloc(4096);
+    const char *foreign;
     int ret;
 
     if (!block)
         return qed_fail(err, ENOMEM, "out of memory");
-    ret = read_exact(file, block, 4096, 0, err, "the first block");
-    if (ret == 0)
-        *format = load_le32(block) == QED_MAGIC ? QED_FORMAT_QED
-                                                 : QED_FORMAT_RAW;
+    ret = read_exact(img->file, block, 4096, 0, err, "the first block");
+    if (ret < 0)
+        goto out;
+    *format = probe_is_qed(block) ? QED_FORMAT_QED : QED_FORMAT_RAW;
+    foreign = *format == QED_FORMAT_RAW ? probe_foreign_format(block) : NULL;
+    if (foreign) {
+        ret = qed_fail(err, EINVAL, "the file looks like a %s image, a format "
+                       "qed does not read; give the format raw (-f raw) to "
+                       "use its bytes as they are", foreign);
+        goto out;
+    }
+    if (*format == QED_FORMAT_RAW && img->writable)
+        ret = guard_probed_raw(img, block, err);
+out:
     free(block);
     return ret;
 }
@@ -263,6 +320,8 @@ static void free_image(qed_image *img)
     io_file_close(img->file);
     free(img->filename);
     free(img->backing_path);
+    free(img->probed_raw);
+    free(img->warnings);
     free(img);
 }
 
@@ -338,7 +397,7 @@ static int open_internal(const char *path, const struct qed_open_options *o,
     if (ret < 0)
         goto fail;
     if (format == QED_FORMAT_PROBE) {
-        ret = probe(img->file, &format, err);
+        ret = probe(img, &format, err);
         if (ret < 0)
             goto fail;
     }

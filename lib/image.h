@@ -5,6 +5,7 @@
 #include "header.h"
 #include "io.h"
 #include "loop.h"
+#include "probe.h"
 #include "util.h"
 
 struct request;
@@ -113,7 +114,24 @@ struct qed_image {
     qed_image *backing;
     bool backing_unavailable; /* opened with QED_OPEN_NO_BACKING */
     unsigned in_flight;       /* requests not yet completed */
+    struct probed_raw *probed_raw; /* writable raw image whose format was
+                                      probed, else NULL (raw.c) */
+    char *warnings;           /* lines for qed_warnings(), or NULL */
 };
+
+/* What a writable raw image opened by probing keeps of its first sector,
+ * so that no write can make it probe as another format (raw.c). */
+struct probed_raw {
+    uint8_t sector[PROBE_SECTOR_SIZE]; /* its content on disk */
+    bool unknown;             /* a write into it failed: its content on
+                                 disk may be old or new, byte by byte */
+    struct request *current;  /* the change to it in flight, or NULL */
+    uint8_t pending[PROBE_SECTOR_SIZE]; /* its content after that change */
+    struct request *queue, **queue_tail; /* changes waiting for it */
+};
+
+/* Adds a line to the image's warnings (qed_warnings). */
+void image_warn(qed_image *img, const char *fmt, ...) QED_PRINTF(2, 3);
 
 enum request_kind {
     REQ_READ,
@@ -177,6 +195,9 @@ int iov_slice(const struct iovec *iov, int iovcnt, uint64_t offset,
 void iov_memset(const struct iovec *iov, int iovcnt, uint64_t offset,
                 int byte, uint64_t length);
 uint64_t iov_size(const struct iovec *iov, int iovcnt);
+/* Copies length bytes from offset in the vector to buf. */
+void iov_to_buf(const struct iovec *iov, int iovcnt, uint64_t offset,
+                void *buf, uint64_t length);
 
 /* table.c: byte order of tables lives here only */
 uint64_t table_entry(const uint8_t *table, uint64_t index);

@@ -53,3 +53,21 @@ void iov_memset(const struct iovec *iov, int iovcnt, uint64_t offset,
         offset = 0;
     }
 }
+
+void iov_to_buf(const struct iovec *iov, int iovcnt, uint64_t offset,
+                void *buf, uint64_t length)
+{
+    uint8_t *out = buf;
+
+    for (int i = 0; i < iovcnt && length > 0; i++) {
+        if (offset >= iov[i].iov_len) {
+            offset -= iov[i].iov_len;
+            continue;
+        }
+        uint64_t take = QED_MIN(iov[i].iov_len - offset, length);
+        memcpy(out, (const char *)iov[i].iov_base + offset, take);
+        out += take;
+        length -= take;
+        offset = 0;
+    }
+}

@@ -14,10 +14,11 @@ struct raw_zero {
     struct iovec *iov;
 };
 
+static void raw_finish(struct request *req, int ret);
+
 static void raw_done(void *opaque, int ret)
 {
-    struct request *req = opaque;
-    request_complete(req, ret);
+    raw_finish(opaque, ret);
 }
 
 static void raw_zero_written(void *opaque, int ret)
@@ -27,7 +28,7 @@ static void raw_zero_written(void *opaque, int ret)
     free(z->zeros);
     free(z->iov);
     free(z);
-    request_complete(req, ret);
+    raw_finish(req, ret);
 }
 
 /* Writes zeros from one shared buffer repeated across the vector. */
@@ -46,7 +47,7 @@ static void write_zero_bytes(struct request *req)
             free(z->iov);
         }
         free(z);
-        request_complete(req, -ENOMEM);
+        raw_finish(req, -ENOMEM);
         return;
     }
     z->req = req;
@@ -66,7 +67,7 @@ static void raw_zeroed(void *opaque, int ret)
         write_zero_bytes(req);
         return;
     }
-    request_complete(req, ret);
+    raw_finish(req, ret);
 }
 
 static void raw_discarded(void *opaque, int ret)
@@ -109,7 +110,123 @@ static void raw_status(struct request *req)
     request_complete(req, 0);
 }
 
-void raw_start(struct request *req)
+/* ---- the first sector of a probed raw image ------------------------------
+ *
+ * A raw image opened writable without a format given would be probed
+ * again at its next open.  A guest must not be able to turn it into a QED
+ * (or qcow2, VMDK...) image whose backing file is a host file, so every
+ * change to its first sector is checked against what the sector would then
+ * hold.  Such changes run one at a time, so the copy kept in memory is
+ * exactly what is on disk; they are rare (a partition table, a boot
+ * sector), so waiting costs nothing that matters. */
+
+static bool touches_first_sector(const struct request *req)
+{
+    return req->img->probed_raw && req->kind != REQ_READ &&
+           req->kind != REQ_FLUSH && req->kind != REQ_STATUS &&
+           req->offset < PROBE_SECTOR_SIZE && req->length > 0;
+}
+
+/* What the first sector holds after req, into candidate; fails when its
+ * content before req is unknown and req does not replace all of it. */
+static int first_sector_after(struct request *req, uint8_t *candidate)
+{
+    struct probed_raw *pr = req->img->probed_raw;
+    uint64_t len = QED_MIN(req->length, PROBE_SECTOR_SIZE - req->offset);
+
+    if (pr->unknown && !(req->offset == 0 && len == PROBE_SECTOR_SIZE &&
+                         req->kind == REQ_WRITE))
+        return qed_fail(&req->err, EPERM, "the first sector of this raw "
+                        "image (format probed) is in an unknown state after "
+                        "a failed write: only a write of the whole sector is "
+                        "allowed; give the format (-f raw) to lift this "
+                        "restriction");
+    memcpy(candidate, pr->sector, PROBE_SECTOR_SIZE);
+    /* Write-zeroes and discard leave zeros (discard may also leave the old
+     * bytes: those were checked when they were written). */
+    if (req->kind == REQ_WRITE)
+        iov_to_buf(req->iov, req->iovcnt, 0, candidate + req->offset, len);
+    else
+        memset(candidate + req->offset, 0, len);
+    return 0;
+}
+
+static int check_first_sector(struct request *req, uint8_t *candidate)
+{
+    const char *format;
+    int ret = first_sector_after(req, candidate);
+
+    if (ret < 0)
+        return ret;
+    format = probe_is_qed(candidate) ? "qed" : probe_foreign_format(candidate);
+    if (format)
+        return qed_fail(&req->err, EPERM, "write to the first sector refused: "
+                        "this raw image's format was probed, and the data "
+                        "would make it probe as %s; give the format (-f raw) "
+                        "to allow it", format);
+    return 0;
+}
+
+static void raw_submit(struct request *req);
+
+/* Starts a change of the first sector, or queues it behind the one in
+ * flight. */
+static void first_sector_start(struct request *req)
+{
+    struct probed_raw *pr = req->img->probed_raw;
+    int ret;
+
+    if (pr->current) {
+        req->next = NULL;
+        *pr->queue_tail = req;
+        pr->queue_tail = &req->next;
+        return;
+    }
+    ret = check_first_sector(req, pr->pending);
+    if (ret < 0) {
+        request_complete(req, ret);
+        return;
+    }
+    pr->current = req;
+    raw_submit(req);
+}
+
+/* The change in flight is done: the copy follows the disk, and the next
+ * change starts. */
+static void first_sector_done(struct probed_raw *pr, int ret)
+{
+    struct request *next = pr->queue;
+
+    if (ret < 0) {
+        pr->unknown = true;
+    } else if (pr->current->kind != REQ_DISCARD) {
+        memcpy(pr->sector, pr->pending, PROBE_SECTOR_SIZE);
+        pr->unknown = false;
+    } else if (memcmp(pr->sector, pr->pending, PROBE_SECTOR_SIZE) != 0) {
+        /* Discard is advisory: each byte it covered is now old or zero. */
+        pr->unknown = true;
+    }
+    pr->current = NULL;
+    if (next) {
+        pr->queue = next->next;
+        if (!pr->queue)
+            pr->queue_tail = &pr->queue;
+        next->next = NULL;
+        first_sector_start(next);
+    }
+}
+
+/* Every raw request ends here. */
+static void raw_finish(struct request *req, int ret)
+{
+    struct probed_raw *pr = req->img->probed_raw;
+
+    request_complete(req, ret);
+    if (pr && pr->current == req)
+        first_sector_done(pr, ret);
+}
+
+static void raw_submit(struct request *req)
 {
     struct io_file *file = req->img->file;
 
@@ -138,4 +255,12 @@ void raw_start(struct request *req)
         raw_status(req);
         break;
     }
+}
+
+void raw_start(struct request *req)
+{
+    if (touches_first_sector(req))
+        first_sector_start(req);
+    else
+        raw_submit(req);
 }

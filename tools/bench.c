@@ -312,6 +312,7 @@ static int bench_main(const struct tool_command *cmd, int argc, char **argv)
         tool_report(file, NULL, &b.err);
         return 1;
     }
+    tool_report_warnings(file, b.image);
     b.image_size = qed_size(b.image);
     if (b.size > b.image_size || b.offset > b.image_size - b.size) {
         tool_error(file, "a %" PRIu64 "-byte request at offset %" PRIu64

@@ -265,7 +265,20 @@ bool tool_open(const char *path, enum qed_format format, unsigned flags,
         *out = NULL;
         return false;
     }
+    tool_report_warnings(path, *out);
     return true;
+}
+
+void tool_report_warnings(const char *path, const qed_image *image)
+{
+    const char *line = qed_warnings(image);
+
+    while (line && *line) {
+        const char *end = strchr(line, '\n');
+        int len = end ? (int)(end - line) : (int)strlen(line);
+        tool_error(path, "warning: %.*s", len, line);
+        line = end ? end + 1 : NULL;
+    }
 }
 
 bool tool_close(const char *path, qed_image *image)

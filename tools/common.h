@@ -91,6 +91,9 @@ void tool_print_create_options(FILE *out);
 /* Opens path; on failure prints "qed: PATH: message" and returns false. */
 bool tool_open(const char *path, enum qed_format format, unsigned flags,
                qed_image **out);
+/* Prints the image's open warnings (qed_warnings), one line each:
+ * "qed: PATH: warning: ...". */
+void tool_report_warnings(const char *path, const qed_image *image);
 /* Closes image; on failure prints the error and returns false. */
 bool tool_close(const char *path, qed_image *image);
 

@@ -109,6 +109,7 @@ static int serve(const struct serve_settings *s, const char *file)
         tool_report(file, NULL, &err);
         return 1;
     }
+    tool_report_warnings(file, img);
     if (nbd_server_new(img, &s->server, &srv, &err) < 0) {
         tool_report(file, NULL, &err);
         tool_close(file, img);

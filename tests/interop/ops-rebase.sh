@@ -120,7 +120,7 @@ cmp -s err/top.qed err.before
 ok $? "... and the file is byte for byte unchanged"
 truncate -s 1M err/plain.raw
 run "$QED" rebase -b x.qed err/plain.raw
-tap_like "$RC/$(cat "$ERR")" "^1/qed: err/plain.raw: .*raw image" "a raw image fails"
+tap_like "$RC/$(tail -n1 "$ERR")" "^1/qed: err/plain.raw: .*raw image" "a raw image fails"
 run "$QED" rebase err/top.qed
 tap_like "$RC/$(cat "$ERR")" "^1/qed: rebase: -b BACKING is required" "-b is required"
 
