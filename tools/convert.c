@@ -14,6 +14,7 @@
 /* An image named by a path, or by qemu-img's key=value options. */
 struct image_spec {
     const char *text;          /* as given on the command line */
+    char *storage;             /* the options split up (freed at the end) */
     const char *filename;
     enum qed_format format;    /* PROBE unless given */
     bool format_given;
@@ -283,7 +284,7 @@ static bool set_option(struct image_spec *spec, const char *key,
 }
 
 /* Parses "driver=qed,file.filename=x.qed,cache.direct=on" (a copy of the
- * text is split in place; it lives as long as the process). */
+ * text, spec->storage, is split in place). */
 static bool parse_image_opts(const char *text, struct image_spec *spec)
 {
     char *copy = strdup(text);
@@ -291,6 +292,7 @@ static bool parse_image_opts(const char *text, struct image_spec *spec)
 
     spec->text = text;
     spec->filename = NULL;
+    spec->storage = copy;
     if (!copy) {
         tool_error(text, "out of memory");
         return false;
@@ -397,7 +399,8 @@ static bool settle_target(struct convert_args *args)
     return true;
 }
 
-static int convert_run(const struct tool_command *cmd, int argc, char **argv)
+static int parse_and_convert(const struct tool_command *cmd, int argc,
+                             char **argv, struct convert_args *out)
 {
     enum {
         OPT_IMAGE_OPTS = TOOL_OPT_HELP + 1,
@@ -415,6 +418,7 @@ static int convert_run(const struct tool_command *cmd, int argc, char **argv)
         .convert = {.format = QED_FORMAT_RAW, .unsafe = true},
     };
     enum qed_format backing_format;
+    int ret;
     int ch;
 
     while ((ch = getopt_long(argc, argv, ":hpqf:O:o:B:F:t:T:m:nS:Wr:cl:",
@@ -509,12 +513,26 @@ static int convert_run(const struct tool_command *cmd, int argc, char **argv)
         return tool_bad_usage(cmd, "expected SRC and DST");
     if (!check_combinations(&args))
         return 1;
-    if (!set_image(argv[optind], args.image_opts, &args.source) ||
-        !set_image(argv[optind + 1], args.target_image_opts, &args.target))
-        return 1;
-    if (!refuse_unsupported(&args) || !settle_target(&args))
-        return 1;
-    return convert(&args);
+    ret = set_image(argv[optind], args.image_opts, &args.source) &&
+          set_image(argv[optind + 1], args.target_image_opts, &args.target) &&
+          refuse_unsupported(&args) && settle_target(&args);
+    if (ret)
+        ret = convert(&args);
+    else
+        ret = 1;
+    out->source.storage = args.source.storage;
+    out->target.storage = args.target.storage;
+    return ret;
+}
+
+static int convert_run(const struct tool_command *cmd, int argc, char **argv)
+{
+    struct convert_args args = { 0 };
+    int ret = parse_and_convert(cmd, argc, argv, &args);
+
+    free(args.source.storage);
+    free(args.target.storage);
+    return ret;
 }
 
 const struct tool_command convert_command = {
