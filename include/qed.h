@@ -409,7 +409,8 @@ struct qed_convert_options {
      * and reads are retried on smaller ranges, down to 512 bytes, and
      * what still fails is written as zeros; each such range is passed to
      * warning (when set) as a message "error while reading offset N:
-     * ...".  The convert then succeeds. */
+     * ...".  The convert then succeeds.  Only for outputs without a
+     * backing file (EINVAL otherwise, before anything is written). */
     bool salvage;
     void (*warning)(void *opaque, const char *message);
     void *warning_opaque;

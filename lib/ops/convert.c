@@ -429,10 +429,10 @@ static void configure_walk(struct ops_walk *w, struct convert *c,
             size *= 2;
         w->request_size = QED_MIN(w->request_size, size);
     }
-    w->salvage = o->salvage;
+    w->salvage = c->salvage;
     w->salvage_gran = c->src->format == QED_FORMAT_QED
                           ? c->src->qed->cluster_size : SECTOR;
-    w->salvage_action = c->has_backing ? ACT_DIFF : ACT_COPY;
+    w->salvage_action = ACT_COPY;
     w->warning = o->warning;
     w->warning_opaque = o->warning_opaque;
 }
@@ -456,6 +456,11 @@ int qed_convert(qed_image *src, const char *dst_path,
     if (o.min_sparse % SECTOR != 0)
         return qed_fail(err, EINVAL, "minimum zero run %" PRIu32 " is not "
                         "a multiple of 512", o.min_sparse);
+    if (!o.existing && o.salvage && o.create.backing_file &&
+        o.create.backing_file[0])
+        return qed_fail(err, EINVAL, "salvage needs an output without a "
+                        "backing file (backing file '%s')",
+                        o.create.backing_file);
     if (!o.existing && format == QED_FORMAT_RAW && o.create.backing_file &&
         o.create.backing_file[0])
         return qed_fail(err, EINVAL, "a backing file needs qed output "
@@ -477,9 +482,14 @@ int qed_convert(qed_image *src, const char *dst_path,
             qed_close(c.dst, NULL);
         return ret;
     }
+    if (o.salvage && c.has_backing) {
+        qed_close(c.dst, NULL);
+        return qed_fail(err, EINVAL, "salvage needs an output without a "
+                        "backing file ('%s' has one)", dst_path);
+    }
     if (!c.has_backing)
         set_sparseness(&o, &c);
-    c.salvage = o.salvage && !c.has_backing;
+    c.salvage = o.salvage;
     configure_walk(&w, &c, &o);
     ret = ops_walk_run(&w, err);
     if (ret == 0) {

@@ -258,6 +258,11 @@ if tap_cmd "--salvage -O qed" "$QED" convert --salvage -O qed bad.qed m-salvage.
     same_content "--salvage -O qed reads like qemu-img's salvaged output" q-salvage.qed m-salvage.qed
 fi
 
+run "$QED" convert --salvage -O qed -B src.qed -F qed bad.qed sb.qed
+tap_like "$RC/$(head -c 300 "$ERR")/$([ -e sb.qed ] && echo created)" \
+    "^1/qed: sb.qed: salvage needs an output without a backing file.*/$" \
+    "--salvage with -B is refused before anything is written"
+
 # ---- --image-opts, --target-image-opts ---------------------------------------------
 
 run qemu-img convert --image-opts -O raw driver=qed,file.filename=src.qed q-io.raw
