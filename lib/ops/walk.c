@@ -248,6 +248,7 @@ static void rate_timer_fired(void *opaque)
 static bool rate_allows(struct ops_walk *w)
 {
     uint64_t len, now, due;
+    double after_ns;
 
     if (!w->rate_limit || !(w->rate_actions & (1u << w->run_action)))
         return true;
@@ -255,11 +256,12 @@ static bool rate_allows(struct ops_walk *w)
         return false;
     len = segment_end(w) - w->pos;
     now = monotonic_ns();
-    due = w->rate_start_ns +
-          (uint64_t)((double)(w->rate_bytes + len) * 1e9 /
-                     (double)w->rate_limit);
+    after_ns = (double)(w->rate_bytes + len) * 1e9 / (double)w->rate_limit;
+    due = after_ns < 1e18 ? w->rate_start_ns + (uint64_t)after_ns
+                          : UINT64_MAX;
     if (now < due) {
-        uint64_t ms = (due - now + 999999) / 1000000;
+        /* At most an hour at a time: the timer asks again when it fires. */
+        uint64_t ms = QED_MIN((due - now) / 1000000 + 1, 3600000u);
         w->rate_timer = qed_loop_add_timer(w->loop, ms, rate_timer_fired, w);
         if (w->rate_timer)
             return false;
