@@ -394,6 +394,33 @@ struct qed_convert_options {
                                  faster, but not durable until the system
                                  writes it back */
     struct qed_op_options op;
+    /* Write into the existing image at dst_path (opened as format, which
+     * is not probed) instead of creating one: create is ignored, the
+     * image must be at least as large as src, and ranges that read as
+     * zeros in src are made to read as zeros in it (qemu-img convert -n). */
+    bool existing;
+    /* Sparseness (qemu-img convert -S): runs of zero bytes at least
+     * min_sparse long (a multiple of 512; 0 = 4096) inside what is copied
+     * are left unwritten; shorter ones are written as data.  write_all
+     * (-S 0) writes every byte of the source, zeros included, so the
+     * output is fully allocated. */
+    uint32_t min_sparse;
+    bool write_all;
+    /* Without it, the output's writes are made in order of offset, each
+     * after the previous one completed (reads still run ahead), so a QED
+     * output allocates its clusters in guest order; with it (-W) writes
+     * go out as soon as their data is read. */
+    bool out_of_order;
+    uint64_t rate_limit;      /* bytes of data per second; 0: no limit */
+    /* Go on past ranges of the source that cannot be read: block status
+     * and reads are retried on smaller ranges, down to 512 bytes, and
+     * what still fails is written as zeros; each such range is passed to
+     * warning (when set) as a message "error while reading offset N:
+     * ...".  The convert then succeeds.  Only for outputs without a
+     * backing file (EINVAL otherwise, before anything is written). */
+    bool salvage;
+    void (*warning)(void *opaque, const char *message);
+    void *warning_opaque;
 };
 
 /* Copies what src reads into a new image at dst_path (created, or

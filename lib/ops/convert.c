@@ -10,7 +10,13 @@
  * only the blocks that differ are written, as data or as zero clusters.
  * Where the source's own chain shares layers with the new backing file,
  * what comes from those layers is the same on both sides and is skipped
- * without reading. */
+ * without reading.
+ *
+ * Into an existing image (-n), ranges the source reads as zeros are made
+ * to read as zeros unless the output already does.  Writes go out in
+ * order of offset unless out_of_order is set (so a QED output's clusters
+ * follow the guest's order), at most rate_limit bytes of data a second,
+ * and with salvage, what cannot be read is written as zeros. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -20,6 +26,11 @@
 #include "ops.h"
 
 #define RAW_GRANULARITY 4096u
+#define DEFAULT_MIN_SPARSE 4096u
+/* Salvage reads a failed segment again in pieces of this size, and a
+ * failed piece 512 bytes at a time. */
+#define SALVAGE_PIECE (64u * 1024)
+#define SECTOR 512u
 
 enum { ACT_COPY = 1, ACT_ZERO, ACT_DIFF };
 
@@ -28,9 +39,13 @@ struct convert {
     bool write_zeroes;     /* the output does not read zeros where unwritten */
     bool has_backing;      /* the output has a backing file */
     bool preallocate;      /* a sparse raw file: allocate before writing */
+    bool existing;         /* the output existed (-n): status[1] */
+    bool write_all;        /* -S 0: every byte is written */
+    bool salvage;
     int shared_depth;      /* source layers from here down are the output's
                               backing chain; -1: none */
     uint64_t granularity;  /* zero detection and comparison */
+    uint64_t min_sparse;   /* shortest zero run left unwritten */
 };
 
 static int classify(struct ops_walk *w, uint64_t pos, uint64_t *len,
@@ -41,8 +56,13 @@ static int classify(struct ops_walk *w, uint64_t pos, uint64_t *len,
     (void)pos;
     (void)len;
     if (!c->has_backing) {
-        if (st[0].zero)
+        if (c->write_all)
+            return ACT_COPY;
+        if (st[0].zero) {
+            if (c->existing && st[1].zero)
+                return OPS_SKIP; /* reads as zeros already */
             return c->write_zeroes ? ACT_ZERO : OPS_SKIP;
+        }
         return ACT_COPY;
     }
     if (c->shared_depth >= 0 && st[0].depth >= (unsigned)c->shared_depth)
@@ -57,14 +77,32 @@ static void segment_done(struct ops_worker *k)
     ops_worker_done(k, 0, NULL);
 }
 
+/* Zero blocks of a copied segment are written as zeroes where the output
+ * would not read zeros otherwise. */
+static bool zero_blocks_need_writing(const struct convert *c,
+                                     const struct ops_worker *k)
+{
+    if (c->existing)
+        return !k->st[1].zero;
+    return c->write_zeroes;
+}
+
 static void copy_write(struct ops_worker *k)
 {
     struct convert *c = k->walk->opaque;
 
     ops_begin(k, segment_done);
-    ops_write_blocks(k, c->dst, k->buf[0], NULL, c->granularity,
-                     c->write_zeroes);
+    if (c->write_all)
+        ops_write(k, c->dst, k->buf[0], k->length, k->offset);
+    else
+        ops_write_sparse(k, c->dst, k->buf[0], c->granularity,
+                         c->min_sparse, zero_blocks_need_writing(c, k));
     ops_end(k);
+}
+
+static void copy_in_turn(struct ops_worker *k)
+{
+    ops_await_turn(k, copy_write);
 }
 
 static void copy_read(struct ops_worker *k)
@@ -72,15 +110,15 @@ static void copy_read(struct ops_worker *k)
     struct convert *c = k->walk->opaque;
 
     if (!c->preallocate) {
-        copy_write(k);
+        copy_in_turn(k);
         return;
     }
-    ops_begin(k, copy_write);
+    ops_begin(k, copy_in_turn);
     ops_preallocate_data_blocks(k, c->dst, k->buf[0], c->granularity);
     ops_end(k);
 }
 
-static void diff_read(struct ops_worker *k)
+static void diff_write(struct ops_worker *k)
 {
     struct convert *c = k->walk->opaque;
 
@@ -89,18 +127,117 @@ static void diff_read(struct ops_worker *k)
     ops_end(k);
 }
 
+static void diff_read(struct ops_worker *k)
+{
+    ops_await_turn(k, diff_write);
+}
+
+static void zero_write(struct ops_worker *k)
+{
+    struct convert *c = k->walk->opaque;
+
+    ops_begin(k, segment_done);
+    ops_write_zeroes(k, c->dst, k->offset, k->length, QED_ZERO_MAY_UNMAP);
+    ops_end(k);
+}
+
+/* ---- salvage ----------------------------------------------------------------- */
+
+/* A segment whose read failed is read again piece by piece (cursor: bytes
+ * done); a piece that fails is read again sector by sector (up to
+ * piece_end), and the sectors that still fail become zeros.  Each run of
+ * such sectors [bad_start, bad_end) is reported once. */
+static uint64_t salvage_len(const struct ops_worker *k)
+{
+    uint64_t off = k->offset + k->cursor;
+
+    if (k->cursor < k->piece_end)
+        return QED_MIN(SECTOR, k->piece_end - k->cursor);
+    return QED_MIN(SALVAGE_PIECE - off % SALVAGE_PIECE,
+                   k->length - k->cursor);
+}
+
+static void report_unreadable(struct ops_worker *k)
+{
+    if (k->bad_end == k->bad_start)
+        return;
+    ops_warn(k->walk, "error while reading offset %" PRIu64 ": %s (%"
+             PRIu64 " bytes written as zeros)", k->bad_start,
+             strerror(k->bad_code), k->bad_end - k->bad_start);
+    k->bad_start = k->bad_end = 0;
+}
+
+static void note_unreadable(struct ops_worker *k, uint64_t off, uint64_t len,
+                            int code)
+{
+    if (k->bad_end != off)
+        report_unreadable(k);
+    if (k->bad_end == k->bad_start) {
+        k->bad_start = off;
+        k->bad_code = code ? code : EIO;
+    }
+    k->bad_end = off + len;
+}
+
+static void salvage_next(struct ops_worker *k);
+
+static void salvage_piece_read(struct ops_worker *k)
+{
+    uint64_t len = salvage_len(k);
+    uint64_t off = k->offset + k->cursor;
+
+    if (k->sub_ret == 0) {
+        report_unreadable(k);
+        k->cursor += len;
+    } else if (k->cursor >= k->piece_end && len > SECTOR) {
+        k->piece_end = k->cursor + len; /* again, sector by sector */
+    } else {
+        memset(k->buf[0] + k->cursor, 0, len);
+        note_unreadable(k, off, len, k->sub_err.code);
+        k->cursor += len;
+    }
+    salvage_next(k);
+}
+
+static void salvage_next(struct ops_worker *k)
+{
+    struct convert *c = k->walk->opaque;
+
+    if (k->cursor >= k->length) {
+        report_unreadable(k);
+        copy_read(k);
+        return;
+    }
+    ops_begin_tolerant(k, salvage_piece_read);
+    ops_read(k, c->src, k->buf[0] + k->cursor, salvage_len(k),
+             k->offset + k->cursor);
+    ops_end(k);
+}
+
+static void copy_read_salvaging(struct ops_worker *k)
+{
+    if (k->sub_ret == 0) {
+        copy_read(k);
+        return;
+    }
+    k->cursor = k->piece_end = 0;
+    k->bad_start = k->bad_end = 0;
+    salvage_next(k);
+}
+
 static void start(struct ops_worker *k)
 {
     struct convert *c = k->walk->opaque;
 
     switch (k->action) {
     case ACT_ZERO:
-        ops_begin(k, segment_done);
-        ops_write_zeroes(k, c->dst, k->offset, k->length, QED_ZERO_MAY_UNMAP);
-        ops_end(k);
+        ops_await_turn(k, zero_write);
         break;
     case ACT_COPY:
-        ops_begin(k, copy_read);
+        if (c->salvage)
+            ops_begin_tolerant(k, copy_read_salvaging);
+        else
+            ops_begin(k, copy_read);
         ops_read(k, c->src, k->buf[0], k->length, k->offset);
         ops_end(k);
         break;
@@ -218,6 +355,84 @@ static int create_output(qed_image *src, const char *path,
     return 0;
 }
 
+/* -n: the output exists and is opened as it is (its format probed when
+ * o->format is PROBE); it must hold the whole
+ * source (qemu-img's message when it does not). */
+static int open_existing(qed_image *src, const char *path,
+                         const struct qed_convert_options *o,
+                         struct convert *c, qed_error *err)
+{
+    int ret = open_output(path, o->format, o, qed_image_loop(src), &c->dst,
+                          err);
+
+    if (ret < 0)
+        return ret;
+    if (qed_size(c->dst) < qed_size(src))
+        return qed_fail(err, ENOSPC, "output file is smaller than input "
+                        "file (%" PRIu64 " bytes; the source has %" PRIu64
+                        ")", qed_size(c->dst), qed_size(src));
+    c->existing = true;
+    c->write_zeroes = true;
+    c->has_backing = qed_backing(c->dst) != NULL;
+    c->granularity = c->dst->format == QED_FORMAT_QED
+                         ? c->dst->qed->cluster_size : RAW_GRANULARITY;
+    /* What the output holds itself is unknown: nothing can be skipped for
+     * coming from a backing file the source shares. */
+    c->shared_depth = -1;
+    return 0;
+}
+
+/* -S: zero detection works on blocks of a power of two up to the shortest
+ * zero run left out (never below the output's cluster, which is
+ * allocated whole anyway). */
+static void set_sparseness(const struct qed_convert_options *o,
+                           struct convert *c)
+{
+    uint64_t min = o->min_sparse ? o->min_sparse : DEFAULT_MIN_SPARSE;
+    uint64_t gran = SECTOR;
+
+    while (gran * 2 <= min)
+        gran *= 2;
+    if (c->dst->format == QED_FORMAT_QED)
+        gran = QED_MAX(gran, c->dst->qed->cluster_size);
+    c->granularity = gran;
+    c->min_sparse = min;
+    c->write_all = o->write_all;
+}
+
+static void configure_walk(struct ops_walk *w, struct convert *c,
+                           const struct qed_convert_options *o)
+{
+    w->loop = qed_image_loop(c->src);
+    w->end = qed_size(c->src);
+    w->status[0] = c->src;
+    w->status[1] = c->dst;
+    w->nstatus = c->has_backing || c->existing ? 2 : 1;
+    w->nbufs = c->has_backing ? 2 : 1;
+    w->align = c->has_backing ? c->granularity : 0;
+    if (w->align > w->request_size)
+        w->request_size = w->align;
+    w->classify = classify;
+    w->start = start;
+    w->opaque = c;
+    w->in_order = !o->out_of_order;
+    w->rate_limit = o->rate_limit;
+    w->rate_actions = 1u << ACT_COPY | 1u << ACT_DIFF;
+    /* Short segments keep a low rate smooth: about four a second. */
+    if (o->rate_limit) {
+        uint64_t size = QED_MAX(4096, QED_MAX(w->align, 1));
+        while (size * 2 <= o->rate_limit / 4 && size * 2 <= w->request_size)
+            size *= 2;
+        w->request_size = QED_MIN(w->request_size, size);
+    }
+    w->salvage = c->salvage;
+    w->salvage_gran = c->src->format == QED_FORMAT_QED
+                          ? c->src->qed->cluster_size : SECTOR;
+    w->salvage_action = ACT_COPY;
+    w->warning = o->warning;
+    w->warning_opaque = o->warning_opaque;
+}
+
 int qed_convert(qed_image *src, const char *dst_path,
                 const struct qed_convert_options *options, qed_error *err)
 {
@@ -234,7 +449,15 @@ int qed_convert(qed_image *src, const char *dst_path,
     if (format != QED_FORMAT_RAW && format != QED_FORMAT_QED)
         return qed_fail(err, EINVAL, "output format %d is neither raw nor "
                         "qed", (int)o.format);
-    if (format == QED_FORMAT_RAW && o.create.backing_file &&
+    if (o.min_sparse % SECTOR != 0)
+        return qed_fail(err, EINVAL, "minimum zero run %" PRIu32 " is not "
+                        "a multiple of 512", o.min_sparse);
+    if (!o.existing && o.salvage && o.create.backing_file &&
+        o.create.backing_file[0])
+        return qed_fail(err, EINVAL, "salvage needs an output without a "
+                        "backing file (backing file '%s')",
+                        o.create.backing_file);
+    if (!o.existing && format == QED_FORMAT_RAW && o.create.backing_file &&
         o.create.backing_file[0])
         return qed_fail(err, EINVAL, "a backing file needs qed output "
                         "(backing file '%s' for a raw output)",
@@ -246,22 +469,24 @@ int qed_convert(qed_image *src, const char *dst_path,
         ret = refuse_chain_file(src, dst_path, err);
     if (ret < 0)
         return ret;
-    ret = create_output(src, dst_path, &o, format, &c, err);
+    if (o.existing)
+        ret = open_existing(src, dst_path, &o, &c, err);
+    else
+        ret = create_output(src, dst_path, &o, format, &c, err);
     if (ret < 0) {
         if (c.dst)
             qed_close(c.dst, NULL);
         return ret;
     }
-    w.loop = qed_image_loop(src);
-    w.end = qed_size(src);
-    w.status[0] = src;
-    w.status[1] = c.dst;
-    w.nstatus = c.has_backing ? 2 : 1;
-    w.nbufs = c.has_backing ? 2 : 1;
-    w.align = c.has_backing ? c.granularity : 0;
-    w.classify = classify;
-    w.start = start;
-    w.opaque = &c;
+    if (o.salvage && c.has_backing) {
+        qed_close(c.dst, NULL);
+        return qed_fail(err, EINVAL, "salvage needs an output without a "
+                        "backing file ('%s' has one)", dst_path);
+    }
+    if (!c.has_backing)
+        set_sparseness(&o, &c);
+    c.salvage = o.salvage;
+    configure_walk(&w, &c, &o);
     ret = ops_walk_run(&w, err);
     if (ret == 0) {
         ret = qed_flush(c.dst, err);

@@ -40,7 +40,16 @@ struct ops_worker {
     int pending;
     int sub_ret;
     qed_error sub_err;
+    bool tolerant;             /* ops_begin_tolerant: next sees failures */
     void (*next)(struct ops_worker *k);
+    /* In-order writes: the segment's place in the walk, whether it holds
+     * the turn, and what runs once it gets it. */
+    uint64_t seq;
+    bool has_turn;
+    void (*parked)(struct ops_worker *k);
+    /* Free for the operation's own bookkeeping of the segment. */
+    uint64_t cursor, piece_end, bad_start, bad_end;
+    int bad_code;
 };
 
 struct ops_walk {
@@ -67,6 +76,23 @@ struct ops_walk {
     qed_progress_callback *progress;
     void *progress_opaque;
     void *opaque;
+    /* Writes in order of offset: workers call ops_await_turn before they
+     * write, and the turn passes on when a segment's worker is done. */
+    bool in_order;
+    /* At most rate_limit bytes per second (0: no limit) of the segments
+     * whose action is in rate_actions (bit 1 << action): a segment starts
+     * no sooner than the time its bytes and all before them take at that
+     * rate, on a loop timer. */
+    uint64_t rate_limit;
+    unsigned rate_actions;
+    /* Block status failures are retried on shorter ranges down to 512
+     * bytes; a range that still fails is handed out with salvage_action
+     * (up to the next multiple of salvage_gran) and reported to warning. */
+    bool salvage;
+    uint64_t salvage_gran;
+    int salvage_action;
+    void (*warning)(void *opaque, const char *message);
+    void *warning_opaque;
 
     /* State of the walk. */
     uint64_t limit;          /* no segment starts at or past it (may drop) */
@@ -86,6 +112,11 @@ struct ops_walk {
     void *pool;              /* the workers' buffers, one mapping */
     size_t pool_size;
     uint64_t done_bytes;
+    uint64_t q_shrink;       /* salvage: shorter status query; 0: none */
+    uint64_t next_seq, turn; /* in-order writes */
+    uint64_t rate_bytes;     /* rate limit: bytes let through */
+    uint64_t rate_start_ns;
+    uint64_t rate_timer;     /* armed timer id; 0: none */
     int ret;
     qed_error err;
 };
@@ -101,6 +132,16 @@ int ops_walk_run(struct ops_walk *w, qed_error *err);
  * ops_write / ops_write_zeroes; ops_end(k).  next runs once all are done;
  * the first failure ends the segment with that error instead. */
 void ops_begin(struct ops_worker *k, void (*next)(struct ops_worker *k));
+/* The same, but next runs even when a sub-request failed, with k->sub_ret
+ * and k->sub_err telling the first failure. */
+void ops_begin_tolerant(struct ops_worker *k,
+                        void (*next)(struct ops_worker *k));
+/* Runs then(k) once it is k's turn to write (at once unless the walk is
+ * in_order); when the walk has failed meanwhile, ends k instead. */
+void ops_await_turn(struct ops_worker *k, void (*then)(struct ops_worker *k));
+/* Reports a warning through the walk's warning callback (if any). */
+void ops_warn(struct ops_walk *w, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 void ops_end(struct ops_worker *k);
 void ops_read(struct ops_worker *k, qed_image *img, void *buf, uint64_t len,
               uint64_t offset);
@@ -121,6 +162,14 @@ void ops_worker_done(struct ops_worker *k, int ret, const qed_error *err);
  * altogether. */
 void ops_write_blocks(struct ops_worker *k, qed_image *dst, const uint8_t *buf,
                       const uint8_t *cmp, uint64_t gran,
+                      bool write_zero_blocks);
+
+/* Like ops_write_blocks without cmp, but a run of zero blocks between
+ * data of the segment that is shorter than min_zero bytes is written as
+ * data (qemu-img convert -S): only longer runs, and runs at the edges of
+ * the segment, are left out (or written as zeroes). */
+void ops_write_sparse(struct ops_worker *k, qed_image *dst, const uint8_t *buf,
+                      uint64_t gran, uint64_t min_zero,
                       bool write_zero_blocks);
 
 /* Allocates space (fallocate, keeping the size) in the raw image dst under

@@ -6,10 +6,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "ops.h"
 
@@ -68,6 +70,49 @@ static const char *image_name(const qed_image *img)
     return img && img->filename ? img->filename : "image";
 }
 
+void ops_warn(struct ops_walk *w, const char *fmt, ...)
+{
+    char message[sizeof(((qed_error *)0)->message)];
+    va_list ap;
+
+    if (!w->warning)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof(message), fmt, ap);
+    va_end(ap);
+    w->warning(w->warning_opaque, message);
+}
+
+/* Salvage: a status query that failed is asked again about a quarter of
+ * the range, down to 512 bytes; when even that fails, the range up to the
+ * next multiple of salvage_gran is handed out as salvage_action, with
+ * nothing known about it (its reads then tell what can be read). */
+static void salvage_status(struct ops_walk *w)
+{
+    uint64_t gran = w->salvage_gran ? w->salvage_gran : 512;
+    uint64_t end;
+
+    if (w->q_len > 512) {
+        w->q_shrink = QED_MAX(512, round_up_u64(w->q_len / 4, 512));
+        w->run_start = w->run_end = w->pos; /* query again */
+        return;
+    }
+    w->q_shrink = 0;
+    ops_warn(w, "error while reading block status at offset %" PRIu64
+             ": %s", w->pos, w->q_err.message[0] ? w->q_err.message
+                                                   : strerror(-w->q_ret));
+    end = QED_MIN(round_down_u64(w->pos, gran) + gran, w->limit);
+    w->run_start = w->pos;
+    w->run_end = end;
+    w->run_action = w->salvage_action;
+    memset(w->run_st, 0, sizeof(w->run_st));
+    for (unsigned i = 0; i < w->nstatus; i++) {
+        w->run_st[i].length = end - w->pos;
+        w->run_st[i].present = true;
+        w->run_st[i].data = true;
+    }
+}
+
 static void query_finished(struct ops_walk *w)
 {
     uint64_t len = w->q_len;
@@ -76,9 +121,13 @@ static void query_finished(struct ops_walk *w)
 
     w->querying = false;
     if (w->q_ret < 0) {
-        walk_fail(w, w->q_ret, &w->q_err);
+        if (w->salvage)
+            salvage_status(w);
+        else
+            walk_fail(w, w->q_ret, &w->q_err);
         return;
     }
+    w->q_shrink = 0;
     for (unsigned i = 0; i < w->nstatus; i++) {
         uint64_t l = w->q_st[i].length;
         /* A length that would not advance, or runs past what was asked,
@@ -127,7 +176,11 @@ static void start_query(struct ops_walk *w)
     w->querying = true;
     w->q_ret = 0;
     w->q_len = w->limit - w->pos; /* the limit may drop meanwhile */
+    if (w->q_shrink)
+        w->q_len = QED_MIN(w->q_len, w->q_shrink);
     w->q_pending = 1; /* held while submitting */
+    w->q_err.code = 0;
+    w->q_err.message[0] = '\0';
     for (unsigned i = 0; i < w->nstatus; i++) {
         qed_image *img = w->status[i];
         struct qed_block_status *st = &w->q_st[i];
@@ -164,16 +217,65 @@ static struct ops_worker *idle_worker(struct ops_walk *w)
     return NULL;
 }
 
-static void dispatch(struct ops_walk *w, struct ops_worker *k)
+/* Where the next segment ends.  Segments never cross a multiple of the
+ * request size, so aligned source data stays aligned (and whole clusters
+ * stay whole). */
+static uint64_t segment_end(const struct ops_walk *w)
 {
     uint64_t boundary = round_down_u64(w->pos, w->request_size);
-    uint64_t start = w->pos, end = w->run_end, seg_end;
+
+    return QED_MIN(w->run_end, boundary + w->request_size);
+}
+
+static uint64_t monotonic_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void rate_timer_fired(void *opaque)
+{
+    struct ops_walk *w = opaque;
+
+    w->rate_timer = 0;
+    pump(w);
+}
+
+/* Rate limit: may the next segment start now?  If not, a timer runs pump
+ * again when it may.  Its bytes count once it is let through. */
+static bool rate_allows(struct ops_walk *w)
+{
+    uint64_t len, now, due;
+    double after_ns;
+
+    if (!w->rate_limit || !(w->rate_actions & (1u << w->run_action)))
+        return true;
+    if (w->rate_timer)
+        return false;
+    len = segment_end(w) - w->pos;
+    now = monotonic_ns();
+    after_ns = (double)(w->rate_bytes + len) * 1e9 / (double)w->rate_limit;
+    due = after_ns < 1e18 ? w->rate_start_ns + (uint64_t)after_ns
+                          : UINT64_MAX;
+    if (now < due) {
+        /* At most an hour at a time: the timer asks again when it fires. */
+        uint64_t ms = QED_MIN((due - now) / 1000000 + 1, 3600000u);
+        w->rate_timer = qed_loop_add_timer(w->loop, ms, rate_timer_fired, w);
+        if (w->rate_timer)
+            return false;
+        /* No memory for a timer: go on unlimited rather than stall. */
+    }
+    w->rate_bytes += len;
+    return true;
+}
+
+static void dispatch(struct ops_walk *w, struct ops_worker *k)
+{
+    uint64_t start = w->pos, end = segment_end(w), seg_end;
     uint64_t align = w->align;
 
-    /* Segments never cross a multiple of the request size, so aligned
-     * source data stays aligned (and whole clusters stay whole). */
-    if (boundary + w->request_size < end)
-        end = boundary + w->request_size;
     seg_end = end;
     if (align > 1 && w->request_size % align == 0) {
         if (start == w->run_start)
@@ -190,6 +292,10 @@ static void dispatch(struct ops_walk *w, struct ops_worker *k)
     k->sub_ret = 0;
     k->sub_err.code = 0;
     k->sub_err.message[0] = '\0';
+    k->tolerant = false;
+    k->seq = w->next_seq++;
+    k->has_turn = false;
+    k->parked = NULL;
     for (unsigned i = 0; i < w->nstatus; i++) {
         k->st[i] = w->run_st[i];
         k->st[i].length = w->run_end - w->pos;
@@ -222,7 +328,7 @@ static void pump_once(struct ops_walk *w)
             continue;
         }
         k = idle_worker(w);
-        if (!k)
+        if (!k || !rate_allows(w))
             return;
         dispatch(w, k);
     }
@@ -244,6 +350,47 @@ static void pump(struct ops_walk *w)
     w->pumping = false;
 }
 
+/* In-order writes: gives the turn to the worker parked for it; once the
+ * walk has failed, ends every parked worker instead (nothing more is to be
+ * written).  A worker that gets the turn may finish at once and come back
+ * here: the depth is bounded by the number of workers. */
+static void wake_parked(struct ops_walk *w)
+{
+    for (unsigned i = 0; i < w->nworkers; i++) {
+        struct ops_worker *p = &w->workers[i];
+        void (*then)(struct ops_worker *k) = p->parked;
+
+        if (!then)
+            continue;
+        if (w->ret < 0) {
+            p->parked = NULL;
+            p->busy = false;
+            w->busy--;
+        } else if (p->seq == w->turn) {
+            p->parked = NULL;
+            p->has_turn = true;
+            then(p);
+            return;
+        }
+    }
+}
+
+void ops_await_turn(struct ops_worker *k, void (*then)(struct ops_worker *k))
+{
+    struct ops_walk *w = k->walk;
+
+    if (!w->in_order) {
+        then(k);
+    } else if (w->ret < 0) {
+        ops_worker_done(k, 0, NULL);
+    } else if (k->seq == w->turn) {
+        k->has_turn = true;
+        then(k);
+    } else {
+        k->parked = then;
+    }
+}
+
 void ops_worker_done(struct ops_worker *k, int ret, const qed_error *err)
 {
     struct ops_walk *w = k->walk;
@@ -254,6 +401,12 @@ void ops_worker_done(struct ops_worker *k, int ret, const qed_error *err)
         walk_fail(w, ret, err);
     else
         report_progress(w, k->counted);
+    if (k->has_turn) {
+        k->has_turn = false;
+        w->turn++;
+    }
+    if (w->in_order)
+        wake_parked(w);
     pump(w);
 }
 
@@ -313,6 +466,11 @@ int ops_walk_run(struct ops_walk *w, qed_error *err)
     w->pos = w->run_start = w->run_end = 0;
     w->ret = 0;
     w->done_bytes = 0;
+    w->q_shrink = 0;
+    w->next_seq = w->turn = 0;
+    w->rate_bytes = 0;
+    w->rate_timer = 0;
+    w->rate_start_ns = monotonic_ns();
     /* No more workers than segments could ever keep busy. */
     per_worker = w->request_size;
     w->nworkers = (unsigned)QED_MIN((uint64_t)w->requests,
@@ -339,6 +497,9 @@ int ops_walk_run(struct ops_walk *w, qed_error *err)
             return qed_fail(err, -r, "event loop: %s", strerror(-r));
         }
     }
+    if (w->rate_timer)
+        qed_loop_cancel_timer(w->loop, w->rate_timer);
+    w->rate_timer = 0;
     free_workers(w);
     if (w->ret < 0) {
         qed_error_copy(err, &w->err);
@@ -358,7 +519,7 @@ struct ops_sub {
 
 static void subs_settled(struct ops_worker *k)
 {
-    if (k->sub_ret < 0)
+    if (k->sub_ret < 0 && !k->tolerant)
         ops_worker_done(k, k->sub_ret, &k->sub_err);
     else
         k->next(k);
@@ -393,6 +554,16 @@ void ops_begin(struct ops_worker *k, void (*next)(struct ops_worker *k))
     k->next = next;
     k->pending = 1;
     k->sub_ret = 0;
+    k->sub_err.code = 0;
+    k->sub_err.message[0] = '\0';
+    k->tolerant = false;
+}
+
+void ops_begin_tolerant(struct ops_worker *k,
+                        void (*next)(struct ops_worker *k))
+{
+    ops_begin(k, next);
+    k->tolerant = true;
 }
 
 void ops_end(struct ops_worker *k)
@@ -526,6 +697,36 @@ void ops_write_blocks(struct ops_worker *k, qed_image *dst, const uint8_t *buf,
             ops_write_zeroes(k, dst, k->offset + pos, run,
                              QED_ZERO_MAY_UNMAP);
     }
+}
+
+void ops_write_sparse(struct ops_worker *k, qed_image *dst, const uint8_t *buf,
+                      uint64_t gran, uint64_t min_zero,
+                      bool write_zero_blocks)
+{
+    uint64_t data_from = UINT64_MAX;
+
+    for (uint64_t pos = 0, run; pos < k->length; pos += run) {
+        enum block_kind kind;
+        bool inside;
+
+        run = block_run(k, buf, NULL, gran, pos, &kind);
+        inside = pos > 0 && pos + run < k->length;
+        if (kind == BLOCK_DATA || (inside && run < min_zero)) {
+            if (data_from == UINT64_MAX)
+                data_from = pos;
+            continue;
+        }
+        if (data_from != UINT64_MAX)
+            ops_write(k, dst, buf + data_from, pos - data_from,
+                      k->offset + data_from);
+        data_from = UINT64_MAX;
+        if (write_zero_blocks)
+            ops_write_zeroes(k, dst, k->offset + pos, run,
+                             QED_ZERO_MAY_UNMAP);
+    }
+    if (data_from != UINT64_MAX)
+        ops_write(k, dst, buf + data_from, k->length - data_from,
+                  k->offset + data_from);
 }
 
 /* Preallocation only saves time: where it fails (no fallocate, no space)
