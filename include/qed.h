@@ -406,10 +406,11 @@ struct qed_convert_options {
      * output is fully allocated. */
     uint32_t min_sparse;
     bool write_all;
-    /* Without it, the output's writes are made in order of offset, each
-     * after the previous one completed (reads still run ahead), so a QED
-     * output allocates its clusters in guest order; with it (-W) writes
-     * go out as soon as their data is read. */
+    /* Without it, a QED output's writes are made in order of offset, each
+     * after the previous one completed (reads still run ahead), so its
+     * clusters are allocated in guest order; with it (-W), and always for
+     * a raw output (whose layout writes cannot change), writes go out as
+     * soon as their data is read. */
     bool out_of_order;
     uint64_t rate_limit;      /* bytes of data per second; 0: no limit */
     /* Go on past ranges of the source that cannot be read: block status

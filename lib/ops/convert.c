@@ -13,9 +13,9 @@
  * without reading.
  *
  * Into an existing image (-n), ranges the source reads as zeros are made
- * to read as zeros unless the output already does.  Writes go out in
- * order of offset unless out_of_order is set (so a QED output's clusters
- * follow the guest's order), at most rate_limit bytes of data a second,
+ * to read as zeros unless the output already does.  Writes into a QED
+ * output go out in order of offset unless out_of_order is set (so its
+ * clusters follow the guest's order), at most rate_limit bytes of data a second,
  * and with salvage, what cannot be read is written as zeros. */
 #include <errno.h>
 #include <fcntl.h>
@@ -415,7 +415,10 @@ static void configure_walk(struct ops_walk *w, struct convert *c,
     w->classify = classify;
     w->start = start;
     w->opaque = c;
-    w->in_order = !o->out_of_order;
+    /* Order matters where writes allocate: a QED output's clusters follow
+     * the order they are written in.  A raw output's bytes have fixed
+     * places, so its writes stay in flight together. */
+    w->in_order = !o->out_of_order && qed_format_of(c->dst) == QED_FORMAT_QED;
     w->rate_limit = o->rate_limit;
     w->rate_actions = 1u << ACT_COPY | 1u << ACT_DIFF;
     /* Short segments keep a low rate smooth: about four a second. */
