@@ -174,7 +174,7 @@ static int io_aio_read(struct io_session *session, int argc, char **argv)
         free(req);
         return io_usage(&io_aio_read_command);
     }
-    if (!io_parse_number(argv[optind], &req->offset)) {
+    if (!io_parse_number(argv[optind], "offset", &req->offset)) {
         free(req);
         return 1;
     }
@@ -261,7 +261,7 @@ static int parse_aio_write(struct aio_request *req, int argc, char **argv,
         return 1;
     }
     /* qemu-io 7.2 lets -P pass with -z (the zeroes win): so does this. */
-    if (!io_parse_number(argv[optind], &req->offset))
+    if (!io_parse_number(argv[optind], "offset", &req->offset))
         return 1;
     return 0;
 }
@@ -281,7 +281,7 @@ static int io_aio_write(struct io_session *session, int argc, char **argv)
         return status < 0 ? 0 : status;
     }
     if (f.zeroes) {
-        if (!io_parse_number(argv[optind + 1], &req->length)) {
+        if (!io_parse_number(argv[optind + 1], "length", &req->length)) {
             free(req);
             return 1;
         }

@@ -96,8 +96,8 @@ static int io_alloc(struct io_session *session, int argc, char **argv)
     uint64_t start, count = 512, sum = 0;
     char where[64];
 
-    if (!io_parse_number(argv[1], &start) ||
-        (argc == 3 && !io_parse_number(argv[2], &count)))
+    if (!io_parse_number(argv[1], "offset", &start) ||
+        (argc == 3 && !io_parse_number(argv[2], "count", &count)))
         return 1;
     if (start >= size)
         count = 0;
@@ -266,7 +266,7 @@ static int io_truncate(struct io_session *session, int argc, char **argv)
         return 1;
     if (optind != argc - 1)
         return io_usage(&io_truncate_command);
-    if (!io_parse_number(argv[optind], &size))
+    if (!io_parse_number(argv[optind], "size", &size))
         return 1;
     /* Requests in flight finish first (the image must be idle). */
     if (io_drain(session) != 0)

@@ -59,7 +59,7 @@ static int unsupported(struct io_session *session, const char *failed,
 
 static bool parse_length(const char *text, uint64_t *length)
 {
-    if (!io_parse_number(text, length))
+    if (!io_parse_number(text, "length", length))
         return false;
     if (*length > IO_REQUEST_MAX_BYTES) {
         printf("length cannot exceed %llu, given %s\n", IO_REQUEST_MAX_BYTES,
@@ -216,7 +216,7 @@ static int io_read(struct io_session *session, int argc, char **argv)
             break;
         case 'l':
             f.length_given = true;
-            if (!io_parse_number(optarg, &check_length))
+            if (!io_parse_number(optarg, "pattern length", &check_length))
                 return 1;
             break;
         case 'p':
@@ -231,7 +231,7 @@ static int io_read(struct io_session *session, int argc, char **argv)
             break;
         case 's':
             f.start_given = true;
-            if (!io_parse_number(optarg, &check_start))
+            if (!io_parse_number(optarg, "pattern offset", &check_start))
                 return 1;
             break;
         case 'v':
@@ -243,7 +243,7 @@ static int io_read(struct io_session *session, int argc, char **argv)
     }
     if (optind != argc - 2)
         return io_usage(&io_read_command);
-    if (!io_parse_number(argv[optind], &plan.offset) ||
+    if (!io_parse_number(argv[optind], "offset", &plan.offset) ||
         !parse_length(argv[optind + 1], &plan.count))
         return 1;
     if (!plan.verify && (f.start_given || f.length_given))
@@ -308,7 +308,7 @@ bool io_vector_new(struct io_vector *vec, char **lengths, int count,
     for (int i = 0; i < count; i++) {
         uint64_t len;
 
-        if (!io_parse_number(lengths[i], &len))
+        if (!io_parse_number(lengths[i], "length", &len))
             goto fail;
         if (len > IO_REQUEST_MAX_BYTES) {
             printf("Argument '%s' exceeds maximum size %llu\n", lengths[i],
@@ -427,7 +427,7 @@ static int io_readv(struct io_session *session, int argc, char **argv)
     }
     if (optind > argc - 2)
         return io_usage(&io_readv_command);
-    if (!io_parse_number(argv[optind], &offset) ||
+    if (!io_parse_number(argv[optind], "offset", &offset) ||
         !io_vector_new(&vec, argv + optind + 1, argc - optind - 1, 0xab))
         return 1;
     if (!io_range_ok(session, argv[0], "readv", offset, vec.total) ||
@@ -654,6 +654,11 @@ static int finish_write(struct io_session *session, char **argv,
                            "QED images do not support compression");
     if (!io_range_ok(session, argv[0], "write", plan->offset, plan->count))
         return 1;
+    /* qemu's QED driver has no zero write without fallback. */
+    if (plan->no_fallback && qed_format_of(session->image) == QED_FORMAT_QED)
+        return unsupported(session, "write",
+                           "zero writes without fallback (-n) are not "
+                           "supported on QED images");
     clock_gettime(CLOCK_MONOTONIC, &start);
     ret = write_and_maybe_flush(session, plan, &err);
     seconds = io_seconds_since(&start);
@@ -697,8 +702,8 @@ static int io_write(struct io_session *session, int argc, char **argv)
     if (optind != argc - 2)
         return io_usage(&io_write_command);
     if (!write_options_ok(&plan, &f) ||
-        !io_parse_number(argv[optind], &plan.offset) ||
-        !io_parse_number(argv[optind + 1], &plan.count))
+        !io_parse_number(argv[optind], "offset", &plan.offset) ||
+        !io_parse_number(argv[optind + 1], "length", &plan.count))
         return 1;
     if (plan.count > IO_REQUEST_MAX_BYTES && !plan.no_fallback) {
         printf("length cannot exceed %llu without -n, given %s\n",
@@ -766,7 +771,7 @@ static int io_writev(struct io_session *session, int argc, char **argv)
     }
     if (optind > argc - 2)
         return io_usage(&io_writev_command);
-    if (!io_parse_number(argv[optind], &offset) ||
+    if (!io_parse_number(argv[optind], "offset", &offset) ||
         !io_vector_new(&vec, argv + optind + 1, argc - optind - 1, pattern))
         return 1;
     if (!io_range_ok(session, argv[0], "writev", offset, vec.total) ||
@@ -833,7 +838,7 @@ static int io_discard(struct io_session *session, int argc, char **argv)
     }
     if (optind != argc - 2)
         return io_usage(&io_discard_command);
-    if (!io_parse_number(argv[optind], &offset) ||
+    if (!io_parse_number(argv[optind], "offset", &offset) ||
         !parse_length(argv[optind + 1], &length))
         return 1;
     if (!io_range_ok(session, argv[0], "discard", offset, length))

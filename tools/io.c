@@ -32,11 +32,11 @@ int io_bad_option(const struct io_command *cmd, int ch)
     return io_usage(cmd);
 }
 
-bool io_parse_number(const char *text, uint64_t *out)
+bool io_parse_number(const char *text, const char *what, uint64_t *out)
 {
     uint64_t value;
 
-    if (!tool_parse_size(text, "number", &value)) {
+    if (!tool_parse_size(text, what, &value)) {
         /* Only the kind of error is needed here, for qemu-io's wording. */
         uint64_t ignored;
         bool too_large = qed_parse_size(text, &ignored, NULL) == -ERANGE;

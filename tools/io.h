@@ -56,8 +56,10 @@ int io_bad_option(const struct io_command *cmd, int ch);
 
 /* Parses an offset, length or count with tool_parse_size; anything it
  * refuses, or above INT64_MAX, gets qemu-io's "Parsing error: ..." line on
- * stdout.  Returns false on error. */
-bool io_parse_number(const char *text, uint64_t *out);
+ * stdout (tool_parse_size says on stderr what is wrong with the WHAT).
+ * Returns false on error. */
+bool io_parse_number(const char *text, const char *what,
+                     uint64_t *out);
 /* A pattern byte, decimal, octal or hex; qemu-io's message otherwise. */
 bool io_parse_pattern(const char *text, int *pattern);
 
