@@ -76,18 +76,20 @@ static void aio_done(void *opaque, int ret, const qed_error *err)
 }
 
 /* Starts the request; its completion reports.  A request that cannot
- * start completes at once with the error, as qemu-io's would. */
+ * start, or has nothing to transfer, completes at once. */
 static void aio_submit(struct aio_request *req, bool zeroes)
 {
     struct io_session *session = req->session;
     qed_image *image = session->image;
-    int ret = 0;
+    int ret;
 
     session->aio_in_flight++;
     clock_gettime(CLOCK_MONOTONIC, &req->start);
-    if (req->length == 0 && !zeroes)
-        ret = 1; /* nothing to transfer: complete now */
-    else if (zeroes)
+    if (req->length == 0 && !zeroes) {
+        aio_finish(req, 0, NULL);
+        return;
+    }
+    if (zeroes)
         ret = qed_aio_write_zeroes(image, req->offset, req->length,
                                    QED_ZERO_MAY_UNMAP, aio_done, req);
     else if (req->write)
@@ -96,8 +98,8 @@ static void aio_submit(struct aio_request *req, bool zeroes)
     else
         ret = qed_aio_readv(image, req->vec.iov, req->vec.count, req->offset,
                             aio_done, req);
-    if (ret != 0)
-        aio_finish(req, ret > 0 ? 0 : ret, NULL);
+    if (ret < 0)
+        aio_finish(req, ret, NULL);
 }
 
 static struct aio_request *aio_request_new(struct io_session *session)
