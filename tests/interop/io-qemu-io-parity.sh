@@ -98,7 +98,7 @@ parity "read errors: past the end, numbers, pattern, options, -l without -P" -- 
     'read 1M 1' 'read 1023k 2k' 'read x 1' 'read 99999999999999999999 1' \
     'read 0 3G' 'read -P 300 0 1' 'read -x 0 1' 'read 0' 'read -a 0 1' \
     'read -l 1 0 512' 'read -P 0 -s 100 -l 500 0 512' 'read -P 0 -s 1k 0 512' \
-    'read 0 -1'
+    'read 0 -1' 'read 0 1 -P' 'read -- 0 1'
 parity "read -b: sector alignment, no VM state in QED" -- t.qed \
     'read -b 1 512' 'read -b 0 100' 'read -b 0 512'
 
@@ -213,7 +213,7 @@ tap_is "$(virtual_size q.qed)|$(virtual_size d.qed)|$(qemu-img compare -q q.qed 
 parity "truncate errors: shrinking, invalid sizes, modes, argument counts" -- t.qed \
     'truncate 512k' 'truncate 1000' 'truncate 1T' 'truncate -m full 2M' \
     'truncate -m falloc 2M' 'truncate -m metadata 2M' 'truncate -m bogus 2M' \
-    truncate 'truncate x' 'truncate -x 1M' length
+    truncate 'truncate x' 'truncate -x 1M' 'truncate 1M -m' length
 parity "truncate: a raw image shrinks and grows" -f raw -- odd.raw \
     'truncate 100k' length map 'truncate 1536' length 'write -P 7 0 1000' 'read -P 7 0 1000'
 tap_is "$(file_size q.raw)|$(file_size d.raw)|$(cmp q.raw d.raw && echo same)" "1536|1536|same" \
