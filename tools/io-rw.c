@@ -176,7 +176,7 @@ static int finish_read(struct io_session *session, char **argv,
     if (f->vmstate) {
         if (!sector_aligned(plan->offset, plan->count))
             return 1;
-        return unsupported(session, "read", "QED images have no VM state");
+        return unsupported(session, "read", "the image has no VM state");
     }
     if (!io_range_ok(session, argv[0], "read", plan->offset, plan->count))
         return 1;
@@ -648,10 +648,10 @@ static int finish_write(struct io_session *session, char **argv,
         !sector_aligned(plan->offset, plan->count))
         return 1;
     if (f->vmstate)
-        return unsupported(session, "write", "QED images have no VM state");
+        return unsupported(session, "write", "the image has no VM state");
     if (f->compressed)
         return unsupported(session, "write",
-                           "QED images do not support compression");
+                           "compressed writes are not supported");
     if (!io_range_ok(session, argv[0], "write", plan->offset, plan->count))
         return 1;
     /* qemu's QED driver has no zero write without fallback. */
