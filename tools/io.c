@@ -1,5 +1,9 @@
-/* `qed io`: run qemu-io style commands (read, write, discard, flush) on an
- * image, with qemu-io's output so that scripts and logs carry over. */
+/* `qed io`: run qemu-io commands on an image, with qemu-io's syntax and
+ * output, so that scripts and logs written for qemu-io carry over.
+ *
+ * Output: stdout carries exactly what qemu-io prints there (reports,
+ * dumps, "read failed: ..." lines, usage lines); stderr carries qed's own
+ * one-line diagnostics ("qed: FILE: read failed: <what went wrong>"). */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -7,44 +11,53 @@
 #include <string.h>
 #include <time.h>
 
-#include "common.h"
-
-/* Reads and writes go through a buffer of at most this size, so that a
- * command covering a whole large image needs little memory. */
-#define IO_DATA_CHUNK (16u * 1024 * 1024)
-/* Zero writes and discards need no buffer, but are still split so no single
- * request is huge; the split points are absolute multiples of this size,
- * which every cluster size divides, so whole clusters stay whole. */
-#define IO_RANGE_CHUNK (1ull << 30)
-
-#define IO_DEFAULT_PATTERN 0xcd
-
-struct io_session {
-    const char *path;
-    qed_image *image;
-};
-
-struct io_range {
-    uint64_t offset;
-    uint64_t length;
-};
-
-typedef int io_handler(struct io_session *session, int argc, char **argv);
+#include "io.h"
 
 /* ---- argument helpers ---------------------------------------------------- */
 
-static int io_bad_option(const char *name, int ch)
+int io_usage(const struct io_command *cmd)
 {
-    if (ch == ':')
-        tool_error(NULL, "%s: option requires an argument -- '%c'", name,
-                   optopt);
-    else
-        tool_error(NULL, "%s: invalid option -- '%c'", name, optopt);
+    printf("%s %s -- %s\n", cmd->name, cmd->args ? cmd->args : "",
+           cmd->oneline);
     return 1;
 }
 
-/* A pattern is one byte, written in decimal, octal (0...) or hex (0x...). */
-static bool parse_pattern(const char *name, const char *text, int *pattern)
+int io_bad_option(const struct io_command *cmd, int ch)
+{
+    if (ch == ':')
+        tool_error(NULL, "%s: option requires an argument -- '%c'",
+                   cmd->name, optopt);
+    else
+        tool_error(NULL, "%s: invalid option -- '%c'", cmd->name, optopt);
+    return io_usage(cmd);
+}
+
+bool io_parse_number(const char *text, const char *what, uint64_t *out)
+{
+    uint64_t value;
+
+    if (!tool_parse_size(text, what, &value)) {
+        /* Only the kind of error is needed here, for qemu-io's wording. */
+        uint64_t ignored;
+        bool too_large = qed_parse_size(text, &ignored, NULL) == -ERANGE;
+
+        if (too_large)
+            printf("Parsing error: argument too large -- %s\n", text);
+        else
+            printf("Parsing error: non-numeric argument, or "
+                   "extraneous/unrecognized suffix -- %s\n",
+                   text);
+        return false;
+    }
+    if (value > INT64_MAX) {
+        printf("Parsing error: argument too large -- %s\n", text);
+        return false;
+    }
+    *out = value;
+    return true;
+}
+
+bool io_parse_pattern(const char *text, int *pattern)
 {
     char *end;
     long value;
@@ -52,48 +65,44 @@ static bool parse_pattern(const char *name, const char *text, int *pattern)
     errno = 0;
     value = strtol(text, &end, 0);
     if (errno || end == text || *end || value < 0 || value > 255) {
-        tool_error(NULL, "%s: %s is not a valid pattern byte", name, text);
+        printf("%s is not a valid pattern byte\n", text);
         return false;
     }
     *pattern = (int)value;
     return true;
 }
 
-/* OFFSET LENGTH after the options, inside the image. */
-static bool parse_range(struct io_session *session, const char *name,
-                        int argc, char **argv, struct io_range *range)
+bool io_range_ok(struct io_session *session, const char *name,
+                 const char *failed, uint64_t offset, uint64_t length)
 {
     uint64_t size = qed_size(session->image);
 
-    if (argc - optind != 2) {
-        tool_error(NULL, "%s: expected OFFSET LENGTH after the options", name);
-        return false;
-    }
-    if (!tool_parse_size(argv[optind], "offset", &range->offset) ||
-        !tool_parse_size(argv[optind + 1], "length", &range->length))
-        return false;
-    if (range->offset > size || range->length > size - range->offset) {
-        tool_error(session->path,
-                   "%s: range %" PRIu64 "+%" PRIu64
-                   " is past the end of the image (%" PRIu64 " bytes)",
-                   name, range->offset, range->length, size);
-        return false;
-    }
-    return true;
+    if (offset <= size && length <= size - offset)
+        return true;
+    printf("%s failed: %s\n", failed, strerror(EIO));
+    tool_error(session->path,
+               "%s: range %" PRIu64 "+%" PRIu64
+               " is past the end of the image (%" PRIu64 " bytes)",
+               name, offset, length, size);
+    return false;
 }
 
-static bool expect_no_arguments(const char *name, int argc)
+int io_report_failure(struct io_session *session, const char *failed,
+                      int ret, const qed_error *err)
 {
-    if (argc - optind != 0) {
-        tool_error(NULL, "%s: takes no arguments", name);
-        return false;
-    }
-    return true;
+    int code = err && err->code ? err->code : -ret;
+    char context[64];
+    qed_error fallback = {.code = code};
+
+    printf("%s failed: %s\n", failed, strerror(code ? code : EIO));
+    snprintf(context, sizeof(context), "%s failed", failed);
+    tool_report(session->path, context, err ? err : &fallback);
+    return 1;
 }
 
 /* ---- reporting ----------------------------------------------------------- */
 
-static double seconds_since(const struct timespec *start)
+double io_seconds_since(const struct timespec *start)
 {
     struct timespec now;
 
@@ -102,56 +111,67 @@ static double seconds_since(const struct timespec *start)
            (double)(now.tv_nsec - start->tv_nsec) / 1e9;
 }
 
-/* qemu-io's amounts: "512 bytes", "4 KiB", "1.103 GiB". */
-static void format_amount(double value, char *buf, size_t len)
+/* Whole bytes get six decimals, larger units three; a ".000" fraction is
+ * dropped (the first ".000" found, as qemu-io does). */
+void io_format_amount(double value, char *buf, size_t len)
 {
-    static const char *const units[] = {"bytes", "KiB", "MiB", "GiB",
-                                        "TiB",   "PiB", "EiB"};
-    unsigned unit = 0;
+    static const char *const units[] = {"KiB", "MiB", "GiB",
+                                        "TiB", "PiB", "EiB"};
+    const char *unit = "bytes";
     char *trailing;
 
-    while (value >= 1024 && unit + 1 < sizeof(units) / sizeof(units[0])) {
-        value /= 1024;
-        unit++;
+    for (int i = 5; i >= 0; i--) {
+        double scale = 1;
+        for (int k = 0; k <= i; k++)
+            scale *= 1024;
+        if (value >= scale) {
+            unit = units[i];
+            snprintf(buf, len, "%.3f", value / scale);
+            break;
+        }
     }
-    snprintf(buf, len, "%.3f", value);
+    if (strcmp(unit, "bytes") == 0)
+        snprintf(buf, len, "%f", value);
     trailing = strstr(buf, ".000");
     if (trailing)
         *trailing = '\0';
-    snprintf(buf + strlen(buf), len - strlen(buf), " %s", units[unit]);
+    snprintf(buf + strlen(buf), len - strlen(buf), " %s", unit);
 }
 
-/* "00.01 sec" under a second, "H:MM:SS.ss" from then on. */
-static void format_elapsed(double seconds, char *buf, size_t len)
+/* "00.01 sec" under a second, "H:MM:SS.ss" from then on (and always for
+ * the machine-readable line). */
+static void format_elapsed(double seconds, bool fixed, char *buf, size_t len)
 {
     unsigned long whole = (unsigned long)seconds;
     double fraction = seconds - (double)whole;
 
-    if (whole == 0)
+    if (!fixed && whole == 0)
         snprintf(buf, len, "%05.2f sec", fraction);
     else
         snprintf(buf, len, "%lu:%02lu:%05.2f", whole / 3600,
                  whole / 60 % 60, (double)(whole % 60) + fraction);
 }
 
-static void print_report(const char *verb, const struct io_range *range,
-                         double seconds)
+void io_print_report(const char *op, double seconds, uint64_t offset,
+                     uint64_t bytes, bool machine)
 {
-    char amount[48], rate[48], elapsed[48];
-    double per_second = seconds > 0 ? 1.0 / seconds : 0;
+    char amount[64], rate[64], elapsed[64];
 
-    format_amount((double)range->length, amount, sizeof(amount));
-    format_amount((double)range->length * per_second, rate, sizeof(rate));
-    format_elapsed(seconds, elapsed, sizeof(elapsed));
-    printf("%s %" PRIu64 "/%" PRIu64 " bytes at offset %" PRIu64 "\n", verb,
-           range->length, range->length, range->offset);
-    printf("%s, 1 ops; %s (%s/sec and %.4f ops/sec)\n", amount, elapsed, rate,
-           per_second);
+    format_elapsed(seconds, machine, elapsed, sizeof(elapsed));
+    if (machine) {
+        printf("%" PRIu64 ",1,%s,%.3f,%.3f\n", bytes, elapsed,
+               (double)bytes / seconds, 1.0 / seconds);
+        return;
+    }
+    io_format_amount((double)bytes, amount, sizeof(amount));
+    io_format_amount((double)bytes / seconds, rate, sizeof(rate));
+    printf("%s %" PRIu64 "/%" PRIu64 " bytes at offset %" PRIu64 "\n", op,
+           bytes, bytes, offset);
+    printf("%s, 1 ops; %s (%s/sec and %.4f ops/sec)\n", amount, elapsed,
+           rate, 1.0 / seconds);
 }
 
-/* Hex dump in qemu-io's layout: offset, 16 bytes, then the letters and
- * digits among them. */
-static void dump_buffer(const unsigned char *buf, size_t len, uint64_t offset)
+void io_dump_buffer(const unsigned char *buf, size_t len, uint64_t offset)
 {
     for (size_t line = 0; line < len; line += 16) {
         size_t n = len - line < 16 ? len - line : 16;
@@ -170,278 +190,122 @@ static void dump_buffer(const unsigned char *buf, size_t len, uint64_t offset)
     }
 }
 
-/* Buffer size for a read or write of length bytes. */
-static size_t data_chunk_size(uint64_t length)
+/* ---- the loop ------------------------------------------------------------ */
+
+int io_wait_until(struct io_session *session, const bool *done)
 {
-    return length < IO_DATA_CHUNK ? (size_t)length : IO_DATA_CHUNK;
-}
+    qed_loop *loop = qed_image_loop(session->image);
 
-/* ---- read ---------------------------------------------------------------- */
-
-struct read_options {
-    bool verify;
-    int pattern;
-    bool verbose;
-    bool quiet;
-};
-
-/* Offset of the first byte that differs from the pattern, or len. */
-static size_t first_mismatch(const unsigned char *buf, size_t len, int pattern)
-{
-    for (size_t i = 0; i < len; i++)
-        if (buf[i] != pattern)
-            return i;
-    return len;
-}
-
-/* Returns 0 when all went well, READ_MISMATCH when the data did not match
- * the pattern, READ_FAILED when the image could not be read. */
-enum { READ_MISMATCH = 1, READ_FAILED = 2 };
-
-static int read_range(struct io_session *session, const struct io_range *range,
-                      const struct read_options *opts)
-{
-    size_t chunk = data_chunk_size(range->length);
-    unsigned char *buf = tool_alloc_buffer(chunk);
-    bool mismatch_found = false;
-    int status = 0;
-
-    if (!buf) {
-        tool_error(session->path, "read: out of memory");
-        return READ_FAILED;
-    }
-    for (uint64_t done = 0; done < range->length;) {
-        size_t n = range->length - done < chunk ? range->length - done : chunk;
-        uint64_t at = range->offset + done;
-        qed_error err = {0};
-
-        if (qed_pread(session->image, buf, n, at, &err) < 0) {
-            tool_report(session->path, "read failed", &err);
-            status = READ_FAILED;
-            break;
-        }
-        if (opts->verify && !mismatch_found) {
-            size_t bad = first_mismatch(buf, n, opts->pattern);
-            if (bad < n) {
-                uint64_t bad_offset = at + bad;
-                printf("Pattern verification failed at offset %" PRIu64
-                       ", %" PRIu64 " bytes\n",
-                       bad_offset, range->offset + range->length - bad_offset);
-                mismatch_found = true;
-                status = READ_MISMATCH;
-            }
-        }
-        if (opts->verbose && !opts->quiet)
-            dump_buffer(buf, n, at);
-        done += n;
-    }
-    free(buf);
-    return status;
-}
-
-static int io_read(struct io_session *session, int argc, char **argv)
-{
-    struct read_options opts = {0};
-    struct io_range range;
-    struct timespec start;
-    int ch, status;
-
-    while ((ch = getopt(argc, argv, ":P:vq")) != -1) {
-        switch (ch) {
-        case 'P':
-            if (!parse_pattern(argv[0], optarg, &opts.pattern))
-                return 1;
-            opts.verify = true;
-            break;
-        case 'v':
-            opts.verbose = true;
-            break;
-        case 'q':
-            opts.quiet = true;
-            break;
-        default:
-            return io_bad_option(argv[0], ch);
-        }
-    }
-    if (!parse_range(session, argv[0], argc, argv, &range))
-        return 1;
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    status = read_range(session, &range, &opts);
-    /* Like qemu-io, a failed verification still reports the read itself. */
-    if (!opts.quiet && status != READ_FAILED)
-        print_report("read", &range, seconds_since(&start));
-    return status == 0 ? 0 : 1;
-}
-
-/* ---- write --------------------------------------------------------------- */
-
-static int write_pattern(struct io_session *session,
-                         const struct io_range *range, int pattern)
-{
-    size_t chunk = data_chunk_size(range->length);
-    unsigned char *buf = tool_alloc_buffer(chunk);
-    int status = 0;
-
-    if (!buf) {
-        tool_error(session->path, "write: out of memory");
-        return 1;
-    }
-    memset(buf, pattern, chunk);
-    for (uint64_t done = 0; done < range->length;) {
-        size_t n = range->length - done < chunk ? range->length - done : chunk;
-        qed_error err = {0};
-
-        if (qed_pwrite(session->image, buf, n, range->offset + done,
-                       &err) < 0) {
-            tool_report(session->path, "write failed", &err);
-            status = 1;
-            break;
-        }
-        done += n;
-    }
-    free(buf);
-    return status;
-}
-
-/* Length of the next piece of a zero write or discard starting at offset. */
-static uint64_t range_piece(uint64_t offset, uint64_t end)
-{
-    uint64_t boundary = (offset / IO_RANGE_CHUNK + 1) * IO_RANGE_CHUNK;
-
-    return (boundary < end ? boundary : end) - offset;
-}
-
-static int write_zeroes(struct io_session *session,
-                        const struct io_range *range)
-{
-    uint64_t end = range->offset + range->length;
-
-    for (uint64_t at = range->offset; at < end;) {
-        uint64_t n = range_piece(at, end);
-        qed_error err = {0};
-
-        if (qed_write_zeroes(session->image, at, n, QED_ZERO_MAY_UNMAP,
-                             &err) < 0) {
-            tool_report(session->path, "write failed", &err);
-            return 1;
-        }
-        at += n;
+    while (!*done) {
+        int ret = qed_loop_run(loop, -1);
+        if (ret < 0 && ret != -EINTR)
+            return ret;
     }
     return 0;
 }
 
-static int io_write(struct io_session *session, int argc, char **argv)
-{
-    int pattern = IO_DEFAULT_PATTERN;
-    bool pattern_given = false, zeroes = false, quiet = false;
-    struct io_range range;
-    struct timespec start;
-    int ch, status;
-
-    while ((ch = getopt(argc, argv, ":P:zuq")) != -1) {
-        switch (ch) {
-        case 'P':
-            if (!parse_pattern(argv[0], optarg, &pattern))
-                return 1;
-            pattern_given = true;
-            break;
-        case 'z':
-            zeroes = true;
-            break;
-        case 'u':
-            /* qemu-io's "may unmap": zero writes always may here. */
-            break;
-        case 'q':
-            quiet = true;
-            break;
-        default:
-            return io_bad_option(argv[0], ch);
-        }
-    }
-    if (zeroes && pattern_given) {
-        tool_error(NULL, "%s: -z and -P cannot be used together", argv[0]);
-        return 1;
-    }
-    if (!parse_range(session, argv[0], argc, argv, &range))
-        return 1;
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    status = zeroes ? write_zeroes(session, &range)
-                    : write_pattern(session, &range, pattern);
-    if (status == 0 && !quiet)
-        print_report("wrote", &range, seconds_since(&start));
-    return status;
-}
-
-/* ---- discard and flush --------------------------------------------------- */
-
-static int io_discard(struct io_session *session, int argc, char **argv)
-{
-    bool quiet = false;
-    struct io_range range;
-    struct timespec start;
-    uint64_t end;
-    int ch;
-
-    while ((ch = getopt(argc, argv, ":q")) != -1) {
-        if (ch != 'q')
-            return io_bad_option(argv[0], ch);
-        quiet = true;
-    }
-    if (!parse_range(session, argv[0], argc, argv, &range))
-        return 1;
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    end = range.offset + range.length;
-    for (uint64_t at = range.offset; at < end;) {
-        uint64_t n = range_piece(at, end);
-        qed_error err = {0};
-
-        if (qed_discard(session->image, at, n, &err) < 0) {
-            tool_report(session->path, "discard failed", &err);
-            return 1;
-        }
-        at += n;
-    }
-    if (!quiet)
-        print_report("discard", &range, seconds_since(&start));
-    return 0;
-}
-
-static int io_flush(struct io_session *session, int argc, char **argv)
+int io_drain(struct io_session *session)
 {
     qed_error err = {0};
-    int ch;
 
-    if ((ch = getopt(argc, argv, ":")) != -1)
-        return io_bad_option(argv[0], ch);
-    if (!expect_no_arguments(argv[0], argc))
-        return 1;
-    if (qed_flush(session->image, &err) < 0) {
-        tool_report(session->path, "flush failed", &err);
+    if (session->aio_in_flight == 0)
+        return 0;
+    if (qed_drain(session->image, &err) < 0) {
+        tool_report(session->path, "aio_flush failed", &err);
         return 1;
     }
     return 0;
 }
+
+/* ---- help ---------------------------------------------------------------- */
+
+/* In qemu-io's order (sorted by name). */
+static const struct io_command *const io_commands[] = {
+    &io_aio_flush_command, &io_aio_read_command, &io_aio_write_command,
+    &io_alloc_command,     &io_discard_command,  &io_flush_command,
+    &io_help_command,      &io_info_command,     &io_length_command,
+    &io_map_command,       &io_read_command,     &io_readv_command,
+    &io_sleep_command,     &io_truncate_command, &io_write_command,
+    &io_writev_command,
+};
+
+#define IO_COMMAND_COUNT (sizeof(io_commands) / sizeof(io_commands[0]))
+
+static const struct io_command *find_io_command(const char *name)
+{
+    for (size_t i = 0; i < IO_COMMAND_COUNT; i++) {
+        const struct io_command *cmd = io_commands[i];
+        if (strcmp(name, cmd->name) == 0 ||
+            (cmd->altname && strcmp(name, cmd->altname) == 0))
+            return cmd;
+    }
+    return NULL;
+}
+
+static void help_oneline(const char *name, const struct io_command *cmd)
+{
+    printf("%s ", name);
+    if (cmd->args)
+        printf("%s ", cmd->args);
+    printf("-- %s\n", cmd->oneline);
+}
+
+static int io_help(struct io_session *session, int argc, char **argv)
+{
+    const struct io_command *cmd;
+
+    (void)session;
+    if (argc == 1) {
+        for (size_t i = 0; i < IO_COMMAND_COUNT; i++)
+            help_oneline(io_commands[i]->name, io_commands[i]);
+        printf("\nUse 'help commandname' for extended help.\n");
+        return 0;
+    }
+    cmd = find_io_command(argv[1]);
+    if (!cmd) {
+        printf("command %s not found\n", argv[1]);
+        return 1;
+    }
+    help_oneline(argv[1], cmd);
+    if (cmd->help)
+        fputs(cmd->help, stdout);
+    return 0;
+}
+
+const struct io_command io_help_command = {
+    .name = "help",
+    .altname = "?",
+    .run = io_help,
+    .argmin = 0,
+    .argmax = 1,
+    .args = "[command]",
+    .oneline = "help for one or all commands",
+};
 
 /* ---- command lines ------------------------------------------------------- */
 
-static const struct {
-    const char *name;
-    const char *alias;
-    io_handler *run;
-} io_commands[] = {
-    {"read", "r", io_read},
-    {"write", "w", io_write},
-    {"discard", "d", io_discard},
-    {"flush", "f", io_flush},
-};
-
-static io_handler *find_io_command(const char *name)
+static bool argument_count_ok(const struct io_command *cmd, int argc,
+                              const char *typed)
 {
-    for (size_t i = 0; i < sizeof(io_commands) / sizeof(io_commands[0]); i++)
-        if (strcmp(name, io_commands[i].name) == 0 ||
-            strcmp(name, io_commands[i].alias) == 0)
-            return io_commands[i].run;
-    return NULL;
+    int given = argc - 1;
+
+    if (given >= cmd->argmin && (cmd->argmax == -1 || given <= cmd->argmax))
+        return true;
+    if (cmd->argmax == -1)
+        tool_error(NULL,
+                   "bad argument count %d to %s, expected at least %d "
+                   "arguments",
+                   given, typed, cmd->argmin);
+    else if (cmd->argmin == cmd->argmax)
+        tool_error(NULL,
+                   "bad argument count %d to %s, expected %d arguments",
+                   given, typed, cmd->argmin);
+    else
+        tool_error(NULL,
+                   "bad argument count %d to %s, expected between %d and "
+                   "%d arguments",
+                   given, typed, cmd->argmin, cmd->argmax);
+    return false;
 }
 
 /* Splits a command line at blanks, in place; words has room for all. */
@@ -456,6 +320,27 @@ static int split_words(char *line, char **words)
     return count;
 }
 
+static int run_words(struct io_session *session, int count, char **words)
+{
+    const struct io_command *cmd;
+
+    if (count == 0)
+        return 0; /* an empty line does nothing, as in qemu-io */
+    cmd = find_io_command(words[0]);
+    if (!cmd) {
+        tool_error(NULL, "command \"%s\" not found", words[0]);
+        return 1;
+    }
+    if (!argument_count_ok(cmd, count, words[0]))
+        return 1;
+    if (cmd->writes && session->read_only) {
+        tool_error(session->path, "Block node is read-only");
+        return 1;
+    }
+    optind = 0; /* restart getopt for this command's words */
+    return cmd->run(session, count, words);
+}
+
 static int run_command_line(struct io_session *session, const char *text)
 {
     char *line = strdup(text);
@@ -463,28 +348,19 @@ static int run_command_line(struct io_session *session, const char *text)
     char **words = calloc(strlen(text) / 2 + 2, sizeof(*words));
     int status = 1;
 
-    if (!line || !words) {
+    if (!line || !words)
         tool_error(NULL, "out of memory");
-    } else {
-        int count = split_words(line, words);
-        io_handler *run = count ? find_io_command(words[0]) : NULL;
-
-        if (count == 0) {
-            tool_error(NULL, "empty command");
-        } else if (!run) {
-            tool_error(NULL, "command \"%s\" not found", words[0]);
-        } else {
-            optind = 0; /* restart getopt for this command's words */
-            status = run(session, count, words);
-        }
-    }
+    else
+        status = run_words(session, split_words(line, words), words);
     free(words);
     free(line);
+    fflush(stdout);
     return status;
 }
 
 /* Runs every command even after a failure, as qemu-io does; the exit status
- * says whether any failed. */
+ * says whether any failed.  Requests still in flight at the end complete
+ * (and report) before the image is closed. */
 static int run_commands(struct io_session *session, char **lines, int count)
 {
     int status = 0;
@@ -492,13 +368,16 @@ static int run_commands(struct io_session *session, char **lines, int count)
     for (int i = 0; i < count; i++)
         if (run_command_line(session, lines[i]) != 0)
             status = 1;
+    if (io_drain(session) != 0)
+        status = 1;
+    fflush(stdout);
     return status;
 }
 
 static int io_image(const char *path, enum qed_format format, bool read_only,
                     char **lines, int count)
 {
-    struct io_session session = {.path = path};
+    struct io_session session = {.path = path, .read_only = read_only};
     int status;
 
     if (!tool_open(path, format, read_only ? 0 : QED_OPEN_RDWR,
@@ -566,22 +445,27 @@ static int io_run(const struct tool_command *cmd, int argc, char **argv)
 const struct tool_command io_command = {
     .name = "io",
     .synopsis = "[-f FMT] [-r] -c COMMAND [-c COMMAND ...] FILE",
-    .summary = "Read, write, zero and discard ranges (qemu-io commands).",
+    .summary = "Run qemu-io commands (read, write, map, ...) on an image.",
     .details =
         "Options:\n"
         "  -f qed|raw    image format (probed by default)\n"
         "  -r            open read-only\n"
         "  -c COMMAND    run COMMAND; repeat for more, run in order\n"
         "\n"
-        "Commands (OFFSET and LENGTH take size suffixes, e.g. 64k, 1M):\n"
-        "  read [-P PATTERN] [-v] [-q] OFFSET LENGTH\n"
-        "      -P checks that every byte equals PATTERN, -v dumps the data\n"
-        "  write [-P PATTERN] [-q] OFFSET LENGTH   (default pattern 0xcd)\n"
-        "  write -z [-q] OFFSET LENGTH\n"
-        "      writes zeroes; whole clusters become zero clusters\n"
-        "  discard [-q] OFFSET LENGTH\n"
-        "  flush\n"
+        "Commands, with qemu-io's syntax and output (-c help lists them,\n"
+        "-c 'help CMD' explains one; offsets and lengths take size\n"
+        "suffixes, e.g. 64k, 1M):\n"
+        "  read [-bCqv] [-P pattern [-s off] [-l len]] off len\n"
+        "  readv [-Cqv] [-P pattern] off len [len..]\n"
+        "  write [-bcCfnquz] [-P pattern | -s source_file] off len\n"
+        "  writev [-Cfq] [-P pattern] off len [len..]\n"
+        "  aio_read [-Ciqv] [-P pattern] off len [len..]\n"
+        "  aio_write [-Cfiquz] [-P pattern] off len [len..]\n"
+        "  aio_flush, flush, discard [-Cq] off len\n"
+        "  map, alloc offset [count], length, info\n"
+        "  truncate [-m prealloc_mode] off, sleep ms, help [command]\n"
         "\n"
+        "stdout is what qemu-io prints; errors also get a line on stderr.\n"
         "Every command runs even after one fails; the exit status is 1 if\n"
         "any failed.\n",
     .run = io_run,
