@@ -215,7 +215,8 @@ static int bench_main(const struct tool_command *cmd, int argc, char **argv)
                        .drain_on_flush = true };
     enum qed_format format = QED_FORMAT_PROBE;
     struct qed_open_options opts = { 0 };
-    uint64_t depth = 64, pattern = 0, step = 0;
+    uint64_t depth = 64, step = 0;
+    int pattern = 0;
     bool quiet = false;
     const char *file;
     int ch, status;
@@ -275,8 +276,10 @@ static int bench_main(const struct tool_command *cmd, int argc, char **argv)
             break;
         case 'P':
         case OPT_PATTERN:
-            if (!tool_parse_size(optarg, "pattern", &pattern) || pattern > 255) {
-                tool_error(NULL, "invalid pattern '%s' (0 to 255)", optarg);
+            /* Read as qemu-img bench reads it: 0x5c, 92 and 0134 agree. */
+            if (!tool_parse_byte(optarg, &pattern)) {
+                tool_error(NULL, "Invalid pattern byte specified: '%s' "
+                           "(0 to 255, decimal, octal or hexadecimal)", optarg);
                 return 1;
             }
             break;
@@ -331,7 +334,7 @@ static int bench_main(const struct tool_command *cmd, int argc, char **argv)
         tool_close(file, b.image);
         return 1;
     }
-    memset(b.buffers, (int)pattern, b.depth * b.size);
+    memset(b.buffers, pattern, b.depth * b.size);
     for (unsigned i = 0; i < b.depth; i++)
         b.free_slots[b.nfree++] = i;
     status = run_bench(&b, file, quiet);

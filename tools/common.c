@@ -126,6 +126,19 @@ bool tool_parse_size(const char *text, const char *what, uint64_t *out)
     return true;
 }
 
+bool tool_parse_byte(const char *text, int *out)
+{
+    char *end;
+    long value;
+
+    errno = 0;
+    value = strtol(text, &end, 0);
+    if (errno || end == text || *end || value < 0 || value > 255)
+        return false;
+    *out = (int)value;
+    return true;
+}
+
 bool tool_parse_format(const char *text, enum qed_format *out)
 {
     if (strcmp(text, "qed") == 0) {

@@ -65,6 +65,9 @@ int tool_bad_usage(const struct tool_command *cmd, const char *fmt, ...)
 
 /* Parses "512", "64k", "1G"...; prints an error naming what on failure. */
 bool tool_parse_size(const char *text, const char *what, uint64_t *out);
+/* A byte value as qemu-img and qemu-io read pattern bytes: decimal, octal
+ * (0...) or hexadecimal (0x...), 0 to 255.  Prints nothing. */
+bool tool_parse_byte(const char *text, int *out);
 /* "qed" or "raw"; prints an error on anything else. */
 bool tool_parse_format(const char *text, enum qed_format *out);
 /* "human" or "json". */

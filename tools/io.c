@@ -59,16 +59,10 @@ bool io_parse_number(const char *text, const char *what, uint64_t *out)
 
 bool io_parse_pattern(const char *text, int *pattern)
 {
-    char *end;
-    long value;
-
-    errno = 0;
-    value = strtol(text, &end, 0);
-    if (errno || end == text || *end || value < 0 || value > 255) {
+    if (!tool_parse_byte(text, pattern)) {
         printf("%s is not a valid pattern byte\n", text);
         return false;
     }
-    *pattern = (int)value;
     return true;
 }
 
