@@ -413,6 +413,18 @@ struct qed_compare_result {
 int qed_compare(qed_image *a, qed_image *b, const struct qed_op_options *o,
                 struct qed_compare_result *result, qed_error *err);
 
+/* Compares a and b as `qemu-img compare -s` does: images of different sizes
+ * differ (result->identical false, the sizes say why), and so do images
+ * whose block status differs (allocated or not, zeros, data, host offset
+ * known, as QEMU reports them) anywhere before their content does.  When
+ * the first difference is one of status, *status_mismatch is set and
+ * result->mismatch_offset is where it starts; otherwise result is as
+ * qed_compare fills it.  Returns 0 or a negative errno. */
+int qed_compare_strict(qed_image *a, qed_image *b,
+                       const struct qed_op_options *o,
+                       struct qed_compare_result *result,
+                       bool *status_mismatch, qed_error *err);
+
 struct qed_commit_options {
     enum qed_format format;   /* of the image at path: PROBE by default */
     enum qed_engine engine;
