@@ -430,12 +430,20 @@ struct qed_commit_options {
     enum qed_engine engine;
     enum qed_cache cache;
     struct qed_op_options op;
+    /* NULL: commit into the backing file.  Else a file of the backing
+     * chain (below the image) to commit into, as `qemu-img commit -b`
+     * names it: relative to the directory of the image above it. */
+    const char *base;
 };
 
 /* Writes what the QED image at path holds itself (data and zero clusters)
  * into its backing file (QED or raw), which grows first when it is smaller
- * than the image.  Everything written is flushed before the call returns;
- * the image itself is not changed (it reads as before). */
+ * than the image; with o->base, what every layer above that base holds
+ * goes into the base (EINVAL "Did not find 'BASE' in the backing chain of
+ * 'PATH'" when it is not in the chain), so that the base reads like the
+ * image.  Everything written is flushed before the call returns; the image
+ * and the layers in between are not changed (the image reads as before;
+ * the layers in between, over the new base, may not). */
 int qed_commit(const char *path, const struct qed_commit_options *o,
                qed_error *err);
 
