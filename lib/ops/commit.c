@@ -30,7 +30,6 @@ struct commit {
     qed_image *top, *base;
     unsigned base_depth;     /* of the base in top's chain (>= 1) */
     char *base_path;         /* as the layer above names it, resolved */
-    enum qed_format base_format;
     uint64_t granularity;
 };
 
@@ -140,8 +139,8 @@ static int open_base(struct commit *c, qed_image *above,
     c->base_path = strdup(above->backing_path);
     if (!c->base_path)
         return qed_fail(err, ENOMEM, "out of memory");
-    c->base_format = qed_format_of(ro_base);
-    bo.format = c->base_format;
+    /* The format the chain found for it (NO_PROBE, or probed). */
+    bo.format = qed_format_of(ro_base);
     /* Reads of what the layer above does not hold would now need the
      * base: make them fail rather than read zeros (none is expected). */
     above->backing = NULL;
