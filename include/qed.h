@@ -448,17 +448,37 @@ struct qed_compare_result {
 int qed_compare(qed_image *a, qed_image *b, const struct qed_op_options *o,
                 struct qed_compare_result *result, qed_error *err);
 
+/* Compares a and b as `qemu-img compare -s` does: images of different sizes
+ * differ (result->identical false, the sizes say why), and so do images
+ * whose block status differs (allocated or not, zeros, data, host offset
+ * known, as QEMU reports them) anywhere before their content does.  When
+ * the first difference is one of status, *status_mismatch is set and
+ * result->mismatch_offset is where it starts; otherwise result is as
+ * qed_compare fills it.  Returns 0 or a negative errno. */
+int qed_compare_strict(qed_image *a, qed_image *b,
+                       const struct qed_op_options *o,
+                       struct qed_compare_result *result,
+                       bool *status_mismatch, qed_error *err);
+
 struct qed_commit_options {
     enum qed_format format;   /* of the image at path: PROBE by default */
     enum qed_engine engine;
     enum qed_cache cache;
     struct qed_op_options op;
+    /* NULL: commit into the backing file.  Else a file of the backing
+     * chain (below the image) to commit into, as `qemu-img commit -b`
+     * names it: relative to the directory of the image above it. */
+    const char *base;
 };
 
 /* Writes what the QED image at path holds itself (data and zero clusters)
  * into its backing file (QED or raw), which grows first when it is smaller
- * than the image.  Everything written is flushed before the call returns;
- * the image itself is not changed (it reads as before). */
+ * than the image; with o->base, what every layer above that base holds
+ * goes into the base (EINVAL "Did not find 'BASE' in the backing chain of
+ * 'PATH'" when it is not in the chain), so that the base reads like the
+ * image.  Everything written is flushed before the call returns; the image
+ * and the layers in between are not changed (the image reads as before;
+ * the layers in between, over the new base, may not). */
 int qed_commit(const char *path, const struct qed_commit_options *o,
                qed_error *err);
 

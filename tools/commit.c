@@ -1,4 +1,5 @@
-/* `qed commit`: write what an image holds itself into its backing file
+/* `qed commit`: write what an image holds itself into its backing file, or
+ * (-b) what the layers above a base of its chain hold into that base
  * (qed_commit).  The image is left as it is. */
 #include <getopt.h>
 #include <stdio.h>
@@ -23,7 +24,8 @@ static int commit_run(const struct tool_command *cmd, int argc, char **argv)
     const char *path;
     int ch, ret;
 
-    while ((ch = getopt_long(argc, argv, ":hpqf:", long_options, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":hpqdf:b:", long_options, NULL)) !=
+           -1) {
         switch (ch) {
         case 'h':
         case TOOL_OPT_HELP:
@@ -38,6 +40,14 @@ static int commit_run(const struct tool_command *cmd, int argc, char **argv)
         case 'f':
             if (!tool_parse_format(optarg, &o.format))
                 return 1;
+            break;
+        case 'b':
+            o.base = optarg;
+            break;
+        case 'd':
+            /* qemu-img's "do not empty the image": QED images are never
+             * emptied (qemu-img cannot either), so there is nothing to
+             * skip. */
             break;
         default:
             return tool_bad_option(cmd, ch, argv);
@@ -62,17 +72,26 @@ static int commit_run(const struct tool_command *cmd, int argc, char **argv)
 
 const struct tool_command commit_command = {
     .name = "commit",
-    .synopsis = "[-q] [-p] [-f FMT] FILE",
+    .synopsis = "[-q] [-p] [-d] [-f FMT] [-b BASE] FILE",
     .summary = "Write an image's own data into its backing file.",
     .details =
         "Options:\n"
         "  -f qed|raw    format of FILE (probed by default; it must be qed)\n"
+        "  -b BASE       commit into BASE, a file further down the backing\n"
+        "                chain: what every layer above it holds goes into\n"
+        "                it.  BASE is named as qemu-img names it: relative\n"
+        "                to the directory of the image above it\n"
+        "  -d            accepted for qemu-img's sake: FILE is never\n"
+        "                emptied anyway\n"
         "  -p            show progress on stderr (when it is a terminal)\n"
         "  -q            quiet: no progress, no message\n"
         "\n"
         "Every range FILE allocates itself (data, and zero clusters as\n"
         "zeros) is written into its backing file (qed or raw), which grows\n"
         "first when it is smaller; the backing file is flushed before the\n"
-        "command ends.  FILE itself is not changed and stays valid.\n",
+        "command ends.  FILE itself is not changed and stays valid.  With\n"
+        "-b, the layers between FILE and BASE are not changed either, but\n"
+        "read differently afterwards (BASE below them has changed), as\n"
+        "after qemu-img commit -b.\n",
     .run = commit_run,
 };

@@ -29,6 +29,7 @@ extern const struct tool_command info_command;
 extern const struct tool_command map_command;
 extern const struct tool_command io_command;
 extern const struct tool_command convert_command;
+extern const struct tool_command dd_command;
 extern const struct tool_command bench_command;
 extern const struct tool_command serve_command;
 extern const struct tool_command check_command;

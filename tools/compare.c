@@ -39,13 +39,19 @@ struct compare_args {
 };
 
 static int report(const struct compare_args *args,
-                  const struct qed_compare_result *r)
+                  const struct qed_compare_result *r, bool status_mismatch)
 {
     bool sizes_differ = r->size_a != r->size_b;
 
     if (sizes_differ && args->strict) {
         if (!args->quiet)
             printf("Strict mode: Image size mismatch!\n");
+        return EXIT_DIFFERENT;
+    }
+    if (status_mismatch) {
+        if (!args->quiet)
+            printf("Strict mode: Offset %" PRIu64 " block status mismatch!\n",
+                   r->mismatch_offset);
         return EXIT_DIFFERENT;
     }
     /* Like qemu-img, the warning comes when the comparison gets past the
@@ -73,6 +79,7 @@ static int compare(const struct compare_args *args)
     struct qed_op_options o = {0};
     qed_image *a, *b;
     qed_error err = {0};
+    bool status_mismatch = false;
     int status, ret;
 
     if (!tool_open(args->a, args->format_a, 0, &a))
@@ -84,13 +91,16 @@ static int compare(const struct compare_args *args)
     tool_progress_start(&progress, args->progress && !args->quiet);
     o.progress = show_progress;
     o.progress_opaque = &progress;
-    ret = qed_compare(a, b, &o, &result, &err);
+    if (args->strict)
+        ret = qed_compare_strict(a, b, &o, &result, &status_mismatch, &err);
+    else
+        ret = qed_compare(a, b, &o, &result, &err);
     tool_progress_finish(&progress);
     if (ret < 0) {
         tool_report(NULL, "compare", &err);
         status = EXIT_ERROR;
     } else {
-        status = report(args, &result);
+        status = report(args, &result, status_mismatch);
     }
     qed_close(b, NULL);
     qed_close(a, NULL);
@@ -152,7 +162,10 @@ const struct tool_command compare_command = {
         "Options:\n"
         "  -f qed|raw    format of A (probed by default)\n"
         "  -F qed|raw    format of B (probed by default)\n"
-        "  -s            strict: images of different sizes differ\n"
+        "  -s            strict: images of different sizes differ, and so\n"
+        "                do images whose allocation differs (allocated or\n"
+        "                not, zeros or data, as qemu-img compare -s sees\n"
+        "                it): \"Strict mode: Offset N block status mismatch!\"\n"
         "  -q            quiet: print nothing, only the exit status\n"
         "  -p            show progress on stderr (when it is a terminal)\n"
         "\n"

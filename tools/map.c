@@ -20,6 +20,7 @@ struct map_entry {
 struct map_printer {
     bool json;
     bool first;
+    uint64_t start;    /* where the listing starts (--start-offset) */
     /* Human output names the file of each layer, top first. */
     char **layer_names;
     size_t layer_count;
@@ -123,16 +124,23 @@ static void print_end(struct map_printer *printer)
 {
     if (!printer->json)
         return;
-    /* qemu-img lists one empty range for an empty image; do the same so
-     * that consumers see the same document. */
+    /* qemu-img lists one empty range (at the start offset) when there is
+     * nothing to list; do the same so that consumers see the same
+     * document. */
     if (printer->first) {
-        struct map_entry empty = {0};
+        struct map_entry empty = {.start = printer->start};
         print_entry_json(printer, &empty);
     }
     printf("]\n");
 }
 
 /* ---- walking ------------------------------------------------------------- */
+
+/* The part of the image to list: --start-offset and --max-length. */
+struct map_range {
+    uint64_t start;
+    uint64_t length;   /* UINT64_MAX: to the end */
+};
 
 /* Adjacent ranges that only differ in where they start are shown as one. */
 static bool entries_mergeable(const struct map_entry *a,
@@ -145,13 +153,14 @@ static bool entries_mergeable(const struct map_entry *a,
     return !a->has_offset || a->offset + a->length == b->offset;
 }
 
+/* The status of [offset, end), or of its first part. */
 static bool query_status(const char *path, qed_image *image, uint64_t offset,
-                         uint64_t size, struct map_entry *entry)
+                         uint64_t end, struct map_entry *entry)
 {
     struct qed_block_status status = {0};
     qed_error err = {0};
 
-    if (qed_block_status(image, offset, size - offset, &status, &err) < 0) {
+    if (qed_block_status(image, offset, end - offset, &status, &err) < 0) {
         char context[64];
         snprintf(context, sizeof(context), "block status at offset %" PRIu64,
                  offset);
@@ -159,7 +168,7 @@ static bool query_status(const char *path, qed_image *image, uint64_t offset,
         return false;
     }
     /* A zero or oversized answer would loop forever or run past the end. */
-    if (status.length == 0 || status.length > size - offset) {
+    if (status.length == 0 || status.length > end - offset) {
         tool_error(path, "block status at offset %" PRIu64
                    " returned an invalid length %" PRIu64, offset,
                    status.length);
@@ -178,18 +187,29 @@ static bool query_status(const char *path, qed_image *image, uint64_t offset,
     return true;
 }
 
+/* [start, start + length) of the image, clipped to its size; the first
+ * and last ranges are cut at the edges, as qemu-img map cuts them. */
+static uint64_t walk_end(uint64_t size, uint64_t start, uint64_t length)
+{
+    if (start >= size)
+        return start;
+    return length < size - start ? start + length : size;
+}
+
 static bool walk_image(const char *path, qed_image *image,
+                       const struct map_range *range,
                        struct map_printer *printer)
 {
-    uint64_t size = qed_size(image);
+    uint64_t end = walk_end(qed_size(image), range->start, range->length);
     struct map_entry pending = {0};
     bool have_pending = false;
 
+    printer->start = range->start;
     print_start(printer);
-    for (uint64_t offset = 0; offset < size;) {
+    for (uint64_t offset = range->start; offset < end;) {
         struct map_entry next;
 
-        if (!query_status(path, image, offset, size, &next))
+        if (!query_status(path, image, offset, end, &next))
             return false;
         offset += next.length;
         if (have_pending && entries_mergeable(&pending, &next)) {
@@ -209,7 +229,8 @@ static bool walk_image(const char *path, qed_image *image,
 
 /* ---- command ------------------------------------------------------------- */
 
-static int map_image(const char *path, enum qed_format format, bool json)
+static int map_image(const char *path, enum qed_format format, bool json,
+                     const struct map_range *range)
 {
     struct map_printer printer = {.json = json};
     qed_image *image;
@@ -218,10 +239,23 @@ static int map_image(const char *path, enum qed_format format, bool json)
     if (!tool_open(path, format, 0, &image))
         return 1;
     ok = json || collect_layer_names(path, image, &printer);
-    ok = ok && walk_image(path, image, &printer);
+    ok = ok && walk_image(path, image, range, &printer);
     ok = tool_close(path, image) && ok;
     free_layer_names(&printer);
     return ok ? 0 : 1;
+}
+
+/* Offsets and lengths as qemu-img takes them: sizes up to INT64_MAX. */
+static bool parse_offset(const char *text, const char *what, uint64_t *out)
+{
+    if (!tool_parse_size(text, what, out))
+        return false;
+    if (*out > INT64_MAX) {
+        tool_error(NULL, "%s %s is too large (it must be between 0 and %"
+                   PRId64 ")", what, text, INT64_MAX);
+        return false;
+    }
+    return true;
 }
 
 static int map_run(const struct tool_command *cmd, int argc, char **argv)
@@ -230,13 +264,17 @@ static int map_run(const struct tool_command *cmd, int argc, char **argv)
     static const struct option long_options[] = {
         {"help", no_argument, NULL, TOOL_OPT_HELP},
         {"output", required_argument, NULL, OPT_OUTPUT},
+        {"start-offset", required_argument, NULL, 's'},
+        {"max-length", required_argument, NULL, 'l'},
         {NULL, 0, NULL, 0},
     };
     enum qed_format format = QED_FORMAT_PROBE;
+    struct map_range range = {.start = 0, .length = UINT64_MAX};
     bool json = false;
     int ch;
 
-    while ((ch = getopt_long(argc, argv, ":hf:", long_options, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":hf:s:l:", long_options, NULL)) !=
+           -1) {
         switch (ch) {
         case 'h':
         case TOOL_OPT_HELP:
@@ -250,6 +288,14 @@ static int map_run(const struct tool_command *cmd, int argc, char **argv)
             if (!tool_parse_output(optarg, &json))
                 return 1;
             break;
+        case 's':
+            if (!parse_offset(optarg, "start offset", &range.start))
+                return 1;
+            break;
+        case 'l':
+            if (!parse_offset(optarg, "max length", &range.length))
+                return 1;
+            break;
         default:
             return tool_bad_option(cmd, ch, argv);
         }
@@ -257,16 +303,23 @@ static int map_run(const struct tool_command *cmd, int argc, char **argv)
     if (argc - optind != 1)
         return tool_bad_usage(cmd, argc - optind < 1 ? "missing FILE"
                                                      : "too many arguments");
-    return map_image(argv[optind], format, json);
+    return map_image(argv[optind], format, json, &range);
 }
 
 const struct tool_command map_command = {
     .name = "map",
-    .synopsis = "[-f FMT] [--output=human|json] FILE",
+    .synopsis = "[-f FMT] [--start-offset=OFFSET] [--max-length=LEN]\n"
+                "               [--output=human|json] FILE",
     .summary = "Show which layer and host offset every range comes from.",
     .details =
         "Options:\n"
         "  -f qed|raw      image format (probed by default)\n"
+        "  -s, --start-offset=OFFSET\n"
+        "                  start the listing at OFFSET (default 0)\n"
+        "  -l, --max-length=LEN\n"
+        "                  list at most LEN bytes from there (default: to\n"
+        "                  the end); the first and last ranges are cut at\n"
+        "                  the edges, as qemu-img map cuts them\n"
         "  --output=FMT    human (default): the ranges holding data, with\n"
         "                  their host offset and file; json: every range as\n"
         "                  {start, length, depth, present, zero, data\n"

@@ -1,14 +1,24 @@
-/* qed_commit: write what an image holds itself into its backing file.
+/* qed_commit: write what the layers of an image above a base hold into
+ * that base: its backing file, or (options->base, qemu-img commit -b) a
+ * file further down its backing chain.
  *
- * The image is opened read-only without its chain, so its block status
- * tells exactly what it holds (unallocated ranges are not present); its
- * backing file is opened read-write on the same loop.  Data clusters are
- * copied (all-zero blocks as write-zeroes), zero clusters become
- * write-zeroes, and the backing file grows first when it is smaller.
- * Ordering: everything is written and flushed into the backing file; the
- * image itself is never written, so it stays valid and reads as before. */
+ * The image is opened read-only with its chain, and the chain is cut just
+ * above the base: the base's read-only instance is closed, so block status
+ * of the image tells exactly what the layers above the base hold
+ * (unallocated down to the base is not present) and nothing reads the
+ * base through the chain while it changes; the base is then opened
+ * read-write on the same loop.  Data is copied (all-zero blocks as
+ * write-zeroes), zero clusters become write-zeroes, and so do ranges past
+ * the end of a shorter layer in between (they read as zeros); the base
+ * grows first when it is smaller.  Ordering: everything is written and
+ * flushed into the base; the image and the layers in between are never
+ * written (QED has no way to empty an image, so qemu-img leaves them as
+ * they are too): the image still reads as before, the layers in between
+ * may not. */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "ops.h"
 
@@ -18,18 +28,25 @@ enum { ACT_COPY = 1, ACT_ZERO };
 
 struct commit {
     qed_image *top, *base;
+    unsigned base_depth;     /* of the base in top's chain (>= 1) */
+    char *base_path;         /* as the layer above names it, resolved */
     uint64_t granularity;
 };
 
 static int classify(struct ops_walk *w, uint64_t pos, uint64_t *len,
                     const struct qed_block_status *st)
 {
-    (void)w;
+    struct commit *c = w->opaque;
+
     (void)pos;
     (void)len;
-    if (!st[0].present || st[0].depth != 0)
-        return OPS_SKIP;
-    return st[0].zero ? ACT_ZERO : ACT_COPY;
+    if (st[0].present)
+        return st[0].zero ? ACT_ZERO : ACT_COPY;
+    /* Not present: unallocated down to the base (the chain ends above it)
+     * or past its end, which the grown base reads as zeros; or past the end
+     * of a shorter layer in between, where the image reads zeros the base
+     * must read too. */
+    return st[0].depth + 1 < c->base_depth ? ACT_ZERO : OPS_SKIP;
 }
 
 static void segment_done(struct ops_worker *k)
@@ -61,22 +78,109 @@ static void start(struct ops_worker *k)
     ops_end(k);
 }
 
-static int open_backing(struct commit *c, const struct qed_commit_options *o,
-                        qed_error *err)
+/* Is layer, named by the layer above it, the file the user named base?
+ * Like qemu-img: base is relative to the directory of the layer above (not
+ * to the working directory), and the two must be the same canonical
+ * path. */
+static bool is_base(const qed_image *above, const qed_image *layer,
+                    const char *base)
 {
-    struct qed_state *s = c->top->qed;
+    char *named = image_resolve_backing(above->filename, base);
+    char *a = named ? realpath(named, NULL) : NULL;
+    char *b = a ? realpath(layer->filename, NULL) : NULL;
+    bool same = named && (strcmp(named, layer->filename) == 0 ||
+                          (a && b && strcmp(a, b) == 0));
+
+    free(b);
+    free(a);
+    free(named);
+    return same;
+}
+
+/* The layer above the base in top's chain (which has one), or NULL. */
+static qed_image *find_above_base(struct commit *c, const char *base,
+                                  const char *path, qed_error *err)
+{
+    unsigned depth = 1;
+
+    if (!base) {
+        if (!c->top->qed || !c->top->backing_path) {
+            qed_fail(err, EINVAL, "'%s' has no backing file to commit to",
+                     path);
+            return NULL;
+        }
+        c->base_depth = 1;
+        return c->top;
+    }
+    for (qed_image *above = c->top; above && above->backing;
+         above = above->backing, depth++) {
+        if (is_base(above, above->backing, base)) {
+            c->base_depth = depth;
+            return above;
+        }
+    }
+    qed_fail(err, EINVAL, "Did not find '%s' in the backing chain of '%s'",
+             base, path);
+    return NULL;
+}
+
+/* Cuts top's chain above the base and opens the base read-write. */
+static int open_base(struct commit *c, qed_image *above,
+                     const struct qed_commit_options *o, qed_error *err)
+{
+    qed_image *ro_base = above->backing;
     struct qed_open_options bo = {
         .flags = QED_OPEN_RDWR,
-        .format = (s->header.features & QED_F_BACKING_FORMAT_NO_PROBE)
-                      ? QED_FORMAT_RAW
-                      : QED_FORMAT_PROBE,
         .cache = o->cache,
         .loop = qed_image_loop(c->top),
     };
-    int ret = qed_open(c->top->backing_path, &bo, &c->base, err);
+    int ret;
 
+    c->base_path = strdup(above->backing_path);
+    if (!c->base_path)
+        return qed_fail(err, ENOMEM, "out of memory");
+    /* The format the chain found for it (NO_PROBE, or probed). */
+    bo.format = qed_format_of(ro_base);
+    /* Reads of what the layer above does not hold would now need the
+     * base: make them fail rather than read zeros (none is expected). */
+    above->backing = NULL;
+    above->backing_unavailable = true;
+    qed_close(ro_base, NULL);
+    ret = qed_open(c->base_path, &bo, &c->base, err);
     if (ret < 0)
-        qed_error_prefix(err, "backing file '%s': ", c->top->backing_path);
+        qed_error_prefix(err, "backing file '%s': ", c->base_path);
+    return ret;
+}
+
+static int commit_walk(struct commit *c, struct ops_walk *w, qed_error *err)
+{
+    int ret;
+
+    /* The base must hold the whole image. */
+    if (qed_size(c->base) < qed_size(c->top)) {
+        ret = qed_resize(c->base, qed_size(c->top), 0, err);
+        if (ret < 0) {
+            qed_error_prefix(err, "growing backing file '%s' to %" PRIu64
+                             " bytes: ", c->base_path, qed_size(c->top));
+            return ret;
+        }
+    }
+    c->granularity = c->base->qed ? c->base->qed->cluster_size
+                                  : RAW_GRANULARITY;
+    w->loop = qed_image_loop(c->top);
+    w->end = qed_size(c->top);
+    w->status[0] = c->top;
+    w->nstatus = 1;
+    w->nbufs = 1;
+    w->classify = classify;
+    w->start = start;
+    w->opaque = c;
+    ret = ops_walk_run(w, err);
+    if (ret == 0) {
+        ret = qed_flush(c->base, err);
+        if (ret < 0)
+            qed_error_prefix(err, "backing file '%s': ", c->base_path);
+    }
     return ret;
 }
 
@@ -87,6 +191,7 @@ int qed_commit(const char *path, const struct qed_commit_options *options,
     struct commit c = { 0 };
     struct ops_walk w = { 0 };
     qed_error close_err = { 0 };
+    qed_image *above;
     int ret, r;
 
     if (options)
@@ -95,7 +200,6 @@ int qed_commit(const char *path, const struct qed_commit_options *options,
     if (ret < 0)
         return ret;
     struct qed_open_options to = {
-        .flags = QED_OPEN_NO_BACKING,
         .format = o.format,
         .engine = o.engine,
         .cache = o.cache,
@@ -103,51 +207,19 @@ int qed_commit(const char *path, const struct qed_commit_options *options,
     ret = qed_open(path, &to, &c.top, err);
     if (ret < 0)
         return ret;
-    if (!c.top->qed || !c.top->backing_path) {
-        ret = qed_fail(err, EINVAL, "'%s' has no backing file to commit to",
-                       path);
-        goto out;
-    }
-    if (ops_same_file(path, c.top->backing_path)) {
-        ret = qed_fail(err, ELOOP, "'%s' is its own backing file", path);
-        goto out;
-    }
-    ret = open_backing(&c, &o, err);
-    if (ret < 0)
-        goto out;
-    /* The backing file must hold the whole image. */
-    if (qed_size(c.base) < qed_size(c.top)) {
-        ret = qed_resize(c.base, qed_size(c.top), 0, err);
-        if (ret < 0) {
-            qed_error_prefix(err, "growing backing file '%s' to %" PRIu64
-                             " bytes: ", c.top->backing_path, qed_size(c.top));
-            goto out;
-        }
-    }
-    c.granularity = c.base->qed ? c.base->qed->cluster_size : RAW_GRANULARITY;
-    w.loop = qed_image_loop(c.top);
-    w.end = qed_size(c.top);
-    w.status[0] = c.top;
-    w.nstatus = 1;
-    w.nbufs = 1;
-    w.classify = classify;
-    w.start = start;
-    w.opaque = &c;
-    ret = ops_walk_run(&w, err);
-    if (ret == 0) {
-        ret = qed_flush(c.base, err);
-        if (ret < 0)
-            qed_error_prefix(err, "backing file '%s': ", c.top->backing_path);
-    }
-out:
+    above = find_above_base(&c, o.base, path, err);
+    ret = above ? open_base(&c, above, &o, err) : -EINVAL;
+    if (ret == 0)
+        ret = commit_walk(&c, &w, err);
     if (c.base) {
         r = qed_close(c.base, &close_err);
         if (r < 0 && ret == 0) {
             qed_error_copy(err, &close_err);
-            qed_error_prefix(err, "backing file '%s': ", c.top->backing_path);
+            qed_error_prefix(err, "backing file '%s': ", c.base_path);
             ret = r;
         }
     }
     qed_close(c.top, NULL);
+    free(c.base_path);
     return ret;
 }

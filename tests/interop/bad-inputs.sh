@@ -180,8 +180,8 @@ err_is "empty file: qed io -r read is past the end" 1 empty.qed \
 q map --output=json empty.qed
 rc_is "empty file: qed map exits 0" 0
 q check empty.qed
-err_is "empty file: qed check says it checks only qed images" 1 empty.qed \
-    'check is only for qed images \(this one is raw\)'
+err_is "empty file: qed check says raw does not support checks (63)" 63 empty.qed \
+    'This image format does not support checks'
 refused "empty file with -f qed" empty.qed 'file is too short for a QED header \(0 bytes\)' -f qed
 
 head -c 40 base.qed >h40.qed
@@ -248,7 +248,7 @@ rc_is "no magic: read returns the file's bytes" 0
 q map nomagic.img
 rc_is "no magic: qed map exits 0" 0
 q check nomagic.img
-err_is "no magic: qed check refuses it (raw)" 1 nomagic.img 'check is only for qed images \(this one is raw\)'
+err_is "no magic: qed check refuses it (raw, 63)" 63 nomagic.img 'This image format does not support checks'
 refused "no magic, opened with -f qed" nomagic.img 'not a QED image \(magic 0x00444552\)' -f qed
 
 # ==== 2. Header fields ==============================================================

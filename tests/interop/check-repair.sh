@@ -111,9 +111,9 @@ tap_cmd "clean: -r all on a clean image changes nothing" cmp clean.qed clean.cop
 
 # ---- cannot check ---------------------------------------------------------------
 truncate -s 1M disk.raw
-tap_cmd_rc 1 "raw: exit status 1" "$QED" check disk.raw
-tap_like "$(cat "$ERR")" "check is only for qed images" "raw: the error says check is only for qed images"
-tap_cmd_rc 1 "-f raw on a qed image: exit status 1" "$QED" check -f raw clean.qed
+tap_cmd_rc 63 "raw: exit status 63" "$QED" check disk.raw
+tap_like "$(cat "$ERR")" "This image format does not support checks" "raw: the error says the format does not support checks"
+tap_cmd_rc 63 "-f raw on a qed image: exit status 63" "$QED" check -f raw clean.qed
 tap_cmd_rc 1 "missing file: exit status 1" "$QED" check nosuch.qed
 tap_like "$(cat "$ERR")" "^qed: nosuch.qed: " "missing file: one error line naming the file"
 tap_cmd_rc 1 "-r with a bad argument: exit status 1" "$QED" check -r some clean.qed
