@@ -139,8 +139,12 @@ static int open_base(struct commit *c, qed_image *above,
     c->base_path = strdup(above->backing_path);
     if (!c->base_path)
         return qed_fail(err, ENOMEM, "out of memory");
-    /* The format the chain found for it (NO_PROBE, or probed). */
-    bo.format = qed_format_of(ro_base);
+    /* Probed again when the layer above records no format: a raw base
+     * opened by probing keeps its first sector guarded (raw.c), so the
+     * commit cannot turn it into another format's image. */
+    bo.format = (above->qed->header.features & QED_F_BACKING_FORMAT_NO_PROBE)
+                    ? QED_FORMAT_RAW
+                    : QED_FORMAT_PROBE;
     /* Reads of what the layer above does not hold would now need the
      * base: make them fail rather than read zeros (none is expected). */
     above->backing = NULL;
