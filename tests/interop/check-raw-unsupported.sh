@@ -18,13 +18,17 @@ agrees() {
     shift
     run qemu-img check "$@"
     qrc=$RC
+    qwarned=$(grep -c '^WARNING: Image format was not specified' "$ERR")
     # qemu-img warns about probing raw images opened for writing first.
     qerr=$(grep -v -e '^WARNING' -e '^  ' "$ERR" | sed 's/^qemu-img: //')
     tap_is "$qrc: $qerr" "63: This image format does not support checks" \
         "QEMU: qemu-img check $* exits 63"
     run "$QED" check "$@"
-    tap_is "$RC|$(cat "$ERR")|$(cat "$OUT")" \
+    # Both warn about the probed raw image when they open it for writing.
+    tap_is "$RC|$(grep -v ': warning: ' "$ERR")|$(cat "$OUT")" \
         "$qrc|qed: ${*: -1}: $qerr|" "$name"
+    tap_is "$(grep -c ': warning: .*probing guessed raw' "$ERR")" "$qwarned" \
+        "$name: warns about probing exactly when qemu-img does"
 }
 
 agrees "probed raw: exit 63, qemu-img's message" disk.raw
