@@ -86,6 +86,24 @@ char *image_resolve_backing(const char *image_path, const char *name)
     return out;
 }
 
+bool image_backing_is_self(const char *image_path, const char *name)
+{
+    struct stat image_st, backing_st;
+    char *path;
+    bool same;
+
+    if (!name || !name[0] || stat(image_path, &image_st) < 0)
+        return false;
+    path = image_resolve_backing(image_path, name);
+    if (!path)
+        return false;
+    same = stat(path, &backing_st) == 0 &&
+           image_st.st_dev == backing_st.st_dev &&
+           image_st.st_ino == backing_st.st_ino;
+    free(path);
+    return same;
+}
+
 static int probe(struct io_file *file, enum qed_format *format, qed_error *err)
 {
     uint8_t *block = qed_aligned_zalloc(4096);
@@ -606,6 +624,11 @@ int qed_create(const char *path, const struct qed_create_options *options,
     if (o.size_from_backing && !has_backing)
         return qed_fail(err, EINVAL, "an image size is needed when there is "
                         "no backing file");
+    /* Before the backing file is even opened: truncating path would
+     * destroy the backing file too.  (qemu-img's wording.) */
+    if (has_backing && image_backing_is_self(path, o.backing_file))
+        return qed_fail(err, EINVAL, "Error: Trying to create an image with "
+                        "the same filename as the backing file");
     if (has_backing) {
         uint64_t bsize = 0;
         ret = backing_size(path, &o, &bsize, err);
