@@ -160,6 +160,7 @@ static const struct {
     const char *name;
     const char *help;
 } create_option_list[] = {
+    {"size=<size>", "Virtual disk size"},
     {"backing_file=<str>", "File name of a base image"},
     {"backing_fmt=<str>", "Image format of the base image (raw or qed)"},
     {"cluster_size=<size>", "Cluster size (in bytes, default 64k)"},
@@ -202,6 +203,10 @@ static bool apply_create_option(const char *name, const char *value,
 {
     struct qed_create_options *o = &settings->options;
 
+    if (strcmp(name, "size") == 0) {
+        settings->size_given = true;
+        return tool_parse_size(value, name, &o->size);
+    }
     if (strcmp(name, "cluster_size") == 0)
         return parse_u32_option(name, value, &o->cluster_size);
     if (strcmp(name, "table_size") == 0) {

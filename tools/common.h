@@ -76,9 +76,10 @@ struct tool_create_settings {
     struct qed_create_options options;
     bool table_size_given;   /* qemu-img shows table_size only when set */
     bool backing_format_given;
+    bool size_given;         /* -o size=SIZE (in options.size) */
 };
 
-/* Parses "cluster_size=64k,table_size=4,backing_file=x,backing_fmt=raw".
+/* Parses "size=1G,cluster_size=64k,table_size=4,backing_file=x,backing_fmt=raw".
  * The text is modified in place (split at commas and '='). */
 bool tool_parse_create_options(char *text,
                                struct tool_create_settings *settings);

@@ -120,16 +120,29 @@ static int create_run(const struct tool_command *cmd, int argc, char **argv)
         return tool_bad_usage(cmd, "too many arguments");
     path = argv[optind];
 
+    /* qemu-img's wording; an empty name is a mistake, not "no backing". */
+    if (o->backing_file && !o->backing_file[0]) {
+        tool_error(path, "Expected backing file name, got empty string");
+        return 1;
+    }
     if (settings.backing_format_given && !has_backing(o)) {
         tool_error(path, "a backing format needs a backing file (-b)");
         return 1;
     }
     if (argc - optind == 2) {
+        if (settings.size_given) {
+            tool_error(path, "The image size must be specified only once");
+            return 1;
+        }
         if (!tool_parse_size(argv[optind + 1], "size", &o->size))
             return 1;
+        settings.size_given = true;
+    }
+    if (settings.size_given) {
         /* Like qemu-img: the size is rounded up to whole 512-byte sectors. */
         if (o->size > UINT64_MAX - 511) {
-            tool_error(path, "image size %s is too large", argv[optind + 1]);
+            tool_error(path, "image size %llu is too large",
+                       (unsigned long long)o->size);
             return 1;
         }
         o->size = (o->size + 511) & ~(uint64_t)511;
@@ -155,7 +168,8 @@ const struct tool_command create_command = {
         "                is relative to FILE's directory\n"
         "  -F raw|qed    backing file format: raw is recorded so that it is\n"
         "                never probed; without -F the format is probed\n"
-        "  -o OPTIONS    comma-separated NAME=VALUE list: cluster_size=SIZE\n"
+        "  -o OPTIONS    comma-separated NAME=VALUE list: size=SIZE (instead\n"
+        "                of the SIZE argument), cluster_size=SIZE\n"
         "                (default 64k), table_size=N (default 4),\n"
         "                backing_file=NAME, backing_fmt=raw|qed;\n"
         "                '-o help' lists them\n"
