@@ -198,6 +198,15 @@ struct qed_create_options {
 int qed_create(const char *path, const struct qed_create_options *options,
                qed_error *err);
 
+/* Why QEMU 7.2 refuses to open a valid QED image of this geometry, or NULL
+ * when it opens it.  QEMU computes the largest image size as
+ * (cluster_size * table_size / 8)^2 * cluster_size in 64 bits, which wraps
+ * for large geometries (e.g. 8 MiB clusters, or 2 MiB clusters with
+ * table_size=16), and its table offset check fails for table_size=1.
+ * cluster_size and table_size of 0 mean the defaults. */
+const char *qed_qemu_open_problem(uint64_t size, uint32_t cluster_size,
+                                  uint32_t table_size);
+
 struct qed_image_info {
     enum qed_format format;
     char filename[4096];

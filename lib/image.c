@@ -562,6 +562,30 @@ int qed_get_info(qed_image *img, struct qed_image_info *info, qed_error *err)
 
 /* ---- create ------------------------------------------------------------------ */
 
+/* QEMU 7.2's checks at open (block/qed.c), in its order, with its
+ * arithmetic: unsigned 64-bit products that wrap. */
+const char *qed_qemu_open_problem(uint64_t size, uint32_t cluster_size,
+                                  uint32_t table_size)
+{
+    uint64_t entries, max;
+
+    if (cluster_size == 0)
+        cluster_size = QED_DEFAULT_CLUSTER_SIZE;
+    if (table_size == 0)
+        table_size = QED_DEFAULT_TABLE_SIZE;
+    /* The table's byte size is a 32-bit product there too. */
+    entries = (uint32_t)(cluster_size * table_size) / 8;
+    max = entries * cluster_size * entries;
+    if (size > max)
+        return "its largest image size for this cluster_size and table_size "
+               "overflows 64 bits (\"QED image size is invalid\")";
+    /* The L1 table's last cluster must lie past its first. */
+    if (table_size == 1)
+        return "table_size=1 fails its L1 table check "
+               "(\"QED table offset is invalid\")";
+    return NULL;
+}
+
 static int backing_size(const char *image_path,
                         const struct qed_create_options *o, uint64_t *size,
                         qed_error *err)

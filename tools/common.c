@@ -176,6 +176,18 @@ void tool_print_create_options(FILE *out)
                 create_option_list[i].help);
 }
 
+void tool_warn_qemu_incompatible(const char *path,
+                                 const struct qed_create_options *o,
+                                 uint64_t size)
+{
+    const char *why = qed_qemu_open_problem(size, o->cluster_size,
+                                            o->table_size);
+
+    if (why)
+        tool_error("warning", "%s: QEMU 7.2 will not open this image: %s",
+                   path, why);
+}
+
 bool tool_create_options_help_requested(const char *text)
 {
     return strcmp(text, "?") == 0 || strcmp(text, "help") == 0;

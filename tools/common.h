@@ -83,6 +83,11 @@ struct tool_create_settings {
  * The text is modified in place (split at commas and '='). */
 bool tool_parse_create_options(char *text,
                                struct tool_create_settings *settings);
+/* Prints "qed: warning: PATH: ..." when QEMU 7.2 cannot open an image
+ * created with these options (size: the image's virtual size). */
+void tool_warn_qemu_incompatible(const char *path,
+                                 const struct qed_create_options *o,
+                                 uint64_t size);
 /* True for "?" and "help": list the options instead of creating. */
 bool tool_create_options_help_requested(const char *text);
 void tool_print_create_options(FILE *out);

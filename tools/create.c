@@ -54,11 +54,11 @@ static int create_image(const char *path, struct tool_create_settings *settings,
         tool_report(path, NULL, &err);
         return 1;
     }
-    if (quiet)
-        return 0;
     if (o->size_from_backing && !created_size(path, &size))
         return 1;
-    print_formatting_line(path, settings, size);
+    if (!quiet)
+        print_formatting_line(path, settings, size);
+    tool_warn_qemu_incompatible(path, o, size);
     return 0;
 }
 
