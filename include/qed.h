@@ -178,6 +178,19 @@ qed_loop *qed_image_loop(const qed_image *image);
  * flight.  Blocks. */
 int qed_drain(qed_image *image, qed_error *err);
 
+/* What a new image (or the range a resize adds) gets allocated up front. */
+enum qed_preallocation {
+    QED_PREALLOC_OFF = 0,   /* nothing: tables and clusters on first write */
+    QED_PREALLOC_METADATA,  /* every L2 table, zeroed */
+    QED_PREALLOC_FALLOC,    /* metadata, and every data cluster allocated in
+                               guest order with fallocate (reads zeros) */
+    QED_PREALLOC_FULL,      /* as falloc, the data clusters written with
+                               zeros */
+};
+
+/* "off", "metadata", "falloc", "full"; NULL for other values. */
+const char *qed_preallocation_name(enum qed_preallocation mode);
+
 struct qed_create_options {
     uint64_t size;              /* virtual size in bytes, multiple of 512 */
     bool size_from_backing;     /* take the size from the backing file */
@@ -186,11 +199,17 @@ struct qed_create_options {
     const char *backing_file;   /* NULL or "": none; stored as given */
     enum qed_format backing_format; /* RAW sets QED_F_BACKING_FORMAT_NO_PROBE;
                                        PROBE/QED leave the format to probing */
+    enum qed_preallocation preallocation;
 };
 
 /* Creates (or truncates) a QED image at path.  Refuses non-regular files.
  * The header and an empty L1 table are written and synced before it
- * returns; with a backing file, that file is opened read-only first (to
+ * returns; with preallocation, the L1 table, every L2 table (one after the
+ * other) and the data clusters (after them, in guest order) are written
+ * and synced before the header, so until the image is complete the file
+ * has no QED magic; on failure the file is emptied (and removed when this
+ * call created it).  With a backing file, an image that would be its own
+ * backing file is refused before path is opened; with a backing file, that file is opened read-only first (to
  * check it, and for size_from_backing to take its size).  Blocks (plain
  * system calls; no image loop is involved).  Returns 0 or a negative
  * errno with err naming the value at fault (e.g. an invalid cluster

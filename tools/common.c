@@ -165,6 +165,8 @@ static const struct {
     {"backing_fmt=<str>", "Image format of the base image (raw or qed)"},
     {"cluster_size=<size>", "Cluster size (in bytes, default 64k)"},
     {"table_size=<num>", "L1/L2 table size (in clusters, default 4)"},
+    {"preallocation=<str>", "Preallocation mode (off, metadata, falloc, "
+                            "full)"},
 };
 
 void tool_print_create_options(FILE *out)
@@ -210,6 +212,24 @@ static bool parse_u32_option(const char *name, const char *value,
     return true;
 }
 
+bool tool_parse_preallocation(const char *text, enum qed_preallocation *out)
+{
+    static const enum qed_preallocation modes[] = {
+        QED_PREALLOC_OFF, QED_PREALLOC_METADATA, QED_PREALLOC_FALLOC,
+        QED_PREALLOC_FULL,
+    };
+
+    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+        if (strcmp(text, qed_preallocation_name(modes[i])) == 0) {
+            *out = modes[i];
+            return true;
+        }
+    }
+    tool_error(NULL, "Invalid preallocation mode '%s' (expected off, "
+               "metadata, falloc or full)", text);
+    return false;
+}
+
 static bool apply_create_option(const char *name, const char *value,
                                 struct tool_create_settings *settings)
 {
@@ -228,6 +248,10 @@ static bool apply_create_option(const char *name, const char *value,
     if (strcmp(name, "backing_file") == 0) {
         o->backing_file = value;
         return true;
+    }
+    if (strcmp(name, "preallocation") == 0) {
+        settings->preallocation_given = true;
+        return tool_parse_preallocation(value, &o->preallocation);
     }
     if (strcmp(name, "backing_fmt") == 0) {
         settings->backing_format_given = true;

@@ -77,7 +77,11 @@ struct tool_create_settings {
     bool table_size_given;   /* qemu-img shows table_size only when set */
     bool backing_format_given;
     bool size_given;         /* -o size=SIZE (in options.size) */
+    bool preallocation_given;
 };
+
+/* "off", "metadata", "falloc" or "full"; prints an error on anything else. */
+bool tool_parse_preallocation(const char *text, enum qed_preallocation *out);
 
 /* Parses "size=1G,cluster_size=64k,table_size=4,backing_file=x,backing_fmt=raw".
  * The text is modified in place (split at commas and '='). */

@@ -35,6 +35,8 @@ static void print_formatting_line(const char *path,
            o->cluster_size ? o->cluster_size : QED_DEFAULT_CLUSTER_SIZE);
     if (settings->table_size_given)
         printf(" table_size=%u", o->table_size);
+    if (settings->preallocation_given)
+        printf(" preallocation=%s", qed_preallocation_name(o->preallocation));
     printf("\n");
 }
 
@@ -171,7 +173,10 @@ const struct tool_command create_command = {
         "  -o OPTIONS    comma-separated NAME=VALUE list: size=SIZE (instead\n"
         "                of the SIZE argument), cluster_size=SIZE\n"
         "                (default 64k), table_size=N (default 4),\n"
-        "                backing_file=NAME, backing_fmt=raw|qed;\n"
+        "                backing_file=NAME, backing_fmt=raw|qed,\n"
+        "                preallocation=off|metadata|falloc|full (every L2\n"
+        "                table; falloc: and every data cluster, in guest\n"
+        "                order, fallocate'd; full: written with zeros);\n"
         "                '-o help' lists them\n"
         "\n"
         "SIZE may be left out when there is a backing file: the backing\n"
