@@ -504,6 +504,12 @@ int qed_compact(qed_image *img, struct qed_compact_result *result,
                 qed_error *err);
 
 #define QED_RESIZE_SHRINK 0x1u /* allow a smaller size */
+/* Preallocate what growing adds (an enum qed_preallocation): for QED, the
+ * L2 tables covering it and (falloc, full) a data cluster for every whole
+ * cluster past the old size, in guest order after the file's end; for raw,
+ * falloc and full reserve or write the new bytes (metadata is refused). */
+#define QED_RESIZE_PREALLOC(mode) (((unsigned)(mode) & 0x3u) << 4)
+#define QED_RESIZE_PREALLOC_MASK 0x30u
 
 /* Changes the virtual size of an idle image opened read-write.  Raw: the
  * file is truncated or extended to size.  QED: size must be a multiple of
@@ -514,7 +520,11 @@ int qed_compact(qed_image *img, struct qed_compact_result *result,
  * clusters at the end of the file into the holes left, then truncates the
  * file, so nothing leaks.  The header's image_size is written last when
  * growing and first when shrinking (with NEED_CHECK set until the tables
- * are settled), so a crash leaves at worst leaked clusters. */
+ * are settled), so a crash leaves at worst leaked clusters.  Preallocation
+ * (only when growing) comes after the new size is written: data clusters
+ * and new tables first, flushed, then the entries that link them, so a
+ * crash leaves the grown image, partly preallocated, with at worst leaked
+ * clusters. */
 int qed_resize(qed_image *img, uint64_t size, unsigned flags, qed_error *err);
 
 #ifdef __cplusplus
