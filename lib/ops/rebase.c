@@ -113,8 +113,8 @@ static int rewrite_header(qed_image *img, const char *name, bool no_probe,
 static int self_backing_error(const char *path, const char *name,
                               qed_error *err)
 {
-    return qed_fail(err, EINVAL, "backing file '%s' is '%s' itself: an image "
-                    "cannot be its own backing file", name, path);
+    return qed_fail(err, ELOOP, "backing file '%s' is '%s' itself, a loop: "
+                    "an image cannot be its own backing file", name, path);
 }
 
 static int check_target(qed_image *img, const char *name, qed_error *err)
