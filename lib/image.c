@@ -749,9 +749,10 @@ static int preallocate(int fd, const struct qed_header *h,
     if (ret == 0 && fsync(fd) < 0)
         ret = -errno;
     if (ret < 0)
-        return qed_fail(err, -ret, "preallocation=%s: writing %" PRIu64
-                        " L2 tables: %s", qed_preallocation_name(mode),
-                        l.tables, strerror(-ret));
+        return qed_fail(err, -ret, "preallocation=%s: writing the L1 table "
+                        "and %" PRIu64 " L2 tables: %s",
+                        qed_preallocation_name(mode), l.tables,
+                        strerror(-ret));
     return 0;
 }
 
@@ -776,6 +777,7 @@ static int write_new_image(int fd, const struct qed_header *h,
     if (ret == 0 && mode != QED_PREALLOC_OFF)
         ret = preallocate(fd, h, mode, err);
     /* Without preallocation the L1 table is all zeros: left as a hole. */
+    errno = 0;
     if (ret == 0 &&
         (pwrite(fd, cluster, h->cluster_size, 0) != (ssize_t)h->cluster_size ||
          (mode == QED_PREALLOC_OFF && ftruncate(fd, (off_t)file_size) < 0) ||
