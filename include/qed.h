@@ -178,6 +178,19 @@ qed_loop *qed_image_loop(const qed_image *image);
  * flight.  Blocks. */
 int qed_drain(qed_image *image, qed_error *err);
 
+/* What a new image (or the range a resize adds) gets allocated up front. */
+enum qed_preallocation {
+    QED_PREALLOC_OFF = 0,   /* nothing: tables and clusters on first write */
+    QED_PREALLOC_METADATA,  /* every L2 table, zeroed */
+    QED_PREALLOC_FALLOC,    /* metadata, and every data cluster allocated in
+                               guest order with fallocate (reads zeros) */
+    QED_PREALLOC_FULL,      /* as falloc, the data clusters written with
+                               zeros */
+};
+
+/* "off", "metadata", "falloc", "full"; NULL for other values. */
+const char *qed_preallocation_name(enum qed_preallocation mode);
+
 struct qed_create_options {
     uint64_t size;              /* virtual size in bytes, multiple of 512 */
     bool size_from_backing;     /* take the size from the backing file */
@@ -186,17 +199,32 @@ struct qed_create_options {
     const char *backing_file;   /* NULL or "": none; stored as given */
     enum qed_format backing_format; /* RAW sets QED_F_BACKING_FORMAT_NO_PROBE;
                                        PROBE/QED leave the format to probing */
+    enum qed_preallocation preallocation;
 };
 
 /* Creates (or truncates) a QED image at path.  Refuses non-regular files.
  * The header and an empty L1 table are written and synced before it
- * returns; with a backing file, that file is opened read-only first (to
+ * returns; with preallocation, the L1 table, every L2 table (one after the
+ * other) and the data clusters (after them, in guest order) are written
+ * and synced before the header, so until the image is complete the file
+ * has no QED magic; on failure the file is emptied (and removed when this
+ * call created it).  With a backing file, an image that would be its own
+ * backing file is refused before path is opened; with a backing file, that file is opened read-only first (to
  * check it, and for size_from_backing to take its size).  Blocks (plain
  * system calls; no image loop is involved).  Returns 0 or a negative
  * errno with err naming the value at fault (e.g. an invalid cluster
  * size). */
 int qed_create(const char *path, const struct qed_create_options *options,
                qed_error *err);
+
+/* Why QEMU 7.2 refuses to open a valid QED image of this geometry, or NULL
+ * when it opens it.  QEMU computes the largest image size as
+ * (cluster_size * table_size / 8)^2 * cluster_size in 64 bits, which wraps
+ * for large geometries (e.g. 8 MiB clusters, or 2 MiB clusters with
+ * table_size=16), and its table offset check fails for table_size=1.
+ * cluster_size and table_size of 0 mean the defaults. */
+const char *qed_qemu_open_problem(uint64_t size, uint32_t cluster_size,
+                                  uint32_t table_size);
 
 struct qed_image_info {
     enum qed_format format;
@@ -531,6 +559,12 @@ int qed_compact(qed_image *img, struct qed_compact_result *result,
                 qed_error *err);
 
 #define QED_RESIZE_SHRINK 0x1u /* allow a smaller size */
+/* Preallocate what growing adds (an enum qed_preallocation): for QED, the
+ * L2 tables covering it and (falloc, full) a data cluster for every whole
+ * cluster past the old size, in guest order after the file's end; for raw,
+ * falloc and full reserve or write the new bytes (metadata is refused). */
+#define QED_RESIZE_PREALLOC(mode) (((unsigned)(mode) & 0x3u) << 4)
+#define QED_RESIZE_PREALLOC_MASK 0x30u
 
 /* Changes the virtual size of an idle image opened read-write.  Raw: the
  * file is truncated or extended to size.  QED: size must be a multiple of
@@ -541,7 +575,11 @@ int qed_compact(qed_image *img, struct qed_compact_result *result,
  * clusters at the end of the file into the holes left, then truncates the
  * file, so nothing leaks.  The header's image_size is written last when
  * growing and first when shrinking (with NEED_CHECK set until the tables
- * are settled), so a crash leaves at worst leaked clusters. */
+ * are settled), so a crash leaves at worst leaked clusters.  Preallocation
+ * (only when growing) comes after the new size is written: data clusters
+ * and new tables first, flushed, then the entries that link them, so a
+ * crash leaves the grown image, partly preallocated, with at worst leaked
+ * clusters. */
 int qed_resize(qed_image *img, uint64_t size, unsigned flags, qed_error *err);
 
 #ifdef __cplusplus

@@ -287,6 +287,11 @@ int image_open(const char *path, const struct qed_open_options *options,
  * relative names are relative to the image's directory.  malloc'd; NULL
  * when out of memory. */
 char *image_resolve_backing(const char *image_path, const char *name);
+/* True when the backing file name would make of image_path (an existing
+ * file) its own backing file: the name resolves (as image_resolve_backing)
+ * to the same file, whatever hard link, symbolic link or relative spelling
+ * leads there. */
+bool image_backing_is_self(const char *image_path, const char *name);
 
 /* raw image requests */
 void raw_start(struct request *req);

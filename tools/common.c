@@ -173,10 +173,13 @@ static const struct {
     const char *name;
     const char *help;
 } create_option_list[] = {
+    {"size=<size>", "Virtual disk size"},
     {"backing_file=<str>", "File name of a base image"},
     {"backing_fmt=<str>", "Image format of the base image (raw or qed)"},
     {"cluster_size=<size>", "Cluster size (in bytes, default 64k)"},
     {"table_size=<num>", "L1/L2 table size (in clusters, default 4)"},
+    {"preallocation=<str>", "Preallocation mode (off, metadata, falloc, "
+                            "full)"},
 };
 
 void tool_print_create_options(FILE *out)
@@ -186,6 +189,18 @@ void tool_print_create_options(FILE *out)
                                sizeof(create_option_list[0]); i++)
         fprintf(out, "  %-22s - %s\n", create_option_list[i].name,
                 create_option_list[i].help);
+}
+
+void tool_warn_qemu_incompatible(const char *path,
+                                 const struct qed_create_options *o,
+                                 uint64_t size)
+{
+    const char *why = qed_qemu_open_problem(size, o->cluster_size,
+                                            o->table_size);
+
+    if (why)
+        tool_error("warning", "%s: QEMU 7.2 will not open this image: %s",
+                   path, why);
 }
 
 bool tool_create_options_help_requested(const char *text)
@@ -210,11 +225,33 @@ static bool parse_u32_option(const char *name, const char *value,
     return true;
 }
 
+bool tool_parse_preallocation(const char *text, enum qed_preallocation *out)
+{
+    static const enum qed_preallocation modes[] = {
+        QED_PREALLOC_OFF, QED_PREALLOC_METADATA, QED_PREALLOC_FALLOC,
+        QED_PREALLOC_FULL,
+    };
+
+    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+        if (strcmp(text, qed_preallocation_name(modes[i])) == 0) {
+            *out = modes[i];
+            return true;
+        }
+    }
+    tool_error(NULL, "Invalid preallocation mode '%s' (expected off, "
+               "metadata, falloc or full)", text);
+    return false;
+}
+
 static bool apply_create_option(const char *name, const char *value,
                                 struct tool_create_settings *settings)
 {
     struct qed_create_options *o = &settings->options;
 
+    if (strcmp(name, "size") == 0) {
+        settings->size_given = true;
+        return tool_parse_size(value, name, &o->size);
+    }
     if (strcmp(name, "cluster_size") == 0)
         return parse_u32_option(name, value, &o->cluster_size);
     if (strcmp(name, "table_size") == 0) {
@@ -224,6 +261,10 @@ static bool apply_create_option(const char *name, const char *value,
     if (strcmp(name, "backing_file") == 0) {
         o->backing_file = value;
         return true;
+    }
+    if (strcmp(name, "preallocation") == 0) {
+        settings->preallocation_given = true;
+        return tool_parse_preallocation(value, &o->preallocation);
     }
     if (strcmp(name, "backing_fmt") == 0) {
         settings->backing_format_given = true;

@@ -80,12 +80,22 @@ struct tool_create_settings {
     struct qed_create_options options;
     bool table_size_given;   /* qemu-img shows table_size only when set */
     bool backing_format_given;
+    bool size_given;         /* -o size=SIZE (in options.size) */
+    bool preallocation_given;
 };
 
-/* Parses "cluster_size=64k,table_size=4,backing_file=x,backing_fmt=raw".
+/* "off", "metadata", "falloc" or "full"; prints an error on anything else. */
+bool tool_parse_preallocation(const char *text, enum qed_preallocation *out);
+
+/* Parses "size=1G,cluster_size=64k,table_size=4,backing_file=x,backing_fmt=raw".
  * The text is modified in place (split at commas and '='). */
 bool tool_parse_create_options(char *text,
                                struct tool_create_settings *settings);
+/* Prints "qed: warning: PATH: ..." when QEMU 7.2 cannot open an image
+ * created with these options (size: the image's virtual size). */
+void tool_warn_qemu_incompatible(const char *path,
+                                 const struct qed_create_options *o,
+                                 uint64_t size);
 /* True for "?" and "help": list the options instead of creating. */
 bool tool_create_options_help_requested(const char *text);
 void tool_print_create_options(FILE *out);

@@ -87,6 +87,9 @@ static int convert(struct convert_args *args)
     tool_progress_finish(&progress);
     if (ret < 0)
         tool_report(args->target.filename, NULL, &err);
+    else if (args->convert.format == QED_FORMAT_QED)
+        tool_warn_qemu_incompatible(args->target.filename, &args->convert.create,
+                                    (qed_size(source) + 511) & ~(uint64_t)511);
     if (!tool_close(args->source.filename, source))
         ret = -1;
     return ret < 0 ? 1 : 0;

@@ -35,6 +35,8 @@ static void print_formatting_line(const char *path,
            o->cluster_size ? o->cluster_size : QED_DEFAULT_CLUSTER_SIZE);
     if (settings->table_size_given)
         printf(" table_size=%u", o->table_size);
+    if (settings->preallocation_given)
+        printf(" preallocation=%s", qed_preallocation_name(o->preallocation));
     printf("\n");
 }
 
@@ -54,11 +56,11 @@ static int create_image(const char *path, struct tool_create_settings *settings,
         tool_report(path, NULL, &err);
         return 1;
     }
-    if (quiet)
-        return 0;
     if (o->size_from_backing && !created_size(path, &size))
         return 1;
-    print_formatting_line(path, settings, size);
+    if (!quiet)
+        print_formatting_line(path, settings, size);
+    tool_warn_qemu_incompatible(path, o, size);
     return 0;
 }
 
@@ -120,16 +122,29 @@ static int create_run(const struct tool_command *cmd, int argc, char **argv)
         return tool_bad_usage(cmd, "too many arguments");
     path = argv[optind];
 
+    /* qemu-img's wording; an empty name is a mistake, not "no backing". */
+    if (o->backing_file && !o->backing_file[0]) {
+        tool_error(path, "Expected backing file name, got empty string");
+        return 1;
+    }
     if (settings.backing_format_given && !has_backing(o)) {
         tool_error(path, "a backing format needs a backing file (-b)");
         return 1;
     }
     if (argc - optind == 2) {
+        if (settings.size_given) {
+            tool_error(path, "The image size must be specified only once");
+            return 1;
+        }
         if (!tool_parse_size(argv[optind + 1], "size", &o->size))
             return 1;
+        settings.size_given = true;
+    }
+    if (settings.size_given) {
         /* Like qemu-img: the size is rounded up to whole 512-byte sectors. */
         if (o->size > UINT64_MAX - 511) {
-            tool_error(path, "image size %s is too large", argv[optind + 1]);
+            tool_error(path, "image size %llu is too large",
+                       (unsigned long long)o->size);
             return 1;
         }
         o->size = (o->size + 511) & ~(uint64_t)511;
@@ -155,9 +170,13 @@ const struct tool_command create_command = {
         "                is relative to FILE's directory\n"
         "  -F raw|qed    backing file format: raw is recorded so that it is\n"
         "                never probed; without -F the format is probed\n"
-        "  -o OPTIONS    comma-separated NAME=VALUE list: cluster_size=SIZE\n"
+        "  -o OPTIONS    comma-separated NAME=VALUE list: size=SIZE (instead\n"
+        "                of the SIZE argument), cluster_size=SIZE\n"
         "                (default 64k), table_size=N (default 4),\n"
-        "                backing_file=NAME, backing_fmt=raw|qed;\n"
+        "                backing_file=NAME, backing_fmt=raw|qed,\n"
+        "                preallocation=off|metadata|falloc|full (every L2\n"
+        "                table; falloc: and every data cluster, in guest\n"
+        "                order, fallocate'd; full: written with zeros);\n"
         "                '-o help' lists them\n"
         "\n"
         "SIZE may be left out when there is a backing file: the backing\n"

@@ -8,6 +8,7 @@
 #include "common.h"
 
 #define OPT_SHRINK 0x101
+#define OPT_PREALLOCATION 0x102
 
 /* "+SIZE", "-SIZE" or "SIZE" against the current size. */
 static bool new_size(const char *text, uint64_t current, uint64_t *out)
@@ -45,11 +46,13 @@ static int resize_run(const struct tool_command *cmd, int argc, char **argv)
     static const struct option long_options[] = {
         {"help", no_argument, NULL, TOOL_OPT_HELP},
         {"shrink", no_argument, NULL, OPT_SHRINK},
+        {"preallocation", required_argument, NULL, OPT_PREALLOCATION},
         {NULL, 0, NULL, 0},
     };
     enum qed_format format = QED_FORMAT_PROBE;
     struct qed_image_info *info = NULL;
     const char *size_text = NULL, *path;
+    enum qed_preallocation preallocation = QED_PREALLOC_OFF;
     unsigned flags = 0;
     bool quiet = false, ok = true;
     qed_error err = {0};
@@ -78,6 +81,10 @@ static int resize_run(const struct tool_command *cmd, int argc, char **argv)
         case OPT_SHRINK:
             flags |= QED_RESIZE_SHRINK;
             break;
+        case OPT_PREALLOCATION:
+            if (!tool_parse_preallocation(optarg, &preallocation))
+                return 1;
+            break;
         default:
             return tool_bad_option(cmd, ch, argv);
         }
@@ -89,6 +96,7 @@ static int resize_run(const struct tool_command *cmd, int argc, char **argv)
     if (argc - optind != 1 || !size_text)
         return tool_bad_usage(cmd, "expected FILE and SIZE");
     path = argv[optind];
+    flags |= QED_RESIZE_PREALLOC(preallocation);
     if (!tool_open(path, format, QED_OPEN_RDWR, &img))
         return 1;
     current = qed_size(img);
@@ -112,11 +120,18 @@ static int resize_run(const struct tool_command *cmd, int argc, char **argv)
 
 const struct tool_command resize_command = {
     .name = "resize",
-    .synopsis = "[-q] [--shrink] [-f FMT] FILE [+|-]SIZE",
+    .synopsis = "[-q] [--shrink] [--preallocation=MODE] [-f FMT] FILE "
+                "[+|-]SIZE",
     .summary = "Change the virtual size of an image.",
     .details =
         "Options:\n"
         "  --shrink      allow a smaller size (the data past it is lost)\n"
+        "  --preallocation=off|metadata|falloc|full\n"
+        "                preallocate what growing adds: the L2 tables\n"
+        "                (metadata), and a data cluster for every whole new\n"
+        "                cluster, in guest order, fallocate'd (falloc) or\n"
+        "                written with zeros (full); raw files: falloc or\n"
+        "                full reserve or write the new bytes\n"
         "  -f qed|raw    format of FILE (probed by default)\n"
         "  -q            quiet: no message\n"
         "\n"

@@ -110,6 +110,13 @@ static int rewrite_header(qed_image *img, const char *name, bool no_probe,
     return 0;
 }
 
+static int self_backing_error(const char *path, const char *name,
+                              qed_error *err)
+{
+    return qed_fail(err, ELOOP, "backing file '%s' is '%s' itself, a loop: "
+                    "an image cannot be its own backing file", name, path);
+}
+
 static int check_target(qed_image *img, const char *name, qed_error *err)
 {
     if (!img->qed)
@@ -117,6 +124,8 @@ static int check_target(qed_image *img, const char *name, qed_error *err)
                         "have a backing file", img->filename);
     if (!img->writable)
         return qed_fail(err, EPERM, "'%s' is open read-only", img->filename);
+    if (image_backing_is_self(img->filename, name))
+        return self_backing_error(img->filename, name, err);
     return ops_check_backing_name(img->qed, strlen(name), err);
 }
 
@@ -220,6 +229,9 @@ int qed_set_backing_at(const char *path, const char *name,
 
     if (!name)
         name = "";
+    /* Before the open, which could already write (autoclear bits). */
+    if (image_backing_is_self(path, name))
+        return self_backing_error(path, name, err);
     /* Read-only as far as requests go, but on a writable file, and without
      * the chain: the old backing file may be gone. */
     ret = image_open(path, &o, &ops_writable_opener, &img, err);

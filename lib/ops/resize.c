@@ -15,6 +15,7 @@
  * point leaves the image readable at the old or the new size with at worst
  * leaked clusters, which the check on the next read-write open reclaims. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
 
@@ -275,21 +276,350 @@ static int shrink(qed_image *img, uint64_t size, qed_error *err)
     return 0;
 }
 
-int qed_resize(qed_image *img, uint64_t size, unsigned flags, qed_error *err)
+/* ---- preallocation of the grown range ------------------------------------------ */
+
+struct fallocate_wait {
+    bool done;
+    int ret;
+};
+
+static void fallocate_done(void *opaque, int ret)
+{
+    struct fallocate_wait *w = opaque;
+
+    w->done = true;
+    w->ret = ret;
+}
+
+static int fallocate_sync(qed_image *img, uint64_t offset, uint64_t len)
+{
+    struct fallocate_wait w = { 0 };
+
+    io_fallocate(img->file, 0, offset, len, fallocate_done, &w);
+    while (!w.done) {
+        int r = qed_loop_run(img->loop, -1);
+        if (r < 0)
+            return r;
+    }
+    return w.ret;
+}
+
+#define ZERO_CHUNK (1024u * 1024)
+
+static int write_zeros_sync(qed_image *img, uint64_t offset, uint64_t len)
+{
+    uint8_t *zeros = qed_aligned_zalloc(ZERO_CHUNK);
+    int ret = 0;
+
+    if (!zeros)
+        return -ENOMEM;
+    while (len > 0 && ret == 0) {
+        size_t n = (size_t)QED_MIN(len, (uint64_t)ZERO_CHUNK);
+
+        ret = io_pwrite_sync(img->file, zeros, n, offset);
+        offset += n;
+        len -= n;
+    }
+    free(zeros);
+    return ret;
+}
+
+/* Reserves [offset, offset + len) (falloc), or writes zeros there (full,
+ * after reserving when the file system can). */
+static int fill_data(qed_image *img, uint64_t offset, uint64_t len,
+                     enum qed_preallocation mode, qed_error *err)
 {
     int ret;
 
-    if (flags & ~QED_RESIZE_SHRINK)
+    if (len == 0)
+        return 0;
+    ret = fallocate_sync(img, offset, len);
+    if (ret < 0 && (mode == QED_PREALLOC_FALLOC || ret != -EOPNOTSUPP))
+        return qed_fail(err, -ret, "preallocation=%s: fallocate of %" PRIu64
+                        " bytes at offset %" PRIu64 ": %s",
+                        qed_preallocation_name(mode), len, offset,
+                        strerror(-ret));
+    if (mode == QED_PREALLOC_FULL) {
+        ret = write_zeros_sync(img, offset, len);
+        if (ret < 0)
+            return qed_fail(err, -ret, "preallocation=full: writing %" PRIu64
+                            " bytes of zeros at offset %" PRIu64 ": %s", len,
+                            offset, strerror(-ret));
+    }
+    return 0;
+}
+
+/* The whole clusters of the grown range, [first, end) in cluster numbers,
+ * and the L2 tables that cover them. */
+struct grown {
+    uint64_t first, end;
+    uint64_t first_table, end_table;
+};
+
+static bool needs_cluster(uint64_t entry)
+{
+    return entry == 0 || entry == 1; /* unallocated or zero cluster */
+}
+
+/* Clusters of table t in the grown range that get a data cluster, with
+ * table (its entries, NULL for a table not allocated yet). */
+static uint64_t clusters_to_fill(const struct qed_state *s,
+                                 const struct grown *g, uint64_t t,
+                                 const uint8_t *table)
+{
+    uint64_t from = QED_MAX(g->first, t << s->table_bits);
+    uint64_t to = QED_MIN(g->end, (t + 1) << s->table_bits);
+    uint64_t n = 0;
+
+    if (!table)
+        return to - from;
+    for (uint64_t c = from; c < to; c++)
+        n += needs_cluster(table_entry(table, c & (s->table_entries - 1)));
+    return n;
+}
+
+/* Points the entries of table t that need a cluster at the next ones from
+ * *next, in guest order. */
+static void link_clusters(const struct qed_state *s, const struct grown *g,
+                          uint64_t t, uint8_t *table, uint64_t *next)
+{
+    uint64_t from = QED_MAX(g->first, t << s->table_bits);
+    uint64_t to = QED_MIN(g->end, (t + 1) << s->table_bits);
+
+    for (uint64_t c = from; c < to; c++) {
+        uint64_t i = c & (s->table_entries - 1);
+
+        if (needs_cluster(table_entry(table, i))) {
+            table_set_entry(table, i, *next);
+            *next += s->cluster_size;
+        }
+    }
+}
+
+static int read_table(qed_image *img, uint64_t offset, uint8_t *table,
+                      qed_error *err)
+{
+    int ret = io_pread_sync(img->file, table, img->qed->table_bytes, offset);
+
+    if (ret < 0)
+        return qed_fail(err, -ret, "reading the L2 table at offset %" PRIu64
+                        ": %s", offset, strerror(-ret));
+    return 0;
+}
+
+static int write_table(qed_image *img, uint64_t offset, const uint8_t *table,
+                       qed_error *err)
+{
+    int ret = io_pwrite_sync(img->file, table, img->qed->table_bytes,
+                             offset);
+
+    if (ret < 0)
+        return qed_fail(err, -ret, "writing the L2 table at offset %" PRIu64
+                        ": %s", offset, strerror(-ret));
+    return 0;
+}
+
+static int sync_file(qed_image *img, qed_error *err)
+{
+    int ret = io_sync_sync(img->file);
+
+    if (ret < 0)
+        return qed_fail(err, -ret, "flush: %s", strerror(-ret));
+    return 0;
+}
+
+/* Counts the new tables and the data clusters the grown range needs. */
+static int count_needs(qed_image *img, const struct grown *g,
+                       enum qed_preallocation mode, uint8_t *table,
+                       uint64_t *tables, uint64_t *clusters, qed_error *err)
+{
+    struct qed_state *s = img->qed;
+
+    *tables = *clusters = 0;
+    for (uint64_t t = g->first_table; t < g->end_table; t++) {
+        uint64_t offset = table_entry(s->l1, t);
+        int ret;
+
+        if (offset == 0) {
+            (*tables)++;
+            if (mode >= QED_PREALLOC_FALLOC)
+                *clusters += clusters_to_fill(s, g, t, NULL);
+            continue;
+        }
+        if (mode < QED_PREALLOC_FALLOC)
+            continue;
+        ret = read_table(img, offset, table, err);
+        if (ret < 0)
+            return ret;
+        *clusters += clusters_to_fill(s, g, t, table);
+    }
+    return 0;
+}
+
+/* Data clusters and new tables (written, flushed) before anything links
+ * them; then the existing tables and the L1 table, flushed. */
+static int preallocate_grown(qed_image *img, uint64_t old_size,
+                             enum qed_preallocation mode, qed_error *err)
+{
+    struct qed_state *s = img->qed;
+    struct grown g;
+    uint64_t new_tables, clusters, tables_at, data_at, next, made = 0;
+    uint64_t end_before;
+    uint8_t *table;
+    bool l1_changed = false;
+    int ret;
+
+    g.first = round_up_u64(old_size, s->cluster_size) >> s->cluster_bits;
+    g.end = round_up_u64(img->size, s->cluster_size) >> s->cluster_bits;
+    if (mode == QED_PREALLOC_OFF || g.first >= g.end)
+        return 0;
+    g.first_table = g.first >> s->table_bits;
+    g.end_table = ((g.end - 1) >> s->table_bits) + 1;
+    table = qed_aligned_alloc(s->table_bytes);
+    if (!table)
+        return qed_fail(err, ENOMEM, "out of memory for an L2 table");
+    ret = count_needs(img, &g, mode, table, &new_tables, &clusters, err);
+    if (ret < 0)
+        goto out;
+    end_before = s->file_end;
+    tables_at = alloc_clusters(img, new_tables * s->header.table_size);
+    data_at = alloc_clusters(img, clusters);
+    ret = fill_data(img, data_at, clusters << s->cluster_bits, mode, err);
+    next = data_at;
+    /* New tables: not reachable until L1 points at them. */
+    for (uint64_t t = g.first_table; ret == 0 && t < g.end_table; t++) {
+        if (table_entry(s->l1, t) != 0) {
+            if (mode >= QED_PREALLOC_FALLOC) {
+                ret = read_table(img, table_entry(s->l1, t), table, err);
+                next += clusters_to_fill(s, &g, t, table) << s->cluster_bits;
+            }
+            continue;
+        }
+        memset(table, 0, s->table_bytes);
+        if (mode >= QED_PREALLOC_FALLOC)
+            link_clusters(s, &g, t, table, &next);
+        ret = write_table(img, tables_at + made * s->table_bytes, table, err);
+        made++;
+    }
+    if (ret == 0)
+        ret = sync_file(img, err);
+    if (ret < 0) {
+        /* Nothing links the new space: give it back (the close trims the
+         * file to file_end). */
+        s->file_end = end_before;
+        goto out;
+    }
+    s->size_ensured = QED_MAX(s->size_ensured, s->file_end);
+    /* Then the links: existing tables in place, and L1. */
+    next = data_at;
+    made = 0;
+    for (uint64_t t = g.first_table; ret == 0 && t < g.end_table; t++) {
+        uint64_t offset = table_entry(s->l1, t);
+
+        if (offset == 0) {
+            offset = tables_at + made++ * s->table_bytes;
+            ret = table_index_add(s, offset);
+            if (ret < 0) {
+                ret = qed_fail(err, -ret, "out of memory");
+                break;
+            }
+            table_set_entry(s->l1, t, offset);
+            l1_changed = true;
+            next += clusters_to_fill(s, &g, t, NULL) << s->cluster_bits;
+            continue;
+        }
+        if (mode < QED_PREALLOC_FALLOC)
+            continue;
+        ret = read_table(img, offset, table, err);
+        if (ret == 0 && clusters_to_fill(s, &g, t, table) > 0) {
+            drop_cached_table(s, offset);
+            link_clusters(s, &g, t, table, &next);
+            ret = write_table(img, offset, table, err);
+        }
+    }
+    if (ret == 0 && l1_changed) {
+        ret = io_pwrite_sync(img->file, s->l1, s->table_bytes,
+                             s->header.l1_table_offset);
+        if (ret < 0)
+            ret = qed_fail(err, -ret, "writing the L1 table: %s",
+                           strerror(-ret));
+    }
+    if (ret == 0)
+        ret = sync_file(img, err);
+out:
+    free(table);
+    if (ret < 0)
+        qed_error_prefix(err, "resized to %" PRIu64 " bytes, but preallocating "
+                         "the new range failed: ", img->size);
+    return ret;
+}
+
+/* Raw files: the new bytes reserved (falloc) or written (full). */
+static int preallocate_raw(qed_image *img, uint64_t old_size,
+                           enum qed_preallocation mode, qed_error *err)
+{
+    int ret;
+
+    uint64_t size;
+
+    if (mode == QED_PREALLOC_OFF)
+        return 0;
+    ret = img->file->ops->get_size(img->file, &size);
+    if (ret < 0)
+        return qed_fail(err, -ret, "size of '%s': %s", img->filename,
+                        strerror(-ret));
+    if (size <= old_size)
+        return 0;
+    ret = fill_data(img, old_size, size - old_size, mode, err);
+    if (ret == 0)
+        ret = sync_file(img, err);
+    return ret;
+}
+
+static int check_preallocation(const qed_image *img, uint64_t size,
+                               unsigned flags, qed_error *err)
+{
+    enum qed_preallocation mode = (flags & QED_RESIZE_PREALLOC_MASK) >> 4;
+
+    if (mode == QED_PREALLOC_OFF)
+        return 0;
+    if (size < img->size)
+        return qed_fail(err, EINVAL, "Preallocation can only be used for "
+                        "growing images");
+    if (!img->qed && mode == QED_PREALLOC_METADATA)
+        return qed_fail(err, ENOTSUP, "Unsupported preallocation mode: "
+                        "metadata (a raw file has no metadata)");
+    return 0;
+}
+
+int qed_resize(qed_image *img, uint64_t size, unsigned flags, qed_error *err)
+{
+    enum qed_preallocation mode = (flags & QED_RESIZE_PREALLOC_MASK) >> 4;
+    unsigned known = QED_RESIZE_SHRINK | QED_RESIZE_PREALLOC_MASK;
+    uint64_t old_size = img->size;
+    int ret;
+
+    if (flags & ~known)
         return qed_fail(err, EINVAL, "resize flags 0x%x: unknown bits 0x%x",
-                        flags, flags & ~QED_RESIZE_SHRINK);
+                        flags, flags & ~known);
+    ret = check_preallocation(img, size, flags, err);
+    if (ret < 0)
+        return ret;
     if (!img->writable)
         return qed_fail(err, EPERM, "resize: '%s' is open read-only",
                         img->filename);
     ret = ops_require_idle(img, "resize", err);
     if (ret < 0)
         return ret;
-    if (!img->qed)
-        return resize_raw(img, size, flags, err);
+    if (!img->qed) {
+        /* The file's own length: what is past it is what grows. */
+        if (mode != QED_PREALLOC_OFF &&
+            (ret = img->file->ops->get_size(img->file, &old_size)) < 0)
+            return qed_fail(err, -ret, "size of '%s': %s", img->filename,
+                            strerror(-ret));
+        ret = resize_raw(img, size, flags, err);
+        return ret < 0 ? ret : preallocate_raw(img, old_size, mode, err);
+    }
     ret = check_qed_size(img->qed, size, err);
     if (ret < 0)
         return ret;
@@ -301,5 +631,8 @@ int qed_resize(qed_image *img, uint64_t size, unsigned flags, qed_error *err)
                         "(--shrink)", img->size, size);
     /* Header rewrites must not race the idle timer's. */
     alloc_quiesce(img);
-    return size > img->size ? grow(img, size, err) : shrink(img, size, err);
+    if (size < img->size)
+        return shrink(img, size, err);
+    ret = grow(img, size, err);
+    return ret < 0 ? ret : preallocate_grown(img, old_size, mode, err);
 }

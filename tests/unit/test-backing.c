@@ -4,6 +4,7 @@
  * names, missing files, loops, chain depth and QED_OPEN_NO_BACKING, and a
  * concurrent workload over a backing file. */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -592,6 +593,16 @@ static void check_loop(const struct ctx *c, const char *path,
         support_tap_close(c->en, img, "it");
 }
 
+static int patch_byte(const char *path, off_t offset, char value)
+{
+    int fd = open(path, O_WRONLY);
+    int ret = fd >= 0 && pwrite(fd, &value, 1, offset) == 1 ? 0 : -1;
+
+    if (fd >= 0)
+        close(fd);
+    return ret;
+}
+
 static void test_loops(const struct ctx *c)
 {
     const char *self = support_path(c->dir, "self.qed");
@@ -603,9 +614,13 @@ static void test_loops(const struct ctx *c)
     uint8_t block[MiB / 16] = { 0 };
     qed_error err = { 0 };
 
-    /* A raw placeholder gives the size; the image then replaces it. */
-    support_write_file(self, block, sizeof(block));
-    ok(support_create(self, 0, 0, 0, "self.qed", QED_FORMAT_PROBE, &err) == 0,
+    /* qed_create refuses an image as its own backing file, so the image is
+     * made over a placeholder of another name, which the header is then
+     * patched to name the image itself (the name follows the 64-byte
+     * header). */
+    support_write_file(support_path(c->dir, "selg.qed"), block, sizeof(block));
+    ok(support_create(self, 0, 0, 0, "selg.qed", QED_FORMAT_PROBE, &err) == 0 &&
+       patch_byte(self, 64 + 3, 'f') == 0,
        "%s: loop: create an image whose backing file is itself", c->en);
     check_loop(c, self, "backing file is the image itself");
 
