@@ -209,8 +209,9 @@ struct qed_create_options {
  * and synced before the header, so until the image is complete the file
  * has no QED magic; on failure the file is emptied (and removed when this
  * call created it).  With a backing file, an image that would be its own
- * backing file is refused before path is opened; with a backing file, that file is opened read-only first (to
- * check it, and for size_from_backing to take its size).  Blocks (plain
+ * backing file is refused before path is opened, and the backing file is
+ * opened read-only first (to check it, and for size_from_backing to take
+ * its size).  Blocks (plain
  * system calls; no image loop is involved).  Returns 0 or a negative
  * errno with err naming the value at fault (e.g. an invalid cluster
  * size). */
