@@ -104,6 +104,18 @@ void alloc_give_back(qed_image *img)
         s->ntables--;
 }
 
+/* The new table the request's clusters were to be linked in may be left
+ * unused, and then not at the end of the file: mark the image dirty for it
+ * now, before the failure is reported, rather than when the slot goes. */
+static bool table_may_stay(const struct request *req)
+{
+    const struct qed_state *s = req->img->qed;
+    const struct table_slot *slot = req->slot;
+
+    return slot && slot->table && slot->unlinked &&
+           slot->table->offset + s->table_bytes != s->file_end;
+}
+
 static void abandoned_reported(struct request *req)
 {
     request_complete(req, -req->err.code);
@@ -125,7 +137,8 @@ bool alloc_abandon(struct request *req, int ret)
     } else {
         s->leak_unknown = true;
     }
-    if (!alloc_leaks_outstanding(s) || s->dirty_durable)
+    if ((!alloc_leaks_outstanding(s) && !table_may_stay(req)) ||
+        s->dirty_durable)
         return false;
     /* The failure is reported once the image is marked dirty on disk. */
     if (req->err.code == 0)
@@ -927,8 +940,9 @@ static void slot_start(qed_image *img, struct table_slot *slot)
     }
     io->img = img;
     io->slot = slot;
-    /* Images with a backing file are never marked dirty: the data of the
-     * whole group must be on disk before the table points at it. */
+    /* Images with a backing file are not marked dirty for allocations
+     * (only for the leaks of failed ones): the data of the whole group
+     * must be on disk before the table points at it. */
     if (has_backing_file(img->qed))
         io_sync(img->file, slot_write_table, io);
     else
