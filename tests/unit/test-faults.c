@@ -6,12 +6,14 @@
  * For every N: an open that meets the error fails with exactly it; the
  * request that meets it fails with exactly it (ret and qed_error code, with
  * a message); every other request succeeds, before and after it; reads see
- * what was written; qed_close succeeds or fails cleanly; a later open
- * read-write succeeds (repairing the image when it was left dirty);
- * qed_check then finds no corruption (and nothing at all once
- * QED_CHECK_REPAIR_ALL has run); and every 512-byte sector reads as the last
- * content acknowledged for it, or, where a request failed, as the content
- * before that request or the one it was writing.  Run under
+ * what was written; qed_close succeeds or fails cleanly; the closed image
+ * (also the one closed in the middle of the workload), checked read-only,
+ * has no leaked cluster and no corruption unless it is marked dirty; a
+ * later open read-write succeeds (repairing the image when it was left
+ * dirty); qed_check then finds no leak and no corruption; and every
+ * 512-byte sector reads as the last content acknowledged for it, or, where
+ * a request failed, as the content before that request or the one it was
+ * writing.  Run under
  * AddressSanitizer, every error path must also free what it allocated. */
 #include <errno.h>
 #include <inttypes.h>
