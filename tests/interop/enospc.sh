@@ -10,7 +10,7 @@
 #
 # Mounting the tmpfs needs root; the script is skipped otherwise.
 . "$(dirname "$0")/lib.sh"
-require_cmd qemu-img mount umount mountpoint df head tr
+require_cmd qemu-img mount umount df head tr
 require_qed
 
 CHECK_CLEAN=${TESTS_DIR:-$_lib_dir/..}/qemu-check-clean
