@@ -164,7 +164,9 @@ struct qed_open_options {
 int qed_open(const char *path, const struct qed_open_options *options,
              qed_image **out, qed_error *err);
 /* Waits for every request in flight, flushes, marks the image clean (clears
- * QED_F_NEED_CHECK), closes the chain and frees everything, even on error.
+ * QED_F_NEED_CHECK; failed writes that left clusters only a check can
+ * reclaim keep it set, for the next read-write open to repair), closes the
+ * chain and frees everything, even on error.
  * Blocks, running the image's loop; frees the loop too when the image made
  * it.  NULL is ignored.  Returns 0, or a negative errno when the flush or
  * the header update failed (the image may then still be marked dirty; it

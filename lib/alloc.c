@@ -30,6 +30,123 @@ uint64_t alloc_clusters(qed_image *img, uint64_t count)
     return offset;
 }
 
+/* ---- giving back the clusters of failed allocations ------------------------ *
+ * A failed allocation's clusters go back when no table on disk can point at
+ * them (no table write carrying them was issued, or only one into a new
+ * table that L1 never pointed at) and they lie at the end of the file: the
+ * end moves back and the file is truncated, so the space reads as zeros
+ * when it is handed out again.  Clusters with later allocations after them
+ * wait in s->abandoned until those went the same way (or the close).  What
+ * cannot go back keeps the image marked dirty, durably, also with a backing
+ * file: the check on the next read-write open reclaims it. */
+
+bool alloc_leaks_outstanding(const struct qed_state *s)
+{
+    return s->leak_unknown || s->nabandoned > 0;
+}
+
+static void note_abandoned(struct qed_state *s, uint64_t start, uint64_t end)
+{
+    if (s->nabandoned == s->abandoned_cap) {
+        size_t cap = s->abandoned_cap ? 2 * s->abandoned_cap : 8;
+        struct qed_span *n = realloc(s->abandoned, cap * sizeof(*n));
+        if (!n) {
+            s->leak_unknown = true; /* the check will find them */
+            return;
+        }
+        s->abandoned = n;
+        s->abandoned_cap = cap;
+    }
+    s->abandoned[s->nabandoned++] = (struct qed_span){ start, end };
+}
+
+/* Takes the abandoned spans that end where the file ends, and those that
+ * then end there, off the list; returns where the file can end. */
+static uint64_t take_abandoned_tail(struct qed_state *s)
+{
+    uint64_t end = s->file_end;
+    size_t i = 0;
+
+    while (i < s->nabandoned) {
+        if (s->abandoned[i].end != end) {
+            i++;
+            continue;
+        }
+        end = s->abandoned[i].start;
+        s->abandoned[i] = s->abandoned[--s->nabandoned];
+        i = 0;
+    }
+    return end;
+}
+
+void alloc_give_back(qed_image *img)
+{
+    struct qed_state *s = img->qed;
+    uint64_t old_end = s->file_end, end;
+
+    /* An extension in flight could land after the truncation, and the
+     * file would be longer than size_ensured then says: wait for it. */
+    if (s->extending || s->nabandoned == 0)
+        return;
+    end = take_abandoned_tail(s);
+    if (end == old_end)
+        return;
+    /* What the failed writes left there must not show through a later
+     * allocation's unwritten head or tail. */
+    if (img->file->ops->truncate(img->file, end) < 0) {
+        note_abandoned(s, end, old_end);
+        return;
+    }
+    s->file_end = end;
+    s->size_ensured = QED_MIN(s->size_ensured, end);
+    /* New tables given back leave the index (it is sorted). */
+    while (s->ntables > 0 && s->table_offsets[s->ntables - 1] >= end)
+        s->ntables--;
+}
+
+/* The new table the request's clusters were to be linked in may be left
+ * unused, and then not at the end of the file: mark the image dirty for it
+ * now, before the failure is reported, rather than when the slot goes. */
+static bool table_may_stay(const struct request *req)
+{
+    const struct qed_state *s = req->img->qed;
+    const struct table_slot *slot = req->slot;
+
+    return slot && slot->table && slot->unlinked &&
+           slot->table->offset + s->table_bytes != s->file_end;
+}
+
+static void abandoned_reported(struct request *req)
+{
+    request_complete(req, -req->err.code);
+}
+
+bool alloc_abandon(struct request *req, int ret)
+{
+    qed_image *img = req->img;
+    struct qed_state *s = img->qed;
+    int space = req->space;
+
+    req->space = SPACE_NONE;
+    if (space == SPACE_NONE)
+        return false;
+    if (space == SPACE_CLAIMED) {
+        note_abandoned(s, req->alloc_host,
+                       req->alloc_host + (req->alloc_count << s->cluster_bits));
+        alloc_give_back(img);
+    } else {
+        s->leak_unknown = true;
+    }
+    if ((!alloc_leaks_outstanding(s) && !table_may_stay(req)) ||
+        s->dirty_durable)
+        return false;
+    /* The failure is reported once the image is marked dirty on disk. */
+    if (req->err.code == 0)
+        qed_fail(&req->err, -ret, "%s", strerror(-ret));
+    alloc_make_dirty(req, abandoned_reported);
+    return true;
+}
+
 /* ---- file extension ---------------------------------------------------------- */
 
 #define EXTEND_STEP (4u * 1024 * 1024)
@@ -73,6 +190,8 @@ static void extension_done(void *opaque, int ret)
     s->extend_waiters = keep;
     if (keep)
         start_extension(img, next_end);
+    else
+        alloc_give_back(img); /* what waited for the extension to end */
     while ((w = done) != NULL) {
         done = w->next;
         if (ret == -EOPNOTSUPP || ret == -ENOTSUP) {
@@ -153,6 +272,20 @@ static struct table_slot *find_slot(struct qed_state *s, uint64_t l1_index)
     return NULL;
 }
 
+/* A new table whose L1 entry never reached the disk goes back like data;
+ * after a failed L1 write the entry may have, in part. */
+static void abandon_table(qed_image *img, uint64_t offset, bool written)
+{
+    struct qed_state *s = img->qed;
+
+    if (written) {
+        s->leak_unknown = true;
+        return;
+    }
+    note_abandoned(s, offset, offset + s->table_bytes);
+    alloc_give_back(img);
+}
+
 static void slot_maybe_free(struct qed_state *s, struct table_slot *slot)
 {
     struct table_slot **p;
@@ -164,10 +297,13 @@ static void slot_maybe_free(struct qed_state *s, struct table_slot *slot)
     if (*p)
         *p = slot->next;
     if (slot->table) {
+        uint64_t offset = slot->table->offset;
         /* A new table that never got linked into L1 is garbage. */
         if (slot->unlinked)
             l2cache_drop(s->l2cache, slot->table);
         l2cache_put(s->l2cache, slot->table);
+        if (slot->unlinked)
+            abandon_table(slot->img, offset, slot->on_disk);
     }
     free(slot);
 }
@@ -300,10 +436,16 @@ int alloc_table(struct request *req)
     }
     offset = alloc_clusters(req->img, s->table_bytes >> s->cluster_bits);
     slot->table = l2cache_insert(s->l2cache, offset, true);
-    if (!slot->table || table_index_add(s, offset) < 0)
+    if (!slot->table) {
+        note_abandoned(s, offset, offset + s->table_bytes);
+        alloc_give_back(req->img);
         return qed_fail(&req->err, ENOMEM, "out of memory for an L2 table");
+    }
+    /* From here the slot gives the table back when it goes unused. */
     slot->unlinked = true;
     slot->on_disk = false;
+    if (table_index_add(s, offset) < 0)
+        return qed_fail(&req->err, ENOMEM, "out of memory for an L2 table");
     return 0;
 }
 
@@ -330,9 +472,11 @@ static void writer_finish(struct block_writer *w, int ret,
         if (ret < 0) {
             if (undo)
                 undo(req);
-            qed_fail(&req->err, -ret, "updating image metadata: %s",
-                     strerror(-ret));
-            request_complete(req, ret);
+            /* A request that failed before keeps its own error. */
+            if (req->err.code == 0)
+                qed_fail(&req->err, -ret, "updating image metadata: %s",
+                         strerror(-ret));
+            request_complete(req, -req->err.code);
         } else {
             req->resume(req);
         }
@@ -463,7 +607,8 @@ static void idle_check(void *opaque)
     uint64_t idle = loop_now_ms() - s->last_table_update_ms;
 
     s->idle_timer = 0;
-    if (!(s->header.features & QED_F_NEED_CHECK) || s->unchecked_dirty)
+    if (!(s->header.features & QED_F_NEED_CHECK) || s->unchecked_dirty ||
+        alloc_leaks_outstanding(s))
         return;
     if (s->slots || s->header_writer.busy || idle < IDLE_CLEAN_MS) {
         arm_idle_timer(img, idle < IDLE_CLEAN_MS ? IDLE_CLEAN_MS - idle
@@ -503,7 +648,10 @@ void alloc_make_dirty(struct request *req, void (*next)(struct request *))
     struct qed_state *s = img->qed;
     struct block_writer *w = &s->header_writer;
 
-    if ((s->header.features & QED_F_BACKING_FILE) || s->dirty_durable) {
+    /* With a backing file the order of writes keeps the image consistent;
+     * only clusters a failed allocation leaked make it dirty. */
+    if ((has_backing_file(s) && !alloc_leaks_outstanding(s)) ||
+        s->dirty_durable) {
         next(req);
         return;
     }
@@ -612,6 +760,14 @@ static void restore_entries(struct request *req, struct table *t)
 
 static void slot_start(qed_image *img, struct table_slot *slot);
 
+/* After a failed group: can the table on disk point at its clusters?  Not
+ * when its write was never issued, nor from a new table that L1 never
+ * pointed at; a torn write of a linked table may have landed in part. */
+static bool table_may_point(const struct table_slot *slot)
+{
+    return slot->writing && !(slot->unlinked && !slot->on_disk);
+}
+
 static void slot_group_done(struct qed_state *s, struct table_slot *slot,
                             int ret, const char *what)
 {
@@ -625,9 +781,12 @@ static void slot_group_done(struct qed_state *s, struct table_slot *slot,
         req->next = NULL;
         if (ret < 0) {
             restore_entries(req, slot->table);
+            if (req->space == SPACE_CLAIMED && table_may_point(slot))
+                req->space = SPACE_REFERENCED;
             qed_fail(&req->err, -ret, "%s: %s", what, strerror(-ret));
             request_complete(req, ret);
         } else {
+            req->space = SPACE_NONE;
             req->resume(req);
         }
     }
@@ -743,6 +902,7 @@ static void slot_write_table(void *opaque, int ret)
         return;
     }
     io->ret = 0;
+    slot->writing = true;
     if (slot->unlinked && !slot->on_disk) {
         io_pwrite(io->img->file, slot->table->bytes, s->table_bytes,
                   slot->table->offset, slot_table_written, io);
@@ -769,6 +929,7 @@ static void slot_start(qed_image *img, struct table_slot *slot)
     struct slot_io *io = calloc(1, sizeof(*io));
 
     slot->busy = true;
+    slot->writing = false;
     slot->inflight = slot->pending;
     slot->pending = slot->pending_tail = NULL;
     for (struct request *r = slot->inflight; r; r = r->next)
@@ -779,8 +940,9 @@ static void slot_start(qed_image *img, struct table_slot *slot)
     }
     io->img = img;
     io->slot = slot;
-    /* Images with a backing file are never marked dirty: the data of the
-     * whole group must be on disk before the table points at it. */
+    /* Images with a backing file are not marked dirty for allocations
+     * (only for the leaks of failed ones): the data of the whole group
+     * must be on disk before the table points at it. */
     if (has_backing_file(img->qed))
         io_sync(img->file, slot_write_table, io);
     else

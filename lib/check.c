@@ -1116,6 +1116,18 @@ static int resync_state(struct ck *c, const uint8_t *old_l1)
     return ret;
 }
 
+/* Clusters that failed allocations left behind (alloc.c) may have moved or
+ * been reclaimed: the record of them no longer holds.  Unless the leaks
+ * were reclaimed, the image stays dirty for them. */
+static void forget_failed_allocations(struct qed_state *s, bool reclaimed)
+{
+    if (!reclaimed && alloc_leaks_outstanding(s))
+        s->leak_unknown = true;
+    else if (reclaimed)
+        s->leak_unknown = false;
+    s->nabandoned = 0;
+}
+
 /* The check and repair behind qed_check and check_on_open.  mark_clean:
  * clear NEED_CHECK when the repair leaves no corruption. */
 static int check_run(qed_image *img, unsigned repair,
@@ -1234,6 +1246,8 @@ settle:
         int r2 = resync_state(&c, old_l1);
         if (ret == 0)
             ret = r2;
+        forget_failed_allocations(s, ret == 0 &&
+                                         (repair & QED_CHECK_REPAIR_LEAKS));
     }
     if (ret < 0)
         goto out;

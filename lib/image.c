@@ -331,6 +331,7 @@ static void free_image(qed_image *img)
         alloc_free_slots(s);
         l2cache_free(s->l2cache);
         free(s->table_offsets);
+        free(s->abandoned);
         free(s->l1);
         free(s->header_block);
         free(s);
@@ -522,17 +523,40 @@ static int settle_file_size(qed_image *img)
     return ret;
 }
 
+/* Clusters that failed allocations leaked and could not give back stay
+ * for the check on the next read-write open: the image stays dirty. */
+static int keep_dirty(qed_image *img, qed_error *err)
+{
+    struct qed_state *s = img->qed;
+    int ret;
+
+    if (s->dirty_durable)
+        return 0;
+    ret = image_write_header(img, s->header.features | QED_F_NEED_CHECK);
+    if (ret < 0)
+        return qed_fail(err, -ret, "marking the image dirty for its leaked "
+                        "clusters: %s", strerror(-ret));
+    return 0;
+}
+
 /* A clean close makes everything durable, then clears NEED_CHECK. */
 static int mark_clean(qed_image *img, qed_error *err)
 {
     struct qed_state *s = img->qed;
-    int ret = settle_file_size(img);
+    int ret;
 
+    alloc_give_back(img);
+    /* Marked first: a flush that fails must not leave the leaks unmarked. */
+    if (alloc_leaks_outstanding(s) && (ret = keep_dirty(img, err)) < 0)
+        return ret;
+    ret = settle_file_size(img);
     if (ret == 0)
         ret = io_sync_sync(img->file);
 
     if (ret < 0)
         return qed_fail(err, -ret, "flush: %s", strerror(-ret));
+    if (alloc_leaks_outstanding(s))
+        return 0;
     if (!(s->header.features & QED_F_NEED_CHECK) || s->unchecked_dirty)
         return 0;
     ret = image_write_header(img, s->header.features & ~QED_F_NEED_CHECK);

@@ -43,6 +43,7 @@ struct table_slot {
     bool unlinked;             /* new table whose L1 entry is not on disk */
     bool on_disk;              /* the new table was written whole */
     bool busy;                 /* a group write (flush, table, L1) in flight */
+    bool writing;              /* the group's table write was issued */
     struct request *ranges;    /* requests allocating clusters here */
     struct request *pending, *pending_tail; /* applied in memory, waiting */
     struct request *inflight;  /* covered by the write in flight */
@@ -91,6 +92,13 @@ struct qed_state {
     /* Opened dirty without the check (QED_OPEN_NO_CHECK): a clean close
      * must not mark it clean until a repair has left it consistent. */
     bool unchecked_dirty;
+    /* Clusters of failed allocations that no table on disk can reference,
+     * [start, end) each: given back once they reach the end of the file. */
+    struct qed_span { uint64_t start, end; } *abandoned;
+    size_t nabandoned, abandoned_cap;
+    /* A failed table write may have left entries or unreferenced clusters
+     * on disk: only a check can tell, so the image stays marked dirty. */
+    bool leak_unknown;
     struct block_writer header_writer;
     uint64_t idle_timer;            /* marks the image clean when idle */
     uint64_t last_table_update_ms;
@@ -168,6 +176,9 @@ struct request {
     struct request *range_waiters; /* overlapping requests waiting on us */
     uint64_t chunk_len;       /* bytes of the request the chunk covers */
     uint64_t alloc_host;      /* first new cluster */
+    /* The new clusters: none, handed out (no table on disk can point at
+     * them yet), or carried by a table write that failed (one may). */
+    enum { SPACE_NONE, SPACE_CLAIMED, SPACE_REFERENCED } space;
     uint64_t alloc_first;     /* first L2 index updated (cluster range) */
     uint64_t alloc_count;     /* entries updated */
     uint64_t *saved_entries;  /* old values, to undo a failed update */
@@ -262,6 +273,15 @@ bool alloc_wait_unclaimed(struct request *req, uint64_t l1_index,
                           uint64_t first, uint64_t count,
                           void (*retry)(struct request *req));
 void alloc_free_slots(struct qed_state *s);
+/* A request fails: the clusters it was given go back to the file when they
+ * lie at its end, else the image is (durably) marked dirty so a check
+ * reclaims them.  True when the request waits for that mark; it then
+ * completes by itself. */
+bool alloc_abandon(struct request *req, int ret);
+/* Gives abandoned clusters at the end of the file back (truncating it). */
+void alloc_give_back(qed_image *img);
+/* Clusters of failed allocations not given back, or possibly referenced. */
+bool alloc_leaks_outstanding(const struct qed_state *s);
 /* Stops the idle timer and waits for a header update in flight. */
 void alloc_quiesce(qed_image *img);
 /* Makes sure the file extends to at least end, so the uncovered tail

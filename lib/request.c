@@ -49,8 +49,11 @@ static void release_chunk(struct request *req)
  * call that submitted it. */
 void request_complete(struct request *req, int ret)
 {
-    if (req->img->qed)
+    if (req->img->qed) {
+        if (ret < 0 && alloc_abandon(req, ret))
+            return;
         release_chunk(req);
+    }
     if (ret < 0 && req->err.code == 0)
         qed_fail(&req->err, -ret, "%s", strerror(-ret));
     if (ret == 0)
@@ -790,6 +793,7 @@ static void write_allocate_space(struct request *req)
         return;
     }
     req->alloc_host = alloc_clusters(req->img, req->alloc_count);
+    req->space = SPACE_CLAIMED;
     req->new_entry_value = req->alloc_host;
     cow = req->ext.kind == EXTENT_UNALLOCATED && req->img->backing;
     begin_subs(req, write_extend);

@@ -6,12 +6,14 @@
  * For every N: an open that meets the error fails with exactly it; the
  * request that meets it fails with exactly it (ret and qed_error code, with
  * a message); every other request succeeds, before and after it; reads see
- * what was written; qed_close succeeds or fails cleanly; a later open
- * read-write succeeds (repairing the image when it was left dirty);
- * qed_check then finds no corruption (and nothing at all once
- * QED_CHECK_REPAIR_ALL has run); and every 512-byte sector reads as the last
- * content acknowledged for it, or, where a request failed, as the content
- * before that request or the one it was writing.  Run under
+ * what was written; qed_close succeeds or fails cleanly; the closed image
+ * (also the one closed in the middle of the workload), checked read-only,
+ * has no leaked cluster and no corruption unless it is marked dirty; a
+ * later open read-write succeeds (repairing the image when it was left
+ * dirty); qed_check then finds no leak and no corruption; and every
+ * 512-byte sector reads as the last content acknowledged for it, or, where
+ * a request failed, as the content before that request or the one it was
+ * writing.  Run under
  * AddressSanitizer, every error path must also free what it allocated. */
 #include <errno.h>
 #include <inttypes.h>
@@ -151,6 +153,7 @@ struct run {
     /* results */
     uint64_t fired_in_open, fired_in_steps, fired_in_close, never_fired;
     uint64_t leaks_seen;
+    uint64_t closed_clean, closed_dirty;
 };
 
 static unsigned printed;
@@ -323,6 +326,8 @@ static void run_batch(struct run *r, uint64_t off)
 /* Closes the image and opens it again.  A close that meets the error may
  * fail (with exactly it); an open that meets it fails with it, and the next
  * open must work. */
+static void check_closed(struct run *r);
+
 static void reopen_mid(struct run *r)
 {
     uint64_t fired0 = memfs_faults_fired(r->fs);
@@ -337,6 +342,11 @@ static void reopen_mid(struct run *r)
     } else if (ret < 0) {
         failure(r, "close failed: %s", err.message);
     }
+    /* Once the error has fired, the check's own I/O cannot meet it (and
+     * the run without faults keeps the count of I/O operations as it
+     * was). */
+    if (r->fault && memfs_faults_fired(r->fs))
+        check_closed(r);
     fired0 = memfs_faults_fired(r->fs);
     ret = open_image(r, &r->img, &err);
     if (memfs_faults_fired(r->fs) > fired0) {
@@ -417,6 +427,42 @@ static void run_steps(struct run *r)
     }
 }
 
+/* The closed image as a read-only check sees it: no leaked cluster and no
+ * corruption, unless it is marked dirty (the next read-write open then
+ * repairs it, which verify_after checks). */
+static void check_closed(struct run *r)
+{
+    struct qed_open_options o = { .cache = r->v->cache, .loop = r->loop };
+    struct file_opener opener = memfs_opener(r->fs);
+    struct qed_check_result res;
+    struct qed_image_info info;
+    qed_error err = { 0 };
+    qed_image *img = NULL;
+    int ret;
+
+    snprintf(r->where, sizeof(r->where), "read-only check after the close");
+    ret = image_open("top.qed", &o, &opener, &img, &err);
+    if (ret < 0) {
+        failure(r, "open read-only failed: %s", err.message);
+        return;
+    }
+    memset(&res, 0, sizeof(res));
+    ret = qed_get_info(img, &info, &err);
+    if (ret == 0 && info.dirty) {
+        r->closed_dirty++;
+    } else if (ret == 0) {
+        ret = qed_check(img, 0, &res, &err);
+        if (ret < 0 || res.leaks || res.corruptions || res.check_errors)
+            failure(r, "the image was closed clean, but its check finds %"
+                    PRIu64 " leaked clusters, %" PRIu64 " corruptions (ret "
+                    "%d: %s)", res.leaks, res.corruptions, ret, err.message);
+        r->closed_clean++;
+    } else {
+        failure(r, "info: %s", err.message);
+    }
+    qed_close(img, &err);
+}
+
 /* After the run: reopen without faults, check, read everything back. */
 static void verify_after(struct run *r)
 {
@@ -441,6 +487,8 @@ static void verify_after(struct run *r)
                 res.check_errors);
     } else if (res.leaks) {
         r->leaks_seen++;
+        failure(r, "the read-write open left %" PRIu64 " leaked clusters",
+                res.leaks);
         ret = qed_check(r->img, QED_CHECK_REPAIR_ALL, &res, &err);
         if (ret == 0)
             ret = qed_check(r->img, 0, &res, &err);
@@ -521,6 +569,7 @@ static uint64_t one_run(struct run *r, const struct support_template *t,
     if (fault && !memfs_faults_fired(r->fs))
         r->never_fired++;
     memfs_fail_nth(r->fs, 0, 0);
+    check_closed(r);
     verify_after(r);
     memfs_free(r->fs);
     r->fs = NULL;
@@ -578,6 +627,7 @@ static void run_variant(unsigned vi, qed_loop *loop,
         unsigned failed_runs = 0;
         r.fired_in_open = r.fired_in_steps = r.fired_in_close = 0;
         r.never_fired = r.leaks_seen = 0;
+        r.closed_clean = r.closed_dirty = 0;
         for (uint64_t n = 1; n <= total; n++) {
             one_run(&r, t, faults[f], n);
             failed_runs += r.failed;
@@ -589,9 +639,10 @@ static void run_variant(unsigned vi, qed_loop *loop,
         tap_diag("%s, %s: the error hit the open %" PRIu64 " times, a "
                  "request %" PRIu64 ", the close %" PRIu64 "; %" PRIu64
                  " runs took fewer I/O operations; %" PRIu64 " reopened "
-                 "images had leaks (repaired)", r.v->name,
-                 strerror(faults[f]), r.fired_in_open, r.fired_in_steps,
-                 r.fired_in_close, r.never_fired, r.leaks_seen);
+                 "images had leaks; closed clean %" PRIu64 ", dirty %"
+                 PRIu64, r.v->name, strerror(faults[f]), r.fired_in_open,
+                 r.fired_in_steps, r.fired_in_close, r.never_fired,
+                 r.leaks_seen, r.closed_clean, r.closed_dirty);
     }
     free(r.m.cand);
     free(r.m.ncand);
