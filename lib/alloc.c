@@ -455,8 +455,12 @@ static void writer_enqueue(struct block_writer *w, struct request *req,
                            void (*next)(struct request *))
 {
     req->resume = next;
-    req->next = w->pending;
-    w->pending = req;
+    req->next = NULL;
+    if (w->pending_tail)
+        w->pending_tail->next = req;
+    else
+        w->pending = req;
+    w->pending_tail = req;
 }
 
 static void writer_finish(struct block_writer *w, int ret,
@@ -560,7 +564,7 @@ static void wake_dirty_waiters(struct qed_state *s)
 {
     struct request *waiting = s->header_writer.pending;
 
-    s->header_writer.pending = NULL;
+    s->header_writer.pending = s->header_writer.pending_tail = NULL;
     while (waiting) {
         struct request *req = waiting;
         waiting = req->next;
@@ -660,7 +664,7 @@ void alloc_make_dirty(struct request *req, void (*next)(struct request *))
         return;
     w->busy = true;
     w->inflight = w->pending;
-    w->pending = NULL;
+    w->pending = w->pending_tail = NULL;
     write_header_async(img, s->header.features | QED_F_NEED_CHECK, dirty_done,
                        img);
 }

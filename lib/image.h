@@ -55,7 +55,9 @@ struct table_slot {
  * is in flight wait for the next one. */
 struct block_writer {
     bool busy;
-    struct request *pending;  /* waiting for a write */
+    /* Waiting for a write, oldest first: they resume in the order they
+     * came, so allocations keep the order their requests were made in. */
+    struct request *pending, *pending_tail;
     struct request *inflight; /* covered by the write in flight */
 };
 
