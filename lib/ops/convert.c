@@ -97,6 +97,7 @@ static void copy_write(struct ops_worker *k)
     else
         ops_write_sparse(k, c->dst, k->buf[0], c->granularity,
                          c->min_sparse, zero_blocks_need_writing(c, k));
+    ops_pass_turn(k);
     ops_end(k);
 }
 
@@ -124,6 +125,7 @@ static void diff_write(struct ops_worker *k)
 
     ops_begin(k, segment_done);
     ops_write_blocks(k, c->dst, k->buf[0], k->buf[1], c->granularity, true);
+    ops_pass_turn(k);
     ops_end(k);
 }
 

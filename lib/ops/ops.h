@@ -139,6 +139,9 @@ void ops_begin_tolerant(struct ops_worker *k,
 /* Runs then(k) once it is k's turn to write (at once unless the walk is
  * in_order); when the walk has failed meanwhile, ends k instead. */
 void ops_await_turn(struct ops_worker *k, void (*then)(struct ops_worker *k));
+/* Gives the turn to the next segment once k's writes are all submitted:
+ * the engine allocates clusters in the order writes arrive. */
+void ops_pass_turn(struct ops_worker *k);
 /* Reports a warning through the walk's warning callback (if any). */
 void ops_warn(struct ops_walk *w, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

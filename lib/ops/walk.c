@@ -391,6 +391,17 @@ void ops_await_turn(struct ops_worker *k, void (*then)(struct ops_worker *k))
     }
 }
 
+void ops_pass_turn(struct ops_worker *k)
+{
+    struct ops_walk *w = k->walk;
+
+    if (!k->has_turn)
+        return;
+    k->has_turn = false;
+    w->turn++;
+    wake_parked(w);
+}
+
 void ops_worker_done(struct ops_worker *k, int ret, const qed_error *err)
 {
     struct ops_walk *w = k->walk;
