@@ -437,8 +437,8 @@ struct qed_convert_options {
      * output is fully allocated. */
     uint32_t min_sparse;
     bool write_all;
-    /* Without it, a QED output's writes are made in order of offset, each
-     * after the previous one completed (reads still run ahead), so its
+    /* Without it, a QED output's writes are submitted in order of offset
+     * (reads still run ahead, and the writes run in parallel), so its
      * clusters are allocated in guest order; with it (-W), and always for
      * a raw output (whose layout writes cannot change), writes go out as
      * soon as their data is read. */

@@ -140,6 +140,7 @@ static void zero_write(struct ops_worker *k)
 
     ops_begin(k, segment_done);
     ops_write_zeroes(k, c->dst, k->offset, k->length, QED_ZERO_MAY_UNMAP);
+    ops_pass_turn(k);
     ops_end(k);
 }
 

@@ -76,8 +76,10 @@ struct ops_walk {
     qed_progress_callback *progress;
     void *progress_opaque;
     void *opaque;
-    /* Writes in order of offset: workers call ops_await_turn before they
-     * write, and the turn passes on when a segment's worker is done. */
+    /* Writes submitted in order of offset: workers call ops_await_turn
+     * before they write and pass the turn on once their writes are
+     * submitted (the engine allocates clusters in the order writes
+     * arrive). */
     bool in_order;
     /* At most rate_limit bytes per second (0: no limit) of the segments
      * whose action is in rate_actions (bit 1 << action): a segment starts
@@ -137,7 +139,9 @@ void ops_begin(struct ops_worker *k, void (*next)(struct ops_worker *k));
 void ops_begin_tolerant(struct ops_worker *k,
                         void (*next)(struct ops_worker *k));
 /* Runs then(k) once it is k's turn to write (at once unless the walk is
- * in_order); when the walk has failed meanwhile, ends k instead. */
+ * in_order); when the walk has failed meanwhile, ends k instead.  then
+ * passes the turn on (ops_pass_turn) once its writes are submitted; a
+ * worker that ends without doing so passes it when it is done. */
 void ops_await_turn(struct ops_worker *k, void (*then)(struct ops_worker *k));
 /* Gives the turn to the next segment once k's writes are all submitted:
  * the engine allocates clusters in the order writes arrive. */
