@@ -42,8 +42,7 @@ tap_is "$(nbdinfo --size 'nbd+unix:///?socket=stale.sock' 2>&1)" 1048576 \
     "the first server still answers after the refusal"
 
 # The realistic leftover: the server killed with SIGKILL keeps its socket file.
-kill -KILL "$SRV_PID"
-wait "$SRV_PID" 2>/dev/null
+{ kill -KILL "$SRV_PID"; wait "$SRV_PID"; } 2>/dev/null
 [ -S stale.sock ]; ok $? "premise: a SIGKILLed server leaves its socket file"
 serve_at restart stale.sock -t disk.qed
 ok $? "serve after a SIGKILL starts on the same path" "$(cat "$T/restart.err")"
