@@ -421,6 +421,7 @@ static int open_internal(const char *path, const struct qed_open_options *o,
     img->loop = loop;
     img->writable = (o->flags & QED_OPEN_RDWR) != 0;
     img->cache = o->cache;
+    img->locking = o->locking;
     img->filename = strdup(path);
     if (img->writable)
         io_flags |= IO_OPEN_WRITE;

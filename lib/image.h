@@ -109,6 +109,8 @@ struct qed_image {
     enum qed_format format;
     bool writable;
     enum qed_cache cache;
+    enum qed_lock_mode locking; /* as opened; files added to the chain
+                                   later are locked the same way */
     uint64_t size;            /* virtual size */
     struct qed_state *qed;    /* NULL for raw images */
     qed_image *backing;

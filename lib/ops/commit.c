@@ -72,6 +72,7 @@ static int open_backing(struct commit *c, const struct qed_commit_options *o,
                       : QED_FORMAT_PROBE,
         .cache = o->cache,
         .loop = qed_image_loop(c->top),
+        .locking = o->locking,
     };
     int ret = qed_open(c->top->backing_path, &bo, &c->base, err);
 
@@ -99,6 +100,7 @@ int qed_commit(const char *path, const struct qed_commit_options *options,
         .format = o.format,
         .engine = o.engine,
         .cache = o.cache,
+        .locking = o.locking,
     };
     ret = qed_open(path, &to, &c.top, err);
     if (ret < 0)
