@@ -702,8 +702,8 @@ static int write_new_image(int fd, const struct qed_header *h,
     return ret;
 }
 
-static int lock_for_create(int fd, const char *path, enum qed_lock_mode mode,
-                           qed_error *err)
+int image_lock_for_create(int fd, const char *path, enum qed_lock_mode mode,
+                          qed_error *err)
 {
     struct qed_open_options lo = { .locking = mode };
     struct io_lock want, held = { 0 };
@@ -750,7 +750,7 @@ int qed_create(const char *path, const struct qed_create_options *options,
     if (fd < 0)
         return fd;
     /* Nothing is truncated under another program's feet. */
-    ret = lock_for_create(fd, path, o.locking, err);
+    ret = image_lock_for_create(fd, path, o.locking, err);
     if (ret == 0)
         ret = write_new_image(fd, &h, o.backing_file, err);
     close(fd);

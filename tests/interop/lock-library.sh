@@ -201,6 +201,23 @@ else
     fail "qed serve holds top.qed read-write" "$(cat "$T/top.err")"
 fi
 
+truncate -s 1M out.raw
+"$QED" io -f raw -c 'write -P 0x77 0 1M' out.raw >/dev/null
+cp out.raw out.orig
+if hold_qed raw -f raw out.raw; then
+    pass "qed serve holds the raw image out.raw read-write"
+    refused "qed convert -O raw onto it is refused" out.raw '"write"' \
+        "$QED" convert -O raw top.qed out.raw
+    refused "qed create over it is refused" out.raw '"write"' \
+        "$QED" create -q out.raw 1M
+    stop_server "$SRV_PID"
+    wait_unlocked out.raw
+    tap_is "$(sum out.raw)" "$(sum out.orig)" \
+        "... and out.raw is byte-identical (not truncated first)"
+else
+    fail "qed serve holds out.raw" "$(cat "$T/raw.err")"
+fi
+
 if hold_qed ro -r plain.qed; then
     pass "qed serve -r holds plain.qed read-only"
     tap_cmd "QEMU: qemu-io -r reads next to qed's reader" \
