@@ -349,8 +349,8 @@ static int validate_locking(const struct qed_open_options *o, qed_error *err)
         return qed_fail(err, EINVAL, "locking mode %d: not AUTO, ON or OFF",
                         (int)o->locking);
     if ((o->flags & QED_OPEN_FORCE_SHARE) && (o->flags & QED_OPEN_RDWR))
-        return qed_fail(err, EINVAL, "force sharing (-U) can only be used "
-                        "with read-only images");
+        return qed_fail(err, EINVAL, "force-share=on can only be used with "
+                        "read-only images");
     return 0;
 }
 

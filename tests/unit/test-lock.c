@@ -366,8 +366,8 @@ static void test_options(const struct env *e)
     int ret = qed_open(e->plain, &o, &img, &err);
 
     ok(ret == -EINVAL && !img, "force sharing a read-write open is refused");
-    has_substr(err.message, "read-only", "... saying it is for read-only "
-               "images");
+    is_str(err.message, "force-share=on can only be used with read-only "
+           "images", "... with QEMU's message");
     memset(&o, 0, sizeof(o));
     o.locking = (enum qed_lock_mode)7;
     ret = qed_open(e->plain, &o, &img, &err);
