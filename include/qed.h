@@ -488,14 +488,18 @@ struct qed_commit_options {
 /* Writes what the QED image at path holds itself (data and zero clusters)
  * into its backing file (QED or raw), which grows first when it is smaller
  * than the image.  Everything written is flushed before the call returns;
- * the image itself is not changed (it reads as before). */
+ * the image itself is not changed (it reads as before).  The image is
+ * opened (and locked) read-only without its chain, the backing file
+ * read-write: -EAGAIN when another open of either conflicts. */
 int qed_commit(const char *path, const struct qed_commit_options *o,
                qed_error *err);
 
 /* Points img (QED, opened read-write and idle) at another backing file
  * (name as stored: relative names are relative to img's directory; NULL or
  * "" for none) and reopens the chain: the new backing file is opened first
- * (read-only, with format: PROBE probes), then the header block is
+ * (read-only, with format: PROBE probes, locked as img was opened: -EAGAIN
+ * when a writer holds it; a chain leading back to img is ELOOP), then the
+ * header block is
  * rewritten and flushed (backing name, QED_F_BACKING_FILE, and
  * QED_F_BACKING_FORMAT_NO_PROBE when the backing file is raw), then the old
  * chain is closed.  Only the header changes: what img reads may change
