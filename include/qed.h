@@ -144,6 +144,27 @@ enum qed_cache {
 #define QED_OPEN_NO_CHECK 0x4u   /* read-write open of a dirty image without
                                     the automatic check and repair (for
                                     qed_check to examine it first) */
+#define QED_OPEN_FORCE_SHARE 0x8u /* read-only opens only: share every
+                                     permission, so that writers of the
+                                     image (and its chain) do not stop the
+                                     open, as qemu-img -U; what is read may
+                                     then be inconsistent */
+
+/* Image locking.  The files of an image and its backing chain carry the
+ * open-file-description locks QEMU (2.10 and later) takes, for as long as
+ * they are open: a read-write open refuses, and is refused by, any other
+ * open of the file, QEMU's included, except force-sharing readers; read-only
+ * opens do not refuse each other.  A conflict fails the open with -EAGAIN
+ * (err->code EAGAIN) before anything is read or written, and err->message
+ * says, as QEMU does, 'Failed to get "write" lock' (or 'shared "write"',
+ * "resize", ...) and 'Is another process using the image [FILE]?'. */
+enum qed_lock_mode {
+    QED_LOCK_AUTO = 0, /* lock; where the file system has no OFD locks,
+                          open without them and add a warning to
+                          qed_warnings() */
+    QED_LOCK_ON,       /* lock, and fail where that is not supported */
+    QED_LOCK_OFF,      /* take no locks (and respect none) */
+};
 
 struct qed_open_options {
     unsigned flags;            /* QED_OPEN_* */
@@ -152,12 +173,16 @@ struct qed_open_options {
     enum qed_engine engine;    /* used when loop is NULL */
     qed_loop *loop;            /* NULL: the image makes and owns its loop */
     size_t l2_cache_bytes;     /* 0: default (32 MiB) */
+    enum qed_lock_mode locking; /* for the image and its backing chain */
 };
 
 /* Opens an image and its backing chain.  options may be NULL (read-only,
- * probed format, own loop).  On success stores the handle in *out and
- * returns 0; on failure *out is NULL and a negative errno is returned with
- * err saying what is wrong (and with which backing file).  Blocks: reads
+ * probed format, own loop, locking AUTO).  On success stores the handle in
+ * *out and returns 0; on failure *out is NULL and a negative errno is
+ * returned with err saying what is wrong (and with which backing file):
+ * -EAGAIN when another open of one of the files conflicts (see
+ * qed_lock_mode), -EINVAL for FORCE_SHARE with RDWR.  Backing files are
+ * opened read-only with the same locking and FORCE_SHARE.  Blocks: reads
  * the header and L1 table, opens the backing chain, and for a read-write
  * open of a dirty image checks and repairs it (see QED_OPEN_NO_CHECK),
  * running the loop (options->loop, or the image's own) meanwhile. */
@@ -202,9 +227,13 @@ struct qed_create_options {
     enum qed_format backing_format; /* RAW sets QED_F_BACKING_FORMAT_NO_PROBE;
                                        PROBE/QED leave the format to probing */
     enum qed_preallocation preallocation;
+    enum qed_lock_mode locking; /* of the file while it is written (and of
+                                   the backing file while it is read) */
 };
 
-/* Creates (or truncates) a QED image at path.  Refuses non-regular files.
+/* Creates (or truncates) a QED image at path.  Refuses non-regular files,
+ * and (-EAGAIN, see qed_lock_mode) files another open is writing or
+ * reading without sharing resize, before anything in them changes.
  * The header and an empty L1 table are written and synced before it
  * returns; with preallocation, the L1 table, every L2 table (one after the
  * other) and the data clusters (after them, in guest order) are written
@@ -500,6 +529,7 @@ struct qed_commit_options {
      * chain (below the image) to commit into, as `qemu-img commit -b`
      * names it: relative to the directory of the image above it. */
     const char *base;
+    enum qed_lock_mode locking; /* of the image and its backing chain */
 };
 
 /* Writes what the QED image at path holds itself (data and zero clusters)
@@ -509,14 +539,18 @@ struct qed_commit_options {
  * 'PATH'" when it is not in the chain), so that the base reads like the
  * image.  Everything written is flushed before the call returns; the image
  * and the layers in between are not changed (the image reads as before;
- * the layers in between, over the new base, may not). */
+ * the layers in between, over the new base, may not).  The image and the
+ * layers above the base are opened (and locked) read-only, the base
+ * read-write: -EAGAIN when another open of any of them conflicts. */
 int qed_commit(const char *path, const struct qed_commit_options *o,
                qed_error *err);
 
 /* Points img (QED, opened read-write and idle) at another backing file
  * (name as stored: relative names are relative to img's directory; NULL or
  * "" for none) and reopens the chain: the new backing file is opened first
- * (read-only, with format: PROBE probes), then the header block is
+ * (read-only, with format: PROBE probes, locked as img was opened: -EAGAIN
+ * when a writer holds it; a chain leading back to img is ELOOP), then the
+ * header block is
  * rewritten and flushed (backing name, QED_F_BACKING_FILE, and
  * QED_F_BACKING_FORMAT_NO_PROBE when the backing file is raw), then the old
  * chain is closed.  Only the header changes: what img reads may change

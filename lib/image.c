@@ -348,6 +348,45 @@ static int open_internal(const char *path, const struct qed_open_options *o,
                          qed_loop *loop, enum qed_format format,
                          struct chain *chain, qed_image **out, qed_error *err);
 
+static unsigned lock_io_flags(const struct qed_open_options *o)
+{
+    unsigned flags = 0;
+
+    if (o->locking == QED_LOCK_OFF)
+        flags |= IO_OPEN_LOCK_OFF;
+    else if (o->locking == QED_LOCK_ON)
+        flags |= IO_OPEN_LOCK_REQUIRED;
+    if (o->flags & QED_OPEN_FORCE_SHARE)
+        flags |= IO_OPEN_SHARE_ALL;
+    return flags;
+}
+
+static int validate_locking(const struct qed_open_options *o, qed_error *err)
+{
+    if (o->locking != QED_LOCK_AUTO && o->locking != QED_LOCK_ON &&
+        o->locking != QED_LOCK_OFF)
+        return qed_fail(err, EINVAL, "locking mode %d: not AUTO, ON or OFF",
+                        (int)o->locking);
+    if ((o->flags & QED_OPEN_FORCE_SHARE) && (o->flags & QED_OPEN_RDWR))
+        return qed_fail(err, EINVAL, "force-share=on can only be used with "
+                        "read-only images");
+    return 0;
+}
+
+/* The backing files' warnings (locks missing there) are the image's too. */
+static void take_backing_warnings(qed_image *img)
+{
+    const char *line = img->backing ? img->backing->warnings : NULL;
+
+    while (line && *line) {
+        const char *end = strchr(line, '\n');
+        int len = end ? (int)(end - line) : (int)strlen(line);
+        image_warn(img, "backing file '%s': %.*s", img->backing_path, len,
+                   line);
+        line = end ? end + 1 : NULL;
+    }
+}
+
 static int open_backing(qed_image *img, const struct qed_open_options *o,
                         struct chain *chain, qed_error *err)
 {
@@ -378,6 +417,8 @@ static int open_backing(qed_image *img, const struct qed_open_options *o,
     /* Deep in a chain, only the file that failed is named. */
     if (ret < 0 && err && strncmp(err->message, "backing file '", 14) != 0)
         qed_error_prefix(err, "backing file '%s': ", img->backing_path);
+    if (ret == 0)
+        take_backing_warnings(img);
     return ret;
 }
 
@@ -399,11 +440,13 @@ static int open_internal(const char *path, const struct qed_open_options *o,
     img->loop = loop;
     img->writable = (o->flags & QED_OPEN_RDWR) != 0;
     img->cache = o->cache;
+    img->locking = o->locking;
     img->filename = strdup(path);
     if (img->writable)
         io_flags |= IO_OPEN_WRITE;
     if (o->cache == QED_CACHE_NONE)
         io_flags |= IO_OPEN_DIRECT;
+    io_flags |= lock_io_flags(o);
     if (!img->filename) {
         ret = qed_fail(err, ENOMEM, "out of memory");
         goto fail;
@@ -415,6 +458,10 @@ static int open_internal(const char *path, const struct qed_open_options *o,
         ret = io_file_open(loop, path, io_flags, &img->file, err);
     if (ret < 0)
         goto fail;
+    if (img->file->lock_unsupported)
+        image_warn(img, "the file system does not support OFD locks: the "
+                   "image is open without locks, so other programs (QEMU's "
+                   "too) are not kept from using it at the same time");
     if (format == QED_FORMAT_PROBE) {
         ret = probe(img, &format, err);
         if (ret < 0)
@@ -468,6 +515,9 @@ int image_open(const char *path, const struct qed_open_options *options,
     *out = NULL;
     if (options)
         o = *options;
+    ret = validate_locking(&o, err);
+    if (ret < 0)
+        return ret;
     loop = o.loop;
     if (!loop) {
         ret = qed_loop_new(o.engine, &loop, err);
@@ -673,7 +723,10 @@ static int backing_size(const char *image_path,
                         const struct qed_create_options *o, uint64_t *size,
                         qed_error *err)
 {
-    struct qed_open_options bo = { .format = o->backing_format };
+    struct qed_open_options bo = {
+        .format = o->backing_format,
+        .locking = o->locking,
+    };
     char *path = image_resolve_backing(image_path, o->backing_file);
     qed_image *backing;
     int ret;
@@ -870,6 +923,18 @@ static int write_new_image(int fd, const struct qed_header *h,
     return ret;
 }
 
+int image_lock_for_create(int fd, const char *path, enum qed_lock_mode mode,
+                          qed_error *err)
+{
+    struct qed_open_options lo = { .locking = mode };
+    struct io_lock want, held = { 0 };
+    bool unsupported;
+
+    io_lock_create_role(&want);
+    return io_lock_open_fd(fd, path, lock_io_flags(&lo), &want, &held,
+                           &unsupported, err);
+}
+
 int qed_create(const char *path, const struct qed_create_options *options,
                qed_error *err)
 {
@@ -902,6 +967,10 @@ int qed_create(const char *path, const struct qed_create_options *options,
     if (has_backing && image_backing_is_self(path, o.backing_file))
         return qed_fail(err, EINVAL, "Error: Trying to create an image with "
                         "the same filename as the backing file");
+    struct qed_open_options lo = { .locking = o.locking };
+    ret = validate_locking(&lo, err);
+    if (ret < 0)
+        return ret;
     if (has_backing) {
         uint64_t bsize = 0;
         ret = backing_size(path, &o, &bsize, err);
@@ -919,11 +988,13 @@ int qed_create(const char *path, const struct qed_create_options *options,
     fd = io_open_fd(path, O_RDWR | O_CREAT, 0644, IO_KIND_REGULAR, err);
     if (fd < 0)
         return fd;
-    ret = write_new_image(fd, &h, o.backing_file, o.preallocation, err);
-    if (ret < 0) {
+    /* Nothing is truncated under another program's feet. */
+    ret = image_lock_for_create(fd, path, o.locking, err);
+    if (ret == 0) {
+        ret = write_new_image(fd, &h, o.backing_file, o.preallocation, err);
         /* Give the space back (ENOSPC) and leave nothing that could pass
          * for the image asked for. */
-        if (ftruncate(fd, 0) == 0 && !existed)
+        if (ret < 0 && ftruncate(fd, 0) == 0 && !existed)
             unlink(path);
     }
     close(fd);

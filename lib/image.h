@@ -119,6 +119,8 @@ struct qed_image {
     enum qed_format format;
     bool writable;
     enum qed_cache cache;
+    enum qed_lock_mode locking; /* as opened; files added to the chain
+                                   later are locked the same way */
     uint64_t size;            /* virtual size */
     struct qed_state *qed;    /* NULL for raw images */
     qed_image *backing;
@@ -305,6 +307,11 @@ struct file_opener {
 int image_open(const char *path, const struct qed_open_options *options,
                const struct file_opener *opener, qed_image **out,
                qed_error *err);
+/* Takes the locks QEMU takes to create an image on fd (opened for reading
+ * and writing), before anything truncates or writes it: -EAGAIN when
+ * another open refuses it.  They go when fd is closed. */
+int image_lock_for_create(int fd, const char *path, enum qed_lock_mode mode,
+                          qed_error *err);
 /* The path a backing file name stored in image_path's header refers to:
  * relative names are relative to the image's directory.  malloc'd; NULL
  * when out of memory. */

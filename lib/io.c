@@ -457,8 +457,9 @@ int io_file_open(qed_loop *loop, const char *path, unsigned flags,
                  struct io_file **out, qed_error *err)
 {
     int oflags = (flags & IO_OPEN_WRITE) ? O_RDWR : O_RDONLY;
+    struct io_lock want;
     struct io_file *file;
-    int fd;
+    int fd, ret;
 
     *out = NULL;
     if (flags & IO_OPEN_DIRECT)
@@ -474,6 +475,17 @@ int io_file_open(qed_loop *loop, const char *path, unsigned flags,
     if (!file) {
         close(fd);
         return qed_fail(err, ENOMEM, "out of memory");
+    }
+    /* Before anything reads or writes the file: a conflict leaves it
+     * untouched, and closing the descriptor drops whatever was taken. */
+    io_lock_role((flags & IO_OPEN_WRITE) != 0,
+                 (flags & IO_OPEN_SHARE_ALL) != 0, &want);
+    ret = io_lock_open_fd(fd, path, flags, &want, &file->lock,
+                          &file->lock_unsupported, err);
+    if (ret < 0) {
+        close(fd);
+        free(file);
+        return ret;
     }
     file->ops = &fd_file_ops;
     file->loop = loop;

@@ -133,6 +133,7 @@ static int open_base(struct commit *c, qed_image *above,
         .flags = QED_OPEN_RDWR,
         .cache = o->cache,
         .loop = qed_image_loop(c->top),
+        .locking = o->locking,
     };
     int ret;
 
@@ -207,6 +208,7 @@ int qed_commit(const char *path, const struct qed_commit_options *options,
         .format = o.format,
         .engine = o.engine,
         .cache = o.cache,
+        .locking = o.locking,
     };
     ret = qed_open(path, &to, &c.top, err);
     if (ret < 0)

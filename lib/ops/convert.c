@@ -292,7 +292,7 @@ static int create_raw(const char *path, uint64_t size, bool *is_device,
                       qed_error *err)
 {
     struct stat st;
-    int fd;
+    int fd, ret;
 
     *is_device = false;
     if (stat(path, &st) == 0 && S_ISBLK(st.st_mode)) {
@@ -301,9 +301,15 @@ static int create_raw(const char *path, uint64_t size, bool *is_device,
     }
     if (size > INT64_MAX)
         return qed_fail(err, EFBIG, "size %" PRIu64 " is too large", size);
-    fd = io_open_fd(path, O_WRONLY | O_CREAT, 0644, IO_KIND_REGULAR, err);
+    fd = io_open_fd(path, O_RDWR | O_CREAT, 0644, IO_KIND_REGULAR, err);
     if (fd < 0)
         return fd;
+    /* Nothing is truncated under another program's feet. */
+    ret = image_lock_for_create(fd, path, QED_LOCK_AUTO, err);
+    if (ret < 0) {
+        close(fd);
+        return ret;
+    }
     if (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)size) < 0) {
         int code = errno;
         close(fd);

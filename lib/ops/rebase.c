@@ -129,8 +129,48 @@ static int check_target(qed_image *img, const char *name, qed_error *err)
     return ops_check_backing_name(img->qed, strlen(name), err);
 }
 
+/* ELOOP when the chain opened from path would loop back to img or get too
+ * deep, else 0. */
+static int check_new_chain(qed_image *img, const char *path,
+                           qed_image *chain, qed_error *err)
+{
+    unsigned depth = 1;
+
+    for (qed_image *layer = chain; layer; layer = qed_backing(layer), depth++) {
+        if (ops_same_file(layer->filename, img->filename))
+            return qed_fail(err, ELOOP, "backing file '%s' would make a "
+                            "loop: '%s' is in its chain", path,
+                            img->filename);
+        if (depth > QED_MAX_CHAIN_DEPTH)
+            return qed_fail(err, ELOOP, "backing chain deeper than %u images",
+                            QED_MAX_CHAIN_DEPTH);
+    }
+    return 0;
+}
+
+/* A chain that loops back to img cannot be opened while img is open for
+ * writing: img's own locks refuse it.  Opened again without locks (read
+ * only, nothing is written), it tells whether that was the reason, so the
+ * loop is reported rather than a lock conflict with ourselves. */
+static int explain_lock_conflict(qed_image *img, const char *path,
+                                 const struct qed_open_options *o,
+                                 qed_error *err)
+{
+    struct qed_open_options unlocked = *o;
+    qed_image *chain;
+    int ret;
+
+    unlocked.locking = QED_LOCK_OFF;
+    if (qed_open(path, &unlocked, &chain, NULL) < 0)
+        return -EAGAIN;
+    ret = check_new_chain(img, path, chain, err);
+    qed_close(chain, NULL);
+    return ret < 0 ? ret : -EAGAIN;
+}
+
 /* Opens the backing file name would make img's (NULL for none), on img's
- * loop, and makes sure the chain would not loop or get too deep. */
+ * loop and with its locking, and makes sure the chain would not loop or get
+ * too deep. */
 static int open_new_backing(qed_image *img, const char *name,
                             enum qed_format format, qed_image **out,
                             char **path_out, qed_error *err)
@@ -139,8 +179,8 @@ static int open_new_backing(qed_image *img, const char *name,
         .format = format,
         .cache = img->cache,
         .loop = img->loop,
+        .locking = img->locking,
     };
-    unsigned depth = 1;
     char *path;
     int ret;
 
@@ -152,24 +192,17 @@ static int open_new_backing(qed_image *img, const char *name,
     if (!path)
         return qed_fail(err, ENOMEM, "out of memory");
     ret = qed_open(path, &o, out, err);
-    if (ret < 0) {
+    if (ret == -EAGAIN && explain_lock_conflict(img, path, &o, err) != -EAGAIN)
+        ret = -ELOOP;
+    else if (ret < 0)
         qed_error_prefix(err, "backing file '%s': ", path);
+    if (ret == 0)
+        ret = check_new_chain(img, path, *out, err);
+    if (ret < 0) {
+        qed_close(*out, NULL);
+        *out = NULL;
         free(path);
         return ret;
-    }
-    for (qed_image *layer = *out; layer; layer = qed_backing(layer), depth++) {
-        if (ops_same_file(layer->filename, img->filename))
-            ret = qed_fail(err, ELOOP, "backing file '%s' would make a loop: "
-                           "'%s' is in its chain", path, img->filename);
-        else if (depth > QED_MAX_CHAIN_DEPTH)
-            ret = qed_fail(err, ELOOP, "backing chain deeper than %u images",
-                           QED_MAX_CHAIN_DEPTH);
-        if (ret < 0) {
-            qed_close(*out, NULL);
-            *out = NULL;
-            free(path);
-            return ret;
-        }
     }
     *path_out = path;
     return 0;

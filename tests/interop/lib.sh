@@ -236,6 +236,35 @@ GiB=$((1024 * 1024 * 1024))
 
 file_size() { stat -c %s "$1"; }
 
+# lock_bytes FILE — the image lock bytes (QEMU's 100..103, 200..203) locked
+# on FILE by any process, sorted, one line: "100 101 103 201 203".  A byte
+# two open files lock is listed twice.
+lock_bytes() {
+    local dev ino id
+    dev=$((0x$(stat -c %D "$1"))) && ino=$(stat -c %i "$1") || return 1
+    # /proc/locks names a file MAJOR:MINOR:INODE (device numbers in hex).
+    id=$(printf '%02x:%02x:%s' $(((dev >> 8) & 0xfff)) \
+        $(((dev & 0xff) | ((dev >> 12) & 0xfff00))) "$ino")
+    awk -v id="$id" '$0 !~ /->/ && $6 == id {
+        for (b = $7; b <= $8; b++)
+            if ((b >= 100 && b <= 103) || (b >= 200 && b <= 203)) print b }' \
+        /proc/locks | sort -n | paste -sd' '
+}
+
+# wait_unlocked FILE [SECONDS] — waits (default up to 5 s) until no process
+# holds a lock byte on FILE: the kernel finishes tearing down a SIGKILLed
+# process's open files (its writes in flight, then its locks) a little
+# after wait(1) returns.  Fails when the locks are still there.
+wait_unlocked() {
+    local i n=$((${2:-5} * 100))
+    [ -r /proc/locks ] || return 0
+    for ((i = 0; i < n; i++)); do
+        [ -z "$(lock_bytes "$1")" ] && return 0
+        sleep 0.01
+    done
+    return 1
+}
+
 # poke_le FILE OFFSET WIDTH VALUE — writes an unsigned little-endian integer
 # (WIDTH 1, 2, 4 or 8 bytes) at OFFSET without truncating the file.
 poke_le() {

@@ -61,6 +61,9 @@ tap_cmd "qed create p.qed (64 MiB, 64k clusters)" "$QED" create -q -o cluster_si
     done_testing
 tap_cmd "qed io writes data and a zero cluster" "$QED" io -c "write -P 0x11 0 64k" \
     -c "write -z 128k 64k" -c "write -P 0x22 1M 64k" p.qed
+# The servers started while the first one runs serve copies: p.qed is
+# locked by it.
+cp p.qed p-ro.qed && cp p.qed p-named.qed
 
 start_server srv "$SOCK" -t p.qed
 ok $? "qed serve -t -k starts" "$(cat "$T/srv.err")"
@@ -296,7 +299,7 @@ check 6 "eof" "DISC: the server closes the connection"
 
 # A read-only export.
 SOCK=$T/ro.sock
-start_server ro "$SOCK" -t -r p.qed
+start_server ro "$SOCK" -t -r p-ro.qed
 ok $? "qed serve -r starts" "$(cat "$T/ro.err")"
 rawc hello sr go: write:0:512:1 trim:0:64k zero:0:64k flush read:0:512 write:$((SIZE)):512:1
 check_like 3 "^INFO_EXPORT\(size=$SIZE,flags=0xdef\) ACK$" "read-only export: READ_ONLY in the transmission flags"
@@ -311,7 +314,7 @@ tap_is "$SRV_RC" 0 "read-only server exits 0 on SIGTERM"
 
 # A named export.
 SOCK=$T/named.sock
-start_server named "$SOCK" -t -x disk1 p.qed
+start_server named "$SOCK" -t -x disk1 p-named.qed
 ok $? "qed serve -x disk1 starts" "$(cat "$T/named.err")"
 rawc hello list info: info:disk1:1 go:disk1
 check 2 "SERVER(disk1) ACK" "LIST names the export"

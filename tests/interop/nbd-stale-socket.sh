@@ -35,7 +35,9 @@ ok $? "serve replaces a stale socket file and serves on it" "$(cat "$T/stale.err
 tap_is "$(nbdinfo --size 'nbd+unix:///?socket=stale.sock' 2>&1)" 1048576 "a client reads the size through it"
 
 # A live server on the path: a second one is refused, the first keeps working.
-run "$QED" serve -k stale.sock disk.qed
+# (It serves another image: disk.qed is locked by the first.)
+cp disk.qed other.qed
+run "$QED" serve -k stale.sock other.qed
 tap_like "$RC $(cat "$ERR")" "^1 qed: .*stale\.sock: another server is listening there" \
     "a second serve on a live socket is refused"
 tap_is "$(nbdinfo --size 'nbd+unix:///?socket=stale.sock' 2>&1)" 1048576 \
@@ -44,6 +46,7 @@ tap_is "$(nbdinfo --size 'nbd+unix:///?socket=stale.sock' 2>&1)" 1048576 \
 # The realistic leftover: the server killed with SIGKILL keeps its socket file.
 { kill -KILL "$SRV_PID"; wait "$SRV_PID"; } 2>/dev/null
 [ -S stale.sock ]; ok $? "premise: a SIGKILLed server leaves its socket file"
+wait_unlocked disk.qed
 serve_at restart stale.sock -t disk.qed
 ok $? "serve after a SIGKILL starts on the same path" "$(cat "$T/restart.err")"
 stop_server "$SRV_PID"

@@ -170,6 +170,8 @@ for ((round = 1; round <= ROUNDS; round++)); do
     kill -KILL "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
     st=$?
+    # Its image locks go once the kernel has finished with its files.
+    wait_unlocked "$d/img.qed" || note "$name: the killed writer's locks stayed"
     note "$name: qed io exit status $st ($([ "$st" -eq 137 ] && echo killed || echo finished first))"
 
     tap_cmd "$name: qed check -r all repairs it" "$QED" check -r all "$d/img.qed"
