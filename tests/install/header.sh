@@ -35,10 +35,11 @@ int main(void)
 {
     qed_error err = { 0, "" };
     struct qed_open_options oo = { QED_OPEN_RDWR | QED_OPEN_NO_BACKING, QED_FORMAT_QED,
-                                   QED_CACHE_NONE, QED_ENGINE_THREADS, NULL, 0 };
+                                   QED_CACHE_NONE, QED_ENGINE_THREADS, NULL, 0,
+                                   QED_LOCK_ON };
     struct qed_create_options co = { 1u << 20, false, QED_DEFAULT_CLUSTER_SIZE,
                                      QED_DEFAULT_TABLE_SIZE, NULL, QED_FORMAT_RAW,
-                                     QED_PREALLOC_METADATA };
+                                     QED_PREALLOC_METADATA, QED_LOCK_OFF };
     struct qed_block_status bs = { 0, 0, false, false, false, false, 0 };
     struct qed_check_result cr = { 0, 0, 0, 0, 0, 0, 0, 0, 0 };
     qed_callback *cb = on_done;
