@@ -209,6 +209,7 @@ static int bench_main(const struct tool_command *cmd, int argc, char **argv)
         { "flush-interval", required_argument, NULL, OPT_FLUSH_INTERVAL },
         { "no-drain", no_argument, NULL, OPT_NO_DRAIN },
         { "pattern", required_argument, NULL, OPT_PATTERN },
+        TOOL_FORCE_SHARE_OPTION,
         { NULL, 0, NULL, 0 },
     };
     struct bench b = { .total = 75000, .size = 4096, .depth = 64,
@@ -217,7 +218,7 @@ static int bench_main(const struct tool_command *cmd, int argc, char **argv)
     struct qed_open_options opts = { 0 };
     uint64_t depth = 64, step = 0;
     int pattern = 0;
-    bool quiet = false;
+    bool quiet = false, force_share = false;
     const char *file;
     int ch, status;
 
@@ -288,7 +289,10 @@ static int bench_main(const struct tool_command *cmd, int argc, char **argv)
              * (io_uring, or threads); accepted so the same arguments work. */
             break;
         case 'n':
+            /* qemu-img's native AIO: the engine is chosen by libqed. */
+            break;
         case 'U':
+            force_share = true;
             break;
         case OPT_FLUSH_INTERVAL:
             if (!parse_count(optarg, "flush interval", &b.flush_interval,
@@ -309,7 +313,8 @@ static int bench_main(const struct tool_command *cmd, int argc, char **argv)
     b.step = step ? step : b.size;
     b.count = b.total;
 
-    opts.flags = b.write ? QED_OPEN_RDWR : 0;
+    opts.flags = (b.write ? QED_OPEN_RDWR : 0) |
+                 (force_share ? QED_OPEN_FORCE_SHARE : 0);
     opts.format = format;
     if (qed_open(file, &opts, &b.image, &b.err) < 0) {
         tool_report(file, NULL, &b.err);
@@ -348,7 +353,7 @@ static int bench_main(const struct tool_command *cmd, int argc, char **argv)
 const struct tool_command bench_command = {
     .name = "bench",
     .synopsis = "[-w] [-c COUNT] [-d DEPTH] [-s SIZE] [-S STEP] [-o OFFSET] "
-                "[-t none|writeback] [-f FMT] [-q] [-P PATTERN] "
+                "[-t none|writeback] [-f FMT] [-q] [-U] [-P PATTERN] "
                 "[--flush-interval N [--no-drain]] FILE",
     .summary = "Time sequential requests, like qemu-img bench.",
     .details =
@@ -363,6 +368,8 @@ const struct tool_command bench_command = {
         "  -f FMT              image format (qed or raw; default probed)\n"
         "  -P PATTERN          byte value written (default 0)\n"
         "  -q                  print only the elapsed time\n"
+        TOOL_FORCE_SHARE_HELP
+        "                      (not with -w)\n"
         "  --flush-interval N  flush after every N requests\n"
         "  --no-drain          do not wait for requests in flight before "
         "a flush\n"

@@ -21,6 +21,7 @@ struct check_args {
     bool json;
     bool quiet;
     bool progress;
+    bool force_share;
 };
 
 /* ---- output -------------------------------------------------------------- */
@@ -122,6 +123,9 @@ static int check_image(const struct check_args *args)
                                   : QED_OPEN_NO_BACKING;
     struct qed_check_result result = {0};
     struct tool_progress progress;
+
+    if (args->force_share)
+        flags |= QED_OPEN_FORCE_SHARE;
     qed_image *image;
     int status;
 
@@ -185,12 +189,13 @@ static int check_cmd_run(const struct tool_command *cmd, int argc, char **argv)
         {"quiet", no_argument, NULL, 'q'},
         {"format", required_argument, NULL, 'f'},
         {"progress", no_argument, NULL, 'p'},
+        TOOL_FORCE_SHARE_OPTION,
         {NULL, 0, NULL, 0},
     };
     struct check_args args = {0};
     int ch;
 
-    while ((ch = getopt_long(argc, argv, ":hqpf:r:", long_options, NULL)) !=
+    while ((ch = getopt_long(argc, argv, ":hqpf:r:U", long_options, NULL)) !=
            -1) {
         switch (ch) {
         case 'h':
@@ -215,6 +220,9 @@ static int check_cmd_run(const struct tool_command *cmd, int argc, char **argv)
             if (!tool_parse_output(optarg, &args.json))
                 return CHECK_FAILED;
             break;
+        case 'U':
+            args.force_share = true;
+            break;
         default:
             return tool_bad_option(cmd, ch, argv);
         }
@@ -228,7 +236,8 @@ static int check_cmd_run(const struct tool_command *cmd, int argc, char **argv)
 
 const struct tool_command check_command = {
     .name = "check",
-    .synopsis = "[-q] [-p] [-f FMT] [-r leaks|all] [--output=human|json] FILE",
+    .synopsis = "[-q] [-p] [-U] [-f FMT] [-r leaks|all] [--output=human|json] "
+                "FILE",
     .summary = "Check a QED image for corruption and leaked clusters; "
                "repair them.",
     .details =
@@ -245,6 +254,8 @@ const struct tool_command check_command = {
         "                      field names\n"
         "  -q                  quiet: no human output\n"
         "  -p                  show progress on a terminal\n"
+        TOOL_FORCE_SHARE_HELP
+        "                      (not with -r)\n"
         "\n"
         "Exit status: 0 no problem remains, 1 the check could not complete,\n"
         "2 corruptions remain, 3 only leaked clusters remain, 63 the format\n"

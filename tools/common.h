@@ -57,6 +57,14 @@ void tool_report(const char *file, const char *context, const qed_error *err);
  * told apart from an unknown option; this turns either into one error line
  * and returns exit status 1.  ch is what getopt_long returned. */
 int tool_bad_option(const struct tool_command *cmd, int ch, char **argv);
+/* The -U/--force-share line of a read-only subcommand's help. */
+#define TOOL_FORCE_SHARE_HELP                                                  \
+    "  -U, --force-share   open without conflicting with a program writing\n" \
+    "                      the image (the data read may then be\n"            \
+    "                      inconsistent)\n"
+/* The -U long option, for a subcommand's option table. */
+#define TOOL_FORCE_SHARE_OPTION {"force-share", no_argument, NULL, 'U'}
+
 /* val of the "help" long option: outside the character range, so that
  * tool_bad_option can tell long options from short ones. */
 #define TOOL_OPT_HELP 0x100

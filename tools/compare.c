@@ -16,10 +16,11 @@ static void show_progress(void *opaque, uint64_t done, uint64_t total)
 }
 
 static bool open_second(const char *path, enum qed_format format,
-                        qed_image *first, qed_image **out)
+                        unsigned flags, qed_image *first, qed_image **out)
 {
     struct qed_open_options o = {
         .format = format,
+        .flags = flags,
         .loop = qed_image_loop(first),
     };
     qed_error err = {0};
@@ -29,12 +30,13 @@ static bool open_second(const char *path, enum qed_format format,
         *out = NULL;
         return false;
     }
+    tool_report_warnings(path, *out);
     return true;
 }
 
 struct compare_args {
     enum qed_format format_a, format_b;
-    bool quiet, strict, progress;
+    bool quiet, strict, progress, force_share;
     const char *a, *b;
 };
 
@@ -82,9 +84,11 @@ static int compare(const struct compare_args *args)
     bool status_mismatch = false;
     int status, ret;
 
-    if (!tool_open(args->a, args->format_a, 0, &a))
+    unsigned flags = args->force_share ? QED_OPEN_FORCE_SHARE : 0;
+
+    if (!tool_open(args->a, args->format_a, flags, &a))
         return EXIT_ERROR;
-    if (!open_second(args->b, args->format_b, a, &b)) {
+    if (!open_second(args->b, args->format_b, flags, a, &b)) {
         qed_close(a, NULL);
         return EXIT_ERROR;
     }
@@ -111,12 +115,13 @@ static int compare_run(const struct tool_command *cmd, int argc, char **argv)
 {
     static const struct option long_options[] = {
         {"help", no_argument, NULL, TOOL_OPT_HELP},
+        TOOL_FORCE_SHARE_OPTION,
         {NULL, 0, NULL, 0},
     };
     struct compare_args args = {0};
     int ch;
 
-    while ((ch = getopt_long(argc, argv, ":hf:F:qsp", long_options, NULL)) !=
+    while ((ch = getopt_long(argc, argv, ":hf:F:qspU", long_options, NULL)) !=
            -1) {
         switch (ch) {
         case 'h':
@@ -140,6 +145,9 @@ static int compare_run(const struct tool_command *cmd, int argc, char **argv)
         case 'p':
             args.progress = true;
             break;
+        case 'U':
+            args.force_share = true;
+            break;
         default:
             tool_bad_option(cmd, ch, argv);
             return EXIT_ERROR;
@@ -156,7 +164,7 @@ static int compare_run(const struct tool_command *cmd, int argc, char **argv)
 
 const struct tool_command compare_command = {
     .name = "compare",
-    .synopsis = "[-q] [-s] [-p] [-f FMT] [-F FMT] A B",
+    .synopsis = "[-q] [-s] [-p] [-U] [-f FMT] [-F FMT] A B",
     .summary = "Compare the content of two images.",
     .details =
         "Options:\n"
@@ -168,6 +176,7 @@ const struct tool_command compare_command = {
         "                it): \"Strict mode: Offset N block status mismatch!\"\n"
         "  -q            quiet: print nothing, only the exit status\n"
         "  -p            show progress on stderr (when it is a terminal)\n"
+        TOOL_FORCE_SHARE_HELP
         "\n"
         "Without -s, the part of the larger image past the end of the\n"
         "smaller one must read as zeros.  Prints \"Images are identical.\"\n"

@@ -23,6 +23,8 @@ struct image_spec {
     bool no_flush_given;       /* cache.no-flush given */
     bool no_flush;
     bool read_only;
+    bool force_share;          /* -U, or force-share=on */
+    enum qed_lock_mode locking; /* file.locking */
 };
 
 struct convert_args {
@@ -57,6 +59,8 @@ static bool open_source(struct convert_args *args, qed_image **out)
         .format = args->source.format,
         .cache = args->source.cache_given ? args->source.cache
                                           : args->source_cache,
+        .flags = args->source.force_share ? QED_OPEN_FORCE_SHARE : 0,
+        .locking = args->source.locking,
     };
     qed_error err = {0};
 
@@ -65,6 +69,7 @@ static bool open_source(struct convert_args *args, qed_image **out)
         *out = NULL;
         return false;
     }
+    tool_report_warnings(args->source.filename, *out);
     return true;
 }
 
@@ -240,6 +245,23 @@ static const char *driver_name(const struct image_spec *spec)
     return spec->format_given ? qed_format_name(spec->format) : "probe";
 }
 
+/* file.locking=on|off|auto, as QEMU's file driver takes it. */
+static bool set_locking(struct image_spec *spec, const char *value)
+{
+    if (strcmp(value, "auto") == 0)
+        spec->locking = QED_LOCK_AUTO;
+    else if (strcmp(value, "on") == 0)
+        spec->locking = QED_LOCK_ON;
+    else if (strcmp(value, "off") == 0)
+        spec->locking = QED_LOCK_OFF;
+    else {
+        tool_error(spec->text, "Parameter 'locking' does not accept value "
+                   "'%s'", value);
+        return false;
+    }
+    return true;
+}
+
 static bool set_option(struct image_spec *spec, const char *key,
                        const char *value)
 {
@@ -263,8 +285,11 @@ static bool set_option(struct image_spec *spec, const char *key,
                    "not have; use file.filename=%s", value, value);
         return false;
     }
+    if (strcmp(key, "file.locking") == 0)
+        return set_locking(spec, value);
     if (strcmp(key, "cache.direct") == 0 ||
-        strcmp(key, "cache.no-flush") == 0 || strcmp(key, "read-only") == 0) {
+        strcmp(key, "cache.no-flush") == 0 || strcmp(key, "read-only") == 0 ||
+        strcmp(key, "force-share") == 0) {
         if (!parse_bool(value, &on)) {
             tool_error(spec->text, "Parameter '%s' expects 'on' or 'off'",
                        key);
@@ -272,6 +297,8 @@ static bool set_option(struct image_spec *spec, const char *key,
         }
         if (key[0] == 'r') {
             spec->read_only = on;
+        } else if (key[0] == 'f') {
+            spec->force_share = on;
         } else if (strcmp(key, "cache.direct") == 0) {
             spec->cache_given = true;
             spec->cache = on ? QED_CACHE_NONE : QED_CACHE_WRITEBACK;
@@ -389,6 +416,18 @@ static bool settle_target(struct convert_args *args)
         tool_error(t->text, "Block node is read-only");
         return false;
     }
+    if (t->force_share) {
+        tool_error(t->text, "force-share=on can only be used with read-only "
+                   "images");
+        return false;
+    }
+    /* The output is opened by the library's convert, which always locks
+     * it: a target written without locks is not offered. */
+    if (t->locking == QED_LOCK_OFF) {
+        tool_error(t->text, "file.locking=off is not supported for the "
+                   "target: it is always locked while it is written");
+        return false;
+    }
     if (args->target_image_opts) {
         if (t->format_given)
             args->convert.format = t->format;
@@ -415,6 +454,7 @@ static int parse_and_convert(const struct tool_command *cmd, int argc,
         {"image-opts", no_argument, NULL, OPT_IMAGE_OPTS},
         {"target-image-opts", no_argument, NULL, OPT_TARGET_IMAGE_OPTS},
         {"salvage", no_argument, NULL, OPT_SALVAGE},
+        TOOL_FORCE_SHARE_OPTION,
         {NULL, 0, NULL, 0},
     };
     struct convert_args args = {
@@ -424,7 +464,7 @@ static int parse_and_convert(const struct tool_command *cmd, int argc,
     int ret;
     int ch;
 
-    while ((ch = getopt_long(argc, argv, ":hpqf:O:o:B:F:t:T:m:nS:Wr:cl:",
+    while ((ch = getopt_long(argc, argv, ":hpqf:O:o:B:F:t:T:m:nS:Wr:cl:U",
                              long_options, NULL)) != -1) {
         switch (ch) {
         case 'h':
@@ -488,6 +528,9 @@ static int parse_and_convert(const struct tool_command *cmd, int argc,
         case 'W':
             args.convert.out_of_order = true;
             break;
+        case 'U':
+            args.source.force_share = true;
+            break;
         case 'r':
             if (!parse_size_for(optarg, "rate limit",
                                 &args.convert.rate_limit))
@@ -540,7 +583,7 @@ static int convert_run(const struct tool_command *cmd, int argc, char **argv)
 
 const struct tool_command convert_command = {
     .name = "convert",
-    .synopsis = "[-p] [-q] [-n] [-W] [--salvage] [-f FMT] [-O raw|qed] "
+    .synopsis = "[-p] [-q] [-n] [-W] [-U] [--salvage] [-f FMT] [-O raw|qed] "
                 "[-o OPTIONS] [-B BACKING [-F FMT]] [-S SIZE] [-t CACHE] "
                 "[-T CACHE] [-m N] [-r RATE] [--image-opts] "
                 "[--target-image-opts] SRC DST",
@@ -581,6 +624,9 @@ const struct tool_command convert_command = {
         "                clusters in completion order).  A raw output's\n"
         "                writes are never held back: order cannot change\n"
         "                where its bytes go\n"
+        "  -U, --force-share\n"
+        "                read SRC without conflicting with a program writing\n"
+        "                it (the copy may then be inconsistent)\n"
         "  -r RATE       copy at most RATE bytes of data per second\n"
         "                (suffixes k, M, G...; 0: no limit)\n"
         "  --salvage     go on past parts of SRC that cannot be read: they\n"
@@ -591,7 +637,8 @@ const struct tool_command convert_command = {
         "                driver=qed|raw|file, file.driver=file,\n"
         "                file.filename=PATH (or filename=PATH),\n"
         "                cache.direct=on|off, cache.no-flush=on|off,\n"
-        "                read-only=on|off\n"
+        "                read-only=on|off, force-share=on|off (SRC),\n"
+        "                file.locking=on|off|auto (off: SRC only)\n"
         "  --target-image-opts\n"
         "                DST is key=value options, likewise (needs -n;\n"
         "                without driver= and -O its format is probed)\n"

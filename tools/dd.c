@@ -30,6 +30,7 @@ struct dd_args {
     uint64_t skip;
     bool count_given;
     bool skip_given;
+    bool force_share;
     const char *in;
     const char *out;
 };
@@ -231,7 +232,8 @@ static int dd(const struct dd_args *args)
     qed_image *in, *out;
     bool ok, beyond;
 
-    if (!tool_open(args->in, args->in_format, 0, &in))
+    if (!tool_open(args->in, args->in_format,
+                   args->force_share ? QED_OPEN_FORCE_SHARE : 0, &in))
         return 1;
     size = qed_size(in);
     /* Like qemu-img: count blocks from the start of the input. */
@@ -266,6 +268,7 @@ static int dd_run(const struct tool_command *cmd, int argc, char **argv)
 {
     static const struct option long_options[] = {
         {"help", no_argument, NULL, TOOL_OPT_HELP},
+        TOOL_FORCE_SHARE_OPTION,
         {NULL, 0, NULL, 0},
     };
     struct dd_args args = {
@@ -274,7 +277,7 @@ static int dd_run(const struct tool_command *cmd, int argc, char **argv)
     };
     int ch;
 
-    while ((ch = getopt_long(argc, argv, ":hf:O:", long_options, NULL)) !=
+    while ((ch = getopt_long(argc, argv, ":hf:O:U", long_options, NULL)) !=
            -1) {
         switch (ch) {
         case 'h':
@@ -288,6 +291,9 @@ static int dd_run(const struct tool_command *cmd, int argc, char **argv)
         case 'O':
             if (!tool_parse_format(optarg, &args.out_format))
                 return 1;
+            break;
+        case 'U':
+            args.force_share = true;
             break;
         default:
             return tool_bad_option(cmd, ch, argv);
@@ -309,13 +315,16 @@ static int dd_run(const struct tool_command *cmd, int argc, char **argv)
 
 const struct tool_command dd_command = {
     .name = "dd",
-    .synopsis = "[-f FMT] [-O FMT] [bs=BLOCK_SIZE] [count=BLOCKS] "
+    .synopsis = "[-U] [-f FMT] [-O FMT] [bs=BLOCK_SIZE] [count=BLOCKS] "
                 "[skip=BLOCKS]\n              if=INPUT of=OUTPUT",
     .summary = "Copy part of an image into a new image, as qemu-img dd.",
     .details =
         "Options:\n"
         "  -f qed|raw       format of INPUT (probed by default)\n"
         "  -O qed|raw       format of OUTPUT (default raw)\n"
+        "  -U, --force-share\n"
+        "                   read INPUT without conflicting with a program\n"
+        "                   writing it (the copy may then be inconsistent)\n"
         "  bs=BLOCK_SIZE    block size, 1 to 2147483647 bytes (default\n"
         "                   512); suffixes k, M, G... as for sizes\n"
         "  count=BLOCKS     copy the input up to BLOCKS blocks from its\n"

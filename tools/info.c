@@ -10,6 +10,7 @@ struct info_args {
     enum qed_format format;
     bool json;
     bool backing_chain;
+    bool force_share;
 };
 
 /* The information of every layer shown, top first. */
@@ -25,7 +26,10 @@ struct info_list {
  * own information, so without --backing-chain fall back to the top alone. */
 static bool open_for_info(const struct info_args *args, qed_image **image)
 {
-    struct qed_open_options options = {.format = args->format};
+    struct qed_open_options options = {
+        .format = args->format,
+        .flags = args->force_share ? QED_OPEN_FORCE_SHARE : 0,
+    };
     qed_error err = {0};
     qed_error retry_err = {0};
 
@@ -35,7 +39,7 @@ static bool open_for_info(const struct info_args *args, qed_image **image)
         tool_report(args->path, NULL, &err);
         return false;
     }
-    options.flags = QED_OPEN_NO_BACKING;
+    options.flags |= QED_OPEN_NO_BACKING;
     if (qed_open(args->path, &options, image, &retry_err) < 0) {
         tool_report(args->path, NULL, &err);
         return false;
@@ -214,12 +218,13 @@ static int info_run(const struct tool_command *cmd, int argc, char **argv)
         {"help", no_argument, NULL, TOOL_OPT_HELP},
         {"output", required_argument, NULL, OPT_OUTPUT},
         {"backing-chain", no_argument, NULL, OPT_BACKING_CHAIN},
+        TOOL_FORCE_SHARE_OPTION,
         {NULL, 0, NULL, 0},
     };
     struct info_args args = {0};
     int ch;
 
-    while ((ch = getopt_long(argc, argv, ":hf:", long_options, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":hf:U", long_options, NULL)) != -1) {
         switch (ch) {
         case 'h':
         case TOOL_OPT_HELP:
@@ -236,6 +241,9 @@ static int info_run(const struct tool_command *cmd, int argc, char **argv)
         case OPT_BACKING_CHAIN:
             args.backing_chain = true;
             break;
+        case 'U':
+            args.force_share = true;
+            break;
         default:
             return tool_bad_option(cmd, ch, argv);
         }
@@ -249,7 +257,7 @@ static int info_run(const struct tool_command *cmd, int argc, char **argv)
 
 const struct tool_command info_command = {
     .name = "info",
-    .synopsis = "[-f FMT] [--output=human|json] [--backing-chain] FILE",
+    .synopsis = "[-U] [-f FMT] [--output=human|json] [--backing-chain] FILE",
     .summary = "Show an image's format, sizes, backing file and header.",
     .details =
         "Options:\n"
@@ -257,6 +265,7 @@ const struct tool_command info_command = {
         "  --output=FMT        human (default) or json, with qemu-img's\n"
         "                      field names\n"
         "  --backing-chain     also show every backing file, top first\n"
-        "                      (a JSON array with --output=json)\n",
+        "                      (a JSON array with --output=json)\n"
+        TOOL_FORCE_SHARE_HELP,
     .run = info_run,
 };

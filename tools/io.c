@@ -369,12 +369,12 @@ static int run_commands(struct io_session *session, char **lines, int count)
 }
 
 static int io_image(const char *path, enum qed_format format, bool read_only,
-                    char **lines, int count)
+                    unsigned share_flags, char **lines, int count)
 {
     struct io_session session = {.path = path, .read_only = read_only};
     int status;
 
-    if (!tool_open(path, format, read_only ? 0 : QED_OPEN_RDWR,
+    if (!tool_open(path, format, (read_only ? 0 : QED_OPEN_RDWR) | share_flags,
                    &session.image))
         return 1;
     status = run_commands(&session, lines, count);
@@ -387,9 +387,11 @@ static int io_run(const struct tool_command *cmd, int argc, char **argv)
 {
     static const struct option long_options[] = {
         {"help", no_argument, NULL, TOOL_OPT_HELP},
+        TOOL_FORCE_SHARE_OPTION,
         {NULL, 0, NULL, 0},
     };
     enum qed_format format = QED_FORMAT_PROBE;
+    unsigned share_flags = 0;
     bool read_only = false;
     char **lines;
     int count = 0, ch, status;
@@ -400,7 +402,7 @@ static int io_run(const struct tool_command *cmd, int argc, char **argv)
         tool_error(NULL, "out of memory");
         return 1;
     }
-    while ((ch = getopt_long(argc, argv, ":hrc:f:", long_options, NULL)) !=
+    while ((ch = getopt_long(argc, argv, ":hrc:f:U", long_options, NULL)) !=
            -1) {
         switch (ch) {
         case 'h':
@@ -410,6 +412,9 @@ static int io_run(const struct tool_command *cmd, int argc, char **argv)
             return 0;
         case 'r':
             read_only = true;
+            break;
+        case 'U':
+            share_flags = QED_OPEN_FORCE_SHARE;
             break;
         case 'c':
             lines[count++] = optarg;
@@ -431,19 +436,24 @@ static int io_run(const struct tool_command *cmd, int argc, char **argv)
     else if (count == 0)
         status = tool_bad_usage(cmd, "no commands given (use -c COMMAND)");
     else
-        status = io_image(argv[optind], format, read_only, lines, count);
+        status = io_image(argv[optind], format, read_only, share_flags, lines,
+                          count);
     free(lines);
     return status;
 }
 
 const struct tool_command io_command = {
     .name = "io",
-    .synopsis = "[-f FMT] [-r] -c COMMAND [-c COMMAND ...] FILE",
+    .synopsis = "[-f FMT] [-r [-U]] -c COMMAND [-c COMMAND ...] FILE",
     .summary = "Run qemu-io commands (read, write, map, ...) on an image.",
     .details =
         "Options:\n"
         "  -f qed|raw    image format (probed by default)\n"
         "  -r            open read-only\n"
+        "  -U, --force-share\n"
+        "                with -r: open without conflicting with a program\n"
+        "                writing the image (the data read may then be\n"
+        "                inconsistent)\n"
         "  -c COMMAND    run COMMAND; repeat for more, run in order\n"
         "\n"
         "Commands, with qemu-io's syntax and output (-c help lists them,\n"

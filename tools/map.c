@@ -230,13 +230,13 @@ static bool walk_image(const char *path, qed_image *image,
 /* ---- command ------------------------------------------------------------- */
 
 static int map_image(const char *path, enum qed_format format, bool json,
-                     const struct map_range *range)
+                     unsigned open_flags, const struct map_range *range)
 {
     struct map_printer printer = {.json = json};
     qed_image *image;
     bool ok;
 
-    if (!tool_open(path, format, 0, &image))
+    if (!tool_open(path, format, open_flags, &image))
         return 1;
     ok = json || collect_layer_names(path, image, &printer);
     ok = ok && walk_image(path, image, range, &printer);
@@ -266,14 +266,16 @@ static int map_run(const struct tool_command *cmd, int argc, char **argv)
         {"output", required_argument, NULL, OPT_OUTPUT},
         {"start-offset", required_argument, NULL, 's'},
         {"max-length", required_argument, NULL, 'l'},
+        TOOL_FORCE_SHARE_OPTION,
         {NULL, 0, NULL, 0},
     };
     enum qed_format format = QED_FORMAT_PROBE;
     struct map_range range = {.start = 0, .length = UINT64_MAX};
     bool json = false;
+    unsigned open_flags = 0;
     int ch;
 
-    while ((ch = getopt_long(argc, argv, ":hf:s:l:", long_options, NULL)) !=
+    while ((ch = getopt_long(argc, argv, ":hf:s:l:U", long_options, NULL)) !=
            -1) {
         switch (ch) {
         case 'h':
@@ -296,6 +298,9 @@ static int map_run(const struct tool_command *cmd, int argc, char **argv)
             if (!parse_offset(optarg, "max length", &range.length))
                 return 1;
             break;
+        case 'U':
+            open_flags |= QED_OPEN_FORCE_SHARE;
+            break;
         default:
             return tool_bad_option(cmd, ch, argv);
         }
@@ -303,12 +308,12 @@ static int map_run(const struct tool_command *cmd, int argc, char **argv)
     if (argc - optind != 1)
         return tool_bad_usage(cmd, argc - optind < 1 ? "missing FILE"
                                                      : "too many arguments");
-    return map_image(argv[optind], format, json, &range);
+    return map_image(argv[optind], format, json, open_flags, &range);
 }
 
 const struct tool_command map_command = {
     .name = "map",
-    .synopsis = "[-f FMT] [--start-offset=OFFSET] [--max-length=LEN]\n"
+    .synopsis = "[-U] [-f FMT] [--start-offset=OFFSET] [--max-length=LEN]\n"
                 "               [--output=human|json] FILE",
     .summary = "Show which layer and host offset every range comes from.",
     .details =
@@ -323,6 +328,7 @@ const struct tool_command map_command = {
         "  --output=FMT    human (default): the ranges holding data, with\n"
         "                  their host offset and file; json: every range as\n"
         "                  {start, length, depth, present, zero, data\n"
-        "                  [, offset]}, the same as qemu-img map\n",
+        "                  [, offset]}, the same as qemu-img map\n"
+        TOOL_FORCE_SHARE_HELP,
     .run = map_run,
 };

@@ -17,6 +17,7 @@ struct serve_settings {
     const char *port;
     enum qed_format format;
     enum qed_cache cache;
+    bool force_share;
 };
 
 static void on_signal(void *opaque, int fd, unsigned events)
@@ -105,6 +106,8 @@ static int serve(const struct serve_settings *s, const char *file)
 
     if (!s->server.read_only)
         opts.flags |= QED_OPEN_RDWR;
+    if (s->force_share)
+        opts.flags |= QED_OPEN_FORCE_SHARE;
     if (qed_open(file, &opts, &img, &err) < 0) {
         tool_report(file, NULL, &err);
         return 1;
@@ -181,13 +184,14 @@ static int serve_main(const struct tool_command *cmd, int argc, char **argv)
         { "format", required_argument, NULL, 'f' },
         { "cache", required_argument, NULL, OPT_CACHE },
         { "description", required_argument, NULL, OPT_DESCRIPTION },
+        TOOL_FORCE_SHARE_OPTION,
         { NULL, 0, NULL, 0 },
     };
     struct serve_settings s = { .bind_address = "127.0.0.1",
                                 .server = { .max_connections = 16 } };
     int ch;
 
-    while ((ch = getopt_long(argc, argv, ":hrx:e:tk:b:p:f:D:", longopts,
+    while ((ch = getopt_long(argc, argv, ":hrx:e:tk:b:p:f:D:U", longopts,
                              NULL)) != -1) {
         switch (ch) {
         case 'h':
@@ -196,6 +200,9 @@ static int serve_main(const struct tool_command *cmd, int argc, char **argv)
             return 0;
         case 'r':
             s.server.read_only = true;
+            break;
+        case 'U':
+            s.force_share = true;
             break;
         case 'x':
             if (strlen(optarg) > 4096) {
@@ -255,12 +262,16 @@ static int serve_main(const struct tool_command *cmd, int argc, char **argv)
 
 const struct tool_command serve_command = {
     .name = "serve",
-    .synopsis = "[-r] [-x NAME] [-e N] [-t] [-f FMT] [--cache none|writeback] "
+    .synopsis = "[-r [-U]] [-x NAME] [-e N] [-t] [-f FMT] "
+                "[--cache none|writeback] "
                 "(-k SOCKET | [-b ADDR] -p PORT) FILE",
     .summary = "Export an image over NBD, like qemu-nbd.",
     .details =
         "Options:\n"
         "  -r, --read-only        export read-only (writes get EPERM)\n"
+        "  -U, --force-share      with -r: open without conflicting with a\n"
+        "                         program writing the image (clients may\n"
+        "                         then read inconsistent data)\n"
         "  -x, --export-name=NAME export name (default empty)\n"
         "  -D, --description=TEXT export description\n"
         "  -e, --shared=N         clients at once (default 16)\n"

@@ -9,6 +9,7 @@
 # included, and nothing is left locked once the holder is gone.
 . "$(dirname "$0")/lib.sh"
 . "$_lib_dir/nbd-server.bash"
+. "$_lib_dir/lock.bash"
 
 require_cmd qemu-img qemu-io
 [ -r /proc/locks ] || skip_all "/proc/locks is not readable"
@@ -22,62 +23,12 @@ HOLD_MS=60000
 "$QED" create -q plain.qed 4M
 "$QED" io -c 'write -P 0x33 0 64k' plain.qed >/dev/null
 
-# hold_qemu ARGS... FILE — qemu-io ARGS FILE in the background, holding the
-# image (its own sleep command) until release; waits for its locks.
-QEMU_PID=
-hold_qemu() {
-    local file=${*: -1} i
-    qemu-io -c "sleep $HOLD_MS" "$@" </dev/null >"$T/qemu-hold.out" 2>&1 &
-    QEMU_PID=$!
-    _bg_pids+=("$QEMU_PID")
-    for ((i = 0; i < 500; i++)); do
-        [ -n "$(lock_bytes "$file")" ] && return 0
-        kill -0 "$QEMU_PID" 2>/dev/null || return 1
-        sleep 0.01
-    done
-    return 1
-}
-
-# release PID FILE... — stops a holder and waits until FILE... are free.
-release() {
-    local pid=$1 f
-    shift
-    kill -TERM "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-    for f in "$@"; do
-        wait_unlocked "$f"
-    done
-}
-
-# hold_qed NAME ARGS... FILE — `qed serve ARGS FILE` on a socket.
-hold_qed() {
-    local name=$1
-    shift
-    start_server "$name" "$T/$name.sock" "$@"
-}
-
-# refused NAME FILE WORDS CMD... — CMD fails (exit 1) with the lock message
-# naming WORDS ("write", shared "write", ...) and FILE.
-refused() {
-    local name=$1 file=$2 words=$3
-    shift 3
-    run "$@"
-    if [ "$RC" -eq 1 ] && grep -qF "Failed to get $words lock" "$ERR" &&
-        grep -qF "Is another process using the image [$file]?" "$ERR"; then
-        pass "$name"
-        return 0
-    fi
-    fail "$name" "expected exit status 1 and the lock message for $words"
-    _run_diag "$@"
-    return 1
-}
-
-sum() { md5sum <"$1" | cut -d' ' -f1; }
 
 # ---- the bytes: qed holds what qemu-io holds in the same role -----------------------
 
 # role_bytes HOLDER FILE WATCHED... — lock bytes on each WATCHED file while
-# HOLDER (qemu-io or qed-rw or qed-ro) holds FILE, as "a | b".
+# HOLDER (qemu-rw, qemu-ro, qemu-share (-r -U), or the same of qed serve)
+# holds FILE, as "a | b".
 role_bytes() {
     local holder=$1 file=$2 out="" f
     shift 2
@@ -86,6 +37,8 @@ role_bytes() {
     qemu-ro) hold_qemu -r "$file" || return 1 ;;
     qed-rw) hold_qed role "$file" || return 1 ;;
     qed-ro) hold_qed role -r "$file" || return 1 ;;
+    qemu-share) hold_qemu -r -U "$file" || return 1 ;;
+    qed-share) hold_qed role -r -U "$file" || return 1 ;;
     esac
     for f in "$@"; do
         out+="${out:+ | }$(lock_bytes "$f")"
@@ -107,8 +60,10 @@ tap_is "$want_ro" "100 201 203 | 100 201 203" \
     "QEMU: qemu-io -r holds 100 201 203 on both"
 tap_is "$(role_bytes qed-ro top.qed top.qed base.qed)" "$want_ro" \
     "qed serve -r holds the same bytes"
-skip "qed holds byte 100 only when forcing share, as qemu-io -r -U" \
-    "the CLI has no -U yet (test-lock checks it through the library)"
+want_share=$(role_bytes qemu-share top.qed top.qed base.qed)
+tap_is "$want_share" "100 | 100" "QEMU: qemu-io -r -U holds 100 on both"
+tap_is "$(role_bytes qed-share top.qed top.qed base.qed)" "$want_share" \
+    "qed serve -r -U holds the same bytes"
 
 # ---- QEMU holds, qed is refused ----------------------------------------------------
 
