@@ -56,6 +56,14 @@ tap_cmd "convert -U" "$QED" convert -U -O raw disk.qed copy.raw
 tap_cmd "the copy holds the data" qemu-io -f raw -r -c 'read -P 0x5a 0 64k' copy.raw
 tap_cmd "convert --image-opts force-share=on" \
     "$QED" convert --image-opts -O raw 'driver=qed,file.filename=disk.qed,force-share=on' copy2.raw
+tap_cmd "convert --image-opts file.locking=off (no locks taken)" \
+    "$QED" convert --image-opts -O raw 'driver=qed,file.filename=disk.qed,file.locking=off' copy3.raw
+run "$QED" convert --image-opts -O raw 'driver=qed,file.filename=disk.qed,file.locking=maybe' copy4.raw
+tap_like "$RC $(cat "$ERR")" "^1 qed: .*Parameter 'locking' does not accept value 'maybe'" \
+    "file.locking=maybe is refused"
+run "$QED" convert -n --target-image-opts other.qed 'driver=qed,file.filename=x.qed,file.locking=off'
+tap_like "$RC $(cat "$ERR")" "^1 qed: .*file.locking=off is not supported for the target" \
+    "file.locking=off for the target is refused"
 tap_cmd "io -r -U reads the data" "$QED" io -r -U -c 'read -P 0x5a 0 64k' disk.qed
 tap_cmd "dd -U" "$QED" dd -U if=disk.qed of=dd.raw bs=64k count=1
 tap_cmd "bench -U" "$QED" bench -U -c 16 disk.qed
