@@ -199,8 +199,8 @@ void tool_warn_qemu_incompatible(const char *path,
                                             o->table_size);
 
     if (why)
-        tool_error("warning", "%s: QEMU 7.2 will not open this image: %s",
-                   path, why);
+        tool_error(path, "warning: QEMU 7.2 will not open this image: %s",
+                   why);
 }
 
 bool tool_create_options_help_requested(const char *text)

@@ -47,10 +47,11 @@ static void show_progress(void *opaque, uint64_t done, uint64_t total)
     tool_progress_update(opaque, done, total);
 }
 
+/* The warnings name the source: the ranges they tell of are its own. */
 static void show_warning(void *opaque, const char *message)
 {
-    (void)opaque;
-    tool_error(NULL, "warning: %s", message);
+    const char *source = opaque;
+    tool_error(source, "warning: %s", message);
 }
 
 static bool open_source(struct convert_args *args, qed_image **out)
@@ -88,6 +89,7 @@ static int convert(struct convert_args *args)
     args->convert.op.progress_opaque = &progress;
     if (!args->quiet)
         args->convert.warning = show_warning;
+    args->convert.warning_opaque = (void *)args->source.filename;
     ret = qed_convert(source, args->target.filename, &args->convert, &err);
     tool_progress_finish(&progress);
     if (ret < 0)

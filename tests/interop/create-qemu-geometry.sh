@@ -38,7 +38,7 @@ for cs in 4k 64k 1M 2M 4M 8M 16M 64M; do
                 got=$(reason_of "$warning")
                 lines=$(printf '%s\n' "$warning" | grep -c .)
                 if [ "$got" = "$want" ] && [ "$lines" -eq 1 ] &&
-                    [[ $warning == "qed: warning: g.qed: QEMU 7.2 will not open"* ]]; then
+                    [[ $warning == "qed: g.qed: warning: QEMU 7.2 will not open"* ]]; then
                     pass "$name: QEMU refuses it ($want), one warning line naming why"
                 else
                     fail "$name: QEMU refuses it ($want), one warning line naming why" \
@@ -56,7 +56,7 @@ tap_cmd "qed opens it" "$QED" io -c "write -P 7 0 1M" -c "read -P 7 0 1M" g.qed
 
 "$QED" create -q src.qed 4M
 run "$QED" convert -O qed -o cluster_size=2M,table_size=16 src.qed conv.qed
-tap_like "$(cat "$ERR")" "^qed: warning: conv.qed: QEMU 7.2 will not open this image: .*QED image size is invalid" \
+tap_like "$(cat "$ERR")" "^qed: conv.qed: warning: QEMU 7.2 will not open this image: .*QED image size is invalid" \
     "convert -O qed -o cluster_size=2M,table_size=16 warns"
 ok "$RC" "convert with the warning succeeds"
 run "$QED" convert -O qed -o cluster_size=1M src.qed conv2.qed
