@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Sourced by the benchmarks in bench/: what they all do the same way.
 
 # median: the median of the numbers on stdin, one per line.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Times `qed convert -O qed` against `qemu-img convert -O qed` on the same
 # raw source: 1 GiB, half random data and half holes in 1 MiB stripes.  The
 # two alternate which goes first in each round; the output is removed and

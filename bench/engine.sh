@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Times `qed bench` against `qemu-img bench` with identical arguments on fresh
 # images, alternating which goes first, and prints the median time of each,
 # their ratio, and `qemu-img bench -f raw` on a raw file as the physical limit.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Times the image operations besides raw -> qed convert (bench/convert.sh)
 # against their qemu-img counterparts, on the same files, alternating which
 # tool goes first, and prints the median wall time of each and the ratio.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * qed-cat IMAGE — writes what a QED or raw image reads (through its backing
  * chain) to standard output, with several asynchronous reads in flight.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * raw2qed [-c CLUSTER_SIZE] RAW QED — copies a raw disk image into a new
  * QED image, leaving the all-zero clusters out (they stay unallocated and

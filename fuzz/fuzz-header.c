@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libFuzzer target: the header decoder and validator, and the backing name
  * extraction, on arbitrary bytes presented as the start of a file. */
 #include <stddef.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libFuzzer target: open, check, read and map an image held in memory.
  * The input is the image file; if it contains the marker "\0BACKING\0",
  * what follows the marker is a second file named "base" (the seeds' images

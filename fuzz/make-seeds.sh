@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Makes the seed corpora under fuzz/corpus: QED headers from images qemu-img
 # creates (each prefixed with the 8-byte file size the fuzzer checks them
 # against), and the bytes real NBD clients send to `qed serve`.

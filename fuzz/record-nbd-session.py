@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Records what an NBD client sends: listens on a Unix socket, forwards every
 connection to a server's socket, and writes the client's bytes of each
 connection to OUTDIR/PREFIX-N.  Used to make the fuzz-nbd seed corpus from

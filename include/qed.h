@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * libqed — QED (QEMU Enhanced Disk) images without QEMU.
  *

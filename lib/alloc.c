@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Allocation: new clusters from the end of the file; claims on the clusters
  * being allocated, so none is allocated twice; the NEED_CHECK bit before the
  * first table change; and the table writes, grouped per L2 table, in

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The consistency check of a QED image, and its repair.
  *
  * The check walks L1 and every L2 table, one table in memory at a time, and

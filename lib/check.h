@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Consistency check and repair of a QED image (qed_check, declared in
  * qed.h), and the repair run when a dirty image is opened read-write. */
 #ifndef QED_LIB_CHECK_H

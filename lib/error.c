@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The error object: a positive errno plus one line that names what failed. */
 #include <errno.h>
 #include <stdarg.h>

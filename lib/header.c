@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The QED header: byte layout, validation and the layout of new images. */
 #include <errno.h>
 #include <inttypes.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The QED header: decode, encode and validate.  Pure functions, no I/O. */
 #ifndef QED_LIB_HEADER_H
 #define QED_LIB_HEADER_H

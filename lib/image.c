@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Images: create, open (with the backing chain), close, and what `info`
  * reports.  Opening a QED image validates its header against the file,
  * loads the L1 table, and prepares the engine state; the dirty-bit life

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Internal state of an open image, shared by the engine modules. */
 #ifndef QED_LIB_IMAGE_H
 #define QED_LIB_IMAGE_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* O_DIRECT wants buffers, offsets and lengths aligned to the device block.
  * Requests that are not aligned come through here: reads go through a
  * bounce buffer covering whole blocks; writes that do not cover whole blocks

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* O_DIRECT support for requests that are not block aligned; see io-direct.c. */
 #ifndef QED_LIB_IO_DIRECT_H
 #define QED_LIB_IO_DIRECT_H

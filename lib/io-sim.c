@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Simulated files for tests: memory, power loss, injected faults.  See
  * io-sim.h for the model. */
 #include <errno.h>

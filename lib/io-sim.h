@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Simulated files for tests: an in-memory "file system" of named files that
  * images open through image_open() (see struct file_opener in image.h), with
  * power-loss simulation and fault injection.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Thread-pool back end, for kernels or containers without io_uring: worker
  * threads run the blocking system calls and hand results back through an
  * eventfd, so the loop thread itself never blocks on the file. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* io_uring back end: operations become SQEs, submitted in one batch per loop
  * iteration; completions are announced on an eventfd the loop polls. */
 #include <errno.h>

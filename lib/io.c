@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The file side of the I/O interface: whole-buffer reads (zeros past the end
  * of the file) and writes on top of whichever engine the loop runs, plus the
  * plain-file back end of io_file. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Asynchronous file I/O: one interface over several back ends.
  *
  * An io_file is a file opened on a loop.  Operations complete through a

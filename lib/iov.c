@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Views of a caller's scatter/gather vector: slicing a byte range out of it
  * and filling ranges, without copying the data. */
 #include <errno.h>

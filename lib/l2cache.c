@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Write-through cache of L2 tables, least recently used first out, bounded
  * in bytes.  Tables in use by a request are pinned and never evicted; the
  * bound may be exceeded while that many are pinned. */

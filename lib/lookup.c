@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Logical offset -> extent: which L1 entry and L2 table cover a position,
  * and how far the same kind of mapping runs from there. */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The event loop behind every image: epoll for descriptors (the I/O engine's
  * completion fd and any server sockets), deferred tasks and timers. */
 #include <errno.h>

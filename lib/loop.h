@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The event loop: epoll for file descriptors, deferred tasks, timers, and the
  * completion side of the file I/O engine. */
 #ifndef QED_LIB_LOOP_H

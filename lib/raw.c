@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Raw images: every request maps straight onto the file.  Used for raw
  * backing files, raw inputs of convert, and `-f raw` everywhere. */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Requests: the public asynchronous calls, their completion, and the state
  * machines that carry reads, writes, write-zeroes, discards, flushes and
  * block-status queries through a QED image one chunk at a time.

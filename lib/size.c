@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Size arguments as qemu-img and qemu-io parse them: "512", "64k", "1.5G",
  * "10b", "0x1000". */
 #include <ctype.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* L1 and L2 tables: entries are little-endian on disk and stay so in memory,
  * so tables can be written straight from their buffers; this file is the
  * only place that converts them. */

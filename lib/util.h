@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Small helpers shared by every module of libqed. */
 #ifndef QED_LIB_UTIL_H
 #define QED_LIB_UTIL_H

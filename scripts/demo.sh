@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # `make demo`: a short walk through the qed tool on a QED image with a raw
 # backing file, checking every result.  QED is the path of the qed binary.
 set -euo pipefail

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: MIT
 # Runs the test programs and scripts through TAP::Harness (the engine behind
 # prove) and ends with the line CI reads: "N passed, N failed", counting test
 # points; a test file that dies or breaks its plan counts as one more failure.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Minimal TAP producer for the C unit tests; prove (TAP::Harness) runs and
  * counts them.  Each check is one test point named for what it checks. */
 #ifndef QED_TESTS_TAP_H

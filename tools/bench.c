@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* `qed bench`: the same workload as `qemu-img bench` with the same arguments
  * (COUNT requests of SIZE bytes, STEP apart, DEPTH in flight), so the two can
  * be timed side by side. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* `qed check`: consistency check (and repair) of a QED image, like
  * qemu-img check: the same messages, JSON field names and exit statuses. */
 #include <getopt.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* `qed commit`: write what an image holds itself into its backing file, or
  * (-b) what the layers above a base of its chain hold into that base
  * (qed_commit).  The image is left as it is. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Shared pieces of the `qed` command-line tool. */
 #include "common.h"
 

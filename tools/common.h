@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Shared pieces of the `qed` command-line tool: the subcommand table, error
  * reporting, option helpers, and output formatting. */
 #ifndef QED_TOOLS_COMMON_H

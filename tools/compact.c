@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* `qed compact`: rewrite an image in place without holes or leaks. */
 #include <getopt.h>
 #include <inttypes.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* `qed compare`: do two images read the same?  Output and exit status as
  * qemu-img compare: 0 identical, 1 different, 2 error. */
 #include <getopt.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* `qed convert`: copy an image's visible content into a new (or, with -n,
  * an existing) raw or QED image, keeping it sparse (qed_convert does the
  * work).  Options and messages follow qemu-img convert. */

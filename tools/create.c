@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* `qed create`: make a new QED image. */
 #include <getopt.h>
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* `qed info`: describe an image (and its backing chain) like qemu-img info. */
 #include <getopt.h>
 #include <stdlib.h>

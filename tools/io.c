@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* `qed io`: run qemu-io commands on an image, with qemu-io's syntax and
  * output, so that scripts and logs written for qemu-io carry over.
  *

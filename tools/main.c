@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* `qed SUBCOMMAND ...`: finds the subcommand and runs it. */
 #include <errno.h>
 #include <getopt.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* `qed map`: where each range of the image comes from, like qemu-img map. */
 #include <getopt.h>
 #include <inttypes.h>

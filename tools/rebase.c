@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* `qed rebase`: give an image another backing file (or none), copying
  * whatever would read differently (qed_rebase), or with -u only rewriting
  * the header (qed_set_backing_at). */

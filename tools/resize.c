@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* `qed resize`: change an image's virtual size (qed_resize). */
 #include <getopt.h>
 #include <inttypes.h>

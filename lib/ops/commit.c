@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* qed_commit: write what the layers of an image above a base hold into
  * that base: its backing file, or (options->base, qemu-img commit -b) a
  * file further down its backing chain.

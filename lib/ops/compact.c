@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Compaction: rewrite an image in place without holes or leaks.  Data
  * clusters that read as all zeros (discarded, or written with zeros) stop
  * being data: they become unallocated, or zero clusters where a backing

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* qed_compare: do two images read the same?  Both are walked together;
  * ranges both report as zeros are skipped, the rest is read from both and
  * compared, many segments at once.  Once a difference turns up, no segment

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* qed_convert: copy what an image reads into a new raw or QED image, with
  * many reads and writes in flight, keeping the output sparse.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Shared machinery of the image operations (convert, compare, commit,
  * rebase, resize): a walk over a virtual disk that keeps many requests in
  * flight on one loop, and helpers the operations have in common.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Backing files: qed_set_backing (header rewrite and chain swap),
  * qed_set_backing_at (header only, by path) and qed_rebase (copy what would
  * change, then the header).

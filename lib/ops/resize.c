@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* qed_resize: change an image's virtual size.
  *
  * Raw: the file is truncated or extended.

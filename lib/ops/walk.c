@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The walk behind every image operation: block status at a cursor, runs
  * classified by the operation, segments handed to a pool of workers that
  * keep many requests in flight on one loop.  Also the helpers the

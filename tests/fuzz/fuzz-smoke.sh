@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Runs every libFuzzer target over its kept crash reproducers
 # (fuzz/regressions) and seed corpus, then fuzzes each for a few seconds.
 # The targets are built by `make fuzz-build` (make check does it).

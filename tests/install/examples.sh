@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # The examples (examples/*.c) and the example of libqed(3), copied out of
 # the source tree and built against a libqed installed into a temporary
 # DESTDIR with pkg-config (gcc and clang, strict warnings; examples/Makefile

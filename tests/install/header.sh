@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # The installed public header on its own: it compiles as strict C (C99, C11,
 # C17; gcc and clang; -pedantic -Wall -Wextra -Werror) without feature-test
 # macros, twice in one file, and as C++ (g++ -std=c++17, clang++ -std=c++11),

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # `make install` into a temporary DESTDIR: every file in its place with the
 # right mode, the shared library's soname and symlinks, the pkg-config file
 # naming the PREFIX (never the DESTDIR), the installed qed running, other

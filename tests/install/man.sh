@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # The man pages: qed(1) and libqed(3) render without a warning (man -l, with
 # and without groff's warnings, and groff -man -ww -z), are found where make
 # install puts them, carry the library's version, and are complete: every

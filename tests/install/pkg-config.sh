@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # pkg-config finds the libqed installed into a temporary DESTDIR (through
 # PKG_CONFIG_PATH, with PKG_CONFIG_SYSROOT_DIR or --define-prefix to map
 # PREFIX into the DESTDIR), and its flags build and run a program outside the

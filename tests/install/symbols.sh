@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # The ABI of libqed.so: the version script (lib/libqed.map) exports the
 # qed_* symbols, all under the version node LIBQED_1.0, and nothing else;
 # every function include/qed.h declares is exported and links; the

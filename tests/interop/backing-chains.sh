@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # Backing chains: qed reads raw and QED backing files 2-3 deep exactly as QEMU
 # does (convert -O raw compared byte for byte), reads zeros past the end of a
 # shorter backing file, follows backing names relative to the image's

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: MIT
 # Crafts QED files for tests/interop/bad-inputs.sh, byte by byte, without
 # going through any QED writer (so that the header can say anything).
 #

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # Malformed input, class by class: what `qed info`, `qed io -r -c read`,
 # `qed map`, `qed check` and `qed io -c write` do with it (exit status and
 # the exact message), that nothing hangs, crashes or allocates out of

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # `qed check`: exit statuses 0 (clean), 1 (could not check), 2 (corruptions
 # remain), 3 (only leaks remain); the JSON fields (qemu-img's names, all of
 # them always there); qemu-img's wording in human output; `-r leaks` fixing

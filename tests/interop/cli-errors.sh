@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # Error handling of the qed CLI: --help/--version, unknown subcommands and
 # options, unsupported feature bits, invalid cluster/table sizes, missing and
 # looping backing files (an error, never a hang), non-regular files for create,

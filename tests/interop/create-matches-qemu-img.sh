@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # `qed create` lays out images exactly as `qemu-img create -f qed` does (the
 # two files are byte for byte equal) for a range of options, and `qemu-img info`
 # on what qed created agrees with `qed info` on every field.

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # `qed info --output=json` prints the fields qemu-img info prints, named and
 # valued the same (plus "format-specific" for QED details); --backing-chain is
 # an array, top first; an image with NEED_CHECK set reports "dirty-flag": true

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # `qed io` runs qemu-io style commands: read -P verifies and reports the first
 # bad offset (exit 1), write defaults to pattern 0xcd, write -z, discard, flush,
 # -r read-only, several -c in order, raw images; QEMU checks the results.

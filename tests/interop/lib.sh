@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Helpers for the interop tests: sourced by every tests/interop/*.sh.
 #
 # Output is TAP: each check is one test point; the plan (1..N) is printed by

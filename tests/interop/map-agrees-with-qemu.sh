@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # `qed map --output=json` prints what `qemu-img map --output=json` prints (parsed
 # and compared entry by entry) for images written by QEMU and by qed: every
 # geometry, zero clusters, raw and QED backing chains, backing files shorter than

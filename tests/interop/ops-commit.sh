@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # `qed commit` writes what an image holds itself (data and zero clusters)
 # into its backing file, QED or raw, so that the backing file then reads
 # like the image did: checked against a raw snapshot of the image and

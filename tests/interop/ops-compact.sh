@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # qed compact: content unchanged, no leaks afterwards (qemu-img agrees), the
 # file shrinks to what is referenced, zero data clusters are released, a
 # second run does nothing, and images with a backing file keep reading the

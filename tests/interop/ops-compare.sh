@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # `qed compare` says what `qemu-img compare` says (stdout and exit status)
 # for identical images, images of other formats and chains with the same
 # content, differences anywhere (sector-rounded offsets), images of

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # `qed convert` between every pair of formats (raw, qed, QED chains over raw
 # and QED backing files), checked with QEMU: the output reads like the
 # source (`qemu-img compare`, and byte for byte against `qemu-img convert`

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # `qed rebase`: the safe rebase leaves what the image reads unchanged (checked
 # against a raw snapshot) while the header names the new backing file
 # (qemu-img info), onto QED and raw backing files, dropping a middle layer,

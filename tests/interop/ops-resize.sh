@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # `qed resize`: growing a QED image writes what `qemu-img resize` writes (the
 # same bytes for a fresh image), up to exactly what the tables address (the
 # error names that maximum); the new range reads as zeros, even over a longer

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # Images QEMU writes read identically through qed: `qed convert -O raw` makes
 # the same bytes as `qemu-img convert -O raw`, for every cluster size and table
 # size QEMU can open, with data written at aligned, unaligned and

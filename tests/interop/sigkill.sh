@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # A writer killed with SIGKILL at a random moment: `qed io` runs ~3000
 # write / write -z / discard / flush commands on an image without a backing
 # file, over a raw one and over a QED one, and is killed 5-200 ms in.  Then

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # An entry that points past the end of the file is corrupt when the table is
 # read, and stays so: when the file later grows over that offset, reads
 # through the entry must fail, not return another cluster's new data.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # valgrind memcheck over the main paths of the CLI: create, io (writes,
 # reads, zeroes, discards), info, map, convert, compare, check with repair,
 # bench, and serve with a real client.  The thread-pool engine is used:

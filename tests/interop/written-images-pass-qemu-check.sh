@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # Images `qed create` makes and `qed io` writes pass `qemu-img check` (exit 0:
 # no corruption, no leaks) and read, through QEMU, exactly like a raw file that
 # qemu-io -f raw gave the same commands: big single writes, writes across L2

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Helpers shared by the engine tests; see support-image.h. */
 #include <errno.h>
 #include <fcntl.h>

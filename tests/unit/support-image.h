@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Shared helpers of the engine tests: temporary directories, the two I/O
  * engines, raw file access behind the library's back (to read or craft
  * on-disk bytes), deterministic data patterns and running qemu-img.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Sector contents and template images of the simulated-disk tests; see
  * support-sim.h. */
 #include <errno.h>

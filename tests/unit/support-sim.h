@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Shared by the tests that run images on the simulated file system of
  * lib/io-sim.c (test-crash: power loss, test-faults: injected I/O errors):
  * self-describing sector contents, so that every 512-byte sector read names

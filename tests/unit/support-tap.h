@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Fixtures of the engine tests that report TAP: each creates, opens, closes
  * or checks an image as one test point and diagnoses a failure under it.
  *

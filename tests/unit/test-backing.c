@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Backing files, once per I/O engine: raw and QED backing files, copy-on-
  * write of the uncovered head and tail of partial-cluster writes, zero
  * clusters over backing data, backing files shorter than the image, relative

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* qed_check: the counts for every corruption class and every kind of leak
  * (on images crafted with pwrite), repair that leaves what every reader sees
  * unchanged (and qemu-img check satisfied), references that share a cluster

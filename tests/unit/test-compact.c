@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* qed_compact is crash safe: power is cut at every I/O operation of a
  * compaction (on the simulated file system, with unflushed writes lost or
  * torn); after each cut the image opens (repairing itself), checks clean,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Power loss at random moments: thousands of cut points over random
  * workloads (allocating writes, overwrites, write-zeroes, discards, flushes,
  * reads; 16 to 64 requests in flight) on images in the simulated file system

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The dirty bit (QED_F_NEED_CHECK) and the feature fields, once per I/O
  * engine, observed in the file itself: set before the first allocation of an
  * image without a backing file and cleared by close; never set with a

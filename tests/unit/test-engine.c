@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The engine through the public API, once per I/O engine: create/open/close,
  * unaligned and vectored I/O, requests spanning clusters and L2 tables, a
  * random concurrent workload checked against an in-memory model (and by

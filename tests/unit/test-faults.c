@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Injected I/O errors: the N-th I/O operation fails with EIO, or with
  * ENOSPC, for every N across a short workload (open, requests one at a time
  * and a batch in flight together, close), on images in the simulated file

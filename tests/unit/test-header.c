@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The QED header: byte layout, every validation rule on both sides of its
  * boundary, the maximum image size, backing names and new-image layout. */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The dirty bit's life cycle while an image stays open: set before the
  * first table update, cleared after a flush once allocations have been idle
  * for a few seconds, set again by the next allocation. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* lookup.c: logical offset -> L1 index, table end and extent, and the
  * validation of the host offsets the extents map to.  The geometry is built
  * by hand (no I/O) and cross-checked against real images opened with each

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Image operations (lib/ops) at the library level, once per I/O engine:
  * convert between every pair of formats with and without backing chains
  * (and -B over a shared or a different backing file), compare (exact first

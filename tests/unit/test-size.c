@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* qed_parse_size: accepted forms (those of qemu-img), suffixes, overflow and
  * garbage. */
 #include <errno.h>

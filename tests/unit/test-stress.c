@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Stress: random concurrent reads, writes, write-zeroes and discards (sizes
  * 512 B to 1 MiB, unaligned included, 64 in flight) checked against an
  * in-memory model, with and without a backing file, on both I/O engines;

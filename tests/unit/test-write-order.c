@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A write into a cluster whose allocation by another request is still in
  * flight: it may only complete once that allocation is done, or a flush
  * after it would promise data that a power loss can still unmap (the new
