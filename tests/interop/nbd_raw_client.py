@@ -184,7 +184,8 @@ class Client:
                 part = self.sock.recv(min(n - len(buf), 1 << 20))
             except socket.timeout:
                 raise Timeout()
-            except ConnectionResetError:
+            except (ConnectionResetError, ssl.SSLError):
+                # under TLS: an alert, or the server closed mid-record
                 part = b""
             if not part:
                 self.closed = True
@@ -197,7 +198,7 @@ class Client:
             self.sock.sendall(data)
         except socket.timeout:
             raise Timeout()
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
             self.closed = True
             raise Closed()
 
