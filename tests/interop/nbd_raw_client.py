@@ -52,6 +52,11 @@ TLS (python's ssl module, X.509 only):
                       1.2, 1.3) pins the protocol version.  "ok TLSv1.3", or
                       "failed: REASON" (then the connection is closed)
   clienthello:DIR     send only a ClientHello and read nothing: "sent N bytes"
+  burst:NUM:COUNT[:HEX]
+                      send COUNT options NUM (no data) and then HEX in one go,
+                      reading nothing: "sent"
+  drainopts[:SECONDS] read option replies until the server closes or stops
+                      sending: "replies=N last=R1,R2,R3 then eof|open|junk"
 
 Anything:
   send:HEX            send raw bytes
@@ -697,6 +702,29 @@ def step_clienthello(cl, cadir):
     return "sent %d bytes" % len(hello)
 
 
+def step_drainopts(cl, seconds):
+    names = []
+    count = 0
+    end = "open"
+    cl.sock.settimeout(seconds)
+    try:
+        while True:
+            opt, rtype, _ = cl.read_option_reply()
+            count += 1
+            names = (names + ["%s[opt=%d]" % (REP_NAMES.get(rtype, hex(rtype)),
+                                             opt)])[-3:]
+    except Closed:
+        end = "eof"
+    except Timeout:
+        end = "open"
+    except ValueError:
+        end = "junk"
+    finally:
+        if not cl.closed:
+            cl.sock.settimeout(cl.timeout)
+    return "replies=%d last=%s then %s" % (count, ",".join(names), end)
+
+
 def run_step(cl, step):
     word, _, rest = step.partition(":")
     args = rest.split(":") if rest else []
@@ -765,6 +793,12 @@ def run_step(cl, step):
         return step_tls(cl, args[0], arg(1))
     if word == "clienthello":
         return step_clienthello(cl, args[0])
+    if word == "burst":
+        one = struct.pack(">QII", IHAVEOPT, num(args[0]), 0)
+        cl.send(one * num(args[1]) + bytes.fromhex(arg(2, "")))
+        return "sent"
+    if word == "drainopts":
+        return step_drainopts(cl, float(arg(0, "3")))
     if word == "send":
         cl.send(bytes.fromhex(rest))
         return "sent"
