@@ -38,17 +38,23 @@ start_server h "$SOCK" -t -e 64 --handshake-timeout=2 --tls=on \
     bail_out "qed serve did not start: $(cat "$T/h.err")"
 
 # ---- plaintext after STARTTLS --------------------------------------------------------
+# The server hangs up on the bytes it did not read: the peer may see a reset
+# before it reads the ACK ("eof" at step 3, "closed" at step 4).  What
+# matters: no reply to the plaintext option ever comes.
+no_reply() {
+    check_step 3 "^(ACK\[opt=5\]|eof)$" "$1: STARTTLS acknowledged (or the connection reset)"
+    check_step 4 "^(eof t=|closed$)" "$1: never answered, the connection is dropped"
+}
 rawc hello send:"$(opt_hex 5)$(opt_hex 3)" opt:0 eof:3
-check_step 3 "^ACK\[opt=5\]$" "STARTTLS sent with a plaintext LIST behind it is acknowledged"
-check_step 4 "^eof t=" "the plaintext LIST after STARTTLS is never answered: the handshake fails on it"
+no_reply "plaintext LIST sent behind STARTTLS"
 # The ACK queued behind 20000 unread replies: still nothing read after it.
 rawc hello burst:3:20000:"$(opt_hex 5)$(opt_hex 3)" drainopts:3
-check_step 3 "^replies=40001 last=SERVER\[opt=3\],ACK\[opt=3\],ACK\[opt=5\] then eof$" \
+check_step 3 "^replies=40001 last=SERVER\[opt=3\],ACK\[opt=3\],ACK\[opt=5\] then (eof|junk)$" \
     "STARTTLS queued behind unread replies: the plaintext LIST after it is never answered"
 rawc hello send:"$(opt_hex 5)$(opt_hex 8)$(opt_hex 7)" opt:0 eof:3
-check_step 4 "^eof t=" "plaintext STRUCTURED_REPLY and GO after STARTTLS: no reply, connection dropped"
+no_reply "plaintext STRUCTURED_REPLY and GO sent behind STARTTLS"
 rawc hello send:"$(opt_hex 5)$(opt_hex 2)" opt:0 eof:3
-check_step 4 "^eof t=" "even a plaintext ABORT after STARTTLS gets no plaintext answer"
+no_reply "plaintext ABORT sent behind STARTTLS"
 
 # ---- plaintext negotiation does not survive STARTTLS ---------------------------------
 rawc hello sr setmeta::base:allocation starttls tls:"$PKI/client" go: read:0:512 bs:0:4096
