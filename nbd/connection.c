@@ -239,11 +239,17 @@ void conn_send(struct nbd_conn *c, const void *head, size_t head_len,
         }
     }
     uint8_t *h = o->head_heap ? o->head_heap : o->head;
-    memcpy(h, head, head_len);
-    o->iov[0] = (struct iovec){ h, head_len };
-    o->iovcnt = 1;
+    if (head_len) {
+        memcpy(h, head, head_len);
+        o->iov[o->iovcnt++] = (struct iovec){ h, head_len };
+    }
     if (data_len)
         o->iov[o->iovcnt++] = (struct iovec){ (void *)data, data_len };
+    if (o->iovcnt == 0) { /* nothing to send */
+        free_out(c, o);
+        free(owned);
+        return;
+    }
     o->owned = owned;
     /* A buffer held until this is sent counts against the output limit,
      * whatever part of it goes out. */

@@ -135,7 +135,7 @@ struct nbd_server {
 void conn_start(struct nbd_server *srv, int fd);
 void conn_close(struct nbd_conn *c, bool hard);
 void conn_update_watch(struct nbd_conn *c);
-/* Queues bytes to send: head (copied) then optional data.  owned (of
+/* Queues bytes to send: head (copied; may be empty) then optional data.  owned (of
  * owned_size bytes), when not NULL, is freed after sending and counts
  * against the connection's output limit until then. */
 void conn_send(struct nbd_conn *c, const void *head, size_t head_len,
