@@ -64,6 +64,15 @@ check_step 6 "flags=0x[0-9a-f]*[0-7][0-9a-f]\)" "after TLS, GO's flags lack DF: 
 check_step 7 "^error=0 data=0x5a\*512$" "after TLS, READ gets a simple reply, not a structured one"
 check_step 8 "^error=EINVAL$" "after TLS, BLOCK_STATUS is refused: the plaintext meta context was forgotten"
 
+# ---- records holding many requests -----------------------------------------------------
+# python's ssl packs a burst of requests into few records: most of them sit
+# decrypted inside the session, where the socket's readiness cannot tell.
+rawc hello starttls tls:"$PKI/client" go: batchreads:300:4096 replies:10 \
+    pipeline:1000:512 write:0:100000:0x11 read:0:100000
+check_step 6 "^replies=300/300 errors=none" "300 reads in one TLS record: all answered (past the 64-request limit)"
+check_step 7 "^replies=1000 cookies=ok$" "1000 pipelined reads: all answered"
+check_step 9 "^error=0 data=0x11\*100000$" "a 100000-byte write over TLS reads back"
+
 # ---- broken handshakes -----------------------------------------------------------------
 rawc hello starttls sendn:300:0x41 eof:3
 check_step 4 "^(data [0-9]+ bytes then )?eof t=[0-1]\." "garbage instead of a ClientHello: dropped at once"

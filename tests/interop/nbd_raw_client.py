@@ -40,6 +40,8 @@ number; errors print as names, EINVAL etc.):
                                 replies: "replies=N cookies=ok"
   sendreads:N:LEN[:OFF]         send N reads (from OFF on), do not wait: "sent"
   sendwrites:N:LEN:BYTE[:OFF]   send N writes of LEN bytes of BYTE: "sent"
+  batchreads:N:LEN[:OFF]        as sendreads, all N in one send (under TLS:
+                                one record holds many requests)
   replies[:SECONDS]             read the replies to what send* sent until all
                                 came or the server closed (or SECONDS passed):
                                 "replies=N/M errors=none|E1,E2 then eof|open"
@@ -500,6 +502,17 @@ class Client:
                 seen += 1
         return "replies=%d cookies=%s" % (seen, "ok" if ok and not pending else "bad")
 
+    def send_batch(self, ctype, n, length, offset):
+        parts = []
+        real_send = self.send
+        self.send = parts.append
+        try:
+            self.send_many(ctype, n, length, offset)
+        finally:
+            self.send = real_send
+        self.send(b"".join(parts))
+        return "sent"
+
     def send_many(self, ctype, n, length, offset, byte=0):
         size = self.size or (offset + n * length)
         payload = bytes([byte]) * length if ctype == 1 else b""
@@ -782,6 +795,8 @@ def run_step(cl, step):
         return cl.pipeline(num(args[0]), num(args[1]))
     if word == "sendreads":
         return cl.send_many(0, num(args[0]), num(args[1]), num(arg(2, "0")))
+    if word == "batchreads":
+        return cl.send_batch(0, num(args[0]), num(args[1]), num(arg(2, "0")))
     if word == "sendwrites":
         return cl.send_many(1, num(args[0]), num(args[1]), num(arg(3, "0")),
                             num(args[2]))
