@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tls.h"
@@ -391,6 +392,42 @@ void nbd_tls_free(struct nbd_tls *tls)
         free(tls->authz[i]);
     free(tls->authz);
     free(tls);
+}
+
+bool nbd_tls_certificate_problem(const struct nbd_tls *tls, char *buf,
+                                 size_t len)
+{
+    gnutls_x509_crt_t *crts = NULL;
+    unsigned n = 0;
+    bool problem = false;
+    time_t now = time(NULL);
+
+    if (!tls || !tls->x509 ||
+        gnutls_certificate_get_x509_crt(tls->x509, 0, &crts, &n) < 0)
+        return false;
+    if (n > 0) {
+        time_t expires = gnutls_x509_crt_get_expiration_time(crts[0]);
+        time_t starts = gnutls_x509_crt_get_activation_time(crts[0]);
+        struct tm tm;
+        char when[32] = "";
+
+        if (expires != (time_t)-1 && expires < now) {
+            strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC",
+                     gmtime_r(&expires, &tm));
+            snprintf(buf, len, "the server certificate expired on %s", when);
+            problem = true;
+        } else if (starts != (time_t)-1 && starts > now) {
+            strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC",
+                     gmtime_r(&starts, &tm));
+            snprintf(buf, len, "the server certificate is not valid before %s",
+                     when);
+            problem = true;
+        }
+    }
+    for (unsigned i = 0; i < n; i++)
+        gnutls_x509_crt_deinit(crts[i]);
+    gnutls_free(crts);
+    return problem;
 }
 
 enum nbd_tls_mode nbd_tls_get_mode(const struct nbd_tls *tls)

@@ -39,6 +39,10 @@ int nbd_tls_new(const struct nbd_tls_config *cfg, struct nbd_tls **out,
                 qed_error *err);
 void nbd_tls_free(struct nbd_tls *tls);
 enum nbd_tls_mode nbd_tls_get_mode(const struct nbd_tls *tls);
+/* Why clients will refuse the server's certificate (expired, not yet
+ * valid), written into buf; false when it is fine or there is none. */
+bool nbd_tls_certificate_problem(const struct nbd_tls *tls, char *buf,
+                                 size_t len);
 /* The mode alone, no credentials: the fuzzer's way to reach the paths a
  * client takes before TLS. */
 struct nbd_tls *nbd_tls_new_without_credentials(enum nbd_tls_mode mode);

@@ -104,6 +104,7 @@ static bool add_listeners(struct nbd_server *srv,
 static bool load_tls(const struct serve_settings *s, struct nbd_tls **out)
 {
     qed_error err = { 0 };
+    char why[256];
 
     *out = NULL;
     if (s->tls.mode == NBD_TLS_OFF)
@@ -112,6 +113,10 @@ static bool load_tls(const struct serve_settings *s, struct nbd_tls **out)
         tool_error(NULL, "%s", err.message);
         return false;
     }
+    /* Served anyway (the clock may be wrong), but clients will refuse it. */
+    if (nbd_tls_certificate_problem(*out, why, sizeof(why)))
+        tool_error("warning", "%s/server-cert.pem: %s; clients will refuse it",
+                   s->tls.certificates_dir, why);
     return true;
 }
 

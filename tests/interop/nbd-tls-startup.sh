@@ -80,6 +80,17 @@ cp -r srv badcrl && echo junk >badcrl/ca-crl.pem
 refuses "a ca-crl.pem that is not a CRL is refused" \
     "^qed: badcrl/ca-crl.pem: cannot load the revocation list: " --tls-certificates=badcrl
 
+mkdir expired && cp srv/ca-cert.pem expired/ &&
+    make_cert "$PKI/ca" expired/server localhost server \
+        $'activation_date = "2019-01-01 00:00:00"\nexpiration_date = "2020-01-01 00:00:00"' ||
+    bail_out "certtool failed"
+start_server x "$SOCK" --tls-certificates=expired img.qed
+ok $? "a server certificate that expired still starts (clients decide)" "$(cat "$T/x.err")"
+stop_server "$SRV_PID"
+tap_is "$(cat "$T/x.err")" "qed: warning: expired/server-cert.pem: the server certificate expired on 2020-01-01 00:00:00 UTC; clients will refuse it" \
+    "an expired server certificate is warned about at start-up"
+tap_is "$(cat "$T/g.err")" "" "a valid server certificate gets no warning"
+
 # ---- PSK files ------------------------------------------------------------------------
 psk() { printf "$1" >"$2"; chmod 600 "$2"; }
 psk 'alice:00112233\nbob\n' bad1.psk
