@@ -3,9 +3,11 @@
 # `qed serve --tls` against hostile clients: plaintext injected after
 # STARTTLS is never read as NBD (the STARTTLS injection class), options
 # negotiated in plaintext do not survive STARTTLS (nbdkit's CVE-2021-3716),
-# garbage instead of a ClientHello, clients that vanish mid-handshake or
-# never finish it (dropped by --handshake-timeout), and 50 concurrent TLS
-# handshakes, some stalled, while the others are served.
+# many requests packed in one TLS record (decrypted data waiting inside the
+# session is read though the socket is quiet), garbage instead of a
+# ClientHello, clients that vanish mid-handshake or never finish it (dropped
+# by --handshake-timeout), and 50 concurrent TLS handshakes, some stalled,
+# while the others are served.
 . "$(dirname "$0")/lib.sh"
 require_cmd python3 nbdinfo qemu-img
 require_qed
