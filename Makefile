@@ -9,6 +9,9 @@ CPPFLAGS += -D_GNU_SOURCE -Iinclude -Ilib -Inbd
 CFLAGS  += -std=c17 $(OPT) -g -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
            -Wno-missing-field-initializers -MMD -MP -fPIC
 LDLIBS  += -luring -lpthread
+# GnuTLS: the NBD server's TLS (nbd/tls.c); libqed itself does not need it.
+CPPFLAGS += $(shell pkg-config --cflags gnutls)
+NBD_LDLIBS := $(shell pkg-config --libs gnutls)
 
 CFLAGS  += $(EXTRA_CFLAGS)
 
@@ -72,11 +75,11 @@ $(LIBNBD): $(NBD_OBJS)
 	ar rcs $@ $^
 
 $(QED): $(TOOL_OBJS) $(LIBNBD) $(LIBQED)
-	$(CC) $(LDFLAGS) -o $@ $(TOOL_OBJS) $(LIBNBD) $(LIBQED) $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $(TOOL_OBJS) $(LIBNBD) $(LIBQED) $(LDLIBS) $(NBD_LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(TESTLIB_OBJS) $(LIBNBD) $(LIBQED)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $< $(TESTLIB_OBJS) $(LIBNBD) $(LIBQED) $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $< $(TESTLIB_OBJS) $(LIBNBD) $(LIBQED) $(LDLIBS) $(NBD_LDLIBS)
 
 deps:
 	@scripts/install-deps.sh
@@ -118,7 +121,7 @@ fuzz-build:
 	    echo "  LINK $(FUZZ_BUILD)/$$t"; \
 	    clang $(CPPFLAGS) -std=c17 -g -O1 -fsanitize=fuzzer,address,undefined \
 	        fuzz/$$t.c $(FUZZ_BUILD)/libqednbd.a $(FUZZ_BUILD)/libqed.a \
-	        $(LDLIBS) -o $(FUZZ_BUILD)/$$t || exit 1; \
+	        $(LDLIBS) $(NBD_LDLIBS) -o $(FUZZ_BUILD)/$$t || exit 1; \
 	done
 
 # Each target runs FUZZ_TIME seconds; new inputs go to $(FUZZ_BUILD)/corpus,

@@ -1,7 +1,9 @@
 /* libFuzzer target: the NBD server's handshake and transmission phases.
  * The input is what a client sends, fed through a socketpair to a server
  * exporting a small QED image; the replies are read and dropped.  One image
- * and server live for the whole run, as a long-running server would. */
+ * and server live for the whole run, as a long-running server would.  The
+ * server offers TLS (--tls=on with a PSK), so STARTTLS, the bytes a client
+ * sends after it and the TLS handshake itself are reached too. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +19,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static qed_image *image;
 static struct nbd_server *server;
 
+/* PSK credentials from a throwaway file: loaded once, then removed. */
+static struct nbd_tls *make_tls(void)
+{
+    static const char line[] = "fuzz:000102030405060708090a0b0c0d0e0f\n";
+    char path[] = "/tmp/qed-fuzz-psk-XXXXXX";
+    struct nbd_tls_config cfg = { .mode = NBD_TLS_ON, .psk_file = path };
+    struct nbd_tls *tls = NULL;
+    qed_error err;
+    int fd = mkstemp(path);
+
+    if (fd < 0 || write(fd, line, sizeof(line) - 1) != (ssize_t)(sizeof(line) - 1) ||
+        nbd_tls_new(&cfg, &tls, &err) < 0) {
+        fprintf(stderr, "fuzz-nbd TLS setup failed\n");
+        abort();
+    }
+    close(fd);
+    unlink(path);
+    return tls;
+}
+
 static void setup(void)
 {
     static char path[] = "/tmp/qed-fuzz-nbd-XXXXXX";
@@ -28,6 +50,7 @@ static void setup(void)
     qed_error err;
     int fd = mkstemp(path);
 
+    so.tls = make_tls();
     if (fd < 0 || qed_create(path, &co, &err) < 0 ||
         qed_open(path, &oo, &image, &err) < 0 ||
         nbd_server_new(image, &so, &server, &err) < 0) {

@@ -66,4 +66,40 @@ nbdcopy "$uri" "$tmp/out.raw"
 truncate -s 64k "$tmp/in.raw"
 nbdcopy "$tmp/in.raw" "$uri"
 sleep 0.3
+
+# ---- NBD before and around TLS (the fuzz target offers TLS with a PSK):
+# STARTTLS with plaintext behind it, garbage or a ClientHello after it,
+# STARTTLS with data, twice, and after plaintext negotiation.
+python3 - "$here/corpus/fuzz-nbd" <<'PY'
+import os, ssl, struct, sys
+out = sys.argv[1]
+def opt(n, data=b""):
+    return struct.pack(">QII", 0x49484156454F5054, n, len(data)) + data
+def hello():
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    inc, outg = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, outg)
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outg.read()
+flags = struct.pack(">I", 3)
+seeds = {
+    "tls-inject-list": flags + opt(5) + opt(3),
+    "tls-inject-go": flags + opt(5) + opt(8) + opt(7, struct.pack(">IH", 0, 0)),
+    "tls-garbage": flags + opt(5) + b"\x16\x03\x01\xff\xff" + b"A" * 64,
+    "tls-clienthello": flags + opt(5) + hello(),
+    "tls-with-data": flags + opt(5, b"x") + opt(3),
+    "tls-twice": flags + opt(5) + opt(5),
+    "tls-after-sr": flags + opt(8) + opt(10, struct.pack(">II", 0, 1) +
+                                      struct.pack(">I", 15) + b"base:allocation") + opt(5) + hello(),
+    "tls-exportname": flags + opt(1) + opt(5),
+}
+for name, data in seeds.items():
+    with open(os.path.join(out, name), "wb") as f:
+        f.write(data)
+PY
 echo "seeds: $(ls "$here/corpus/fuzz-header" | wc -l) headers, $(ls "$here/corpus/fuzz-nbd" | wc -l) NBD sessions"

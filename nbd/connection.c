@@ -26,6 +26,7 @@ struct nbd_out {
 };
 
 static void on_socket(void *opaque, int fd, unsigned events);
+static void schedule_pending_read(struct nbd_conn *c);
 
 static void free_out(struct nbd_conn *c, struct nbd_out *o)
 {
@@ -38,6 +39,11 @@ static void free_out(struct nbd_conn *c, struct nbd_out *o)
 static bool wants_input(const struct nbd_conn *c)
 {
     if (c->closed || c->phase == PHASE_CLOSING || c->srv->shutting_down)
+        return false;
+    /* Between STARTTLS and the end of the TLS handshake no byte is read as
+     * NBD: what a client (or someone in the middle) sent in plaintext after
+     * STARTTLS goes to the TLS handshake, which rejects it. */
+    if (c->tls_state == TLS_STARTING || c->tls_state == TLS_HANDSHAKING)
         return false;
     if (c->in_flight >= NBD_MAX_REQUESTS || c->buffered >= NBD_MAX_BUFFERED)
         return false;
@@ -54,6 +60,9 @@ void conn_update_watch(struct nbd_conn *c)
         events |= QED_LOOP_READ;
     if (c->out_head)
         events |= QED_LOOP_WRITE;
+    if (c->tls_state == TLS_HANDSHAKING)
+        events = nbd_tls_wants_write(c->tls) ? QED_LOOP_WRITE : QED_LOOP_READ;
+    schedule_pending_read(c);
     if (events == c->watched)
         return;
     /* Nothing to wait for: the close logic runs from conn_maybe_finish. */
@@ -80,7 +89,8 @@ static void destroy(void *opaque)
  * loop, never under a caller's feet). */
 static void maybe_destroy(struct nbd_conn *c)
 {
-    if (!c->closed || c->in_flight > 0 || c->destroy_scheduled)
+    if (!c->closed || c->in_flight > 0 || c->destroy_scheduled ||
+        c->pending_read_scheduled)
         return;
     c->destroy_scheduled = true;
     if (loop_defer_call(c->srv->loop, destroy, c) < 0)
@@ -104,6 +114,12 @@ void conn_close(struct nbd_conn *c, bool hard)
         qed_loop_cancel_timer(c->srv->loop, c->handshake_timer);
     c->handshake_timer = 0;
     qed_loop_unwatch_fd(c->srv->loop, c->fd);
+    if (c->tls) {
+        if (c->tls_state == TLS_ACTIVE && !hard)
+            nbd_tls_bye(c->tls);
+        nbd_tls_session_free(c->tls);
+        c->tls = NULL;
+    }
     close(c->fd);
     c->fd = -1;
     server_connection_gone(c->srv, c);
@@ -132,16 +148,38 @@ void conn_request_done(struct nbd_conn *c, size_t buffered)
 
 /* ---- output ------------------------------------------------------------------ */
 
+static void begin_tls(struct nbd_conn *c);
+
+/* Sends part of o: plaintext with one sendmsg, or under TLS one record
+ * encrypted straight from the first buffer.  Returns the bytes sent, 0 when
+ * the socket is full, -1 when the connection is broken. */
+static ssize_t send_some(struct nbd_conn *c, struct nbd_out *o)
+{
+    ssize_t n;
+
+    if (c->tls_state == TLS_ACTIVE) {
+        n = nbd_tls_send(c->tls, o->iov[0].iov_base, o->iov[0].iov_len);
+        if (n == NBD_TLS_AGAIN)
+            return 0;
+        return n < 0 ? -1 : n;
+    }
+    struct msghdr msg = { .msg_iov = o->iov, .msg_iovlen = (size_t)o->iovcnt };
+    n = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0
+                                                                         : -1;
+    return n;
+}
+
 static void flush_output(struct nbd_conn *c)
 {
     while (c->out_head) {
         struct nbd_out *o = c->out_head;
-        struct msghdr msg = { .msg_iov = o->iov, .msg_iovlen = (size_t)o->iovcnt };
-        ssize_t n = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t n = send_some(c, o);
 
+        if (n == 0)
+            break;
         if (n < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-                break;
             conn_close(c, true);
             return;
         }
@@ -163,6 +201,12 @@ static void flush_output(struct nbd_conn *c)
         if (!c->out_head)
             c->out_tail = NULL;
         free_out(c, o);
+    }
+    /* The STARTTLS reply is out in plaintext: the handshake comes next. */
+    if (!c->out_head && c->tls_state == TLS_STARTING) {
+        begin_tls(c);
+        if (c->closed)
+            return;
     }
     close_if_drained(c);
     if (!c->closed)
@@ -195,11 +239,17 @@ void conn_send(struct nbd_conn *c, const void *head, size_t head_len,
         }
     }
     uint8_t *h = o->head_heap ? o->head_heap : o->head;
-    memcpy(h, head, head_len);
-    o->iov[0] = (struct iovec){ h, head_len };
-    o->iovcnt = 1;
+    if (head_len) {
+        memcpy(h, head, head_len);
+        o->iov[o->iovcnt++] = (struct iovec){ h, head_len };
+    }
     if (data_len)
         o->iov[o->iovcnt++] = (struct iovec){ (void *)data, data_len };
+    if (o->iovcnt == 0) { /* nothing to send */
+        free_out(c, o);
+        free(owned);
+        return;
+    }
     o->owned = owned;
     /* A buffer held until this is sent counts against the output limit,
      * whatever part of it goes out. */
@@ -275,7 +325,18 @@ static bool read_some(struct nbd_conn *c)
         want = c->header_need - c->header_have;
         dst = c->header + c->header_have;
     }
-    n = recv(c->fd, dst, want, MSG_DONTWAIT);
+    if (c->tls_state == TLS_ACTIVE) {
+        n = nbd_tls_recv(c->tls, dst, want);
+        if (n == NBD_TLS_AGAIN) {
+            errno = EAGAIN;
+            n = -1;
+        } else if (n < 0) {
+            errno = EPROTO;
+            n = -1;
+        }
+    } else {
+        n = recv(c->fd, dst, want, MSG_DONTWAIT);
+    }
     if (n == 0) {
         /* A WRITE whose data will never come is dropped unanswered. */
         commands_abandon_payload(c);
@@ -303,11 +364,83 @@ static bool read_some(struct nbd_conn *c)
     return !c->closed;
 }
 
+static void read_input(struct nbd_conn *c)
+{
+    /* A bounded number of reads per wake-up keeps one busy client from
+     * starving the others. */
+    for (int i = 0; i < 64 && wants_input(c); i++)
+        if (!read_some(c))
+            break;
+    if (!c->closed)
+        conn_update_watch(c);
+}
+
+/* ---- TLS ------------------------------------------------------------------------ */
+
+static void drive_handshake(struct nbd_conn *c)
+{
+    int r = nbd_tls_handshake(c->tls);
+
+    if (r == NBD_TLS_AGAIN) {
+        conn_update_watch(c);
+        return;
+    }
+    if (r < 0) {
+        /* A failed handshake or a client that may not connect: it learns
+         * nothing more, not even the export's name. */
+        conn_close(c, true);
+        return;
+    }
+    c->tls_state = TLS_ACTIVE;
+    /* The client may have sent its next option with its last handshake
+     * message: it may already sit decrypted in the session. */
+    read_input(c);
+}
+
+static void begin_tls(struct nbd_conn *c)
+{
+    c->tls = c->srv->opts.tls ? nbd_tls_session_new(c->srv->opts.tls, c->fd)
+                              : NULL;
+    if (!c->tls) {
+        conn_close(c, true);
+        return;
+    }
+    c->tls_state = TLS_HANDSHAKING;
+    drive_handshake(c);
+}
+
+static void pending_read(void *opaque)
+{
+    struct nbd_conn *c = opaque;
+
+    c->pending_read_scheduled = false;
+    if (c->closed) {
+        maybe_destroy(c);
+        return;
+    }
+    read_input(c);
+}
+
+/* Readiness of the socket says nothing about records GnuTLS has already
+ * decrypted: when some wait and input is wanted, read them from the loop. */
+static void schedule_pending_read(struct nbd_conn *c)
+{
+    if (c->tls_state != TLS_ACTIVE || c->pending_read_scheduled ||
+        !wants_input(c) || nbd_tls_pending(c->tls) == 0)
+        return;
+    if (loop_defer_call(c->srv->loop, pending_read, c) == 0)
+        c->pending_read_scheduled = true;
+}
+
 static void on_socket(void *opaque, int fd, unsigned events)
 {
     struct nbd_conn *c = opaque;
     (void)fd;
 
+    if (c->tls_state == TLS_HANDSHAKING) {
+        drive_handshake(c);
+        return;
+    }
     if (events & QED_LOOP_WRITE) {
         flush_output(c);
         if (c->closed)
@@ -320,15 +453,8 @@ static void on_socket(void *opaque, int fd, unsigned events)
         conn_close(c, true);
         return;
     }
-    if (events & QED_LOOP_READ) {
-        /* A bounded number of reads per wake-up keeps one busy client from
-         * starving the others. */
-        for (int i = 0; i < 64 && wants_input(c); i++)
-            if (!read_some(c))
-                break;
-        if (!c->closed)
-            conn_update_watch(c);
-    }
+    if (events & QED_LOOP_READ)
+        read_input(c);
 }
 
 static void handshake_timeout(void *opaque)

@@ -307,8 +307,57 @@ static void option_meta_context(struct nbd_conn *c, bool set)
     reply(c, NBD_REP_ACK, NULL, 0);
 }
 
+/* NBD_OPT_STARTTLS: the ACK goes out in plaintext, then connection.c runs
+ * the TLS handshake.  Whatever was negotiated in plaintext could have been
+ * injected by someone in the middle, so it is forgotten. */
+static void option_starttls(struct nbd_conn *c)
+{
+    /* Set before the reply: the handshake may start (and, with a client
+     * that sends ahead, even finish) inside it. */
+    conn_expect_header(c, NBD_OPTION_HEADER_SIZE);
+    if (nbd_tls_get_mode(c->srv->opts.tls) == NBD_TLS_OFF) {
+        reply_error(c, NBD_REP_ERR_UNSUP, "TLS is not enabled on this server");
+        return;
+    }
+    if (c->tls_state != TLS_NONE) {
+        reply_error(c, NBD_REP_ERR_INVALID, "TLS is already negotiated");
+        return;
+    }
+    if (c->payload_len != 0) {
+        reply_error(c, NBD_REP_ERR_INVALID, "STARTTLS takes no data");
+        return;
+    }
+    c->structured = false;
+    c->meta_base = c->meta_depth = false;
+    c->tls_state = TLS_STARTING;
+    reply(c, NBD_REP_ACK, NULL, 0);
+}
+
+/* Before TLS, a server that requires it answers nothing but STARTTLS and
+ * ABORT, and says nothing about its export.  Returns true when the option
+ * was dealt with here. */
+static bool refused_before_tls(struct nbd_conn *c)
+{
+    if (nbd_tls_get_mode(c->srv->opts.tls) != NBD_TLS_REQUIRE ||
+        c->tls_state == TLS_ACTIVE || c->option == NBD_OPT_STARTTLS ||
+        c->option == NBD_OPT_ABORT)
+        return false;
+    if (c->option == NBD_OPT_EXPORT_NAME) {
+        /* No error reply exists for EXPORT_NAME: hang up. */
+        conn_close(c, true);
+        return true;
+    }
+    reply_error(c, NBD_REP_ERR_TLS_REQD, "TLS is required on this server");
+    return true;
+}
+
 static void handle_option(struct nbd_conn *c)
 {
+    if (refused_before_tls(c)) {
+        if (!c->closed)
+            conn_expect_header(c, NBD_OPTION_HEADER_SIZE);
+        return;
+    }
     switch (c->option) {
     case NBD_OPT_EXPORT_NAME:
         option_export_name(c);
@@ -334,8 +383,8 @@ static void handle_option(struct nbd_conn *c)
         option_meta_context(c, c->option == NBD_OPT_SET_META_CONTEXT);
         break;
     case NBD_OPT_STARTTLS:
-        reply_error(c, NBD_REP_ERR_UNSUP, "TLS is not supported");
-        break;
+        option_starttls(c);
+        return;
     default:
         reply_error(c, NBD_REP_ERR_UNSUP, "unknown option");
         break;

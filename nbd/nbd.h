@@ -12,6 +12,7 @@
 
 #include "proto.h"
 #include "qed.h"
+#include "tls.h"
 
 struct nbd_server_options {
     bool read_only;
@@ -20,6 +21,7 @@ struct nbd_server_options {
     unsigned max_connections;      /* 0: 16 */
     bool persistent;               /* keep serving after the last client */
     unsigned handshake_timeout_ms; /* 0: 10 s */
+    const struct nbd_tls *tls;     /* NULL: no TLS (STARTTLS unsupported) */
 };
 
 struct nbd_server;
@@ -63,10 +65,20 @@ enum nbd_phase {
     PHASE_CLOSING,       /* answering what is in flight, then closing */
 };
 
+enum nbd_tls_state {
+    TLS_NONE,            /* plaintext */
+    TLS_STARTING,        /* STARTTLS answered: the ACK is going out */
+    TLS_HANDSHAKING,     /* reading nothing but the TLS handshake */
+    TLS_ACTIVE,          /* every byte either way goes through the session */
+};
+
 struct nbd_conn {
     struct nbd_server *srv;
     int fd;
     enum nbd_phase phase;
+    enum nbd_tls_state tls_state;
+    struct nbd_tls_session *tls;
+    bool pending_read_scheduled; /* TLS data already decrypted: read it */
     bool read_stopped;        /* not reading: limits reached or closing */
     bool hard_close;          /* protocol violation: drop the output too */
     bool closed;
@@ -123,7 +135,7 @@ struct nbd_server {
 void conn_start(struct nbd_server *srv, int fd);
 void conn_close(struct nbd_conn *c, bool hard);
 void conn_update_watch(struct nbd_conn *c);
-/* Queues bytes to send: head (copied) then optional data.  owned (of
+/* Queues bytes to send: head (copied; may be empty) then optional data.  owned (of
  * owned_size bytes), when not NULL, is freed after sending and counts
  * against the connection's output limit until then. */
 void conn_send(struct nbd_conn *c, const void *head, size_t head_len,

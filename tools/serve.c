@@ -1,4 +1,5 @@
 /* `qed serve`: export an image over NBD, like qemu-nbd. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -18,6 +19,9 @@ struct serve_settings {
     enum qed_format format;
     enum qed_cache cache;
     bool force_share;
+    struct nbd_tls_config tls;
+    bool tls_given;                /* --tls was on the command line */
+    const char *authz[64];
 };
 
 static void on_signal(void *opaque, int fd, unsigned events)
@@ -96,7 +100,65 @@ static bool add_listeners(struct nbd_server *srv,
     return true;
 }
 
-static int serve(const struct serve_settings *s, const char *file)
+/* TLS credentials are all loaded (and checked) before the image is opened
+ * or a socket listens: a bad file is reported at once. */
+static bool load_tls(const struct serve_settings *s, struct nbd_tls **out)
+{
+    qed_error err = { 0 };
+    char why[256];
+
+    *out = NULL;
+    if (s->tls.mode == NBD_TLS_OFF)
+        return true;
+    if (nbd_tls_new(&s->tls, out, &err) < 0) {
+        tool_error(NULL, "%s", err.message);
+        return false;
+    }
+    /* Served anyway (the clock may be wrong), but clients will refuse it. */
+    if (nbd_tls_certificate_problem(*out, why, sizeof(why)))
+        tool_error("warning", "%s/server-cert.pem: %s; clients will refuse it",
+                   s->tls.certificates_dir, why);
+    return true;
+}
+
+static bool is_loopback(const char *address)
+{
+    struct in_addr v4;
+    struct in6_addr v6;
+
+    if (strcmp(address, "localhost") == 0)
+        return true;
+    if (inet_pton(AF_INET, address, &v4) == 1)
+        return (ntohl(v4.s_addr) >> 24) == 127;
+    return inet_pton(AF_INET6, address, &v6) == 1 &&
+           IN6_IS_ADDR_LOOPBACK(&v6);
+}
+
+static void warn_if_exposed(const struct serve_settings *s)
+{
+    if (s->port && s->tls.mode != NBD_TLS_REQUIRE && !is_loopback(s->bind_address))
+        tool_error("warning", "serving on %s without --tls=require: anyone "
+                   "who can reach it can read%s the image", s->bind_address,
+                   s->server.read_only ? "" : " and write");
+}
+
+static int serve_image(const struct serve_settings *s, const char *file);
+
+static int serve(struct serve_settings *s, const char *file)
+{
+    struct nbd_tls *tls;
+    int status;
+
+    if (!load_tls(s, &tls))
+        return 1;
+    warn_if_exposed(s);
+    s->server.tls = tls;
+    status = serve_image(s, file);
+    nbd_tls_free(tls);
+    return status;
+}
+
+static int serve_image(const struct serve_settings *s, const char *file)
 {
     struct qed_open_options opts = { .format = s->format, .cache = s->cache };
     struct nbd_server *srv;
@@ -157,6 +219,58 @@ static bool parse_connections(const char *text, unsigned *out)
     return true;
 }
 
+static bool parse_timeout(const char *text, unsigned *ms)
+{
+    char *end;
+    long v = strtol(text, &end, 10);
+    if (*end || end == text || v < 1 || v > 3600) {
+        tool_error(NULL, "invalid handshake timeout '%s' (1 to 3600 seconds)",
+                   text);
+        return false;
+    }
+    *ms = (unsigned)v * 1000;
+    return true;
+}
+
+static bool parse_tls_mode(const char *text, enum nbd_tls_mode *mode)
+{
+    if (strcmp(text, "off") == 0)
+        *mode = NBD_TLS_OFF;
+    else if (strcmp(text, "on") == 0)
+        *mode = NBD_TLS_ON;
+    else if (strcmp(text, "require") == 0)
+        *mode = NBD_TLS_REQUIRE;
+    else {
+        tool_error(NULL, "invalid --tls '%s' (off, on or require)", text);
+        return false;
+    }
+    return true;
+}
+
+/* Credentials without --tls mean --tls=require: the safe reading.  The
+ * combinations that cannot work are refused before anything starts. */
+static int check_tls_settings(const struct tool_command *cmd,
+                              struct serve_settings *s)
+{
+    struct nbd_tls_config *t = &s->tls;
+    bool creds = t->certificates_dir || t->psk_file;
+    bool extras = t->verify_peer || t->nauthz || t->priority;
+
+    if (!s->tls_given && (creds || extras))
+        t->mode = NBD_TLS_REQUIRE;
+    if (t->mode == NBD_TLS_OFF && (creds || extras))
+        return tool_bad_usage(cmd, "--tls=off cannot be used with TLS "
+                                   "credentials or settings");
+    if (t->mode != NBD_TLS_OFF && !creds)
+        return tool_bad_usage(cmd, "--tls=%s needs --tls-certificates=DIR or "
+                              "--tls-psk=FILE",
+                              t->mode == NBD_TLS_ON ? "on" : "require");
+    if (t->verify_peer && !t->certificates_dir)
+        return tool_bad_usage(cmd, "--tls-verify-peer needs "
+                                   "--tls-certificates=DIR");
+    return 0;
+}
+
 static bool parse_port(const char *text)
 {
     char *end;
@@ -168,7 +282,11 @@ static bool parse_port(const char *text)
     return true;
 }
 
-enum { OPT_CACHE = TOOL_OPT_HELP + 1, OPT_DESCRIPTION };
+enum {
+    OPT_CACHE = TOOL_OPT_HELP + 1, OPT_DESCRIPTION, OPT_TLS, OPT_TLS_CERTS,
+    OPT_TLS_PSK, OPT_TLS_VERIFY, OPT_TLS_AUTHZ, OPT_TLS_PRIORITY,
+    OPT_HANDSHAKE_TIMEOUT,
+};
 
 static int serve_main(const struct tool_command *cmd, int argc, char **argv)
 {
@@ -185,12 +303,20 @@ static int serve_main(const struct tool_command *cmd, int argc, char **argv)
         { "cache", required_argument, NULL, OPT_CACHE },
         { "description", required_argument, NULL, OPT_DESCRIPTION },
         TOOL_FORCE_SHARE_OPTION,
+        { "tls", required_argument, NULL, OPT_TLS },
+        { "tls-certificates", required_argument, NULL, OPT_TLS_CERTS },
+        { "tls-psk", required_argument, NULL, OPT_TLS_PSK },
+        { "tls-verify-peer", no_argument, NULL, OPT_TLS_VERIFY },
+        { "tls-authz", required_argument, NULL, OPT_TLS_AUTHZ },
+        { "tls-priority", required_argument, NULL, OPT_TLS_PRIORITY },
+        { "handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT },
         { NULL, 0, NULL, 0 },
     };
     struct serve_settings s = { .bind_address = "127.0.0.1",
                                 .server = { .max_connections = 16 } };
-    int ch;
+    int ch, r;
 
+    s.tls.authz = s.authz;
     while ((ch = getopt_long(argc, argv, ":hrx:e:tk:b:p:f:D:U", longopts,
                              NULL)) != -1) {
         switch (ch) {
@@ -246,6 +372,34 @@ static int serve_main(const struct tool_command *cmd, int argc, char **argv)
         case OPT_DESCRIPTION:
             s.server.description = optarg;
             break;
+        case OPT_TLS:
+            if (!parse_tls_mode(optarg, &s.tls.mode))
+                return 1;
+            s.tls_given = true;
+            break;
+        case OPT_TLS_CERTS:
+            s.tls.certificates_dir = optarg;
+            break;
+        case OPT_TLS_PSK:
+            s.tls.psk_file = optarg;
+            break;
+        case OPT_TLS_VERIFY:
+            s.tls.verify_peer = true;
+            break;
+        case OPT_TLS_AUTHZ:
+            if (s.tls.nauthz == sizeof(s.authz) / sizeof(s.authz[0])) {
+                tool_error(NULL, "too many --tls-authz identities (at most 64)");
+                return 1;
+            }
+            s.authz[s.tls.nauthz++] = optarg;
+            break;
+        case OPT_TLS_PRIORITY:
+            s.tls.priority = optarg;
+            break;
+        case OPT_HANDSHAKE_TIMEOUT:
+            if (!parse_timeout(optarg, &s.server.handshake_timeout_ms))
+                return 1;
+            break;
         default:
             return tool_bad_option(cmd, ch, argv);
         }
@@ -257,6 +411,8 @@ static int serve_main(const struct tool_command *cmd, int argc, char **argv)
                                    "through socket activation)");
     if (s.socket_path && s.port)
         return tool_bad_usage(cmd, "-k and -p cannot be used together");
+    if ((r = check_tls_settings(cmd, &s)) != 0)
+        return r;
     return serve(&s, argv[optind]);
 }
 
@@ -264,7 +420,8 @@ const struct tool_command serve_command = {
     .name = "serve",
     .synopsis = "[-r [-U]] [-x NAME] [-e N] [-t] [-f FMT] "
                 "[--cache none|writeback] "
-                "(-k SOCKET | [-b ADDR] -p PORT) FILE",
+                "[--tls=off|on|require --tls-certificates=DIR|--tls-psk=FILE "
+                "...] (-k SOCKET | [-b ADDR] -p PORT) FILE",
     .summary = "Export an image over NBD, like qemu-nbd.",
     .details =
         "Options:\n"
@@ -281,6 +438,20 @@ const struct tool_command serve_command = {
         "  -p, --port=PORT        listen on a TCP port\n"
         "  -f, --format=FMT       image format (qed or raw; default probed)\n"
         "  --cache=none|writeback none opens the image with O_DIRECT\n"
+        "  --handshake-timeout=S  drop clients still negotiating after S\n"
+        "                         seconds, TLS handshake included (default 10)\n"
+        "TLS (GnuTLS, upgraded with NBD_OPT_STARTTLS):\n"
+        "  --tls=off|on|require   on: offered; require: nothing but STARTTLS\n"
+        "                         and ABORT before TLS (the default when\n"
+        "                         credentials are given)\n"
+        "  --tls-certificates=DIR X.509: DIR/server-cert.pem, server-key.pem,\n"
+        "                         ca-cert.pem, optional ca-crl.pem\n"
+        "  --tls-psk=FILE         pre-shared keys, username:hexkey lines (psktool)\n"
+        "  --tls-verify-peer      X.509 clients need a certificate from the CA\n"
+        "  --tls-authz=IDENTITY   allow only this client (certificate subject DN\n"
+        "                         or PSK username); repeat for more\n"
+        "  --tls-priority=STRING  GnuTLS priority (default refuses TLS < 1.2)\n"
+        "Private keys and PSK files must not be accessible to other users.\n"
         "Without -k or -p, listening sockets passed by socket activation\n"
         "(LISTEN_FDS) are used, as `nbdinfo -- [ qed serve FILE ]` does.\n"
         "SIGINT or SIGTERM: requests in flight finish, the image is flushed\n"

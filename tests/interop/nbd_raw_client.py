@@ -40,9 +40,25 @@ number; errors print as names, EINVAL etc.):
                                 replies: "replies=N cookies=ok"
   sendreads:N:LEN[:OFF]         send N reads (from OFF on), do not wait: "sent"
   sendwrites:N:LEN:BYTE[:OFF]   send N writes of LEN bytes of BYTE: "sent"
+  batchreads:N:LEN[:OFF]        as sendreads, all N in one send (under TLS:
+                                one record holds many requests)
   replies[:SECONDS]             read the replies to what send* sent until all
                                 came or the server closed (or SECONDS passed):
                                 "replies=N/M errors=none|E1,E2 then eof|open"
+
+TLS (python's ssl module, X.509 only):
+  starttls            NBD_OPT_STARTTLS; print the reply (ACK or an error)
+  tls:DIR[:VERSION]   TLS handshake on the connection as it is now, trusting
+                      DIR/ca-cert.pem, with DIR/client-cert.pem and
+                      DIR/client-key.pem when present; VERSION (1.0, 1.1,
+                      1.2, 1.3) pins the protocol version.  "ok TLSv1.3", or
+                      "failed: REASON" (then the connection is closed)
+  clienthello:DIR     send only a ClientHello and read nothing: "sent N bytes"
+  burst:NUM:COUNT[:HEX]
+                      send COUNT options NUM (no data) and then HEX in one go,
+                      reading nothing: "sent"
+  drainopts[:SECONDS] read option replies until the server closes or stops
+                      sending: "replies=N last=R1,R2,R3 then eof|open|junk"
 
 Anything:
   send:HEX            send raw bytes
@@ -64,7 +80,9 @@ Anything:
 """
 
 import os
+import warnings
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -173,7 +191,8 @@ class Client:
                 part = self.sock.recv(min(n - len(buf), 1 << 20))
             except socket.timeout:
                 raise Timeout()
-            except ConnectionResetError:
+            except (ConnectionResetError, ssl.SSLError):
+                # under TLS: an alert, or the server closed mid-record
                 part = b""
             if not part:
                 self.closed = True
@@ -186,7 +205,7 @@ class Client:
             self.sock.sendall(data)
         except socket.timeout:
             raise Timeout()
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
             self.closed = True
             raise Closed()
 
@@ -483,6 +502,17 @@ class Client:
                 seen += 1
         return "replies=%d cookies=%s" % (seen, "ok" if ok and not pending else "bad")
 
+    def send_batch(self, ctype, n, length, offset):
+        parts = []
+        real_send = self.send
+        self.send = parts.append
+        try:
+            self.send_many(ctype, n, length, offset)
+        finally:
+            self.send = real_send
+        self.send(b"".join(parts))
+        return "sent"
+
     def send_many(self, ctype, n, length, offset, byte=0):
         size = self.size or (offset + n * length)
         payload = bytes([byte]) * length if ctype == 1 else b""
@@ -639,6 +669,75 @@ class Client:
         return res
 
 
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+TLS_VERSIONS = {"1.0": "TLSv1", "1.1": "TLSv1_1", "1.2": "TLSv1_2",
+                "1.3": "TLSv1_3"}
+
+
+def tls_context(cadir, version=None):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(os.path.join(cadir, "ca-cert.pem"))
+    cert = os.path.join(cadir, "client-cert.pem")
+    if os.path.exists(cert):
+        ctx.load_cert_chain(cert, os.path.join(cadir, "client-key.pem"))
+    if version:
+        v = getattr(ssl.TLSVersion, TLS_VERSIONS[version])
+        # Old versions need OpenSSL's lowest security level to be tried.
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+        ctx.minimum_version = v
+        ctx.maximum_version = v
+    return ctx
+
+
+def step_tls(cl, cadir, version=None):
+    try:
+        ctx = tls_context(cadir, version)
+        cl.sock = ctx.wrap_socket(cl.sock, server_hostname="localhost")
+        # TLS 1.3 reports a refused client certificate only once data flows:
+        # a zero-byte peek would not do, so the caller's next step sees it.
+        return "ok %s" % cl.sock.version()
+    except (ssl.SSLError, OSError) as e:
+        cl.closed = True
+        reason = getattr(e, "reason", None) or str(e) or type(e).__name__
+        return "failed: %s" % reason
+
+
+def step_clienthello(cl, cadir):
+    ctx = tls_context(cadir)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    hello = outgoing.read()
+    cl.send(hello)
+    return "sent %d bytes" % len(hello)
+
+
+def step_drainopts(cl, seconds):
+    names = []
+    count = 0
+    end = "open"
+    cl.sock.settimeout(seconds)
+    try:
+        while True:
+            opt, rtype, _ = cl.read_option_reply()
+            count += 1
+            names = (names + ["%s[opt=%d]" % (REP_NAMES.get(rtype, hex(rtype)),
+                                             opt)])[-3:]
+    except Closed:
+        end = "eof"
+    except Timeout:
+        end = "open"
+    except ValueError:
+        end = "junk"
+    finally:
+        if not cl.closed:
+            cl.sock.settimeout(cl.timeout)
+    return "replies=%d last=%s then %s" % (count, ",".join(names), end)
+
+
 def run_step(cl, step):
     word, _, rest = step.partition(":")
     args = rest.split(":") if rest else []
@@ -696,11 +795,25 @@ def run_step(cl, step):
         return cl.pipeline(num(args[0]), num(args[1]))
     if word == "sendreads":
         return cl.send_many(0, num(args[0]), num(args[1]), num(arg(2, "0")))
+    if word == "batchreads":
+        return cl.send_batch(0, num(args[0]), num(args[1]), num(arg(2, "0")))
     if word == "sendwrites":
         return cl.send_many(1, num(args[0]), num(args[1]), num(arg(3, "0")),
                             num(args[2]))
     if word == "replies":
         return cl.replies(float(arg(0, "10")))
+    if word == "starttls":
+        return cl.step_opt(5)
+    if word == "tls":
+        return step_tls(cl, args[0], arg(1))
+    if word == "clienthello":
+        return step_clienthello(cl, args[0])
+    if word == "burst":
+        one = struct.pack(">QII", IHAVEOPT, num(args[0]), 0)
+        cl.send(one * num(args[1]) + bytes.fromhex(arg(2, "")))
+        return "sent"
+    if word == "drainopts":
+        return step_drainopts(cl, float(arg(0, "3")))
     if word == "send":
         cl.send(bytes.fromhex(rest))
         return "sent"

@@ -1,0 +1,590 @@
+/* SPDX-License-Identifier: MIT */
+/* TLS for the NBD server with GnuTLS.  Every credential is read and checked
+ * when the server starts, so a bad file fails there with one line and never
+ * at the first client.  Sessions are non-blocking: the connection code
+ * drives them from its readiness events, and GnuTLS encrypts replies
+ * straight from the buffers they were read into. */
+#include <errno.h>
+#include <fcntl.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tls.h"
+
+#define MAX_PSK_FILE (1u << 20)
+#define MAX_PSK_USERNAME 256u
+#define MAX_PSK_KEY 512u /* bytes */
+
+struct psk_entry {
+    char *username;
+    uint8_t *key;
+    size_t key_len;
+};
+
+struct nbd_tls {
+    enum nbd_tls_mode mode;
+    gnutls_certificate_credentials_t x509;
+    gnutls_psk_server_credentials_t psk;
+    gnutls_priority_t priority;
+    bool check_x509_peer;   /* --tls-verify-peer, or an allow-list */
+    struct psk_entry *keys;
+    size_t nkeys;
+    char **authz;
+    size_t nauthz;
+};
+
+struct nbd_tls_session {
+    gnutls_session_t session;
+    const struct nbd_tls *tls;
+};
+
+static int fail(qed_error *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int fail(qed_error *err, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof(err->message), fmt, ap);
+    va_end(ap);
+    err->code = code;
+    return -code;
+}
+
+/* ---- credentials ------------------------------------------------------------ */
+
+static void join_path(char *out, size_t size, const char *dir, const char *name)
+{
+    snprintf(out, size, "%s/%s", dir, name);
+}
+
+/* A readable regular file; err names it and says why not. */
+static int check_readable(const char *path, qed_error *err)
+{
+    struct stat st;
+
+    if (stat(path, &st) < 0)
+        return fail(err, errno, "%s: %s", path, strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        return fail(err, EINVAL, "%s: not a regular file", path);
+    if (access(path, R_OK) < 0)
+        return fail(err, errno, "%s: %s", path, strerror(errno));
+    return 0;
+}
+
+/* Secrets (the server's private key, the PSK file) must not be open to
+ * other users: anyone who can read them can impersonate the server or a
+ * client.  Group access is allowed, as for an ssl-cert style group. */
+static int check_secret(const char *path, const char *what, qed_error *err)
+{
+    struct stat st;
+    int r = check_readable(path, err);
+
+    if (r < 0)
+        return r;
+    if (stat(path, &st) == 0 && (st.st_mode & (S_IROTH | S_IWOTH)))
+        return fail(err, EPERM, "%s: %s is accessible to other users "
+                    "(mode %04o; chmod o-rwx it)", path, what,
+                    (unsigned)(st.st_mode & 07777));
+    return 0;
+}
+
+static bool file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+static int load_x509(struct nbd_tls *tls, const char *dir, qed_error *err)
+{
+    char ca[4096], cert[4096], key[4096], crl[4096];
+    int r;
+
+    join_path(ca, sizeof(ca), dir, "ca-cert.pem");
+    join_path(cert, sizeof(cert), dir, "server-cert.pem");
+    join_path(key, sizeof(key), dir, "server-key.pem");
+    join_path(crl, sizeof(crl), dir, "ca-crl.pem");
+    if ((r = check_readable(cert, err)) < 0 ||
+        (r = check_secret(key, "private key", err)) < 0)
+        return r;
+    if (gnutls_certificate_allocate_credentials(&tls->x509) < 0)
+        return fail(err, ENOMEM, "out of memory");
+    r = gnutls_certificate_set_x509_key_file(tls->x509, cert, key,
+                                             GNUTLS_X509_FMT_PEM);
+    if (r < 0)
+        return fail(err, EINVAL, "%s: cannot load the certificate with %s: %s",
+                    cert, key, gnutls_strerror(r));
+    /* The CA is needed to check clients; without that it is optional. */
+    if (tls->check_x509_peer || file_exists(ca)) {
+        if ((r = check_readable(ca, err)) < 0)
+            return r;
+        r = gnutls_certificate_set_x509_trust_file(tls->x509, ca,
+                                                   GNUTLS_X509_FMT_PEM);
+        if (r <= 0)
+            return fail(err, EINVAL, "%s: no usable CA certificate%s%s", ca,
+                        r < 0 ? ": " : "", r < 0 ? gnutls_strerror(r) : "");
+    }
+    if (file_exists(crl)) {
+        if ((r = check_readable(crl, err)) < 0)
+            return r;
+        r = gnutls_certificate_set_x509_crl_file(tls->x509, crl,
+                                                 GNUTLS_X509_FMT_PEM);
+        if (r < 0)
+            return fail(err, EINVAL, "%s: cannot load the revocation list: %s",
+                        crl, gnutls_strerror(r));
+    }
+    gnutls_certificate_set_known_dh_params(tls->x509, GNUTLS_SEC_PARAM_MEDIUM);
+    return 0;
+}
+
+static int hex_value(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* One "username:hexkey" line (without its newline) into e. */
+static const char *parse_psk_line(const char *line, size_t len,
+                                  struct psk_entry *e)
+{
+    const char *colon = memchr(line, ':', len);
+    size_t ulen, hlen;
+
+    if (!colon)
+        return "expected username:hexkey";
+    ulen = (size_t)(colon - line);
+    hlen = len - ulen - 1;
+    if (ulen == 0 || ulen > MAX_PSK_USERNAME)
+        return "the username must have 1 to 256 bytes";
+    if (memchr(line, '\0', ulen))
+        return "the username contains a NUL byte";
+    if (hlen == 0 || hlen % 2 || hlen / 2 > MAX_PSK_KEY)
+        return "the key must be an even number of hex digits (2 to 1024)";
+    e->username = strndup(line, ulen);
+    e->key = malloc(hlen / 2);
+    if (!e->username || !e->key)
+        return "out of memory";
+    for (size_t i = 0; i < hlen / 2; i++) {
+        int hi = hex_value(colon[1 + 2 * i]), lo = hex_value(colon[2 + 2 * i]);
+        if (hi < 0 || lo < 0)
+            return "the key is not hexadecimal";
+        e->key[i] = (uint8_t)(hi << 4 | lo);
+    }
+    e->key_len = hlen / 2;
+    return NULL;
+}
+
+static int read_small_file(const char *path, char **out, size_t *len,
+                           qed_error *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    char *buf;
+    ssize_t n;
+
+    if (fd < 0)
+        return fail(err, errno, "%s: %s", path, strerror(errno));
+    buf = malloc(MAX_PSK_FILE + 1);
+    if (!buf) {
+        close(fd);
+        return fail(err, ENOMEM, "out of memory");
+    }
+    *len = 0;
+    while ((n = read(fd, buf + *len, MAX_PSK_FILE + 1 - *len)) > 0)
+        *len += (size_t)n;
+    close(fd);
+    if (n < 0) {
+        free(buf);
+        return fail(err, EIO, "%s: %s", path, strerror(errno));
+    }
+    if (*len > MAX_PSK_FILE) {
+        free(buf);
+        return fail(err, EFBIG, "%s: larger than 1 MiB", path);
+    }
+    *out = buf;
+    return 0;
+}
+
+static void free_keys(struct nbd_tls *tls)
+{
+    for (size_t i = 0; i < tls->nkeys; i++) {
+        free(tls->keys[i].username);
+        if (tls->keys[i].key)
+            gnutls_memset(tls->keys[i].key, 0, tls->keys[i].key_len);
+        free(tls->keys[i].key);
+    }
+    free(tls->keys);
+    tls->keys = NULL;
+    tls->nkeys = 0;
+}
+
+static const struct psk_entry *find_key(const struct nbd_tls *tls,
+                                        const char *username)
+{
+    for (size_t i = 0; i < tls->nkeys; i++)
+        if (strcmp(tls->keys[i].username, username) == 0)
+            return &tls->keys[i];
+    return NULL;
+}
+
+static int parse_psk_file(struct nbd_tls *tls, const char *path,
+                          const char *text, size_t len, qed_error *err)
+{
+    size_t lineno = 0, pos = 0;
+
+    while (pos < len) {
+        const char *line = text + pos, *nl = memchr(line, '\n', len - pos);
+        size_t llen = nl ? (size_t)(nl - line) : len - pos;
+        const char *why;
+        struct psk_entry e = { 0 }, *grown;
+
+        pos += llen + (nl ? 1 : 0);
+        lineno++;
+        if (llen && line[llen - 1] == '\r')
+            llen--;
+        grown = realloc(tls->keys, (tls->nkeys + 1) * sizeof(*grown));
+        if (!grown)
+            return fail(err, ENOMEM, "out of memory");
+        tls->keys = grown;
+        why = parse_psk_line(line, llen, &e);
+        tls->keys[tls->nkeys++] = e; /* freed with the others */
+        if (why)
+            return fail(err, EINVAL, "%s: line %zu: %s", path, lineno, why);
+        if (find_key(tls, e.username) != &tls->keys[tls->nkeys - 1])
+            return fail(err, EINVAL, "%s: line %zu: username '%s' appears "
+                        "twice", path, lineno, e.username);
+    }
+    if (tls->nkeys == 0)
+        return fail(err, EINVAL, "%s: no keys (expected username:hexkey "
+                    "lines, as psktool writes)", path);
+    return 0;
+}
+
+static int psk_lookup(gnutls_session_t session, const char *username,
+                      gnutls_datum_t *key)
+{
+    const struct nbd_tls_session *s = gnutls_session_get_ptr(session);
+    const struct psk_entry *e = find_key(s->tls, username);
+
+    if (!e)
+        return -1; /* the handshake fails: unknown user */
+    key->data = gnutls_malloc(e->key_len);
+    if (!key->data)
+        return -1;
+    memcpy(key->data, e->key, e->key_len);
+    key->size = (unsigned)e->key_len;
+    return 0;
+}
+
+static int load_psk(struct nbd_tls *tls, const char *path, qed_error *err)
+{
+    char *text = NULL;
+    size_t len = 0;
+    int r;
+
+    if ((r = check_secret(path, "PSK file", err)) < 0 ||
+        (r = read_small_file(path, &text, &len, err)) < 0)
+        return r;
+    r = parse_psk_file(tls, path, text, len, err);
+    gnutls_memset(text, 0, len);
+    free(text);
+    if (r < 0)
+        return r;
+    if (gnutls_psk_allocate_server_credentials(&tls->psk) < 0)
+        return fail(err, ENOMEM, "out of memory");
+    gnutls_psk_set_server_credentials_function(tls->psk, psk_lookup);
+    gnutls_psk_set_server_known_dh_params(tls->psk, GNUTLS_SEC_PARAM_MEDIUM);
+    return 0;
+}
+
+static int copy_authz(struct nbd_tls *tls, const struct nbd_tls_config *cfg,
+                      qed_error *err)
+{
+    if (!cfg->nauthz)
+        return 0;
+    tls->authz = calloc(cfg->nauthz, sizeof(*tls->authz));
+    if (!tls->authz)
+        return fail(err, ENOMEM, "out of memory");
+    for (size_t i = 0; i < cfg->nauthz; i++) {
+        tls->authz[i] = strdup(cfg->authz[i]);
+        if (!tls->authz[i])
+            return fail(err, ENOMEM, "out of memory");
+        tls->nauthz = i + 1;
+    }
+    return 0;
+}
+
+static int set_priority(struct nbd_tls *tls, const char *text, qed_error *err)
+{
+    const char *where = NULL;
+    int r = gnutls_priority_init2(&tls->priority, text, &where, 0);
+
+    if (r < 0)
+        return fail(err, EINVAL, "invalid TLS priority '%s'%s%s: %s", text,
+                    where ? " at " : "", where ? where : "",
+                    gnutls_strerror(r));
+    return 0;
+}
+
+int nbd_tls_new(const struct nbd_tls_config *cfg, struct nbd_tls **out,
+                qed_error *err)
+{
+    struct nbd_tls *tls = calloc(1, sizeof(*tls));
+    int r;
+
+    *out = NULL;
+    if (!tls)
+        return fail(err, ENOMEM, "out of memory");
+    tls->mode = cfg->mode;
+    tls->check_x509_peer = cfg->verify_peer || cfg->nauthz > 0;
+    if (!cfg->certificates_dir && !cfg->psk_file)
+        r = fail(err, EINVAL, "TLS needs --tls-certificates=DIR or "
+                 "--tls-psk=FILE");
+    else if ((r = copy_authz(tls, cfg, err)) < 0)
+        ;
+    else if ((r = set_priority(tls, cfg->priority ? cfg->priority
+                                   : NBD_TLS_DEFAULT_PRIORITY, err)) < 0)
+        ;
+    else if (cfg->certificates_dir &&
+             (r = load_x509(tls, cfg->certificates_dir, err)) < 0)
+        ;
+    else if (cfg->psk_file)
+        r = load_psk(tls, cfg->psk_file, err);
+    if (r < 0) {
+        nbd_tls_free(tls);
+        return r;
+    }
+    *out = tls;
+    return 0;
+}
+
+struct nbd_tls *nbd_tls_new_without_credentials(enum nbd_tls_mode mode)
+{
+    struct nbd_tls *tls = calloc(1, sizeof(*tls));
+    if (tls)
+        tls->mode = mode;
+    return tls;
+}
+
+void nbd_tls_free(struct nbd_tls *tls)
+{
+    if (!tls)
+        return;
+    if (tls->x509)
+        gnutls_certificate_free_credentials(tls->x509);
+    if (tls->psk)
+        gnutls_psk_free_server_credentials(tls->psk);
+    if (tls->priority)
+        gnutls_priority_deinit(tls->priority);
+    free_keys(tls);
+    for (size_t i = 0; i < tls->nauthz; i++)
+        free(tls->authz[i]);
+    free(tls->authz);
+    free(tls);
+}
+
+bool nbd_tls_certificate_problem(const struct nbd_tls *tls, char *buf,
+                                 size_t len)
+{
+    gnutls_x509_crt_t *crts = NULL;
+    unsigned n = 0;
+    bool problem = false;
+    time_t now = time(NULL);
+
+    if (!tls || !tls->x509 ||
+        gnutls_certificate_get_x509_crt(tls->x509, 0, &crts, &n) < 0)
+        return false;
+    if (n > 0) {
+        time_t expires = gnutls_x509_crt_get_expiration_time(crts[0]);
+        time_t starts = gnutls_x509_crt_get_activation_time(crts[0]);
+        struct tm tm;
+        char when[32] = "";
+
+        if (expires != (time_t)-1 && expires < now) {
+            strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC",
+                     gmtime_r(&expires, &tm));
+            snprintf(buf, len, "the server certificate expired on %s", when);
+            problem = true;
+        } else if (starts != (time_t)-1 && starts > now) {
+            strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC",
+                     gmtime_r(&starts, &tm));
+            snprintf(buf, len, "the server certificate is not valid before %s",
+                     when);
+            problem = true;
+        }
+    }
+    for (unsigned i = 0; i < n; i++)
+        gnutls_x509_crt_deinit(crts[i]);
+    gnutls_free(crts);
+    return problem;
+}
+
+enum nbd_tls_mode nbd_tls_get_mode(const struct nbd_tls *tls)
+{
+    return tls ? tls->mode : NBD_TLS_OFF;
+}
+
+/* ---- sessions --------------------------------------------------------------- */
+
+struct nbd_tls_session *nbd_tls_session_new(const struct nbd_tls *tls, int fd)
+{
+    struct nbd_tls_session *s;
+
+    if (!tls->priority || (!tls->x509 && !tls->psk))
+        return NULL; /* no credentials: nothing to negotiate with */
+    s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->tls = tls;
+    if (gnutls_init(&s->session, GNUTLS_SERVER | GNUTLS_NONBLOCK |
+                                 GNUTLS_NO_SIGNAL) < 0) {
+        free(s);
+        return NULL;
+    }
+    if (gnutls_priority_set(s->session, tls->priority) < 0 ||
+        (tls->x509 && gnutls_credentials_set(s->session, GNUTLS_CRD_CERTIFICATE,
+                                             tls->x509) < 0) ||
+        (tls->psk && gnutls_credentials_set(s->session, GNUTLS_CRD_PSK,
+                                            tls->psk) < 0)) {
+        nbd_tls_session_free(s);
+        return NULL;
+    }
+    if (tls->x509 && tls->check_x509_peer) {
+        gnutls_certificate_server_set_request(s->session, GNUTLS_CERT_REQUIRE);
+        gnutls_session_set_verify_cert(s->session, NULL, 0);
+    }
+    /* The server's own handshake timer bounds the handshake. */
+    gnutls_handshake_set_timeout(s->session, 0);
+    gnutls_session_set_ptr(s->session, s);
+    gnutls_transport_set_int(s->session, fd);
+    return s;
+}
+
+void nbd_tls_session_free(struct nbd_tls_session *s)
+{
+    if (!s)
+        return;
+    gnutls_deinit(s->session);
+    free(s);
+}
+
+static bool on_list(const struct nbd_tls *tls, const char *identity)
+{
+    if (tls->nauthz == 0)
+        return true;
+    for (size_t i = 0; identity && i < tls->nauthz; i++)
+        if (strcmp(tls->authz[i], identity) == 0)
+            return true;
+    return false;
+}
+
+/* The verified client certificate's subject DN, as `certtool -i` prints it
+ * (RFC 4514), or NULL; free with gnutls_free. */
+static char *peer_dn(gnutls_session_t session)
+{
+    unsigned count = 0, status = 1;
+    const gnutls_datum_t *certs = gnutls_certificate_get_peers(session, &count);
+    gnutls_x509_crt_t crt;
+    gnutls_datum_t dn = { 0 };
+
+    if (!certs || count == 0 ||
+        gnutls_certificate_verify_peers2(session, &status) < 0 || status != 0)
+        return NULL;
+    if (gnutls_x509_crt_init(&crt) < 0)
+        return NULL;
+    if (gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER) < 0 ||
+        gnutls_x509_crt_get_dn3(crt, &dn, 0) < 0)
+        dn.data = NULL;
+    gnutls_x509_crt_deinit(crt);
+    return (char *)dn.data;
+}
+
+/* Who the client proved to be, checked against the allow-list. */
+static bool authorised(const struct nbd_tls_session *s)
+{
+    const struct nbd_tls *tls = s->tls;
+    gnutls_session_t session = s->session;
+
+    if (gnutls_auth_get_type(session) == GNUTLS_CRD_PSK)
+        return on_list(tls, gnutls_psk_server_get_username(session));
+    if (!tls->check_x509_peer)
+        return true;
+    char *dn = peer_dn(session);
+    bool ok = dn && on_list(tls, dn);
+    gnutls_free(dn);
+    return ok;
+}
+
+static bool try_again(int r)
+{
+    return r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED;
+}
+
+int nbd_tls_handshake(struct nbd_tls_session *s)
+{
+    int r;
+
+    /* Warnings (non-fatal alerts) mean: call again. */
+    for (int i = 0; i < 16; i++) {
+        r = gnutls_handshake(s->session);
+        if (r == 0)
+            return authorised(s) ? 1 : NBD_TLS_FAILED;
+        if (try_again(r))
+            return NBD_TLS_AGAIN;
+        if (gnutls_error_is_fatal(r))
+            return NBD_TLS_FAILED;
+    }
+    return NBD_TLS_FAILED;
+}
+
+bool nbd_tls_wants_write(const struct nbd_tls_session *s)
+{
+    return gnutls_record_get_direction(s->session) == 1;
+}
+
+ssize_t nbd_tls_recv(struct nbd_tls_session *s, void *buf, size_t len)
+{
+    ssize_t r = gnutls_record_recv(s->session, buf, len);
+
+    if (r >= 0)
+        return r;
+    if (try_again((int)r))
+        return NBD_TLS_AGAIN;
+    /* A peer that just closed the socket: an end of input like any other. */
+    if (r == GNUTLS_E_PREMATURE_TERMINATION)
+        return 0;
+    /* Renegotiation is not supported; other warnings are skipped. */
+    if (r == GNUTLS_E_REHANDSHAKE || gnutls_error_is_fatal((int)r))
+        return NBD_TLS_FAILED;
+    return NBD_TLS_AGAIN;
+}
+
+ssize_t nbd_tls_send(struct nbd_tls_session *s, const void *buf, size_t len)
+{
+    ssize_t r = gnutls_record_send(s->session, buf, len);
+
+    if (r >= 0)
+        return r;
+    return try_again((int)r) ? NBD_TLS_AGAIN : NBD_TLS_FAILED;
+}
+
+size_t nbd_tls_pending(struct nbd_tls_session *s)
+{
+    return gnutls_record_check_pending(s->session);
+}
+
+void nbd_tls_bye(struct nbd_tls_session *s)
+{
+    gnutls_bye(s->session, GNUTLS_SHUT_WR);
+}
