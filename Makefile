@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # libqed build.  `make` builds the library, the CLI and the tests into
 # $(BUILD); `make check` and `make demo` first install missing Debian packages.
 CC      ?= cc

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # NBD server benchmark: fio's nbd engine against `qed serve` and against
 # `qemu-nbd --aio=io_uring` (its fastest setting here), alternating which goes
 # first, median IOPS of several rounds and their ratio; `nbdkit file` on a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libFuzzer target: the NBD server's handshake and transmission phases.
  * The input is what a client sends, fed through a socketpair to a server
  * exporting a small QED image; the replies are read and dropped.  One image

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The transmission phase: requests (READ, WRITE, FLUSH, TRIM, CACHE,
  * WRITE_ZEROES, BLOCK_STATUS, DISC) turned into asynchronous image requests,
  * and their simple or structured replies.  Reads with structured replies

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* One client connection: non-blocking socket input split into fixed-size
  * headers and payloads, and an output queue flushed as the socket allows.
  * A connection stops reading while it holds too many requests or too many

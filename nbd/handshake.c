@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The fixed-newstyle handshake: greeting, client flags, and option haggling
  * (EXPORT_NAME, ABORT, LIST, INFO, GO, STRUCTURED_REPLY, LIST_META_CONTEXT,
  * SET_META_CONTEXT).  Unknown options are answered with an error and

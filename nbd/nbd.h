@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The NBD server: exports one image to many clients over Unix or TCP
  * sockets, on the image's own event loop (non-blocking sockets, no thread
  * per request).  All connections share the open image, so a flush on one

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The NBD wire protocol (fixed newstyle), as doc/proto.md of the
  * NetworkBlockDevice project defines it.  All numbers are big-endian. */
 #ifndef QED_NBD_PROTO_H

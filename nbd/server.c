@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Listening sockets (Unix, TCP, or inherited through socket activation),
  * the connection limit, and the server's life cycle: it is finished once it
  * was asked to shut down, or (when not persistent) the last client left,

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Installs the Debian packages the build and the tests need, only when missing,
 # so a fresh machine needs nothing by hand and a prepared one pays nothing.
 set -euo pipefail

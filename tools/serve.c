@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* `qed serve`: export an image over NBD, like qemu-nbd. */
 #include <arpa/inet.h>
 #include <errno.h>

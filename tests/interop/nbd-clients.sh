@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # `qed serve` with real NBD clients: qemu-io and qemu-img (QEMU 7.2), nbdinfo
 # and nbdcopy (libnbd), fio's nbd engine.  Data written through the export
 # reads back (through NBD and from the file after the server stops); exports

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # `qed serve` against hostile clients while a well-behaved one keeps working:
 # garbage, bad client flags, huge option lengths, bad request magic, requests
 # past the end, oversized payloads, clients that disconnect mid-request,

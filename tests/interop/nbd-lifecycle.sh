@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # The life of a `qed serve` process: SIGTERM and SIGINT with clients
 # connected and requests in flight (exit 0, answers sent, socket file removed,
 # image closed clean and passing qemu-img check); without -t it exits after

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # `qed serve` at the protocol level, driven by nbd_raw_client.py: the
 # greeting, option haggling (unknown options, LIST, INFO, GO, STRUCTURED_REPLY,
 # LIST/SET_META_CONTEXT, EXPORT_NAME with and without NO_ZEROES, ABORT) and

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Sourced by the NBD test scripts: start and stop `qed serve` in the
 # background, and kill whatever is left (servers and the background clients
 # a script adds to _bg_pids) on exit.

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """A raw NBD client for protocol-level tests of `qed serve`.
 
 Usage: nbd_raw_client.py (-k SOCKET | -p HOST:PORT) [-t TIMEOUT] STEP...
