@@ -5,21 +5,31 @@ CC      ?= cc
 BUILD   ?= build
 OPT     ?= -O2
 SANITIZE ?=
+WERROR  ?= -Werror
 
-CPPFLAGS += -D_GNU_SOURCE -Iinclude -Ilib -Inbd
-CFLAGS  += -std=c17 $(OPT) -g -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
-           -Wno-missing-field-initializers -MMD -MP -fPIC
-LDLIBS  += -luring -lpthread
+# What the build needs lives in QED_*FLAGS; CPPFLAGS, CFLAGS, LDFLAGS and
+# LDLIBS are the packager's (Debian's build passes them on the command
+# line) and come last, so they add to the build's flags and may override
+# the optimisation, but never drop -std, -fPIC, -MMD or the warnings.
+CFLAGS  ?= $(OPT) -g
+QED_CPPFLAGS := -D_GNU_SOURCE -Iinclude -Ilib -Inbd
+QED_CFLAGS   := -std=c17 -Wall -Wextra $(WERROR) -Wshadow -Wstrict-prototypes \
+                -Wno-missing-field-initializers -MMD -MP -fPIC
+QED_LDFLAGS  :=
+QED_LDLIBS   := -luring -lpthread
 # GnuTLS: the NBD server's TLS (nbd/tls.c); libqed itself does not need it.
-CPPFLAGS += $(shell pkg-config --cflags gnutls)
+QED_CPPFLAGS += $(shell pkg-config --cflags gnutls)
 NBD_LDLIBS := $(shell pkg-config --libs gnutls)
 
-CFLAGS  += $(EXTRA_CFLAGS)
+QED_CFLAGS += $(EXTRA_CFLAGS)
 
 ifneq ($(SANITIZE),)
-CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
-LDFLAGS += -fsanitize=$(SANITIZE)
+QED_CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+QED_LDFLAGS += -fsanitize=$(SANITIZE)
 endif
+
+COMPILE = $(CC) $(QED_CPPFLAGS) $(CPPFLAGS) $(QED_CFLAGS) $(CFLAGS)
+LINK    = $(CC) $(QED_LDFLAGS) $(LDFLAGS)
 
 LIB_SRCS   := $(sort $(wildcard lib/*.c) $(wildcard lib/ops/*.c))
 NBD_SRCS   := $(sort $(wildcard nbd/*.c))
@@ -51,21 +61,21 @@ all: $(QED) $(UNIT_BINS) $(LIBQED_SO)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+	$(COMPILE) -c $< -o $@
 
 $(LIBQED): $(LIB_OBJS)
 	@mkdir -p $(dir $@)
 	rm -f $@
 	ar rcs $@ $^
 
-# The same objects (CFLAGS has -fPIC) as a shared library.  -z defs catches
+# The same objects (QED_CFLAGS has -fPIC) as a shared library.  -z defs catches
 # undefined symbols at link time (not with sanitizers: clang leaves their
 # runtime out of shared libraries).
 $(LIBQED_SO): $(LIB_OBJS) lib/libqed.map
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -shared -Wl,-soname,$(LIBQED_SONAME) \
+	$(LINK) -shared -Wl,-soname,$(LIBQED_SONAME) \
 	    -Wl,--version-script=lib/libqed.map $(if $(SANITIZE),,-Wl,-z,defs) \
-	    -o $@ $(LIB_OBJS) $(LDLIBS)
+	    -o $@ $(LIB_OBJS) $(QED_LDLIBS) $(LDLIBS)
 
 shared: $(LIBQED_SO)
 
@@ -76,11 +86,11 @@ $(LIBNBD): $(NBD_OBJS)
 	ar rcs $@ $^
 
 $(QED): $(TOOL_OBJS) $(LIBNBD) $(LIBQED)
-	$(CC) $(LDFLAGS) -o $@ $(TOOL_OBJS) $(LIBNBD) $(LIBQED) $(LDLIBS) $(NBD_LDLIBS)
+	$(LINK) -o $@ $(TOOL_OBJS) $(LIBNBD) $(LIBQED) $(QED_LDLIBS) $(NBD_LDLIBS) $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(TESTLIB_OBJS) $(LIBNBD) $(LIBQED)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $< $(TESTLIB_OBJS) $(LIBNBD) $(LIBQED) $(LDLIBS) $(NBD_LDLIBS)
+	$(LINK) -o $@ $< $(TESTLIB_OBJS) $(LIBNBD) $(LIBQED) $(QED_LDLIBS) $(NBD_LDLIBS) $(LDLIBS)
 
 deps:
 	@scripts/install-deps.sh
@@ -120,9 +130,9 @@ fuzz-build:
 	    $(FUZZ_BUILD)/libqed.a $(FUZZ_BUILD)/libqednbd.a
 	@for t in $(FUZZ_NAMES); do \
 	    echo "  LINK $(FUZZ_BUILD)/$$t"; \
-	    clang $(CPPFLAGS) -std=c17 -g -O1 -fsanitize=fuzzer,address,undefined \
+	    clang $(QED_CPPFLAGS) $(CPPFLAGS) -std=c17 -g -O1 -fsanitize=fuzzer,address,undefined \
 	        fuzz/$$t.c $(FUZZ_BUILD)/libqednbd.a $(FUZZ_BUILD)/libqed.a \
-	        $(LDLIBS) $(NBD_LDLIBS) -o $(FUZZ_BUILD)/$$t || exit 1; \
+	        $(QED_LDLIBS) $(NBD_LDLIBS) $(LDLIBS) -o $(FUZZ_BUILD)/$$t || exit 1; \
 	done
 
 # Each target runs FUZZ_TIME seconds; new inputs go to $(FUZZ_BUILD)/corpus,
