@@ -534,7 +534,8 @@ static void write_header_async(qed_image *img, uint64_t features,
     hw->opaque = opaque;
     s->header.features = features;
     header_encode(&s->header, s->header_block);
-    io_pwrite(img->file, s->header_block, 4096, 0, header_written, hw);
+    io_pwrite(img->file, s->header_block, QED_HEADER_BLOCK_SIZE, 0,
+              header_written, hw);
 }
 
 static void wake_dirty_waiters(struct qed_state *s);
@@ -738,8 +739,8 @@ static void l1_start_write(qed_image *img)
         lo = QED_MIN(lo, t->l1_index * 8u);
         hi = QED_MAX(hi, t->l1_index * 8u + 8u);
     }
-    lo = round_down_u64(lo, 4096);
-    hi = QED_MIN(round_up_u64(hi, 4096), s->table_bytes);
+    lo = round_down_u64(lo, QED_TABLE_BLOCK_SIZE);
+    hi = QED_MIN(round_up_u64(hi, QED_TABLE_BLOCK_SIZE), s->table_bytes);
     io_pwrite(img->file, s->l1 + lo, hi - lo, s->header.l1_table_offset + lo,
               l1_written, img);
 }
@@ -863,7 +864,7 @@ static void write_dirty_blocks(struct slot_io *io)
 {
     struct qed_state *s = io->img->qed;
     struct table_slot *slot = io->slot;
-    uint64_t nblocks = s->table_bytes / 4096;
+    uint64_t nblocks = s->table_bytes / QED_TABLE_BLOCK_SIZE;
     uint8_t *dirty = calloc(nblocks / 8 + 1, 1);
 
     if (!dirty) {
@@ -871,8 +872,9 @@ static void write_dirty_blocks(struct slot_io *io)
         return;
     }
     for (struct request *r = slot->inflight; r; r = r->next) {
-        uint64_t first = r->alloc_first * 8u / 4096;
-        uint64_t last = ((r->alloc_first + r->alloc_count) * 8u - 1) / 4096;
+        uint64_t first = r->alloc_first * QED_ENTRY_SIZE / QED_TABLE_BLOCK_SIZE;
+        uint64_t last = ((r->alloc_first + r->alloc_count) * QED_ENTRY_SIZE - 1) /
+                        QED_TABLE_BLOCK_SIZE;
         for (uint64_t b = first; b <= last; b++)
             dirty[b / 8] |= (uint8_t)(1u << (b % 8));
     }
@@ -886,8 +888,9 @@ static void write_dirty_blocks(struct slot_io *io)
         while (end < nblocks && (dirty[end / 8] & (1u << (end % 8))))
             end++;
         io->pending++;
-        io_pwrite(io->img->file, slot->table->bytes + b * 4096,
-                  (end - b) * 4096, slot->table->offset + b * 4096,
+        io_pwrite(io->img->file, slot->table->bytes + b * QED_TABLE_BLOCK_SIZE,
+                  (end - b) * QED_TABLE_BLOCK_SIZE,
+                  slot->table->offset + b * QED_TABLE_BLOCK_SIZE,
                   table_run_written, io);
         b = end;
     }
@@ -921,7 +924,7 @@ static void apply_entries(struct request *req, struct table *t)
     const struct qed_state *s = req->img->qed;
 
     for (uint64_t i = 0; i < req->alloc_count; i++) {
-        uint64_t value = req->new_entry_value == 1
+        uint64_t value = req->new_entry_value == QED_ENTRY_ZERO
                              ? 1
                              : req->new_entry_value + (i << s->cluster_bits);
         req->saved_entries[i] = table_entry(t->bytes, req->alloc_first + i);

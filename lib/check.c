@@ -45,7 +45,6 @@
 
 #include "check.h"
 
-#define ZERO_CLUSTER 1u
 #define COPY_CHUNK (1u << 20)
 #define APPEND_SLACK (UINT64_C(1) << 30)
 
@@ -369,7 +368,7 @@ static int walk_entries(struct ck *c, struct walk *w, bool in_place,
         uint64_t d = table_entry(c->table, j), copy;
         int ret;
 
-        if (d == 0 || d == ZERO_CLUSTER)
+        if (d == QED_ENTRY_UNALLOCATED || d == QED_ENTRY_ZERO)
             continue;
         /* Counted like qemu-img: every entry with an offset, in the
          * table's order. */
@@ -682,7 +681,7 @@ static int leak_walk(struct ck *c, struct leaker *lf, enum leak_walk_mode mode,
             uint64_t d = table_entry(c->table, j), x = clusters_of(c, d);
             uint64_t owner = (i << s->table_bits) + j + 1;
 
-            if (d == 0 || d == ZERO_CLUSTER ||
+            if (d == QED_ENTRY_UNALLOCATED || d == QED_ENTRY_ZERO ||
                 !ref_valid(c, d, s->cluster_size, limit))
                 continue;
             if (mode == LW_STATE)

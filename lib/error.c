@@ -76,7 +76,7 @@ void qed_error_copy(qed_error *dst, const qed_error *src)
 void *qed_aligned_alloc(size_t size)
 {
     void *p = NULL;
-    if (posix_memalign(&p, 4096, size ? size : 1) != 0)
+    if (posix_memalign(&p, QED_BUFFER_ALIGN, size ? size : 1) != 0)
         return NULL;
     return p;
 }

@@ -153,13 +153,14 @@ bool image_backing_is_self(const char *image_path, const char *name)
  * behind the user's back: its content would be that format's metadata. */
 static int probe(qed_image *img, enum qed_format *format, qed_error *err)
 {
-    uint8_t *block = qed_aligned_zalloc(4096);
+    uint8_t *block = qed_aligned_zalloc(QED_HEADER_BLOCK_SIZE);
     const char *foreign;
     int ret;
 
     if (!block)
         return qed_fail(err, ENOMEM, "out of memory");
-    ret = read_exact(img->file, block, 4096, 0, err, "the first block");
+    ret = read_exact(img->file, block, QED_HEADER_BLOCK_SIZE, 0, err,
+                     "the first block");
     if (ret < 0)
         goto out;
     *format = probe_is_qed(block) ? QED_FORMAT_QED : QED_FORMAT_RAW;
@@ -237,8 +238,9 @@ static int read_backing_name(qed_image *img, qed_error *err)
 
     if (!(h->features & QED_F_BACKING_FILE))
         return 0;
-    if (end <= 4096)
-        return header_backing_name(h, s->header_block, 4096, s->backing_name,
+    if (end <= QED_HEADER_BLOCK_SIZE)
+        return header_backing_name(h, s->header_block, QED_HEADER_BLOCK_SIZE,
+                                   s->backing_name,
                                    sizeof(s->backing_name), err);
     /* The name lies further into the header clusters: read just it. */
     buf = calloc(1, h->backing_filename_size);
@@ -265,7 +267,7 @@ static int open_qed_state(qed_image *img, size_t cache_bytes, qed_error *err)
     if (!s)
         return qed_fail(err, ENOMEM, "out of memory");
     img->qed = s;
-    s->header_block = qed_aligned_zalloc(4096);
+    s->header_block = qed_aligned_zalloc(QED_HEADER_BLOCK_SIZE);
     if (!s->header_block)
         return qed_fail(err, ENOMEM, "out of memory");
     ret = img->file->ops->get_size(img->file, &file_size);
@@ -274,7 +276,8 @@ static int open_qed_state(qed_image *img, size_t cache_bytes, qed_error *err)
     if (file_size < QED_HEADER_BYTES)
         return qed_fail(err, EINVAL, "file is too short for a QED header "
                         "(%" PRIu64 " bytes)", file_size);
-    ret = read_exact(img->file, s->header_block, 4096, 0, err, "the header");
+    ret = read_exact(img->file, s->header_block, QED_HEADER_BLOCK_SIZE, 0, err,
+                     "the header");
     if (ret < 0)
         return ret;
     header_decode(s->header_block, &s->header);
@@ -477,7 +480,7 @@ static int open_internal(const char *path, const struct qed_open_options *o,
         }
         /* Like qemu, a raw image is a whole number of 512-byte sectors; the
          * partial last one reads as zeros past the end of the file. */
-        img->size = round_up_u64(img->size, 512);
+        img->size = round_up_u64(img->size, QED_SECTOR_SIZE);
         *out = img;
         return 0;
     }
@@ -978,7 +981,7 @@ int qed_create(const char *path, const struct qed_create_options *options,
         if (ret < 0)
             return ret;
         if (o.size_from_backing)
-            o.size = round_up_u64(bsize, 512);
+            o.size = round_up_u64(bsize, QED_SECTOR_SIZE);
     }
     ret = header_init_new(&h, o.size, o.cluster_size, o.table_size,
                           has_backing ? strlen(o.backing_file) : 0,

@@ -7,6 +7,7 @@
 #include "io.h"
 #include "loop.h"
 #include "probe.h"
+#include "format.h"
 #include "util.h"
 
 struct request;

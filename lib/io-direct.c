@@ -30,17 +30,18 @@ struct direct_write {
     struct direct_write *prev, *next; /* file->direct_writes */
 };
 
-/* Probes the alignment O_DIRECT accepts: 512 where the device allows it,
- * else 4096. */
+/* Probes the alignment O_DIRECT accepts: a sector where the device allows
+ * it, else QED_BUFFER_ALIGN (what every device accepts). */
 void io_direct_probe(struct io_file *file)
 {
     void *buf = NULL;
 
-    file->dio_align = 4096;
-    if (posix_memalign(&buf, 4096, 8192) != 0)
+    file->dio_align = QED_BUFFER_ALIGN;
+    if (posix_memalign(&buf, QED_BUFFER_ALIGN, 2 * QED_BUFFER_ALIGN) != 0)
         return;
-    if (pread(file->fd, (char *)buf + 512, 512, 512) >= 0)
-        file->dio_align = 512;
+    if (pread(file->fd, (char *)buf + QED_SECTOR_SIZE, QED_SECTOR_SIZE,
+              QED_SECTOR_SIZE) >= 0)
+        file->dio_align = QED_SECTOR_SIZE;
     free(buf);
 }
 

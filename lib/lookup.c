@@ -28,9 +28,9 @@ uint64_t lookup_table_end(const qed_image *img, uint64_t pos)
 
 static enum extent_kind kind_of(uint64_t entry)
 {
-    if (entry == 0)
+    if (entry == QED_ENTRY_UNALLOCATED)
         return EXTENT_UNALLOCATED;
-    if (entry == 1)
+    if (entry == QED_ENTRY_ZERO)
         return EXTENT_ZERO;
     return EXTENT_DATA;
 }

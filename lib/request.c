@@ -743,7 +743,7 @@ static void plan_chunk(struct request *req)
             req->alloc_first =
                 (req->pos >> s->cluster_bits) & (s->table_entries - 1);
             req->alloc_count = req->chunk_len >> s->cluster_bits;
-            req->new_entry_value = 1;
+            req->new_entry_value = QED_ENTRY_ZERO;
             return;
         }
         /* A partial cluster: real zeros, one cluster at a time. */
@@ -766,7 +766,7 @@ static void write_allocate_space(struct request *req);
 static void write_allocate(struct request *req)
 {
     plan_chunk(req);
-    if (req->kind == REQ_ZEROES && req->new_entry_value != 1 &&
+    if (req->kind == REQ_ZEROES && req->new_entry_value != QED_ENTRY_ZERO &&
         (req->flags & QED_ZERO_NO_FALLBACK)) {
         qed_fail(&req->err, ENOTSUP, "zeroing part of a cluster at offset %"
                  PRIu64 " needs written zeros", req->pos);
@@ -789,7 +789,7 @@ static void write_allocate_space(struct request *req)
         request_complete(req, -req->err.code);
         return;
     }
-    if (req->new_entry_value == 1) {
+    if (req->new_entry_value == QED_ENTRY_ZERO) {
         write_commit(req);
         return;
     }

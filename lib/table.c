@@ -9,12 +9,12 @@
 
 uint64_t table_entry(const uint8_t *table, uint64_t index)
 {
-    return load_le64(table + index * 8u);
+    return load_le64(table + index * QED_ENTRY_SIZE);
 }
 
 void table_set_entry(uint8_t *table, uint64_t index, uint64_t value)
 {
-    store_le64(table + index * 8u, value);
+    store_le64(table + index * QED_ENTRY_SIZE, value);
 }
 
 /* An offset from a table is trusted only if it is cluster aligned, past the
@@ -42,25 +42,26 @@ bool qed_offset_valid(const struct qed_state *s, uint64_t offset,
 
 /* Entries that point outside the file when a table is read are corrupt; if
  * they stayed as they are, the file growing later would make them point at
- * clusters allocated for something else.  They are marked in memory (bit 1,
- * never set in a cluster-aligned offset) so every use fails as corrupt,
+ * clusters allocated for something else.  They are marked in memory
+ * (QED_ENTRY_POISON) so every use fails as corrupt,
  * which is also what the check reports for them. */
 void table_poison_invalid(const struct qed_state *s, uint8_t *table,
                           uint64_t entries, uint64_t span)
 {
     for (uint64_t i = 0; i < entries; i++) {
         uint64_t e = table_entry(table, i);
-        if (e > 1 && !(e & (s->cluster_size - 1)) &&
+        if (e > QED_ENTRY_ZERO && !(e & (s->cluster_size - 1)) &&
             !qed_offset_valid(s, e, span))
-            table_set_entry(table, i, e | 2);
+            table_set_entry(table, i, e | QED_ENTRY_POISON);
     }
 }
 
 uint64_t table_entry_on_disk(const struct qed_state *s, uint64_t entry)
 {
-    /* Marked entries were cluster aligned: bit 1 is the mark. */
-    if ((entry & (s->cluster_size - 1)) == 2)
-        return entry & ~(uint64_t)2;
+    /* Marked entries were cluster aligned: the mark is all that is left of
+     * the low bits. */
+    if ((entry & (s->cluster_size - 1)) == QED_ENTRY_POISON)
+        return entry & ~(uint64_t)QED_ENTRY_POISON;
     return entry;
 }
 

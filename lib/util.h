@@ -81,7 +81,13 @@ static inline uint64_t round_down_u64(uint64_t v, uint64_t align)
 }
 
 /* Allocation helpers that never return NULL silently: callers check. */
-QED_INTERNAL void *qed_aligned_alloc(size_t size);          /* 4096-aligned, uninitialised */
-QED_INTERNAL void *qed_aligned_zalloc(size_t size);         /* 4096-aligned, zeroed */
+/* A sector: virtual disks are a whole number of them (raw images are
+ * rounded up to one), and the smallest O_DIRECT alignment. */
+#define QED_SECTOR_SIZE 512u
+/* Alignment of I/O buffers: enough for O_DIRECT on any device (its
+ * largest logical block size), and a page. */
+#define QED_BUFFER_ALIGN 4096u
+QED_INTERNAL void *qed_aligned_alloc(size_t size);          /* QED_BUFFER_ALIGN-aligned, uninitialised */
+QED_INTERNAL void *qed_aligned_zalloc(size_t size);         /* QED_BUFFER_ALIGN-aligned, zeroed */
 
 #endif

@@ -31,7 +31,6 @@
 /* Salvage reads a failed segment again in pieces of this size, and a
  * failed piece 512 bytes at a time. */
 #define SALVAGE_PIECE (64u * 1024)
-#define SECTOR 512u
 
 enum { ACT_COPY = 1, ACT_ZERO, ACT_DIFF };
 
@@ -156,7 +155,7 @@ static uint64_t salvage_len(const struct ops_worker *k)
     uint64_t off = k->offset + k->cursor;
 
     if (k->cursor < k->piece_end)
-        return QED_MIN(SECTOR, k->piece_end - k->cursor);
+        return QED_MIN(QED_SECTOR_SIZE, k->piece_end - k->cursor);
     return QED_MIN(SALVAGE_PIECE - off % SALVAGE_PIECE,
                    k->length - k->cursor);
 }
@@ -193,7 +192,7 @@ static void salvage_piece_read(struct ops_worker *k)
     if (k->sub_ret == 0) {
         report_unreadable(k);
         k->cursor += len;
-    } else if (k->cursor >= k->piece_end && len > SECTOR) {
+    } else if (k->cursor >= k->piece_end && len > QED_SECTOR_SIZE) {
         k->piece_end = k->cursor + len; /* again, sector by sector */
     } else {
         memset(k->buf[0] + k->cursor, 0, len);
@@ -348,7 +347,7 @@ static int create_output(qed_image *src, const char *path,
         return 0;
     }
     struct qed_create_options co = o->create;
-    co.size = round_up_u64(size, 512);
+    co.size = round_up_u64(size, QED_SECTOR_SIZE);
     co.size_from_backing = false;
     if (co.size < size)
         return qed_fail(err, EFBIG, "size %" PRIu64 " is too large", size);
@@ -399,7 +398,7 @@ static void set_sparseness(const struct qed_convert_options *o,
                            struct convert *c)
 {
     uint64_t min = o->min_sparse ? o->min_sparse : DEFAULT_MIN_SPARSE;
-    uint64_t gran = SECTOR;
+    uint64_t gran = QED_SECTOR_SIZE;
 
     while (gran * 2 <= min)
         gran *= 2;
@@ -440,7 +439,7 @@ static void configure_walk(struct ops_walk *w, struct convert *c,
     }
     w->salvage = c->salvage;
     w->salvage_gran = c->src->format == QED_FORMAT_QED
-                          ? c->src->qed->cluster_size : SECTOR;
+                          ? c->src->qed->cluster_size : QED_SECTOR_SIZE;
     w->salvage_action = ACT_COPY;
     w->warning = o->warning;
     w->warning_opaque = o->warning_opaque;
@@ -462,7 +461,7 @@ int qed_convert(qed_image *src, const char *dst_path,
     if (format != QED_FORMAT_RAW && format != QED_FORMAT_QED)
         return qed_fail(err, EINVAL, "output format %d is neither raw nor "
                         "qed", (int)o.format);
-    if (o.min_sparse % SECTOR != 0)
+    if (o.min_sparse % QED_SECTOR_SIZE != 0)
         return qed_fail(err, EINVAL, "minimum zero run %" PRIu32 " is not "
                         "a multiple of 512", o.min_sparse);
     if (!o.existing && o.salvage && o.create.backing_file &&

@@ -16,8 +16,6 @@
 
 #include "ops.h"
 
-#define HEADER_BLOCK 4096u
-
 int ops_check_backing_name(const struct qed_state *s, size_t len,
                            qed_error *err)
 {
@@ -38,20 +36,20 @@ int ops_check_backing_name(const struct qed_state *s, size_t len,
 static int write_name_tail(qed_image *img, const char *name, size_t len)
 {
     uint64_t end = QED_HEADER_BYTES + (uint64_t)len;
-    uint64_t span = round_up_u64(end, HEADER_BLOCK) - HEADER_BLOCK;
+    uint64_t span = round_up_u64(end, QED_HEADER_BLOCK_SIZE) - QED_HEADER_BLOCK_SIZE;
     uint8_t *buf;
     int ret;
 
-    if (end <= HEADER_BLOCK)
+    if (end <= QED_HEADER_BLOCK_SIZE)
         return 0;
     buf = qed_aligned_alloc(span);
     if (!buf)
         return -ENOMEM;
-    ret = io_pread_sync(img->file, buf, span, HEADER_BLOCK);
+    ret = io_pread_sync(img->file, buf, span, QED_HEADER_BLOCK_SIZE);
     if (ret == 0) {
-        size_t head = HEADER_BLOCK - QED_HEADER_BYTES;
+        size_t head = QED_HEADER_BLOCK_SIZE - QED_HEADER_BYTES;
         memcpy(buf, name + head, len - head);
-        ret = io_pwrite_sync(img->file, buf, span, HEADER_BLOCK);
+        ret = io_pwrite_sync(img->file, buf, span, QED_HEADER_BLOCK_SIZE);
     }
     if (ret == 0)
         ret = io_sync_sync(img->file);
@@ -65,7 +63,7 @@ static int rewrite_header(qed_image *img, const char *name, bool no_probe,
     struct qed_state *s = img->qed;
     struct qed_header old = s->header;
     size_t len = strlen(name);
-    uint8_t *saved = malloc(HEADER_BLOCK);
+    uint8_t *saved = malloc(QED_HEADER_BLOCK_SIZE);
     uint64_t features;
     int ret;
 
@@ -77,18 +75,18 @@ static int rewrite_header(qed_image *img, const char *name, bool no_probe,
         return qed_fail(err, -ret, "writing the backing file name: %s",
                         strerror(-ret));
     }
-    memcpy(saved, s->header_block, HEADER_BLOCK);
+    memcpy(saved, s->header_block, QED_HEADER_BLOCK_SIZE);
     /* The old name's bytes in the first block go; the new one follows the
      * fields. */
     if (old.features & QED_F_BACKING_FILE) {
         uint64_t from = old.backing_filename_offset;
         uint64_t to = from + old.backing_filename_size;
-        if (from < HEADER_BLOCK)
+        if (from < QED_HEADER_BLOCK_SIZE)
             memset(s->header_block + from, 0,
-                   QED_MIN(to, (uint64_t)HEADER_BLOCK) - from);
+                   QED_MIN(to, (uint64_t)QED_HEADER_BLOCK_SIZE) - from);
     }
     memcpy(s->header_block + QED_HEADER_BYTES, name,
-           QED_MIN(len, (size_t)(HEADER_BLOCK - QED_HEADER_BYTES)));
+           QED_MIN(len, (size_t)(QED_HEADER_BLOCK_SIZE - QED_HEADER_BYTES)));
     features = s->header.features &
                ~(QED_F_BACKING_FILE | QED_F_BACKING_FORMAT_NO_PROBE);
     if (len > 0)
@@ -102,7 +100,7 @@ static int rewrite_header(qed_image *img, const char *name, bool no_probe,
     ret = image_write_header(img, features);
     if (ret < 0) {
         s->header = old;
-        memcpy(s->header_block, saved, HEADER_BLOCK);
+        memcpy(s->header_block, saved, QED_HEADER_BLOCK_SIZE);
         free(saved);
         return qed_fail(err, -ret, "writing the header: %s", strerror(-ret));
     }

@@ -52,7 +52,7 @@ static int resize_raw(qed_image *img, uint64_t size, unsigned flags,
         return qed_fail(err, -ret, "flushing '%s': %s", img->filename,
                         strerror(-ret));
     /* As the open does: whole sectors, the partial last one reads zeros. */
-    img->size = round_up_u64(size, 512);
+    img->size = round_up_u64(size, QED_SECTOR_SIZE);
     return 0;
 }
 
@@ -62,7 +62,7 @@ static int check_qed_size(const struct qed_state *s, uint64_t size,
     uint64_t max = header_max_image_size(s->cluster_size,
                                          s->header.table_size);
 
-    if (size % 512 != 0)
+    if (size % QED_SECTOR_SIZE != 0)
         return qed_fail(err, EINVAL, "image size %" PRIu64
                         " is not a multiple of 512", size);
     if (size > max)
@@ -359,7 +359,7 @@ struct grown {
 
 static bool needs_cluster(uint64_t entry)
 {
-    return entry == 0 || entry == 1; /* unallocated or zero cluster */
+    return entry == QED_ENTRY_UNALLOCATED || entry == QED_ENTRY_ZERO;
 }
 
 /* Clusters of table t in the grown range that get a data cluster, with
