@@ -129,24 +129,6 @@ static uint64_t bytes_of(const struct ck *c, uint64_t clusters)
 
 /* Is [offset, offset + length) a place a table entry may point at: cluster
  * aligned, past the header, clear of the L1 table, below limit? */
-static bool ref_valid(const struct ck *c, uint64_t offset, uint64_t length,
-                      uint64_t limit)
-{
-    const struct qed_state *s = c->s;
-    uint64_t end, l1 = s->header.l1_table_offset;
-
-    if (offset & (s->cluster_size - 1))
-        return false;
-    if (offset < s->header_bytes)
-        return false;
-    if (add_overflows(offset, length, &end) || end > limit)
-        return false;
-    /* A cluster cut short by the end of the file is no cluster. */
-    if (in_tail_gap(s, offset, end))
-        return false;
-    return end <= l1 || offset >= l1 + s->table_bytes;
-}
-
 static int write_at(struct ck *c, const void *buf, uint64_t len,
                     uint64_t offset, const char *what)
 {
@@ -376,7 +358,7 @@ static int walk_entries(struct ck *c, struct walk *w, bool in_place,
         if (last && last + s->cluster_size != d)
             w->fragmented++;
         last = d;
-        if (!ref_valid(c, d, s->cluster_size, w->limit) &&
+        if (!qed_offset_valid_below(c->s, d, s->cluster_size, w->limit) &&
             !names_copy(c, w, d)) {
             w->corruptions++;
             w->invalid++;
@@ -422,7 +404,7 @@ static int walk_table(struct ck *c, struct walk *w, uint64_t i, uint64_t e)
     struct seen *sn;
     int ret;
 
-    if (!ref_valid(c, e, s->table_bytes, w->limit)) {
+    if (!qed_offset_valid_below(c->s, e, s->table_bytes, w->limit)) {
         w->corruptions++;
         w->invalid++;
         if (w->collect_forbid)
@@ -661,7 +643,7 @@ static int leak_walk(struct ck *c, struct leaker *lf, enum leak_walk_mode mode,
         uint64_t e = table_entry(s->l1, i), t = clusters_of(c, e);
         bool again;
 
-        if (e == 0 || !ref_valid(c, e, s->table_bytes, limit))
+        if (e == 0 || !qed_offset_valid_below(c->s, e, s->table_bytes, limit))
             continue;
         /* A table named twice stays put; its entries are its own once. */
         again = seen_get(&seen, e, false) != NULL;
@@ -682,7 +664,7 @@ static int leak_walk(struct ck *c, struct leaker *lf, enum leak_walk_mode mode,
             uint64_t owner = (i << s->table_bits) + j + 1;
 
             if (d == QED_ENTRY_UNALLOCATED || d == QED_ENTRY_ZERO ||
-                !ref_valid(c, d, s->cluster_size, limit))
+                !qed_offset_valid_below(c->s, d, s->cluster_size, limit))
                 continue;
             if (mode == LW_STATE)
                 st_set(lf, x, st_get(lf, x) == CL_FREE ? CL_DATA : CL_FIXED);

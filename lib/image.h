@@ -222,6 +222,11 @@ void table_set_entry(uint8_t *table, uint64_t index, uint64_t value);
 /* Is a data cluster or table offset usable in this image? */
 QED_INTERNAL bool qed_offset_valid(const struct qed_state *s, uint64_t offset,
                       uint64_t length);
+/* The same test against another end than the file's (the check measures
+ * against the file as it finds it). */
+QED_INTERNAL bool qed_offset_valid_below(const struct qed_state *s,
+                                         uint64_t offset, uint64_t length,
+                                         uint64_t limit);
 void table_poison_invalid(const struct qed_state *s, uint8_t *table,
                           uint64_t entries, uint64_t span);
 /* A data cluster must also lie clear of every L2 table. */

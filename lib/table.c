@@ -22,6 +22,12 @@ void table_set_entry(uint8_t *table, uint64_t index, uint64_t value)
 bool qed_offset_valid(const struct qed_state *s, uint64_t offset,
                       uint64_t length)
 {
+    return qed_offset_valid_below(s, offset, length, s->file_end);
+}
+
+bool qed_offset_valid_below(const struct qed_state *s, uint64_t offset,
+                            uint64_t length, uint64_t limit)
+{
     uint64_t end;
 
     if (offset & (s->cluster_size - 1))
@@ -30,8 +36,9 @@ bool qed_offset_valid(const struct qed_state *s, uint64_t offset,
         return false;
     if (add_overflows(offset, length, &end))
         return false;
-    if (end > s->file_end)
+    if (end > limit)
         return false;
+    /* A cluster cut short by the end of the file is no cluster. */
     if (in_tail_gap(s, offset, end))
         return false;
     /* Writing through an entry that points into the L1 table would destroy
