@@ -356,16 +356,6 @@ void *tool_alloc_buffer(size_t size)
     return buf;
 }
 
-bool tool_buffer_is_zero(const void *buf, size_t len)
-{
-    const unsigned char *p = buf;
-
-    /* Compare the buffer with itself shifted by one byte: memcmp is far
-     * faster than a byte loop, and equal plus a zero first byte means all
-     * bytes are zero. */
-    return len == 0 || (p[0] == 0 && memcmp(p, p + 1, len - 1) == 0);
-}
-
 /* ---- output -------------------------------------------------------------- */
 
 void tool_format_size(uint64_t bytes, char *buf, size_t len)

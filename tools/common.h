@@ -123,9 +123,6 @@ bool tool_close(const char *path, qed_image *image);
 /* Buffer for image I/O, aligned so that O_DIRECT images can use it too. */
 void *tool_alloc_buffer(size_t size);
 
-/* True when every byte of buf is zero. */
-bool tool_buffer_is_zero(const void *buf, size_t len);
-
 /* ---- output -------------------------------------------------------------- */
 
 /* Sizes the way qemu-img shows them: "0 B", "64 KiB", "1 GiB", "644 KiB". */

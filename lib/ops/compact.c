@@ -14,14 +14,6 @@
 #include "image.h"
 #include "ops.h"
 
-static bool all_zero(const uint8_t *buf, size_t len)
-{
-    for (size_t i = 0; i < len; i++)
-        if (buf[i])
-            return false;
-    return true;
-}
-
 /* Turns the all-zero data clusters of one L2 table into unallocated or zero
  * entries; returns how many, or -errno. */
 static int64_t drop_zero_clusters(qed_image *img, uint64_t l2_offset,
@@ -44,7 +36,7 @@ static int64_t drop_zero_clusters(qed_image *img, uint64_t l2_offset,
         if (ret < 0)
             return qed_fail(err, -ret, "reading cluster at 0x%" PRIx64 ": %s",
                             e, strerror(-ret));
-        if (all_zero(cluster, s->cluster_size)) {
+        if (ops_is_zero(cluster, s->cluster_size)) {
             table_set_entry(table, i, replacement);
             dropped++;
         }
