@@ -1070,11 +1070,8 @@ static int resync_state(struct ck *c, const uint8_t *old_l1)
         const uint8_t *l1 = pass == 0 ? old_l1 : s->l1;
         for (uint64_t i = 0; l1 && i < s->table_entries; i++) {
             uint64_t e = table_entry(l1, i);
-            struct table *t = e ? l2cache_find(s->l2cache, e) : NULL;
-            if (t) {
-                l2cache_drop(s->l2cache, t);
-                l2cache_put(s->l2cache, t);
-            }
+            if (e != QED_ENTRY_UNALLOCATED)
+                l2cache_forget(s->l2cache, e);
         }
     }
     ret = read_at(c, s->l1, s->table_bytes, s->header.l1_table_offset,

@@ -227,6 +227,12 @@ QED_INTERNAL bool qed_offset_valid(const struct qed_state *s, uint64_t offset,
 QED_INTERNAL bool qed_offset_valid_below(const struct qed_state *s,
                                          uint64_t offset, uint64_t length,
                                          uint64_t limit);
+/* An L2 table of an idle image read, or rewritten (its cached copy
+ * dropped), synchronously; errors name the table's offset. */
+int table_read_sync(qed_image *img, uint64_t offset, uint8_t *table,
+                    qed_error *err);
+int table_write_sync(qed_image *img, uint64_t offset, const uint8_t *table,
+                     qed_error *err);
 void table_poison_invalid(const struct qed_state *s, uint8_t *table,
                           uint64_t entries, uint64_t span);
 /* A data cluster must also lie clear of every L2 table. */
@@ -248,6 +254,9 @@ struct table *l2cache_insert(struct l2cache *cache, uint64_t offset,
                              bool zeroed);
 void l2cache_put(struct l2cache *cache, struct table *t);
 void l2cache_drop(struct l2cache *cache, struct table *t);
+/* Drops the cached copy of the table at offset, if any: it is loaded (and
+ * its invalid entries marked) again at its next use. */
+void l2cache_forget(struct l2cache *cache, uint64_t offset);
 
 /* lookup.c */
 void lookup_extent(const qed_image *img, const struct table *l2, uint64_t pos,

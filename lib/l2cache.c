@@ -146,6 +146,16 @@ void l2cache_drop(struct l2cache *c, struct table *t)
     hash_remove(c, t);
 }
 
+void l2cache_forget(struct l2cache *c, uint64_t offset)
+{
+    struct table *t = l2cache_find(c, offset);
+
+    if (t) {
+        l2cache_drop(c, t);
+        l2cache_put(c, t);
+    }
+}
+
 void l2cache_free(struct l2cache *c)
 {
     if (!c)

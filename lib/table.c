@@ -3,6 +3,7 @@
  * so tables can be written straight from their buffers; this file is the
  * only place that converts them. */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 
 #include "image.h"
@@ -70,6 +71,35 @@ uint64_t table_entry_on_disk(const struct qed_state *s, uint64_t entry)
     if ((entry & (s->cluster_size - 1)) == QED_ENTRY_POISON)
         return entry & ~(uint64_t)QED_ENTRY_POISON;
     return entry;
+}
+
+/* ---- whole tables of an idle image ----------------------------------------- */
+
+int table_read_sync(qed_image *img, uint64_t offset, uint8_t *table,
+                    qed_error *err)
+{
+    int ret = io_pread_sync(img->file, table, img->qed->table_bytes, offset);
+
+    if (ret < 0)
+        return qed_fail(err, -ret, "reading the L2 table at offset 0x%" PRIx64
+                        ": %s", offset, strerror(-ret));
+    return 0;
+}
+
+/* The cached copy goes first: whether the write lands or not, the next
+ * use loads what is on disk (and marks its invalid entries again), never a
+ * copy that may differ from it. */
+int table_write_sync(qed_image *img, uint64_t offset, const uint8_t *table,
+                     qed_error *err)
+{
+    int ret;
+
+    l2cache_forget(img->qed->l2cache, offset);
+    ret = io_pwrite_sync(img->file, table, img->qed->table_bytes, offset);
+    if (ret < 0)
+        return qed_fail(err, -ret, "writing the L2 table at offset 0x%" PRIx64
+                        ": %s", offset, strerror(-ret));
+    return 0;
 }
 
 /* ---- the index of L2 table offsets ------------------------------------------ */

@@ -21,16 +21,18 @@ static int64_t drop_zero_clusters(qed_image *img, uint64_t l2_offset,
                                   qed_error *err)
 {
     struct qed_state *s = img->qed;
-    uint64_t replacement = (s->header.features & QED_F_BACKING_FILE) ? 1 : 0;
+    /* Over a backing file, a zero cluster keeps the backing data hidden. */
+    uint64_t replacement = (s->header.features & QED_F_BACKING_FILE)
+                               ? QED_ENTRY_ZERO
+                               : QED_ENTRY_UNALLOCATED;
     int64_t dropped = 0;
-    int ret = io_pread_sync(img->file, table, s->table_bytes, l2_offset);
+    int ret = table_read_sync(img, l2_offset, table, err);
 
     if (ret < 0)
-        return qed_fail(err, -ret, "reading L2 table at 0x%" PRIx64 ": %s",
-                        l2_offset, strerror(-ret));
+        return ret;
     for (uint64_t i = 0; i < s->table_entries; i++) {
         uint64_t e = table_entry(table, i);
-        if (e <= 1 || !qed_offset_valid(s, e, s->cluster_size))
+        if (e <= QED_ENTRY_ZERO || !qed_offset_valid(s, e, s->cluster_size))
             continue; /* the check deals with invalid entries */
         ret = io_pread_sync(img->file, cluster, s->cluster_size, e);
         if (ret < 0)
@@ -42,16 +44,9 @@ static int64_t drop_zero_clusters(qed_image *img, uint64_t l2_offset,
         }
     }
     if (dropped) {
-        /* The cached copy of the table is stale from here on. */
-        struct table *t = l2cache_find(s->l2cache, l2_offset);
-        if (t) {
-            l2cache_drop(s->l2cache, t);
-            l2cache_put(s->l2cache, t);
-        }
-        ret = io_pwrite_sync(img->file, table, s->table_bytes, l2_offset);
+        ret = table_write_sync(img, l2_offset, table, err);
         if (ret < 0)
-            return qed_fail(err, -ret, "writing L2 table at 0x%" PRIx64 ": %s",
-                            l2_offset, strerror(-ret));
+            return ret;
     }
     return dropped;
 }

@@ -140,16 +140,6 @@ static int grow(qed_image *img, uint64_t size, qed_error *err)
     return ret;
 }
 
-static void drop_cached_table(struct qed_state *s, uint64_t offset)
-{
-    struct table *t = l2cache_find(s->l2cache, offset);
-
-    if (t) {
-        l2cache_drop(s->l2cache, t);
-        l2cache_put(s->l2cache, t);
-    }
-}
-
 /* Clears the L2 entries for clusters at or past keep_end, and the L1
  * entries of tables wholly past it, on disk (then flushed). */
 static int clear_tables(qed_image *img, uint64_t keep_end, qed_error *err)
@@ -172,36 +162,26 @@ static int clear_tables(qed_image *img, uint64_t keep_end, qed_error *err)
             table = qed_aligned_alloc(s->table_bytes);
             if (!table)
                 return qed_fail(err, ENOMEM, "out of memory for an L2 table");
-            ret = io_pread_sync(img->file, table, s->table_bytes, offset);
-            if (ret < 0) {
-                ret = qed_fail(err, -ret, "reading L2 table %" PRIu64
-                               " at offset %" PRIu64 ": %s", index, offset,
-                               strerror(-ret));
+            ret = table_read_sync(img, offset, table, err);
+            if (ret < 0)
                 goto out;
-            }
             for (uint64_t i = from; i < s->table_entries; i++) {
-                if (table_entry(table, i) != 0) {
-                    table_set_entry(table, i, 0);
+                if (table_entry(table, i) != QED_ENTRY_UNALLOCATED) {
+                    table_set_entry(table, i, QED_ENTRY_UNALLOCATED);
                     any = true;
                 }
             }
-            drop_cached_table(s, offset);
             if (any)
-                ret = io_pwrite_sync(img->file, table, s->table_bytes,
-                                     offset);
-            if (ret < 0) {
-                ret = qed_fail(err, -ret, "writing L2 table %" PRIu64
-                               " at offset %" PRIu64 ": %s", index, offset,
-                               strerror(-ret));
+                ret = table_write_sync(img, offset, table, err);
+            if (ret < 0)
                 goto out;
-            }
         }
     }
     for (uint64_t i = first_full; i < s->table_entries; i++) {
         uint64_t offset = table_entry(s->l1, i);
         if (offset == 0)
             continue;
-        drop_cached_table(s, offset);
+        l2cache_forget(s->l2cache, offset);
         table_set_entry(s->l1, i, 0);
         l1_changed++;
     }
@@ -397,29 +377,6 @@ static void link_clusters(const struct qed_state *s, const struct grown *g,
     }
 }
 
-static int read_table(qed_image *img, uint64_t offset, uint8_t *table,
-                      qed_error *err)
-{
-    int ret = io_pread_sync(img->file, table, img->qed->table_bytes, offset);
-
-    if (ret < 0)
-        return qed_fail(err, -ret, "reading the L2 table at offset %" PRIu64
-                        ": %s", offset, strerror(-ret));
-    return 0;
-}
-
-static int write_table(qed_image *img, uint64_t offset, const uint8_t *table,
-                       qed_error *err)
-{
-    int ret = io_pwrite_sync(img->file, table, img->qed->table_bytes,
-                             offset);
-
-    if (ret < 0)
-        return qed_fail(err, -ret, "writing the L2 table at offset %" PRIu64
-                        ": %s", offset, strerror(-ret));
-    return 0;
-}
-
 static int sync_file(qed_image *img, qed_error *err)
 {
     int ret = io_sync_sync(img->file);
@@ -449,7 +406,7 @@ static int count_needs(qed_image *img, const struct grown *g,
         }
         if (mode < QED_PREALLOC_FALLOC)
             continue;
-        ret = read_table(img, offset, table, err);
+        ret = table_read_sync(img, offset, table, err);
         if (ret < 0)
             return ret;
         *clusters += clusters_to_fill(s, g, t, table);
@@ -491,7 +448,7 @@ static int preallocate_grown(qed_image *img, uint64_t old_size,
     for (uint64_t t = g.first_table; ret == 0 && t < g.end_table; t++) {
         if (table_entry(s->l1, t) != 0) {
             if (mode >= QED_PREALLOC_FALLOC) {
-                ret = read_table(img, table_entry(s->l1, t), table, err);
+                ret = table_read_sync(img, table_entry(s->l1, t), table, err);
                 next += clusters_to_fill(s, &g, t, table) << s->cluster_bits;
             }
             continue;
@@ -499,7 +456,7 @@ static int preallocate_grown(qed_image *img, uint64_t old_size,
         memset(table, 0, s->table_bytes);
         if (mode >= QED_PREALLOC_FALLOC)
             link_clusters(s, &g, t, table, &next);
-        ret = write_table(img, tables_at + made * s->table_bytes, table, err);
+        ret = table_write_sync(img, tables_at + made * s->table_bytes, table, err);
         made++;
     }
     if (ret == 0)
@@ -531,11 +488,10 @@ static int preallocate_grown(qed_image *img, uint64_t old_size,
         }
         if (mode < QED_PREALLOC_FALLOC)
             continue;
-        ret = read_table(img, offset, table, err);
+        ret = table_read_sync(img, offset, table, err);
         if (ret == 0 && clusters_to_fill(s, &g, t, table) > 0) {
-            drop_cached_table(s, offset);
             link_clusters(s, &g, t, table, &next);
-            ret = write_table(img, offset, table, err);
+            ret = table_write_sync(img, offset, table, err);
         }
     }
     if (ret == 0 && l1_changed) {
