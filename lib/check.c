@@ -483,7 +483,7 @@ static int walk_table(struct ck *c, struct walk *w, uint64_t i, uint64_t e)
         if (copied)
             ret = flush(c);
         if (ret == 0)
-            ret = write_at(c, c->table, s->table_bytes, e, "a repaired L2 table");
+            ret = table_write_sync(c->img, e, c->table, c->err);
     }
     return ret;
 }
@@ -941,7 +941,7 @@ static int run_round(struct ck *c, struct leaker *lf)
             table_set_entry(c->table, j, bytes_of(c, lf->moves[end].to));
         }
         if (ret == 0)
-            ret = write_at(c, c->table, s->table_bytes, e, "an L2 table");
+            ret = table_write_sync(c->img, e, c->table, c->err);
         m = end;
     }
     if (ret == 0 && l1_changed)
