@@ -159,8 +159,9 @@ void conn_request_done(struct nbd_conn *c, size_t buffered)
 static void begin_tls(struct nbd_conn *c);
 
 /* Sends part of o: plaintext with one sendmsg, or under TLS records
- * encrypted straight from the first buffer into the session's stage.  Returns the bytes sent, 0 when
- * the socket is full, -1 when the connection is broken. */
+ * encrypted straight from the first buffer into the session's stage.
+ * Returns the bytes sent, 0 when the socket is full, -1 when the
+ * connection is broken. */
 static ssize_t send_some(struct nbd_conn *c, struct nbd_out *o)
 {
     ssize_t n;
@@ -410,8 +411,27 @@ static void drive_handshake(struct nbd_conn *c)
     read_input(c);
 }
 
+/* A Unix socket reports itself writable again only once three quarters of
+ * its send buffer have drained: with the default (about 200 KiB) the client
+ * is left some 50 KiB to decrypt while the server wakes up and encrypts
+ * more, and it waits.  A larger buffer keeps it busy.  (TCP sockets keep
+ * the kernel's own tuning.) */
+#define TLS_UNIX_SNDBUF (1 << 20)
+
+static void widen_unix_send_buffer(int fd)
+{
+    struct sockaddr_storage addr;
+    socklen_t len = sizeof(addr);
+    int size = TLS_UNIX_SNDBUF;
+
+    if (getsockname(fd, (struct sockaddr *)&addr, &len) == 0 &&
+        addr.ss_family == AF_UNIX)
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+}
+
 static void begin_tls(struct nbd_conn *c)
 {
+    widen_unix_send_buffer(c->fd);
     c->tls = c->srv->opts.tls ? nbd_tls_session_new(c->srv->opts.tls, c->fd)
                               : NULL;
     if (!c->tls) {
