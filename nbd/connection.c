@@ -37,6 +37,13 @@ static void free_out(struct nbd_conn *c, struct nbd_out *o)
     free(o);
 }
 
+/* Replies queued, or encrypted bytes the TLS session still holds. */
+static bool output_pending(const struct nbd_conn *c)
+{
+    return c->out_head ||
+           (c->tls_state == TLS_ACTIVE && nbd_tls_unsent(c->tls));
+}
+
 static bool wants_input(const struct nbd_conn *c)
 {
     if (c->closed || c->phase == PHASE_CLOSING || c->srv->shutting_down)
@@ -59,7 +66,7 @@ void conn_update_watch(struct nbd_conn *c)
         return;
     if (wants_input(c))
         events |= QED_LOOP_READ;
-    if (c->out_head)
+    if (output_pending(c))
         events |= QED_LOOP_WRITE;
     if (c->tls_state == TLS_HANDSHAKING)
         events = nbd_tls_wants_write(c->tls) ? QED_LOOP_WRITE : QED_LOOP_READ;
@@ -102,7 +109,7 @@ void conn_close(struct nbd_conn *c, bool hard)
 {
     if (c->closed)
         return;
-    if (!hard && (c->in_flight > 0 || c->out_head)) {
+    if (!hard && (c->in_flight > 0 || output_pending(c))) {
         /* Answer what is in flight, then close (conn_request_done and the
          * output path come back here). */
         c->phase = PHASE_CLOSING;
@@ -129,7 +136,7 @@ void conn_close(struct nbd_conn *c, bool hard)
 
 static void close_if_drained(struct nbd_conn *c)
 {
-    if (c->phase == PHASE_CLOSING && c->in_flight == 0 && !c->out_head)
+    if (c->phase == PHASE_CLOSING && c->in_flight == 0 && !output_pending(c))
         conn_close(c, true);
 }
 
@@ -151,9 +158,10 @@ void conn_request_done(struct nbd_conn *c, size_t buffered)
 
 static void begin_tls(struct nbd_conn *c);
 
-/* Sends part of o: plaintext with one sendmsg, or under TLS one record
- * encrypted straight from the first buffer.  Returns the bytes sent, 0 when
- * the socket is full, -1 when the connection is broken. */
+/* Sends part of o: plaintext with one sendmsg, or under TLS records
+ * encrypted straight from the first buffer into the session's stage.
+ * Returns the bytes sent, 0 when the socket is full, -1 when the
+ * connection is broken. */
 static ssize_t send_some(struct nbd_conn *c, struct nbd_out *o)
 {
     ssize_t n;
@@ -202,6 +210,11 @@ static void flush_output(struct nbd_conn *c)
         if (!c->out_head)
             c->out_tail = NULL;
         free_out(c, o);
+    }
+    /* What the session gathered goes out now (or when writable). */
+    if (c->tls_state == TLS_ACTIVE && nbd_tls_flush(c->tls) == NBD_TLS_FAILED) {
+        conn_close(c, true);
+        return;
     }
     /* The STARTTLS reply is out in plaintext: the handshake comes next. */
     if (!c->out_head && c->tls_state == TLS_STARTING) {
@@ -398,8 +411,27 @@ static void drive_handshake(struct nbd_conn *c)
     read_input(c);
 }
 
+/* A Unix socket reports itself writable again only once three quarters of
+ * its send buffer have drained: with the default (about 200 KiB) the client
+ * is left some 50 KiB to decrypt while the server wakes up and encrypts
+ * more, and it waits.  A larger buffer keeps it busy.  (TCP sockets keep
+ * the kernel's own tuning.) */
+#define TLS_UNIX_SNDBUF (1 << 20)
+
+static void widen_unix_send_buffer(int fd)
+{
+    struct sockaddr_storage addr;
+    socklen_t len = sizeof(addr);
+    int size = TLS_UNIX_SNDBUF;
+
+    if (getsockname(fd, (struct sockaddr *)&addr, &len) == 0 &&
+        addr.ss_family == AF_UNIX)
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+}
+
 static void begin_tls(struct nbd_conn *c)
 {
+    widen_unix_send_buffer(c->fd);
     c->tls = c->srv->opts.tls ? nbd_tls_session_new(c->srv->opts.tls, c->fd)
                               : NULL;
     if (!c->tls) {

@@ -9,10 +9,13 @@
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -40,9 +43,23 @@ struct nbd_tls {
     size_t nauthz;
 };
 
+/* GnuTLS writes every record with its own system call: 16 KiB per sendmsg,
+ * and as many wake-ups of the reader.  Records made by nbd_tls_send are
+ * gathered here instead and go out two at a time: half the calls, while
+ * the reader still gets its first bytes after two records are encrypted
+ * (with sixteen it waited, idle, for 256 KiB: slower overall). */
+#define STAGE_RECORDS 2
+#define RECORD_PLAINTEXT 16384
+#define RECORD_ROOM (RECORD_PLAINTEXT + 512) /* header, tag, padding */
+#define STAGE_SIZE (STAGE_RECORDS * RECORD_ROOM)
+
 struct nbd_tls_session {
     gnutls_session_t session;
     const struct nbd_tls *tls;
+    int fd;
+    bool staging;             /* inside nbd_tls_send: gather the records */
+    uint8_t *stage;           /* encrypted bytes not yet on the socket */
+    size_t stage_off, stage_len;
 };
 
 static int fail(qed_error *err, int code, const char *fmt, ...)
@@ -437,6 +454,78 @@ enum nbd_tls_mode nbd_tls_get_mode(const struct nbd_tls *tls)
 
 /* ---- sessions --------------------------------------------------------------- */
 
+static size_t stage_unsent(const struct nbd_tls_session *s)
+{
+    return s->stage_len - s->stage_off;
+}
+
+/* Writes what the stage holds: 0 when it is all out, NBD_TLS_AGAIN when
+ * the socket is full, NBD_TLS_FAILED when the connection is broken. */
+static int flush_stage(struct nbd_tls_session *s)
+{
+    while (stage_unsent(s) > 0) {
+        ssize_t n = send(s->fd, s->stage + s->stage_off, stage_unsent(s),
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno == EAGAIN || errno == EWOULDBLOCK ? NBD_TLS_AGAIN
+                                                           : NBD_TLS_FAILED;
+        }
+        s->stage_off += (size_t)n;
+    }
+    s->stage_off = s->stage_len = 0;
+    return 0;
+}
+
+static bool stage_append(struct nbd_tls_session *s, const giovec_t *iov,
+                         int iovcnt, size_t total)
+{
+    if (!s->stage) {
+        s->stage = malloc(STAGE_SIZE);
+        if (!s->stage)
+            return false;
+    }
+    if (STAGE_SIZE - s->stage_len < total)
+        return false;
+    for (int i = 0; i < iovcnt; i++) {
+        memcpy(s->stage + s->stage_len, iov[i].iov_base, iov[i].iov_len);
+        s->stage_len += iov[i].iov_len;
+    }
+    return true;
+}
+
+/* GnuTLS's writer.  Bytes keep their order: while the stage holds some,
+ * everything goes behind them (a TLS 1.3 key update, close_notify). */
+static ssize_t push_records(gnutls_transport_ptr_t ptr, const giovec_t *iov,
+                            int iovcnt)
+{
+    struct nbd_tls_session *s = ptr;
+    size_t total = 0;
+
+    for (int i = 0; i < iovcnt; i++)
+        total += iov[i].iov_len;
+    if (s->staging || stage_unsent(s) > 0) {
+        if (stage_append(s, iov, iovcnt, total))
+            return (ssize_t)total;
+        int r = flush_stage(s);
+        if (r == 0 && stage_append(s, iov, iovcnt, total))
+            return (ssize_t)total;
+        if (r == 0 && !s->staging)
+            goto direct; /* larger than the stage, which is now empty */
+        errno = r == NBD_TLS_FAILED ? EPIPE : EAGAIN;
+        gnutls_transport_set_errno(s->session, errno);
+        return -1;
+    }
+direct:;
+    struct msghdr msg = { .msg_iov = (struct iovec *)iov,
+                          .msg_iovlen = (size_t)iovcnt };
+    ssize_t n = sendmsg(s->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0)
+        gnutls_transport_set_errno(s->session, errno);
+    return n;
+}
+
 struct nbd_tls_session *nbd_tls_session_new(const struct nbd_tls *tls, int fd)
 {
     struct nbd_tls_session *s;
@@ -467,7 +556,12 @@ struct nbd_tls_session *nbd_tls_session_new(const struct nbd_tls *tls, int fd)
     /* The server's own handshake timer bounds the handshake. */
     gnutls_handshake_set_timeout(s->session, 0);
     gnutls_session_set_ptr(s->session, s);
-    gnutls_transport_set_int(s->session, fd);
+    s->fd = fd;
+    /* GnuTLS reads the socket itself; what it writes goes through
+     * push_records, which may gather it in the stage. */
+    gnutls_transport_set_ptr2(s->session,
+                              (gnutls_transport_ptr_t)(intptr_t)fd, s);
+    gnutls_transport_set_vec_push_function(s->session, push_records);
     return s;
 }
 
@@ -476,6 +570,7 @@ void nbd_tls_session_free(struct nbd_tls_session *s)
     if (!s)
         return;
     gnutls_deinit(s->session);
+    free(s->stage);
     free(s);
 }
 
@@ -572,11 +667,43 @@ ssize_t nbd_tls_recv(struct nbd_tls_session *s, void *buf, size_t len)
 
 ssize_t nbd_tls_send(struct nbd_tls_session *s, const void *buf, size_t len)
 {
-    ssize_t r = gnutls_record_send(s->session, buf, len);
+    size_t done = 0;
 
-    if (r >= 0)
-        return r;
-    return try_again((int)r) ? NBD_TLS_AGAIN : NBD_TLS_FAILED;
+    if (STAGE_SIZE - s->stage_len < RECORD_ROOM) {
+        int f = flush_stage(s);
+        if (f < 0)
+            return f;
+    }
+    /* Full records, encrypted straight from buf into the stage. */
+    s->staging = true;
+    while (done < len && STAGE_SIZE - s->stage_len >= RECORD_ROOM) {
+        size_t take = len - done < RECORD_PLAINTEXT ? len - done
+                                                    : RECORD_PLAINTEXT;
+        ssize_t r = gnutls_record_send(s->session, (const char *)buf + done,
+                                       take);
+        if (r <= 0) {
+            s->staging = false;
+            if (done > 0)
+                return (ssize_t)done;
+            return try_again((int)r) ? NBD_TLS_AGAIN : NBD_TLS_FAILED;
+        }
+        done += (size_t)r;
+    }
+    s->staging = false;
+    if (STAGE_SIZE - s->stage_len < RECORD_ROOM && flush_stage(s) ==
+                                                       NBD_TLS_FAILED)
+        return NBD_TLS_FAILED;
+    return (ssize_t)done;
+}
+
+int nbd_tls_flush(struct nbd_tls_session *s)
+{
+    return flush_stage(s);
+}
+
+bool nbd_tls_unsent(const struct nbd_tls_session *s)
+{
+    return stage_unsent(s) > 0;
 }
 
 size_t nbd_tls_pending(struct nbd_tls_session *s)
@@ -586,5 +713,7 @@ size_t nbd_tls_pending(struct nbd_tls_session *s)
 
 void nbd_tls_bye(struct nbd_tls_session *s)
 {
+    if (flush_stage(s) < 0)
+        return;
     gnutls_bye(s->session, GNUTLS_SHUT_WR);
 }

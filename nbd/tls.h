@@ -60,9 +60,13 @@ int nbd_tls_handshake(struct nbd_tls_session *s);
 bool nbd_tls_wants_write(const struct nbd_tls_session *s);
 /* Bytes read (0: the peer closed), NBD_TLS_AGAIN or NBD_TLS_FAILED. */
 ssize_t nbd_tls_recv(struct nbd_tls_session *s, void *buf, size_t len);
-/* Bytes of buf sent (at most one record), NBD_TLS_AGAIN or NBD_TLS_FAILED.
- * After NBD_TLS_AGAIN call again with the same buffer and length. */
+/* Bytes of buf taken (encrypted, perhaps not all on the socket yet: see
+ * nbd_tls_unsent), NBD_TLS_AGAIN or NBD_TLS_FAILED. */
 ssize_t nbd_tls_send(struct nbd_tls_session *s, const void *buf, size_t len);
+/* Writes the encrypted bytes nbd_tls_send left behind: 0 when none is
+ * left, NBD_TLS_AGAIN (wait until writable) or NBD_TLS_FAILED. */
+int nbd_tls_flush(struct nbd_tls_session *s);
+bool nbd_tls_unsent(const struct nbd_tls_session *s);
 /* Decrypted bytes waiting inside the session: the socket will not say. */
 size_t nbd_tls_pending(struct nbd_tls_session *s);
 /* Sends close_notify if the socket takes it at once. */
