@@ -368,7 +368,9 @@ int qed_aio_block_status(qed_image *image, uint64_t offset, uint64_t length,
  * and returns its result: 0, or a negative errno with err filled (for a
  * request that could not be submitted: "range outside the image" EINVAL,
  * "image is read-only" EPERM).  Other events on the loop are dispatched
- * meanwhile. */
+ * meanwhile.  Called from a callback running on the image's loop (where
+ * they would wait for themselves), they, qed_drain and qed_close fail at
+ * once with EDEADLK and change nothing: use the qed_aio_* calls there. */
 int qed_pread(qed_image *image, void *buf, size_t length, uint64_t offset,
               qed_error *err);
 int qed_pwrite(qed_image *image, const void *buf, size_t length,

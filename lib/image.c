@@ -558,7 +558,11 @@ static int drain(qed_image *img)
 
 int qed_drain(qed_image *img, qed_error *err)
 {
-    int r = drain(img);
+    int r;
+
+    if (image_refuse_nested(img, "qed_drain", err) < 0)
+        return -EDEADLK;
+    r = drain(img);
     if (r < 0)
         return qed_fail(err, -r, "event loop: %s", strerror(-r));
     return 0;
@@ -628,6 +632,10 @@ int qed_close(qed_image *img, qed_error *err)
 
     if (!img)
         return 0;
+    /* Closing waits for the requests in flight: not from a callback of
+     * the loop that runs them.  The image stays open then. */
+    if (image_refuse_nested(img, "qed_close", err) < 0)
+        return -EDEADLK;
     loop = img->loop;
     owns_loop = img->owns_loop;
     r = drain(img);

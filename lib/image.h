@@ -203,6 +203,10 @@ struct request {
 };
 
 /* request.c */
+/* Fails with EDEADLK (naming what) when called from a callback of the
+ * image's loop: a synchronous call there would wait for itself. */
+int image_refuse_nested(const qed_image *img, const char *what,
+                        qed_error *err);
 void request_complete(struct request *req, int ret);
 void request_resume_later(struct request *req, void (*fn)(struct request *));
 

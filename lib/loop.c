@@ -39,6 +39,7 @@ struct qed_loop {
     struct fd_watch *watches;
     struct timer *timers; /* sorted by due time */
     uint64_t next_timer_id;
+    unsigned depth;       /* qed_loop_run calls in progress */
 };
 
 /* epoll's data field tells the engine's fd apart from watched fds. */
@@ -336,7 +337,12 @@ static int dispatch_events(qed_loop *loop, struct epoll_event *events, int n)
     return n;
 }
 
-int qed_loop_run(qed_loop *loop, int timeout_ms)
+bool loop_running(const qed_loop *loop)
+{
+    return loop->depth > 0;
+}
+
+static int run_once(qed_loop *loop, int timeout_ms)
 {
     struct epoll_event events[64];
     int n = run_tasks(loop);
@@ -352,5 +358,18 @@ int qed_loop_run(qed_loop *loop, int timeout_ms)
     n += fire_timers(loop);
     n += run_tasks(loop);
     loop->io->ops->flush(loop->io);
+    return n;
+}
+
+/* The depth tells callbacks apart from the code that runs the loop: a
+ * synchronous call made from a callback would run the loop inside itself
+ * and wait for work queued behind the callback (sync wrappers refuse it). */
+int qed_loop_run(qed_loop *loop, int timeout_ms)
+{
+    int n;
+
+    loop->depth++;
+    n = run_once(loop, timeout_ms);
+    loop->depth--;
     return n;
 }

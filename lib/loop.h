@@ -23,5 +23,7 @@ int loop_defer_call(qed_loop *loop, void (*fn)(void *), void *arg);
 struct io_engine *loop_io_engine(qed_loop *loop);
 /* Milliseconds on a monotonic clock. */
 uint64_t loop_now_ms(void);
+/* True while qed_loop_run runs, that is inside a callback of the loop. */
+bool loop_running(const qed_loop *loop);
 
 #endif

@@ -218,6 +218,16 @@ static void sync_done(void *opaque, int ret, const qed_error *err)
         qed_error_copy(c->err, err);
 }
 
+int image_refuse_nested(const qed_image *img, const char *what,
+                        qed_error *err)
+{
+    if (!loop_running(img->loop))
+        return 0;
+    return qed_fail(err, EDEADLK, "%s called from a callback running on the "
+                    "image's loop: it would wait for itself; use the "
+                    "asynchronous call there", what);
+}
+
 static int sync_wait(qed_image *img, int submitted, struct sync_call *c,
                      const char *what)
 {
@@ -242,6 +252,9 @@ int qed_pread(qed_image *img, void *buf, size_t length, uint64_t offset,
 {
     struct sync_call c = { .err = err };
     struct iovec v = { buf, length };
+
+    if (image_refuse_nested(img, "qed_pread", err) < 0)
+        return -EDEADLK;
     return sync_wait(img, qed_aio_readv(img, &v, 1, offset, sync_done, &c),
                      &c, "read");
 }
@@ -251,6 +264,9 @@ int qed_pwrite(qed_image *img, const void *buf, size_t length,
 {
     struct sync_call c = { .err = err };
     struct iovec v = { (void *)buf, length };
+
+    if (image_refuse_nested(img, "qed_pwrite", err) < 0)
+        return -EDEADLK;
     return sync_wait(img, qed_aio_writev(img, &v, 1, offset, sync_done, &c),
                      &c, "write");
 }
@@ -259,6 +275,9 @@ int qed_write_zeroes(qed_image *img, uint64_t offset, uint64_t length,
                      unsigned flags, qed_error *err)
 {
     struct sync_call c = { .err = err };
+
+    if (image_refuse_nested(img, "qed_write_zeroes", err) < 0)
+        return -EDEADLK;
     return sync_wait(img, qed_aio_write_zeroes(img, offset, length, flags,
                                                sync_done, &c),
                      &c, "write zeroes");
@@ -268,6 +287,9 @@ int qed_discard(qed_image *img, uint64_t offset, uint64_t length,
                 qed_error *err)
 {
     struct sync_call c = { .err = err };
+
+    if (image_refuse_nested(img, "qed_discard", err) < 0)
+        return -EDEADLK;
     return sync_wait(img, qed_aio_discard(img, offset, length, sync_done, &c),
                      &c, "discard");
 }
@@ -275,6 +297,9 @@ int qed_discard(qed_image *img, uint64_t offset, uint64_t length,
 int qed_flush(qed_image *img, qed_error *err)
 {
     struct sync_call c = { .err = err };
+
+    if (image_refuse_nested(img, "qed_flush", err) < 0)
+        return -EDEADLK;
     return sync_wait(img, qed_aio_flush(img, sync_done, &c), &c, "flush");
 }
 
@@ -282,6 +307,9 @@ int qed_block_status(qed_image *img, uint64_t offset, uint64_t length,
                      struct qed_block_status *status, qed_error *err)
 {
     struct sync_call c = { .err = err };
+
+    if (image_refuse_nested(img, "qed_block_status", err) < 0)
+        return -EDEADLK;
     return sync_wait(img, qed_aio_block_status(img, offset, length, status,
                                                sync_done, &c),
                      &c, "block status");
