@@ -22,20 +22,6 @@ CHECK_CLEAN=${TESTS_DIR:-$_lib_dir/..}/qemu-check-clean
 SOCK=$T/h.sock
 URI="nbd+unix:///?socket=$SOCK"
 rawc() { run python3 "$RAW" -t 10 -k "$SOCK" "$@"; }
-resn() {
-    local line
-    line=$(sed -n "${1}p" "$OUT")
-    printf '%s' "${line#* -> }"
-}
-check_like() {
-    local got
-    got=$(resn "$1")
-    if [[ $got =~ $2 ]]; then
-        pass "$3"
-    else
-        fail "$3" "step $1: got '$got'" "expected to match: /$2/" "transcript:" "$(cat "$OUT" "$ERR")"
-    fi
-}
 # check_dropped N NAME — the server hung up by step N: it printed "eof t=S"
 # with S < 3, or an earlier step already saw the end ("closed").
 check_dropped() {

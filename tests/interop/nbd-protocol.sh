@@ -24,32 +24,6 @@ RAW=$_lib_dir/nbd_raw_client.py
 SOCK=$T/p.sock
 # rawc STEP... — one connection to $SOCK doing the steps (transcript in $OUT).
 rawc() { run python3 "$RAW" -t 15 -k "$SOCK" "$@"; }
-# resn N — what step N (counting from 1) of the last rawc printed.
-resn() {
-    local line
-    line=$(sed -n "${1}p" "$OUT")
-    printf '%s' "${line#* -> }"
-}
-# check N EXPECTED NAME — step N printed EXPECTED.
-check() {
-    local got
-    got=$(resn "$1")
-    if [ "$got" == "$2" ]; then
-        pass "$3"
-    else
-        fail "$3" "step $1: got      '$got'" "step $1: expected '$2'" "transcript:" "$(cat "$OUT" "$ERR")"
-    fi
-}
-# check_like N REGEX NAME
-check_like() {
-    local got
-    got=$(resn "$1")
-    if [[ $got =~ $2 ]]; then
-        pass "$3"
-    else
-        fail "$3" "step $1: got '$got'" "expected to match: /$2/" "transcript:" "$(cat "$OUT" "$ERR")"
-    fi
-}
 
 # A structured session with both meta contexts (4 steps).
 SGO=(hello sr "setmeta::base:allocation,qemu:allocation-depth" go:)

@@ -59,4 +59,31 @@ _kill_all() {
     done
     return 0
 }
+# resn N — what step N (counting from 1) of the last raw client run printed,
+# without "STEP -> ".
+resn() {
+    local line
+    line=$(sed -n "${1}p" "$OUT")
+    printf '%s' "${line#* -> }"
+}
+# check N EXPECTED NAME — step N printed EXPECTED.
+check() {
+    local got
+    got=$(resn "$1")
+    if [ "$got" == "$2" ]; then
+        pass "$3"
+    else
+        fail "$3" "step $1: got      '$got'" "step $1: expected '$2'" "transcript:" "$(cat "$OUT" "$ERR")"
+    fi
+}
+# check_like N REGEX NAME — step N printed something matching REGEX.
+check_like() {
+    local got
+    got=$(resn "$1")
+    if [[ $got =~ $2 ]]; then
+        pass "$3"
+    else
+        fail "$3" "step $1: got '$got'" "expected to match: /$2/" "transcript:" "$(cat "$OUT" "$ERR")"
+    fi
+}
 trap '_kill_all; _cleanup' EXIT

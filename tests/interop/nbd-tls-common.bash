@@ -31,19 +31,3 @@ for _ in range(500):
 sys.exit(1)
 PY
 }
-# transcript line N of the last raw client run, without "STEP -> ".
-resn() {
-    local line
-    line=$(sed -n "${1}p" "$OUT")
-    printf '%s' "${line#* -> }"
-}
-# check_step N REGEX NAME — step N of the last raw client run matched.
-check_step() {
-    local got
-    got=$(resn "$1")
-    if [[ $got =~ $2 ]]; then
-        pass "$3"
-    else
-        fail "$3" "step $1: got '$got'" "expected to match: /$2/" "transcript:" "$(cat "$OUT" "$ERR")"
-    fi
-}

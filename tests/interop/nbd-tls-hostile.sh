@@ -44,14 +44,14 @@ start_server h "$SOCK" -t -e 64 --handshake-timeout=2 --tls=on \
 # before it reads the ACK ("eof" at step 3, "closed" at step 4).  What
 # matters: no reply to the plaintext option ever comes.
 no_reply() {
-    check_step 3 "^(ACK\[opt=5\]|eof)$" "$1: STARTTLS acknowledged (or the connection reset)"
-    check_step 4 "^(eof t=|closed$)" "$1: never answered, the connection is dropped"
+    check_like 3 "^(ACK\[opt=5\]|eof)$" "$1: STARTTLS acknowledged (or the connection reset)"
+    check_like 4 "^(eof t=|closed$)" "$1: never answered, the connection is dropped"
 }
 rawc hello send:"$(opt_hex 5)$(opt_hex 3)" opt:0 eof:3
 no_reply "plaintext LIST sent behind STARTTLS"
 # The ACK queued behind 20000 unread replies: still nothing read after it.
 rawc hello burst:3:20000:"$(opt_hex 5)$(opt_hex 3)" drainopts:3
-check_step 3 "^replies=40001 last=SERVER\[opt=3\],ACK\[opt=3\],ACK\[opt=5\] then (eof|junk)$" \
+check_like 3 "^replies=40001 last=SERVER\[opt=3\],ACK\[opt=3\],ACK\[opt=5\] then (eof|junk)$" \
     "STARTTLS queued behind unread replies: the plaintext LIST after it is never answered"
 rawc hello send:"$(opt_hex 5)$(opt_hex 8)$(opt_hex 7)" opt:0 eof:3
 no_reply "plaintext STRUCTURED_REPLY and GO sent behind STARTTLS"
@@ -60,31 +60,31 @@ no_reply "plaintext ABORT sent behind STARTTLS"
 
 # ---- plaintext negotiation does not survive STARTTLS ---------------------------------
 rawc hello sr setmeta::base:allocation starttls tls:"$PKI/client" go: read:0:512 bs:0:4096
-check_step 2 "^ACK$" "plaintext STRUCTURED_REPLY is accepted under --tls=on"
-check_step 5 "^ok TLSv1\.[23]$" "then STARTTLS and the TLS handshake"
-check_step 6 "flags=0x[0-9a-f]*[0-7][0-9a-f]\)" "after TLS, GO's flags lack DF: structured replies were forgotten"
-check_step 7 "^error=0 data=0x5a\*512$" "after TLS, READ gets a simple reply, not a structured one"
-check_step 8 "^error=EINVAL$" "after TLS, BLOCK_STATUS is refused: the plaintext meta context was forgotten"
+check_like 2 "^ACK$" "plaintext STRUCTURED_REPLY is accepted under --tls=on"
+check_like 5 "^ok TLSv1\.[23]$" "then STARTTLS and the TLS handshake"
+check_like 6 "flags=0x[0-9a-f]*[0-7][0-9a-f]\)" "after TLS, GO's flags lack DF: structured replies were forgotten"
+check_like 7 "^error=0 data=0x5a\*512$" "after TLS, READ gets a simple reply, not a structured one"
+check_like 8 "^error=EINVAL$" "after TLS, BLOCK_STATUS is refused: the plaintext meta context was forgotten"
 
 # ---- records holding many requests -----------------------------------------------------
 # python's ssl packs a burst of requests into few records: most of them sit
 # decrypted inside the session, where the socket's readiness cannot tell.
 rawc hello starttls tls:"$PKI/client" go: batchreads:300:4096 replies:10 \
     pipeline:1000:512 write:0:100000:0x11 read:0:100000
-check_step 6 "^replies=300/300 errors=none" "300 reads in one TLS record: all answered (past the 64-request limit)"
-check_step 7 "^replies=1000 cookies=ok$" "1000 pipelined reads: all answered"
-check_step 9 "^error=0 data=0x11\*100000$" "a 100000-byte write over TLS reads back"
+check_like 6 "^replies=300/300 errors=none" "300 reads in one TLS record: all answered (past the 64-request limit)"
+check_like 7 "^replies=1000 cookies=ok$" "1000 pipelined reads: all answered"
+check_like 9 "^error=0 data=0x11\*100000$" "a 100000-byte write over TLS reads back"
 
 # ---- broken handshakes -----------------------------------------------------------------
 rawc hello starttls sendn:300:0x41 eof:3
-check_step 4 "^(data [0-9]+ bytes then )?eof t=[0-1]\." "garbage instead of a ClientHello: dropped at once"
+check_like 4 "^(data [0-9]+ bytes then )?eof t=[0-1]\." "garbage instead of a ClientHello: dropped at once"
 rawc hello starttls clienthello:"$PKI/client"
-check_step 3 "^sent [0-9]+ bytes$" "a client sends its ClientHello and disconnects mid-handshake"
+check_like 3 "^sent [0-9]+ bytes$" "a client sends its ClientHello and disconnects mid-handshake"
 still_serves "the server still serves after the broken handshakes"
 rawc hello starttls eof:6
-check_step 3 "^eof t=[2-3]\." "a client that never starts the TLS handshake is dropped by the 2 s handshake timeout"
+check_like 3 "^eof t=[2-3]\." "a client that never starts the TLS handshake is dropped by the 2 s handshake timeout"
 rawc hello starttls clienthello:"$PKI/client" eof:6
-check_step 4 "^data [0-9]+ bytes then eof t=[2-3]\." "a client that never finishes the TLS handshake is dropped by the handshake timeout"
+check_like 4 "^data [0-9]+ bytes then eof t=[2-3]\." "a client that never finishes the TLS handshake is dropped by the handshake timeout"
 
 # ---- 50 handshakes at once, 5 of them stalled ----------------------------------------
 for i in 1 2 3 4 5; do
