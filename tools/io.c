@@ -91,6 +91,19 @@ int io_report_failure(struct io_session *session, const char *failed,
 
     printf("%s failed: %s\n", failed, strerror(code ? code : EIO));
     snprintf(context, sizeof(context), "%s failed", failed);
+    if (err && err->message[0]) {
+        /* The library names the request too ("write: No space left on
+         * device"): say it once. */
+        size_t n = strlen(failed);
+        qed_error once = *err;
+        if (strncmp(err->message, failed, n) == 0 &&
+            strncmp(err->message + n, ": ", 2) == 0) {
+            snprintf(once.message, sizeof(once.message), "%s",
+                     err->message + n + 2);
+            tool_report(session->path, context, &once);
+            return 1;
+        }
+    }
     tool_report(session->path, context, err ? err : &fallback);
     return 1;
 }
