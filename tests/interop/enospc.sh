@@ -76,6 +76,8 @@ scenario() {
         "$QED" io -c 'write -P 0x22 8M 8M' "$MNT/x.qed"
     tap_like "$(cat "$ERR")" 'No space left on device' \
         "$what: the error says no space is left"
+    tap_like "$(cat "$ERR")" '^qed: .*x\.qed: write failed: No space left on device$' \
+        "$what: in one line that names the failed request once"
     image_settled "$what, one failed write"
 
     new_image "$backing" || fail "$what: second image on the tmpfs"
