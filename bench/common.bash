@@ -21,3 +21,18 @@ make_striped_source() {
         close($f) or die "close: $!\n";
     ' "$1"
 }
+
+# bench_prepare NAME TOOL... — the common start of a benchmark: $rounds (at
+# least 3) and $qed (built) checked, the TOOLs on the PATH, and a fresh
+# work directory $dir under $BENCH_DIR (default /var/tmp), removed on exit.
+bench_prepare() {
+    local name=$1 tool
+    shift
+    dir=$(mktemp -d "${BENCH_DIR:-/var/tmp}/qed-$name.XXXXXX")
+    trap 'rm -rf "$dir"' EXIT
+    [ "$rounds" -ge 3 ] || { echo "bench: at least 3 rounds" >&2; exit 1; }
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || { echo "bench: $tool is missing" >&2; exit 1; }
+    done
+    [ -x "$qed" ] || { echo "bench: $qed is missing (run make)" >&2; exit 1; }
+}

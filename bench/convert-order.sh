@@ -21,12 +21,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 qed=${QED:-$here/build/qed}
 rounds=${1:-5}
 m=${BENCH_REQUESTS:-8}
-dir=$(mktemp -d "${BENCH_DIR:-/var/tmp}/qed-convert-order.XXXXXX")
-trap 'rm -rf "$dir"' EXIT
-
-[ "$rounds" -ge 3 ] || { echo "bench: at least 3 rounds" >&2; exit 1; }
-command -v qemu-img >/dev/null || { echo "bench: qemu-img is missing" >&2; exit 1; }
-[ -x "$qed" ] || { echo "bench: $qed is missing (run make)" >&2; exit 1; }
+bench_prepare convert-order qemu-img
 
 src=$dir/src.raw
 make_striped_source "$src"

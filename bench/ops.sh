@@ -21,14 +21,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 . "$here/bench/common.bash"
 qed=${QED:-$here/build/qed}
 rounds=${1:-9}
-dir=$(mktemp -d "${BENCH_DIR:-/var/tmp}/qed-ops-bench.XXXXXX")
-trap 'rm -rf "$dir"' EXIT
-
-[ "$rounds" -ge 3 ] || { echo "bench: at least 3 rounds" >&2; exit 1; }
-for tool in qemu-img qemu-io; do
-    command -v "$tool" >/dev/null || { echo "bench: $tool is missing" >&2; exit 1; }
-done
-[ -x "$qed" ] || { echo "bench: $qed is missing (run make)" >&2; exit 1; }
+bench_prepare ops-bench qemu-img qemu-io
 cd "$dir"
 
 make_striped_source src.raw

@@ -17,11 +17,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 . "$here/bench/common.bash"
 qed=${QED:-$here/build/qed}
 rounds=${1:-5}
-dir=$(mktemp -d "${BENCH_DIR:-/var/tmp}/qed-prealloc-bench.XXXXXX")
-trap 'rm -rf "$dir"' EXIT
-
-[ "$rounds" -ge 3 ] || { echo "bench: at least 3 rounds" >&2; exit 1; }
-[ -x "$qed" ] || { echo "bench: $qed is missing (run make)" >&2; exit 1; }
+bench_prepare prealloc-bench
 cd "$dir"
 
 modes=(off metadata falloc full)
