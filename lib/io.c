@@ -27,12 +27,6 @@ struct io_req {
     struct iovec *heap_iov;
 };
 
-void io_engine_completed(struct io_engine *engine, struct io_op *op)
-{
-    engine->in_flight--;
-    op->complete(op);
-}
-
 static void req_free(struct io_req *req)
 {
     free(req->heap_iov);

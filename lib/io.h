@@ -33,6 +33,8 @@ struct io_op {
     struct io_op *next; /* engine queues */
 };
 
+struct io_engine;
+
 struct io_engine_ops {
     const char *name;
     /* Accepts op; the completion comes later. */
@@ -56,6 +58,8 @@ int io_engine_threads_new(qed_loop *loop, struct io_engine **out,
                           qed_error *err);
 /* Used by engines: hands a finished op back on the loop thread. */
 void io_engine_completed(struct io_engine *engine, struct io_op *op);
+/* The engine qed_loop_new started in the loop (io-engine.c). */
+struct io_engine *loop_io_engine(qed_loop *loop);
 
 struct io_file;
 

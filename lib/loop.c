@@ -1,13 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /* The event loop behind every image: epoll for descriptors (the I/O engine's
- * completion fd and any server sockets), deferred tasks and timers. */
+ * completion fd and any server sockets), deferred tasks and timers.  What a
+ * layer above keeps per loop (the I/O engine) sits in slots the loop only
+ * destroys. */
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "io.h"
 #include "loop.h"
 
 struct fd_watch {
@@ -32,18 +33,29 @@ struct deferred_call {
     void *arg;
 };
 
+struct slot {
+    const void *key;
+    void *data;
+    void (*destroy)(void *data);
+    struct slot *next;
+};
+
+struct wait_hook {
+    void (*fn)(void *opaque);
+    void *opaque;
+    struct wait_hook *next;
+};
+
 struct qed_loop {
     int epoll_fd;
-    struct io_engine *io;
+    struct slot *slots;           /* last filled first */
+    struct wait_hook *wait_hooks; /* in the order they were added */
     struct loop_task *tasks_head, *tasks_tail;
     struct fd_watch *watches;
     struct timer *timers; /* sorted by due time */
     uint64_t next_timer_id;
     unsigned depth;       /* qed_loop_run calls in progress */
 };
-
-/* epoll's data field tells the engine's fd apart from watched fds. */
-#define ENGINE_TAG ((uint64_t)-1)
 
 uint64_t loop_now_ms(void)
 {
@@ -52,36 +64,9 @@ uint64_t loop_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static enum qed_engine engine_from_environment(enum qed_engine engine)
-{
-    const char *env = getenv("QED_IO_ENGINE");
-    if (engine != QED_ENGINE_AUTO || !env)
-        return engine;
-    if (strcmp(env, "threads") == 0)
-        return QED_ENGINE_THREADS;
-    if (strcmp(env, "uring") == 0 || strcmp(env, "io_uring") == 0)
-        return QED_ENGINE_URING;
-    return QED_ENGINE_AUTO;
-}
-
-static int make_engine(qed_loop *loop, enum qed_engine engine, qed_error *err)
-{
-    int ret;
-
-    engine = engine_from_environment(engine);
-    if (engine == QED_ENGINE_THREADS)
-        return io_engine_threads_new(loop, &loop->io, err);
-    ret = io_engine_uring_new(loop, &loop->io, err);
-    if (ret == 0 || engine == QED_ENGINE_URING)
-        return ret;
-    /* Containers often forbid io_uring: fall back quietly. */
-    return io_engine_threads_new(loop, &loop->io, err);
-}
-
-int qed_loop_new(enum qed_engine engine, qed_loop **out, qed_error *err)
+int loop_new(qed_loop **out, qed_error *err)
 {
     qed_loop *loop = calloc(1, sizeof(*loop));
-    struct epoll_event ev = { .events = EPOLLIN };
     int ret;
 
     *out = NULL;
@@ -93,23 +78,19 @@ int qed_loop_new(enum qed_engine engine, qed_loop **out, qed_error *err)
         free(loop);
         return ret;
     }
-    ret = make_engine(loop, engine, err);
-    if (ret < 0) {
-        close(loop->epoll_fd);
-        free(loop);
-        return ret;
-    }
-    ev.data.u64 = ENGINE_TAG;
-    if (epoll_ctl(loop->epoll_fd, EPOLL_CTL_ADD, loop->io->event_fd, &ev) < 0) {
-        ret = qed_fail(err, errno, "epoll_ctl: %s", strerror(errno));
-        loop->io->ops->destroy(loop->io);
-        close(loop->epoll_fd);
-        free(loop);
-        return ret;
-    }
     loop->next_timer_id = 1;
     *out = loop;
     return 0;
+}
+
+static void destroy_slots(qed_loop *loop)
+{
+    while (loop->slots) {
+        struct slot *s = loop->slots;
+        loop->slots = s->next;
+        s->destroy(s->data);
+        free(s);
+    }
 }
 
 void qed_loop_free(qed_loop *loop)
@@ -123,7 +104,12 @@ void qed_loop_free(qed_loop *loop)
         t->queued = false;
         t->run(t);
     }
-    loop->io->ops->destroy(loop->io);
+    destroy_slots(loop);
+    while (loop->wait_hooks) {
+        struct wait_hook *h = loop->wait_hooks;
+        loop->wait_hooks = h->next;
+        free(h);
+    }
     while (loop->watches) {
         struct fd_watch *w = loop->watches;
         loop->watches = w->next;
@@ -138,14 +124,46 @@ void qed_loop_free(qed_loop *loop)
     free(loop);
 }
 
-const char *qed_loop_engine_name(const qed_loop *loop)
+void *loop_slot(const qed_loop *loop, const void *key)
 {
-    return loop->io->ops->name;
+    for (const struct slot *s = loop->slots; s; s = s->next)
+        if (s->key == key)
+            return s->data;
+    return NULL;
 }
 
-struct io_engine *loop_io_engine(qed_loop *loop)
+int loop_slot_fill(qed_loop *loop, const void *key, void *data,
+                   void (*destroy)(void *data))
 {
-    return loop->io;
+    struct slot *s = calloc(1, sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    s->key = key;
+    s->data = data;
+    s->destroy = destroy;
+    s->next = loop->slots;
+    loop->slots = s;
+    return 0;
+}
+
+int loop_add_before_wait(qed_loop *loop, void (*fn)(void *opaque),
+                         void *opaque)
+{
+    struct wait_hook *h = calloc(1, sizeof(*h)), **tail;
+    if (!h)
+        return -ENOMEM;
+    h->fn = fn;
+    h->opaque = opaque;
+    for (tail = &loop->wait_hooks; *tail; tail = &(*tail)->next)
+        ;
+    *tail = h;
+    return 0;
+}
+
+static void run_wait_hooks(qed_loop *loop)
+{
+    for (struct wait_hook *h = loop->wait_hooks; h; h = h->next)
+        h->fn(h->opaque);
 }
 
 void loop_defer(qed_loop *loop, struct loop_task *task)
@@ -318,10 +336,6 @@ static int wait_timeout(qed_loop *loop, int timeout_ms)
 static int dispatch_events(qed_loop *loop, struct epoll_event *events, int n)
 {
     for (int i = 0; i < n; i++) {
-        if (events[i].data.u64 == ENGINE_TAG) {
-            loop->io->ops->reap(loop->io);
-            continue;
-        }
         struct fd_watch *w = find_watch(loop, (int)events[i].data.u64);
         if (!w)
             continue;
@@ -348,7 +362,7 @@ static int run_once(qed_loop *loop, int timeout_ms)
     int n = run_tasks(loop);
     int got;
 
-    loop->io->ops->flush(loop->io);
+    run_wait_hooks(loop);
     got = epoll_wait(loop->epoll_fd, events, (int)QED_ARRAY_SIZE(events),
                      n > 0 ? 0 : wait_timeout(loop, timeout_ms));
     if (got < 0 && errno != EINTR)
@@ -357,7 +371,7 @@ static int run_once(qed_loop *loop, int timeout_ms)
         n += dispatch_events(loop, events, got);
     n += fire_timers(loop);
     n += run_tasks(loop);
-    loop->io->ops->flush(loop->io);
+    run_wait_hooks(loop);
     return n;
 }
 

@@ -1,0 +1,152 @@
+/* SPDX-License-Identifier: MIT */
+/* The loop's I/O engine for local files.  qed_loop_new makes a bare loop
+ * (loop.c) and starts the engine asked for (QED_IO_ENGINE in the
+ * environment decides AUTO) in a slot of it; the engine's completions come
+ * through a descriptor watch and its submissions leave from a before-wait
+ * hook, so the loop never calls into storage. */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "io.h"
+
+/* What the loop keeps for the engine.  The hook is added once and stays
+ * (the loop has no way to remove one): it does nothing without an engine. */
+struct engine_slot {
+    struct io_engine *engine;
+    bool hooked;
+};
+
+/* Its address finds the slot. */
+static const char engine_key;
+
+void io_engine_completed(struct io_engine *engine, struct io_op *op)
+{
+    engine->in_flight--;
+    op->complete(op);
+}
+
+static enum qed_engine engine_from_environment(enum qed_engine engine)
+{
+    const char *env = getenv("QED_IO_ENGINE");
+    if (engine != QED_ENGINE_AUTO || !env)
+        return engine;
+    if (strcmp(env, "threads") == 0)
+        return QED_ENGINE_THREADS;
+    if (strcmp(env, "uring") == 0 || strcmp(env, "io_uring") == 0)
+        return QED_ENGINE_URING;
+    return QED_ENGINE_AUTO;
+}
+
+static int make_engine(qed_loop *loop, enum qed_engine engine,
+                       struct io_engine **out, qed_error *err)
+{
+    int ret;
+
+    engine = engine_from_environment(engine);
+    if (engine == QED_ENGINE_THREADS)
+        return io_engine_threads_new(loop, out, err);
+    ret = io_engine_uring_new(loop, out, err);
+    if (ret == 0 || engine == QED_ENGINE_URING)
+        return ret;
+    /* Containers often forbid io_uring: fall back quietly. */
+    return io_engine_threads_new(loop, out, err);
+}
+
+static void engine_ready(void *opaque, int fd, unsigned events)
+{
+    struct engine_slot *s = opaque;
+    (void)fd;
+    (void)events;
+    s->engine->ops->reap(s->engine);
+}
+
+static void engine_flush(void *opaque)
+{
+    struct engine_slot *s = opaque;
+    if (s->engine)
+        s->engine->ops->flush(s->engine);
+}
+
+static void slot_destroy(void *opaque)
+{
+    struct engine_slot *s = opaque;
+    if (s->engine) {
+        qed_loop_unwatch_fd(s->engine->loop, s->engine->event_fd);
+        s->engine->ops->destroy(s->engine);
+    }
+    free(s);
+}
+
+static struct engine_slot *slot_of(qed_loop *loop, qed_error *err)
+{
+    struct engine_slot *s = loop_slot(loop, &engine_key);
+
+    if (s)
+        return s;
+    s = calloc(1, sizeof(*s));
+    if (!s || loop_slot_fill(loop, &engine_key, s, slot_destroy) < 0) {
+        free(s);
+        qed_fail(err, ENOMEM, "out of memory creating the I/O engine");
+        return NULL;
+    }
+    return s;
+}
+
+static int start(qed_loop *loop, enum qed_engine choice,
+                 struct io_engine **out, qed_error *err)
+{
+    struct engine_slot *s = slot_of(loop, err);
+    struct io_engine *engine;
+    int ret;
+
+    if (!s)
+        return -ENOMEM;
+    if (!s->hooked) {
+        if (loop_add_before_wait(loop, engine_flush, s) < 0)
+            return qed_fail(err, ENOMEM, "out of memory creating the I/O "
+                            "engine");
+        s->hooked = true;
+    }
+    ret = make_engine(loop, choice, &engine, err);
+    if (ret < 0)
+        return ret;
+    ret = qed_loop_watch_fd(loop, engine->event_fd, QED_LOOP_READ,
+                            engine_ready, s);
+    if (ret < 0) {
+        engine->ops->destroy(engine);
+        return qed_fail(err, -ret, "epoll_ctl: %s", strerror(-ret));
+    }
+    s->engine = engine;
+    *out = engine;
+    return 0;
+}
+
+struct io_engine *loop_io_engine(qed_loop *loop)
+{
+    struct engine_slot *s = loop_slot(loop, &engine_key);
+    return s ? s->engine : NULL;
+}
+
+int qed_loop_new(enum qed_engine engine, qed_loop **out, qed_error *err)
+{
+    struct io_engine *started;
+    qed_loop *loop;
+    int ret = loop_new(&loop, err);
+
+    *out = NULL;
+    if (ret < 0)
+        return ret;
+    ret = start(loop, engine, &started, err);
+    if (ret < 0) {
+        qed_loop_free(loop);
+        return ret;
+    }
+    *out = loop;
+    return 0;
+}
+
+const char *qed_loop_engine_name(const qed_loop *loop)
+{
+    const struct engine_slot *s = loop_slot(loop, &engine_key);
+    return s && s->engine ? s->engine->ops->name : "none";
+}
