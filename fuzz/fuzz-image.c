@@ -47,7 +47,7 @@ static void map_some(qed_image *img)
 
 static void exercise(struct memfs *fs, unsigned flags)
 {
-    struct file_opener opener = memfs_opener(fs);
+    struct storage_driver opener = memfs_opener(fs);
     struct qed_open_options o = { .flags = flags };
     struct qed_check_result r;
     qed_image *img;

@@ -19,7 +19,7 @@
 #include "probe.h"
 
 struct chain {
-    const struct file_opener *opener; /* NULL: plain files */
+    const struct storage_driver *driver; /* NULL: local files */
     unsigned depth;
     dev_t dev[QED_MAX_CHAIN_DEPTH + 1];
     ino_t ino[QED_MAX_CHAIN_DEPTH + 1];
@@ -193,7 +193,7 @@ static int chain_enter(struct chain *chain, const char *path, qed_error *err)
     if (chain->depth > QED_MAX_CHAIN_DEPTH)
         return qed_fail(err, ELOOP, "backing chain deeper than %u images",
                         QED_MAX_CHAIN_DEPTH);
-    if (chain->opener) {
+    if (chain->driver) {
         /* Files that are not on disk are told apart by name. */
         memset(&st, 0, sizeof(st));
         st.st_ino = name_hash(path);
@@ -455,11 +455,7 @@ static int open_internal(const char *path, const struct qed_open_options *o,
         ret = qed_fail(err, ENOMEM, "out of memory");
         goto fail;
     }
-    if (chain->opener)
-        ret = chain->opener->open(chain->opener->ctx, loop, path, io_flags,
-                                  &img->file, err);
-    else
-        ret = io_file_open(loop, path, io_flags, &img->file, err);
+    ret = storage_open(chain->driver, loop, path, io_flags, &img->file, err);
     if (ret < 0)
         goto fail;
     if (img->file->lock_unsupported)
@@ -508,11 +504,11 @@ fail:
 }
 
 int image_open(const char *path, const struct qed_open_options *options,
-               const struct file_opener *opener, qed_image **out,
+               const struct storage_driver *driver, qed_image **out,
                qed_error *err)
 {
     struct qed_open_options o = { 0 };
-    struct chain chain = { .opener = opener };
+    struct chain chain = { .driver = driver };
     qed_loop *loop;
     int ret;
 

@@ -316,16 +316,11 @@ void alloc_extend_file(qed_image *img, uint64_t end, uint64_t tail_len,
 int image_write_header(qed_image *img, uint64_t features);
 
 /* image.c */
-/* Where an image's files come from: plain files by default; tests and
- * fuzzers substitute memory, crash-simulating or fault-injecting files. */
-struct file_opener {
-    int (*open)(void *ctx, qed_loop *loop, const char *path, unsigned io_flags,
-                struct io_file **out, qed_error *err);
-    void *ctx;
-};
-/* qed_open with the chain's files opened through opener (NULL: plain). */
+/* qed_open with the chain's files opened through a storage driver (NULL:
+ * local files); tests and fuzzers use memory, crash-simulating or
+ * fault-injecting files. */
 int image_open(const char *path, const struct qed_open_options *options,
-               const struct file_opener *opener, qed_image **out,
+               const struct storage_driver *driver, qed_image **out,
                qed_error *err);
 /* Takes the locks QEMU takes to create an image on fd (opened for reading
  * and writing), before anything truncates or writes it: -EAGAIN when

@@ -1,19 +1,29 @@
 /* SPDX-License-Identifier: MIT */
-/* O_DIRECT wants buffers, offsets and lengths aligned to the device block.
- * Requests that are not aligned come through here: reads go through a
- * bounce buffer covering whole blocks; writes that do not cover whole blocks
- * read, modify and write those blocks back.  A read-modify-write must not
- * interleave with another write to the same blocks (it would write back
- * stale bytes), so every write to a direct file is tracked while in flight
- * and the two kinds wait for each other where they overlap. */
+/* The aligning layer.  O_DIRECT wants buffers, offsets and lengths aligned
+ * to the device block, and so may any storage (its align).  This layer over
+ * such a storage passes aligned reads straight down; other reads go through
+ * a bounce buffer covering whole blocks; writes that do not cover whole
+ * blocks read, modify and write those blocks back.  A read-modify-write
+ * must not interleave with another write to the same blocks (it would write
+ * back stale bytes), so every write is tracked while in flight and the two
+ * kinds wait for each other where they overlap. */
 #include <errno.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #include "io-direct.h"
+#include "io.h"
+
+struct direct_file {
+    struct storage_layer layer; /* first: closing frees the whole */
+    unsigned align;             /* the lower storage's */
+    struct direct_write *writes; /* in flight, oldest first */
+    struct direct_write *writes_tail;
+    unsigned rmw_count;
+};
 
 struct direct_write {
-    struct io_file *file;
+    struct direct_file *file;
     uint64_t lo, hi;            /* block-aligned range written */
     bool rmw;                   /* excludes every overlapping write */
     bool fallocate;             /* a zeroing or punching fallocate */
@@ -27,28 +37,23 @@ struct direct_write {
     io_callback *cb;
     void *opaque;
     uint8_t *bounce;            /* [lo, hi) */
-    struct direct_write *prev, *next; /* file->direct_writes */
+    struct direct_write *prev, *next; /* file->writes */
 };
 
-/* Probes the alignment O_DIRECT accepts: a sector where the device allows
- * it, else QED_BUFFER_ALIGN (what every device accepts). */
-void io_direct_probe(struct io_file *file)
+static struct direct_file *direct_of(struct io_file *file)
 {
-    void *buf = NULL;
-
-    file->dio_align = QED_BUFFER_ALIGN;
-    if (posix_memalign(&buf, QED_BUFFER_ALIGN, 2 * QED_BUFFER_ALIGN) != 0)
-        return;
-    if (pread(file->fd, (char *)buf + QED_SECTOR_SIZE, QED_SECTOR_SIZE,
-              QED_SECTOR_SIZE) >= 0)
-        file->dio_align = QED_SECTOR_SIZE;
-    free(buf);
+    return (struct direct_file *)file;
 }
 
-bool io_direct_aligned(const struct io_file *file, const struct iovec *iov,
-                       int iovcnt, uint64_t offset)
+static struct io_file *lower_of(struct direct_file *d)
 {
-    uint64_t mask = file->dio_align - 1;
+    return d->layer.lower;
+}
+
+static bool aligned(const struct direct_file *d, const struct iovec *iov,
+                    int iovcnt, uint64_t offset)
+{
+    uint64_t mask = d->align - 1;
 
     if (offset & mask)
         return false;
@@ -104,14 +109,21 @@ static void read_done(void *opaque, int ret)
     free(r);
 }
 
-void io_direct_readv(struct io_file *file, const struct iovec *iov, int iovcnt,
-                     uint64_t offset, io_callback *cb, void *opaque)
+static void direct_readv(struct io_file *file, const struct iovec *iov,
+                         int iovcnt, uint64_t offset, io_callback *cb,
+                         void *opaque)
 {
-    uint64_t align = file->dio_align;
+    struct direct_file *d = direct_of(file);
+    uint64_t align = d->align;
     uint64_t lo = round_down_u64(offset, align);
     uint64_t hi = round_up_u64(offset + total_length(iov, iovcnt), align);
-    struct direct_read *r = calloc(1, sizeof(*r));
+    struct direct_read *r;
 
+    if (aligned(d, iov, iovcnt, offset)) {
+        io_readv(lower_of(d), iov, iovcnt, offset, cb, opaque);
+        return;
+    }
+    r = calloc(1, sizeof(*r));
     if (r) {
         r->bounce = qed_aligned_alloc(hi - lo);
         r->iov = malloc(sizeof(*iov) * (size_t)(iovcnt ? iovcnt : 1));
@@ -122,7 +134,7 @@ void io_direct_readv(struct io_file *file, const struct iovec *iov, int iovcnt,
             free(r->iov);
         }
         free(r);
-        cb(opaque, -ENOMEM);
+        storage_complete_later(file, cb, opaque, -ENOMEM);
         return;
     }
     memcpy(r->iov, iov, sizeof(*iov) * (size_t)iovcnt);
@@ -130,7 +142,7 @@ void io_direct_readv(struct io_file *file, const struct iovec *iov, int iovcnt,
     r->skip = offset - lo;
     r->cb = cb;
     r->opaque = opaque;
-    io_plain_pread(file, r->bounce, hi - lo, lo, read_done, r);
+    io_pread(lower_of(d), r->bounce, hi - lo, lo, read_done, r);
 }
 
 /* ---- writes ------------------------------------------------------------------ */
@@ -144,9 +156,9 @@ static bool overlaps(const struct direct_write *a, const struct direct_write *b)
  * the two is a read-modify-write; plain writes never wait for each other. */
 static bool must_wait(const struct direct_write *w)
 {
-    if (!w->rmw && w->file->direct_rmw_count == 0)
+    if (!w->rmw && w->file->rmw_count == 0)
         return false;
-    for (struct direct_write *o = w->file->direct_writes; o && o != w;
+    for (struct direct_write *o = w->file->writes; o && o != w;
          o = o->next)
         if ((o->rmw || w->rmw) && overlaps(o, w))
             return true;
@@ -157,22 +169,22 @@ static void start_write(struct direct_write *w);
 
 static void untrack(struct direct_write *w)
 {
-    struct io_file *file = w->file;
+    struct direct_file *d = w->file;
 
     if (w->prev)
         w->prev->next = w->next;
     else
-        file->direct_writes = w->next;
+        d->writes = w->next;
     if (w->next)
         w->next->prev = w->prev;
     else
-        file->direct_writes_tail = w->prev;
+        d->writes_tail = w->prev;
     if (w->rmw)
-        file->direct_rmw_count--;
-    if (!w->rmw && file->direct_rmw_count == 0)
+        d->rmw_count--;
+    if (!w->rmw && d->rmw_count == 0)
         return;
     /* Start whatever this one held up. */
-    for (struct direct_write *o = file->direct_writes; o; o = o->next)
+    for (struct direct_write *o = d->writes; o; o = o->next)
         if (!o->started && !must_wait(o))
             start_write(o);
 }
@@ -199,54 +211,54 @@ static void rmw_read_done(void *opaque, int ret)
         return;
     }
     copy_from_iov(w->bounce + (w->offset - w->lo), w->iov, w->iovcnt);
-    io_plain_pwrite(w->file, w->bounce, w->hi - w->lo, w->lo, write_done, w);
+    io_pwrite(lower_of(w->file), w->bounce, w->hi - w->lo, w->lo, write_done,
+              w);
 }
 
 static void start_write(struct direct_write *w)
 {
+    struct io_file *lower = lower_of(w->file);
+
     w->started = true;
     if (w->fallocate) {
-        io_plain_fallocate(w->file, w->mode, w->offset, w->length, write_done,
-                           w);
+        io_fallocate(lower, w->mode, w->offset, w->length, write_done, w);
     } else if (w->rmw) {
         /* Reading the whole range keeps this simple; it is the rare case. */
-        io_plain_pread(w->file, w->bounce, w->hi - w->lo, w->lo, rmw_read_done,
-                       w);
+        io_pread(lower, w->bounce, w->hi - w->lo, w->lo, rmw_read_done, w);
     } else if (w->bounce) {
         /* Aligned range, unaligned memory: copy into the bounce buffer. */
         copy_from_iov(w->bounce, w->iov, w->iovcnt);
-        io_plain_pwrite(w->file, w->bounce, w->hi - w->lo, w->lo, write_done,
-                        w);
+        io_pwrite(lower, w->bounce, w->hi - w->lo, w->lo, write_done, w);
     } else {
-        io_plain_writev(w->file, w->iov, w->iovcnt, w->offset, write_done, w);
+        io_writev(lower, w->iov, w->iovcnt, w->offset, write_done, w);
     }
 }
 
 static void track(struct direct_write *w)
 {
-    struct io_file *file = w->file;
+    struct direct_file *d = w->file;
 
-    w->prev = file->direct_writes_tail;
-    if (file->direct_writes_tail)
-        file->direct_writes_tail->next = w;
+    w->prev = d->writes_tail;
+    if (d->writes_tail)
+        d->writes_tail->next = w;
     else
-        file->direct_writes = w;
-    file->direct_writes_tail = w;
+        d->writes = w;
+    d->writes_tail = w;
     if (w->rmw)
-        file->direct_rmw_count++;
+        d->rmw_count++;
 }
 
-static struct direct_write *new_write(struct io_file *file,
+static struct direct_write *new_write(struct direct_file *d,
                                       const struct iovec *iov, int iovcnt,
                                       uint64_t offset, io_callback *cb,
                                       void *opaque)
 {
-    uint64_t align = file->dio_align;
+    uint64_t align = d->align;
     struct direct_write *w = calloc(1, sizeof(*w));
 
     if (!w)
         return NULL;
-    w->file = file;
+    w->file = d;
     w->offset = offset;
     w->length = total_length(iov, iovcnt);
     w->lo = round_down_u64(offset, align);
@@ -255,10 +267,9 @@ static struct direct_write *new_write(struct io_file *file,
     w->cb = cb;
     w->opaque = opaque;
     w->iov = malloc(sizeof(*iov) * (size_t)(iovcnt ? iovcnt : 1));
-    if (w->iov && !io_direct_aligned(file, iov, iovcnt, offset))
+    if (w->iov && !aligned(d, iov, iovcnt, offset))
         w->bounce = qed_aligned_alloc(w->hi - w->lo);
-    if (!w->iov || (!w->bounce && !io_direct_aligned(file, iov, iovcnt,
-                                                     offset))) {
+    if (!w->iov || (!w->bounce && !aligned(d, iov, iovcnt, offset))) {
         free(w->iov);
         free(w->bounce);
         free(w);
@@ -269,14 +280,16 @@ static struct direct_write *new_write(struct io_file *file,
     return w;
 }
 
-void io_direct_writev(struct io_file *file, const struct iovec *iov,
-                      int iovcnt, uint64_t offset, io_callback *cb,
-                      void *opaque)
+/* Every write goes through here. */
+static void direct_writev(struct io_file *file, const struct iovec *iov,
+                          int iovcnt, uint64_t offset, io_callback *cb,
+                          void *opaque)
 {
-    struct direct_write *w = new_write(file, iov, iovcnt, offset, cb, opaque);
+    struct direct_write *w = new_write(direct_of(file), iov, iovcnt, offset,
+                                       cb, opaque);
 
     if (!w) {
-        cb(opaque, -ENOMEM);
+        storage_complete_later(file, cb, opaque, -ENOMEM);
         return;
     }
     track(w);
@@ -286,18 +299,25 @@ void io_direct_writev(struct io_file *file, const struct iovec *iov,
 
 /* Zeroing or punching changes the blocks it touches like a write does; a
  * read-modify-write of a neighbouring part of one of those blocks must not
- * run across it, so it is tracked as exclusive on the blocks it covers. */
-void io_direct_fallocate(struct io_file *file, int mode, uint64_t offset,
-                         uint64_t length, io_callback *cb, void *opaque)
+ * run across it, so it is tracked as exclusive on the blocks it covers.
+ * Extending the file (mode 0) touches no data and passes straight down. */
+static void direct_fallocate(struct io_file *file, int mode, uint64_t offset,
+                             uint64_t length, io_callback *cb, void *opaque)
 {
-    uint64_t align = file->dio_align;
-    struct direct_write *w = calloc(1, sizeof(*w));
+    struct direct_file *d = direct_of(file);
+    uint64_t align = d->align;
+    struct direct_write *w;
 
-    if (!w) {
-        cb(opaque, -ENOMEM);
+    if (mode == 0) {
+        io_fallocate(lower_of(d), mode, offset, length, cb, opaque);
         return;
     }
-    w->file = file;
+    w = calloc(1, sizeof(*w));
+    if (!w) {
+        storage_complete_later(file, cb, opaque, -ENOMEM);
+        return;
+    }
+    w->file = d;
     w->fallocate = true;
     w->rmw = true;
     w->mode = mode;
@@ -310,4 +330,31 @@ void io_direct_fallocate(struct io_file *file, int mode, uint64_t offset,
     track(w);
     if (!must_wait(w))
         start_write(w);
+}
+
+static const struct storage_ops direct_ops = {
+    .name = "direct",
+    .readv = direct_readv,
+    .writev = direct_writev,
+    .flush = storage_layer_flush,
+    .fallocate = direct_fallocate,
+    .get_size = storage_layer_get_size,
+    .truncate = storage_layer_truncate,
+    .allocated_bytes = storage_layer_allocated_bytes,
+    .seek = storage_layer_seek,
+    .close = storage_layer_close,
+};
+
+int io_direct_stack(struct io_file *lower, struct io_file **out,
+                    qed_error *err)
+{
+    struct direct_file *d = calloc(1, sizeof(*d));
+
+    *out = NULL;
+    if (!d)
+        return qed_fail(err, ENOMEM, "out of memory");
+    storage_layer_init(&d->layer, &direct_ops, lower);
+    d->align = lower->align;
+    *out = &d->layer.base;
+    return 0;
 }

@@ -7,7 +7,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "io.h"
+#include "io-engine.h"
 
 /* What the loop keeps for the engine.  The hook is added once and stays
  * (the loop has no way to remove one): it does nothing without an engine. */
@@ -121,10 +121,15 @@ static int start(qed_loop *loop, enum qed_engine choice,
     return 0;
 }
 
-struct io_engine *loop_io_engine(qed_loop *loop)
+int io_engine_of(qed_loop *loop, struct io_engine **out, qed_error *err)
 {
     struct engine_slot *s = loop_slot(loop, &engine_key);
-    return s ? s->engine : NULL;
+
+    if (s && s->engine) {
+        *out = s->engine;
+        return 0;
+    }
+    return start(loop, QED_ENGINE_AUTO, out, err);
 }
 
 int qed_loop_new(enum qed_engine engine, qed_loop **out, qed_error *err)

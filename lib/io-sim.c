@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "io-op.h"
 #include "io-sim.h"
 
 #define PAGE_BYTES 4096u
@@ -229,6 +230,7 @@ struct mhandle {
 
 /* An operation between submission and completion. */
 struct mop {
+    struct loop_task task; /* first: runs it from the loop */
     struct mhandle *h;
     struct io_op *op;
     unsigned delay;     /* loop rounds left before it runs */
@@ -429,9 +431,10 @@ static uint8_t *gather(const struct iovec *iov, int iovcnt, uint64_t len)
 
 static bool direct_misaligned(const struct mhandle *h, const struct io_op *op)
 {
-    uint64_t mask = h->base.dio_align - 1;
+    uint64_t mask = h->base.align - 1;
 
-    if (!h->base.direct || op->kind == IO_SYNC || op->kind == IO_FALLOCATE)
+    if (h->base.align <= 1 || op->kind == IO_SYNC ||
+        op->kind == IO_FALLOCATE)
         return false;
     if (op->offset & mask)
         return true;
@@ -556,9 +559,9 @@ static void unlink_mop(struct memfs *fs, struct mop *m)
 
 static void defer_mop(struct mop *m);
 
-static void run_mop(void *arg)
+static void run_mop(struct loop_task *task)
 {
-    struct mop *m = arg;
+    struct mop *m = (struct mop *)task;
     struct mhandle *h = m->h;
     struct io_op *op = m->op;
 
@@ -577,21 +580,20 @@ static void run_mop(void *arg)
 
 static void defer_mop(struct mop *m)
 {
-    /* Like io.c: without memory even to report a failure, give up. */
-    if (loop_defer_call(m->h->base.loop, run_mop, m) < 0)
-        abort();
+    m->task.run = run_mop;
+    loop_defer(m->h->base.loop, &m->task);
 }
 
 static void do_crash(struct memfs *fs, uint64_t seed);
 
-static void sim_submit(struct io_file *file, struct io_op *op)
+static int sim_submit(struct io_file *file, struct io_op *op)
 {
     struct mhandle *h = (struct mhandle *)file;
     struct memfs *fs = h->fs;
     struct mop *m = calloc(1, sizeof(*m));
 
     if (!m)
-        abort();
+        return -ENOMEM;
     fs->ops++;
     if (fs->crash_countdown && --fs->crash_countdown == 0)
         do_crash(fs, fs->crash_seed);
@@ -612,6 +614,32 @@ static void sim_submit(struct io_file *file, struct io_op *op)
     fs->n_inflight++;
     h->pending++;
     defer_mop(m);
+    return 0;
+}
+
+static void sim_readv(struct io_file *file, const struct iovec *iov,
+                      int iovcnt, uint64_t offset, io_callback *cb,
+                      void *opaque)
+{
+    io_op_readv(file, sim_submit, iov, iovcnt, offset, cb, opaque);
+}
+
+static void sim_writev(struct io_file *file, const struct iovec *iov,
+                       int iovcnt, uint64_t offset, io_callback *cb,
+                       void *opaque)
+{
+    io_op_writev(file, sim_submit, iov, iovcnt, offset, cb, opaque);
+}
+
+static void sim_flush(struct io_file *file, io_callback *cb, void *opaque)
+{
+    io_op_flush(file, sim_submit, cb, opaque);
+}
+
+static void sim_fallocate(struct io_file *file, int mode, uint64_t offset,
+                          uint64_t length, io_callback *cb, void *opaque)
+{
+    io_op_fallocate(file, sim_submit, mode, offset, length, cb, opaque);
 }
 
 static bool handle_dead(const struct mhandle *h)
@@ -682,8 +710,12 @@ static void sim_close(struct io_file *file)
         handle_free(h);
 }
 
-static const struct io_file_ops sim_file_ops = {
-    .submit = sim_submit,
+static const struct storage_ops sim_file_ops = {
+    .name = "memfs",
+    .readv = sim_readv,
+    .writev = sim_writev,
+    .flush = sim_flush,
+    .fallocate = sim_fallocate,
     .get_size = sim_get_size,
     .truncate = sim_truncate,
     .allocated_bytes = sim_allocated_bytes,
@@ -691,10 +723,13 @@ static const struct io_file_ops sim_file_ops = {
     .close = sim_close,
 };
 
-static int sim_open(void *ctx, qed_loop *loop, const char *path,
-                    unsigned io_flags, struct io_file **out, qed_error *err)
+/* IO_OPEN_DIRECT asks for aligned requests, as the kernel does, so the
+ * aligning layer goes over these files as over O_DIRECT ones. */
+static int sim_open(const struct storage_driver *driver, qed_loop *loop,
+                    const char *path, unsigned io_flags, struct io_file **out,
+                    qed_error *err)
 {
-    struct memfs *fs = ctx;
+    struct memfs *fs = driver->ctx;
     struct mfile *f;
     struct mhandle *h;
 
@@ -712,10 +747,8 @@ static int sim_open(void *ctx, qed_loop *loop, const char *path,
         return qed_fail(err, ENOMEM, "out of memory");
     h->base.ops = &sim_file_ops;
     h->base.loop = loop;
-    h->base.fd = -1;
     h->base.writable = (io_flags & IO_OPEN_WRITE) != 0;
-    h->base.direct = (io_flags & IO_OPEN_DIRECT) != 0;
-    h->base.dio_align = fs->direct_align;
+    h->base.align = (io_flags & IO_OPEN_DIRECT) ? fs->direct_align : 1;
     h->fs = fs;
     h->file = f;
     h->boot = fs->boot;
@@ -983,10 +1016,10 @@ bool memfs_exists(struct memfs *fs, const char *name)
     return find_file(fs, name) != NULL;
 }
 
-struct file_opener memfs_opener(struct memfs *fs)
+struct storage_driver memfs_opener(struct memfs *fs)
 {
-    struct file_opener o = { .open = sim_open, .ctx = fs };
-    return o;
+    struct storage_driver d = { .name = "memfs", .open = sim_open, .ctx = fs };
+    return d;
 }
 
 void memfs_set_max_file_size(struct memfs *fs, uint64_t bytes)

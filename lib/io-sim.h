@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* Simulated files for tests: an in-memory "file system" of named files that
- * images open through image_open() (see struct file_opener in image.h), with
+ * images open through image_open() as a storage driver (storage.h), with
  * power-loss simulation and fault injection.
  *
- * Every operation completes asynchronously from the loop (loop_defer_call),
+ * Every operation completes asynchronously from the loop (a task of the loop),
  * never inside submit.  Content is kept in 4 KiB pages allocated on first
  * write, so sparse files (extended ahead by fallocate) cost nothing.
  *
@@ -50,8 +50,9 @@ int memfs_pread(struct memfs *fs, const char *name, void *buf, size_t len,
                 uint64_t off);
 bool memfs_exists(struct memfs *fs, const char *name);
 
-/* The opener for image_open(): files are looked up by the exact path given. */
-struct file_opener memfs_opener(struct memfs *fs);
+/* The storage driver for image_open() and storage_open(): files are looked
+ * up by the exact path given. */
+struct storage_driver memfs_opener(struct memfs *fs);
 
 /* Writes, fallocates and truncates that would make a file longer than this
  * fail with ENOSPC (default 256 MiB). */

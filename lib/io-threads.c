@@ -9,7 +9,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "io.h"
+#include "io-engine.h"
 
 #define WORKERS 8
 

@@ -8,7 +8,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "io.h"
+#include "io-engine.h"
 
 #define RING_ENTRIES 512u
 

@@ -198,11 +198,11 @@ int ops_chain_depth_of(qed_image *img, qed_image *other);
 /* Is the image idle (nothing in flight, nothing allocating)? */
 int ops_require_idle(qed_image *img, const char *what, qed_error *err);
 
-/* A file opener whose files ignore flushes (qemu-img's cache=unsafe). */
-extern const struct file_opener ops_unsafe_opener;
-/* A file opener that opens files writable whatever the image open asks,
+/* A storage driver whose files ignore flushes (qemu-img's cache=unsafe). */
+extern const struct storage_driver ops_unsafe_opener;
+/* A storage driver that opens files writable whatever the image open asks,
  * so a read-only open (without the backing chain) can rewrite a header. */
-extern const struct file_opener ops_writable_opener;
+extern const struct storage_driver ops_writable_opener;
 
 /* rebase.c: validation of a new backing file name for the header. */
 int ops_check_backing_name(const struct qed_state *s, size_t len,

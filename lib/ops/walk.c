@@ -798,100 +798,67 @@ int ops_require_idle(qed_image *img, const char *what, qed_error *err)
     return 0;
 }
 
-/* ---- file openers ---------------------------------------------------------------- */
+/* ---- storage drivers -------------------------------------------------------------- */
 
-/* Files whose flushes complete at once without reaching the disk.  The
- * wrapper keeps the real operations and frees itself with the file. */
-struct unsafe_ops {
-    struct io_file_ops ops;
-    const struct io_file_ops *base;
+/* Files whose flushes complete at once without reaching the disk: a layer
+ * over the local file. */
+static void unsafe_flush(struct io_file *file, io_callback *cb, void *opaque)
+{
+    storage_complete_later(file, cb, opaque, 0);
+}
+
+static const struct storage_ops unsafe_ops = {
+    .name = "unsafe",
+    .readv = storage_layer_readv,
+    .writev = storage_layer_writev,
+    .flush = unsafe_flush,
+    .fallocate = storage_layer_fallocate,
+    .get_size = storage_layer_get_size,
+    .truncate = storage_layer_truncate,
+    .allocated_bytes = storage_layer_allocated_bytes,
+    .seek = storage_layer_seek,
+    .close = storage_layer_close,
 };
 
-static const struct io_file_ops *base_of(struct io_file *file)
+static int unsafe_open(const struct storage_driver *driver, qed_loop *loop,
+                       const char *path, unsigned io_flags,
+                       struct io_file **out, qed_error *err)
 {
-    return ((const struct unsafe_ops *)file->ops)->base;
-}
-
-static void complete_sync(void *arg)
-{
-    struct io_op *op = arg;
-    op->result = 0;
-    op->complete(op);
-}
-
-static void unsafe_submit(struct io_file *file, struct io_op *op)
-{
-    if (op->kind == IO_SYNC) {
-        if (loop_defer_call(file->loop, complete_sync, op) == 0)
-            return;
-        /* No memory to defer with: flush for real instead. */
-    }
-    base_of(file)->submit(file, op);
-}
-
-static int unsafe_get_size(struct io_file *file, uint64_t *size)
-{
-    return base_of(file)->get_size(file, size);
-}
-
-static int unsafe_truncate(struct io_file *file, uint64_t size)
-{
-    return base_of(file)->truncate(file, size);
-}
-
-static int unsafe_allocated_bytes(struct io_file *file, uint64_t *bytes)
-{
-    return base_of(file)->allocated_bytes(file, bytes);
-}
-
-static int unsafe_seek(struct io_file *file, uint64_t offset, bool data,
-                       uint64_t *out)
-{
-    return base_of(file)->seek(file, offset, data, out);
-}
-
-static void unsafe_close(struct io_file *file)
-{
-    struct unsafe_ops *u = (struct unsafe_ops *)file->ops;
-
-    file->ops = u->base;
-    free(u);
-    file->ops->close(file);
-}
-
-static int unsafe_open(void *ctx, qed_loop *loop, const char *path,
-                       unsigned io_flags, struct io_file **out, qed_error *err)
-{
-    struct unsafe_ops *u = calloc(1, sizeof(*u));
+    struct storage_layer *u = calloc(1, sizeof(*u));
+    struct io_file *lower;
     int ret;
 
-    (void)ctx;
+    (void)driver;
+    *out = NULL;
     if (!u)
         return qed_fail(err, ENOMEM, "out of memory");
-    ret = io_file_open(loop, path, io_flags, out, err);
+    ret = storage_open(NULL, loop, path, io_flags, &lower, err);
     if (ret < 0) {
         free(u);
         return ret;
     }
-    u->base = (*out)->ops;
-    u->ops.submit = unsafe_submit;
-    u->ops.get_size = unsafe_get_size;
-    u->ops.truncate = unsafe_truncate;
-    u->ops.allocated_bytes = unsafe_allocated_bytes;
-    u->ops.seek = unsafe_seek;
-    u->ops.close = unsafe_close;
-    (*out)->ops = &u->ops;
+    storage_layer_init(u, &unsafe_ops, lower);
+    *out = &u->base;
     return 0;
 }
 
-const struct file_opener ops_unsafe_opener = { .open = unsafe_open };
+const struct storage_driver ops_unsafe_opener = {
+    .name = "unsafe",
+    .open = unsafe_open,
+};
 
-static int writable_open(void *ctx, qed_loop *loop, const char *path,
-                         unsigned io_flags, struct io_file **out,
-                         qed_error *err)
+/* The local file driver's own open: storage_open then locks the file as
+ * the writer it is. */
+static int writable_open(const struct storage_driver *driver, qed_loop *loop,
+                         const char *path, unsigned io_flags,
+                         struct io_file **out, qed_error *err)
 {
-    (void)ctx;
-    return io_file_open(loop, path, io_flags | IO_OPEN_WRITE, out, err);
+    (void)driver;
+    return storage_file_driver.open(&storage_file_driver, loop, path,
+                                    io_flags | IO_OPEN_WRITE, out, err);
 }
 
-const struct file_opener ops_writable_opener = { .open = writable_open };
+const struct storage_driver ops_writable_opener = {
+    .name = "writable",
+    .open = writable_open,
+};

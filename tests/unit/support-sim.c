@@ -107,7 +107,7 @@ int support_template_open(struct memfs *fs, qed_loop *loop,
         .loop = loop,
         .l2_cache_bytes = l2_cache_bytes,
     };
-    struct file_opener opener = memfs_opener(fs);
+    struct storage_driver opener = memfs_opener(fs);
 
     return image_open("top.qed", &o, &opener, out, err);
 }

@@ -218,7 +218,7 @@ static bool closed_without_leaks(struct run *r, bool dirty_ok,
                                  bool *was_dirty)
 {
     struct qed_open_options ro = { .loop = r->loop };
-    struct file_opener opener = memfs_opener(r->fs);
+    struct storage_driver opener = memfs_opener(r->fs);
     struct qed_check_result res;
     qed_error err = { 0 };
     qed_image *img = NULL;

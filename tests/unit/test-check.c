@@ -145,7 +145,7 @@ static void content_read_image(qed_image *img, struct content *ct)
     }
 }
 
-static void content_read(const char *path, const struct file_opener *opener,
+static void content_read(const char *path, const struct storage_driver *opener,
                          struct content *ct)
 {
     struct qed_open_options o = { 0 };
@@ -1084,7 +1084,7 @@ static void test_read_error(void)
 {
     const char *path = support_path(dir, "ioerr.qed");
     struct memfs *fs = memfs_new();
-    struct file_opener opener = memfs_opener(fs);
+    struct storage_driver opener = memfs_opener(fs);
     struct qed_open_options o = { 0 };
     struct qed_check_result r;
     qed_image *img;
@@ -1199,7 +1199,7 @@ static void crash_case(const char *name, bool (*make)(const char *path),
     support_read_file(path, &original, &original_len);
     for (runs = 0; runs < 5000 && !finished; runs++) {
         struct memfs *fs = memfs_new();
-        struct file_opener opener = memfs_opener(fs);
+        struct storage_driver opener = memfs_opener(fs);
         struct qed_check_result r;
         struct content after;
         qed_image *img = NULL;

@@ -16,7 +16,7 @@
 
 static qed_image *open_mem(struct memfs *fs, unsigned flags, qed_error *err)
 {
-    struct file_opener opener = memfs_opener(fs);
+    struct storage_driver opener = memfs_opener(fs);
     struct qed_open_options o = { .flags = flags };
     qed_image *img = NULL;
     if (image_open("c.qed", &o, &opener, &img, err) < 0)

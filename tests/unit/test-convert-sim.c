@@ -54,7 +54,7 @@ static int open_source(struct memfs *fs, qed_loop *loop, qed_image **img,
                        qed_error *err)
 {
     struct qed_open_options o = { .format = QED_FORMAT_RAW, .loop = loop };
-    struct file_opener opener = memfs_opener(fs);
+    struct storage_driver opener = memfs_opener(fs);
 
     return image_open("src.raw", &o, &opener, img, err);
 }

@@ -434,7 +434,7 @@ static void run_steps(struct run *r)
 static void check_closed(struct run *r)
 {
     struct qed_open_options o = { .cache = r->v->cache, .loop = r->loop };
-    struct file_opener opener = memfs_opener(r->fs);
+    struct storage_driver opener = memfs_opener(r->fs);
     struct qed_check_result res;
     struct qed_image_info info;
     qed_error err = { 0 };
@@ -682,7 +682,7 @@ static int sim_fallocate(qed_loop *loop, struct io_file *f, int mode,
 static void memfs_selftest(qed_loop *loop)
 {
     struct memfs *fs = memfs_new();
-    struct file_opener o = memfs_opener(fs);
+    struct storage_driver o = memfs_opener(fs);
     struct io_file *f = NULL, *g = NULL;
     struct cb_state st = { 0 };
     qed_error err = { 0 };
@@ -695,9 +695,9 @@ static void memfs_selftest(qed_loop *loop)
     memset(a, 0xaa, sizeof(a));
     memset(b, 0xbb, sizeof(b));
     ok(fs && memfs_add(fs, "f", a, 4096) == 0 &&
-       o.open(o.ctx, loop, "f", IO_OPEN_WRITE, &f, &err) == 0,
+       storage_open(&o, loop, "f", IO_OPEN_WRITE, &f, &err) == 0,
        "memfs: a file added and opened");
-    ok(o.open(o.ctx, loop, "nothere", 0, &g, &err) == -ENOENT &&
+    ok(storage_open(&o, loop, "nothere", 0, &g, &err) == -ENOENT &&
        err.code == ENOENT, "memfs: a missing file does not open (ENOENT)");
     io_pwrite(f, b, 4096, 4096, cb_done, &st);
     ok(!st.done, "memfs: completions never arrive inside submit");
@@ -743,7 +743,7 @@ static void memfs_selftest(qed_loop *loop)
     ok(memfs_crashed(fs) && io_pread_sync(f, got, 512, 0) == -EIO &&
        io_sync_sync(f) == -EIO && f->ops->truncate(f, 0) == -EIO,
        "memfs: after a crash every operation of an old file fails with EIO");
-    ok(o.open(o.ctx, loop, "f", 0, &g, &err) == -EIO,
+    ok(storage_open(&o, loop, "f", 0, &g, &err) == -EIO,
        "memfs: nothing opens until the next boot");
     memfs_revive(fs);
     ok(memfs_get(fs, "f", &data, &len) == 0 && len == 65536,
@@ -760,7 +760,7 @@ static void memfs_selftest(qed_loop *loop)
     free(data);
     io_file_close(f);
     f = NULL;
-    ok(o.open(o.ctx, loop, "f", IO_OPEN_WRITE, &f, &err) == 0 &&
+    ok(storage_open(&o, loop, "f", IO_OPEN_WRITE, &f, &err) == 0 &&
        io_pread_sync(f, got, 512, 16384) == 0,
        "memfs: opens work again after the reboot");
     io_file_close(f);

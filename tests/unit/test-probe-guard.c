@@ -43,7 +43,7 @@ static void run_until_done(qed_image *img, struct result *r, unsigned n)
 static qed_image *open_probed(struct memfs *fs, qed_loop *loop)
 {
     struct qed_open_options o = { .flags = QED_OPEN_RDWR, .loop = loop };
-    struct file_opener opener = memfs_opener(fs);
+    struct storage_driver opener = memfs_opener(fs);
     qed_error err = { 0 };
     qed_image *img = NULL;
     int ret = image_open("guest.raw", &o, &opener, &img, &err);
@@ -190,7 +190,7 @@ static void test_explicit_raw_is_not_guarded(qed_loop *loop)
     struct qed_open_options o = {
         .flags = QED_OPEN_RDWR, .loop = loop, .format = QED_FORMAT_RAW,
     };
-    struct file_opener opener = memfs_opener(fs);
+    struct storage_driver opener = memfs_opener(fs);
     uint8_t sector[512] = { 'Q', 'E', 'D', 0 };
     qed_error err = { 0 };
     qed_image *img = NULL;

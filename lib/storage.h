@@ -1,0 +1,152 @@
+/* SPDX-License-Identifier: MIT */
+/* Storage: the bytes under a format, behind one interface.
+ *
+ * A storage driver opens a name into a storage (struct io_file, the name the
+ * engine has always used for it) whose operations a format calls through
+ * io.h (io_readv, io_writev, io_sync, io_fallocate ...).  Drivers: local
+ * files (io-file.c, on the loop's io_uring or thread-pool engine), and
+ * layers stacked over another storage: aligned requests for O_DIRECT
+ * (io-direct.c) and flushes that return at once (qemu-img's cache=unsafe,
+ * ops/walk.c).  Tests add a simulated file system (tests/unit/io-sim.c).
+ *
+ * What every driver guarantees to the engine:
+ *   - readv, writev, flush and fallocate complete through their callback on
+ *     the loop's thread, from qed_loop_run, never from inside the call that
+ *     submitted them (storage_complete_later reports a result known at
+ *     submission);
+ *   - whole-buffer semantics: a read fills every byte asked for, bytes past
+ *     the end of the storage reading as zeros; a write completes whole or
+ *     fails (short transfers are the driver's to continue);
+ *   - results are 0 or -errno: -EIO for a failed transfer, -ENOSPC when
+ *     there is no room, -EOPNOTSUPP for a fallocate mode it cannot do,
+ *     -EBADF for a change to a storage opened read-only, -ENOMEM;
+ *   - get_size, truncate, allocated_bytes and seek are synchronous and
+ *     return 0 or -errno (-ENOTSUP from seek: the storage cannot tell).
+ * What the engine guarantees to drivers: calls come from the loop's thread;
+ * reads and writes are never empty (io.c completes those itself); nothing
+ * is submitted after close, and close comes when nothing is in flight. */
+#ifndef QED_LIB_STORAGE_H
+#define QED_LIB_STORAGE_H
+
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "loop.h"
+
+typedef void io_callback(void *opaque, int ret);
+
+#define IO_OPEN_WRITE 0x1u
+#define IO_OPEN_DIRECT 0x2u
+#define IO_OPEN_CREATE 0x4u /* create or truncate */
+/* Locking (QED_LOCK_AUTO without either of the first two): */
+#define IO_OPEN_LOCK_OFF 0x8u      /* take no locks */
+#define IO_OPEN_LOCK_REQUIRED 0x10u /* fail where OFD locks are unsupported */
+#define IO_OPEN_SHARE_ALL 0x20u    /* read-only: share every permission */
+
+struct io_file;
+
+struct storage_ops {
+    const char *name;
+    void (*readv)(struct io_file *file, const struct iovec *iov, int iovcnt,
+                  uint64_t offset, io_callback *cb, void *opaque);
+    void (*writev)(struct io_file *file, const struct iovec *iov, int iovcnt,
+                   uint64_t offset, io_callback *cb, void *opaque);
+    /* Makes every write completed before the call durable (fdatasync). */
+    void (*flush)(struct io_file *file, io_callback *cb, void *opaque);
+    /* fallocate(2)'s modes: 0 allocates (and extends), FALLOC_FL_KEEP_SIZE
+     * allocates inside, FALLOC_FL_ZERO_RANGE or FALLOC_FL_PUNCH_HOLE with
+     * FALLOC_FL_KEEP_SIZE zero (punching may free the space); anything
+     * else may fail with -EOPNOTSUPP. */
+    void (*fallocate)(struct io_file *file, int mode, uint64_t offset,
+                      uint64_t length, io_callback *cb, void *opaque);
+    int (*get_size)(struct io_file *file, uint64_t *size);
+    int (*truncate)(struct io_file *file, uint64_t size);
+    int (*allocated_bytes)(struct io_file *file, uint64_t *bytes);
+    /* Next data/hole boundary at or after offset, like SEEK_DATA/SEEK_HOLE;
+     * -ENXIO past the end, -ENOTSUP when the storage cannot tell. */
+    int (*seek)(struct io_file *file, uint64_t offset, bool data,
+                uint64_t *out);
+    /* Optional (NULL: the storage has no locks, as memory or a server that
+     * arbitrates its clients itself): takes the locks of the role that the
+     * open flags (IO_OPEN_LOCK_*, IO_OPEN_SHARE_ALL) and file->writable ask
+     * for, or sets file->lock_unsupported when locking was AUTO and cannot
+     * be done.  Called by storage_open once the driver opened the file;
+     * -EAGAIN with a message naming the conflict when another holder
+     * refuses.  Calling it again with the same flags changes nothing. */
+    int (*lock)(struct io_file *file, const char *path, unsigned flags,
+                qed_error *err);
+    void (*close)(struct io_file *file);
+};
+
+/* One open storage.  Drivers embed it first in their own structure. */
+struct io_file {
+    const struct storage_ops *ops;
+    qed_loop *loop;
+    bool writable;         /* writes, fallocate and truncate are allowed */
+    unsigned align;        /* reads and writes need offsets, lengths and
+                              buffer addresses that are multiples of this
+                              (a power of two; 0 or 1: no such need) */
+    bool lock_unsupported; /* locking was AUTO and the storage could not:
+                              opened without locks */
+};
+
+/* Opens a name into a storage.  ctx is the driver's (a simulated file
+ * system, say).  The driver fills writable, align and loop, and applies
+ * IO_OPEN_WRITE, IO_OPEN_CREATE and IO_OPEN_DIRECT as far as they mean
+ * something to it; storage_open does the rest. */
+struct storage_driver {
+    const char *name;
+    int (*open)(const struct storage_driver *driver, qed_loop *loop,
+                const char *path, unsigned flags, struct io_file **out,
+                qed_error *err);
+    void *ctx;
+};
+
+/* Local files and block devices (io-file.c): the default. */
+extern const struct storage_driver storage_file_driver;
+
+/* Opens path through driver (NULL: storage_file_driver), takes its locks
+ * (ops->lock) and, when the storage wants aligned requests, stacks the
+ * aligning layer (io-direct.c) over it, so the engine may issue any
+ * request.  A driver that builds on another opens that one through here
+ * and returns a layer of its own over it. */
+int storage_open(const struct storage_driver *driver, qed_loop *loop,
+                 const char *path, unsigned flags, struct io_file **out,
+                 qed_error *err);
+
+/* Calls cb(opaque, ret) from file's loop, never from inside this call: for
+ * results known when a request is submitted (an empty transfer, -ENOMEM). */
+void storage_complete_later(struct io_file *file, io_callback *cb,
+                            void *opaque, int ret);
+
+/* ---- layers stacked over another storage ---------------------------------- */
+
+struct storage_layer {
+    struct io_file base;
+    struct io_file *lower;
+};
+
+/* Fills the layer's io_file from lower: loop, writable, lock_unsupported;
+ * align 1 (a layer takes requests of every shape unless it says so). */
+void storage_layer_init(struct storage_layer *layer,
+                        const struct storage_ops *ops, struct io_file *lower);
+/* Operations that pass straight through to the lower storage. */
+void storage_layer_readv(struct io_file *file, const struct iovec *iov,
+                         int iovcnt, uint64_t offset, io_callback *cb,
+                         void *opaque);
+void storage_layer_writev(struct io_file *file, const struct iovec *iov,
+                          int iovcnt, uint64_t offset, io_callback *cb,
+                          void *opaque);
+void storage_layer_flush(struct io_file *file, io_callback *cb, void *opaque);
+void storage_layer_fallocate(struct io_file *file, int mode, uint64_t offset,
+                             uint64_t length, io_callback *cb, void *opaque);
+int storage_layer_get_size(struct io_file *file, uint64_t *size);
+int storage_layer_truncate(struct io_file *file, uint64_t size);
+int storage_layer_allocated_bytes(struct io_file *file, uint64_t *bytes);
+int storage_layer_seek(struct io_file *file, uint64_t offset, bool data,
+                       uint64_t *out);
+/* Closes the lower storage and frees the layer (allocated with malloc,
+ * the storage_layer first). */
+void storage_layer_close(struct io_file *file);
+
+#endif
