@@ -120,7 +120,7 @@ static struct io_req *req_new(struct io_file *file, io_op_submit_fn *submit,
                               int iovcnt, uint64_t offset, io_callback *cb,
                               void *opaque)
 {
-    struct io_req *req = calloc(1, sizeof(*req));
+    struct io_req *req = qed_io_calloc(1, sizeof(*req));
     if (!req)
         return NULL;
     req->file = file;
@@ -132,7 +132,7 @@ static struct io_req *req_new(struct io_file *file, io_op_submit_fn *submit,
     req->op.complete = req_complete;
     req->op.fd = -1;
     if (iovcnt > INLINE_IOVS) {
-        req->heap_iov = malloc(sizeof(*iov) * (size_t)iovcnt);
+        req->heap_iov = qed_io_calloc((size_t)iovcnt, sizeof(*iov));
         if (!req->heap_iov) {
             free(req);
             return NULL;

@@ -4,42 +4,127 @@
  * layers passing operations down. */
 #include <errno.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "io-direct.h"
 #include "io.h"
 
+void *(*qed_io_calloc)(size_t count, size_t size) = calloc;
+
 /* ---- results reported from the loop ---------------------------------------- */
 
-struct later_call {
+/* Reports in hand when the first storage opens on a loop: a request that
+ * cannot get memory still has one to complete with. */
+#define REPORT_RESERVE 64
+
+struct report {
+    struct loop_task task; /* first: the loop hands it back */
+    struct report_pool *pool;
     io_callback *cb;
     void *opaque;
     int ret;
+    struct report *next_free;
 };
 
-static void run_later_call(void *arg)
+/* A loop's reports: used ones come back here, so the reserve only grows. */
+struct report_pool {
+    struct report *free;
+    unsigned count; /* reports the pool owns, free or in use */
+};
+
+/* Its address finds the pool among the loop's slots. */
+static const char report_key;
+
+static void pool_destroy(void *opaque)
 {
-    struct later_call *c = arg;
-    io_callback *cb = c->cb;
-    void *opaque = c->opaque;
-    int ret = c->ret;
-    free(c);
+    struct report_pool *pool = opaque;
+
+    while (pool->free) {
+        struct report *r = pool->free;
+        pool->free = r->next_free;
+        free(r);
+    }
+    free(pool);
+}
+
+/* The loop's pool with its reserve, made on the first open (and completed
+ * on a later one if memory ran out meanwhile). */
+static int pool_ensure(qed_loop *loop, qed_error *err)
+{
+    struct report_pool *pool = loop_slot(loop, &report_key);
+
+    if (!pool) {
+        pool = qed_io_calloc(1, sizeof(*pool));
+        if (!pool ||
+            loop_slot_fill(loop, &report_key, pool, pool_destroy) < 0) {
+            free(pool);
+            return qed_fail(err, ENOMEM, "out of memory");
+        }
+    }
+    while (pool->count < REPORT_RESERVE) {
+        struct report *r = qed_io_calloc(1, sizeof(*r));
+        if (!r)
+            return qed_fail(err, ENOMEM, "out of memory");
+        r->pool = pool;
+        r->next_free = pool->free;
+        pool->free = r;
+        pool->count++;
+    }
+    return 0;
+}
+
+static void run_report(struct loop_task *task)
+{
+    struct report *r = (struct report *)task;
+    io_callback *cb = r->cb;
+    void *opaque = r->opaque;
+    int ret = r->ret;
+
+    if (r->pool) {
+        r->next_free = r->pool->free;
+        r->pool->free = r;
+    } else {
+        free(r);
+    }
     cb(opaque, ret);
+}
+
+/* A report beyond the reserve.  Without memory even for that, waiting is
+ * the one choice left: a lost completion would hang its caller forever and
+ * the library does not abort. */
+static struct report *report_alloc(void)
+{
+    struct timespec pause = { 0, 1000000 };
+
+    for (;;) {
+        struct report *r = qed_io_calloc(1, sizeof(*r));
+        if (r)
+            return r;
+        nanosleep(&pause, NULL);
+        if (pause.tv_nsec < 100000000)
+            pause.tv_nsec *= 2;
+    }
 }
 
 void storage_complete_later(struct io_file *file, io_callback *cb,
                             void *opaque, int ret)
 {
-    struct later_call *c = malloc(sizeof(*c));
-    if (c) {
-        c->cb = cb;
-        c->opaque = opaque;
-        c->ret = ret;
-        if (loop_defer_call(file->loop, run_later_call, c) == 0)
-            return;
-        free(c);
+    struct report_pool *pool = loop_slot(file->loop, &report_key);
+    struct report *r = pool ? pool->free : NULL;
+
+    if (r) {
+        pool->free = r->next_free;
+    } else {
+        r = report_alloc();
+        r->pool = pool;
+        if (pool)
+            pool->count++;
     }
-    /* Not even a few bytes to report the failure with. */
-    abort();
+    r->task.run = run_report;
+    r->cb = cb;
+    r->opaque = opaque;
+    r->ret = ret;
+    loop_defer(file->loop, &r->task);
 }
 
 /* ---- the engine's calls ------------------------------------------------------- */
@@ -153,6 +238,9 @@ int storage_open(const struct storage_driver *driver, qed_loop *loop,
     *out = NULL;
     if (!driver)
         driver = &storage_file_driver;
+    ret = pool_ensure(loop, err);
+    if (ret < 0)
+        return ret;
     ret = driver->open(driver, loop, path, flags, &file, err);
     if (ret < 0)
         return ret;

@@ -13,7 +13,7 @@
  *   - readv, writev, flush and fallocate complete through their callback on
  *     the loop's thread, from qed_loop_run, never from inside the call that
  *     submitted them (storage_complete_later reports a result known at
- *     submission);
+ *     submission, such as -ENOMEM);
  *   - whole-buffer semantics: a read fills every byte asked for, bytes past
  *     the end of the storage reading as zeros; a write completes whole or
  *     fails (short transfers are the driver's to continue);
@@ -115,9 +115,16 @@ int storage_open(const struct storage_driver *driver, qed_loop *loop,
                  qed_error *err);
 
 /* Calls cb(opaque, ret) from file's loop, never from inside this call: for
- * results known when a request is submitted (an empty transfer, -ENOMEM). */
+ * results known when a request is submitted (an empty transfer, -ENOMEM).
+ * Needs no memory of its own: a reserve taken when the first storage was
+ * opened on the loop covers it, and when that is spent too it waits for
+ * memory rather than lose the completion. */
 void storage_complete_later(struct io_file *file, io_callback *cb,
                             void *opaque, int ret);
+
+/* The allocator of the memory a request needs on the submission path (and
+ * of the reserve above); tests substitute one that fails. */
+QED_INTERNAL extern void *(*qed_io_calloc)(size_t count, size_t size);
 
 /* ---- layers stacked over another storage ---------------------------------- */
 
