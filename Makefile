@@ -35,7 +35,10 @@ LIB_SRCS   := $(sort $(wildcard lib/*.c) $(wildcard lib/ops/*.c))
 NBD_SRCS   := $(sort $(wildcard nbd/*.c))
 TOOL_SRCS  := $(sort $(wildcard tools/*.c))
 UNIT_SRCS  := $(sort $(wildcard tests/unit/test-*.c))
-TESTLIB_SRCS := $(sort $(wildcard tests/unit/support-*.c))
+# Test support, built into the test programs only: the simulated file
+# system (a storage driver, io-sim.c) stays out of the shipped libraries.
+SIM_SRCS   := tests/unit/io-sim.c
+TESTLIB_SRCS := $(sort $(wildcard tests/unit/support-*.c)) $(SIM_SRCS)
 
 LIB_OBJS   := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 NBD_OBJS   := $(NBD_SRCS:%.c=$(BUILD)/%.o)
@@ -130,8 +133,8 @@ fuzz-build:
 	    $(FUZZ_BUILD)/libqed.a $(FUZZ_BUILD)/libqednbd.a
 	@for t in $(FUZZ_NAMES); do \
 	    echo "  LINK $(FUZZ_BUILD)/$$t"; \
-	    clang $(QED_CPPFLAGS) $(CPPFLAGS) -std=c17 -g -O1 -fsanitize=fuzzer,address,undefined \
-	        fuzz/$$t.c $(FUZZ_BUILD)/libqednbd.a $(FUZZ_BUILD)/libqed.a \
+	    clang $(QED_CPPFLAGS) -Itests/unit $(CPPFLAGS) -std=c17 -g -O1 -fsanitize=fuzzer,address,undefined \
+	        fuzz/$$t.c $(SIM_SRCS) $(FUZZ_BUILD)/libqednbd.a $(FUZZ_BUILD)/libqed.a \
 	        $(QED_LDLIBS) $(NBD_LDLIBS) $(LDLIBS) -o $(FUZZ_BUILD)/$$t || exit 1; \
 	done
 

@@ -79,6 +79,15 @@ run env LD_LIBRARY_PATH="$PWD/lib" ./all
 ok "$RC" "... and runs (LD_LIBRARY_PATH)" "$(head -c 2000 "$ERR")"
 tap_like "$(readelf -d all 2>&1)" 'NEEDED.*\[libqed\.so\.1\]' "it records the soname libqed.so.1"
 
+# The tests' simulated file system (tests/unit/io-sim.c) is built into the
+# test programs and fuzzers only: neither library carries it.
+tap_cmd "make libqed.a" flock "$B/.install.lock" env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
+    make -C "$ROOT" ${BUILD:+BUILD="$BUILD"} "${BUILD:-build}/libqed.a"
+for lib in "$B/libqed.a" "$SO"; do
+    sim=$(nm "$lib" 2>&1 | awk '$NF ~ /^memfs_/ {print $NF}' | sort -u | tr '\n' ' ')
+    tap_is "$sim" "" "$(basename "$lib") has no memfs_* symbol (the test simulator)"
+done
+
 # Internal symbols (module prefixes, see DESIGN) stay inside the library.
 internal=$(nm -g --defined-only "$B/libqed.a" 2>/dev/null | awk 'NF == 3 && $2 == "T" {print $3}' |
     grep -v '^qed_' | head -1)

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* Shared by the tests that run images on the simulated file system of
- * lib/io-sim.c (test-crash: power loss, test-faults: injected I/O errors):
+ * io-sim.c (test-crash: power loss, test-faults: injected I/O errors):
  * self-describing sector contents, so that every 512-byte sector read names
  * the write it came from, and template images that each run copies into a
  * fresh memfs.  Nothing here prints TAP. */

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* Failed allocating writes leave no leaked clusters behind an image marked
- * clean.  On the simulated file system of lib/io-sim.c, without and with a
+ * clean.  On the simulated file system of io-sim.c, without and with a
  * raw backing file, one I/O operation of an allocating write fails:
  *   - at the end of the file, the clusters go back: a later write reuses
  *     them (and sees nothing the failed one left), the image closes clean

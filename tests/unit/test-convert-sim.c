@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* qed_convert's write order and salvage, with a source whose reads
  * complete in a random order or fail (the simulated file system of
- * lib/io-sim.c), and a QED source with an unreadable cluster:
+ * io-sim.c), and a QED source with an unreadable cluster:
  *
  * - without out_of_order, a QED output's clusters are allocated in guest
  *   order even when the source's reads complete out of order; with it

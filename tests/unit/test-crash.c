@@ -2,7 +2,7 @@
 /* Power loss at random moments: thousands of cut points over random
  * workloads (allocating writes, overwrites, write-zeroes, discards, flushes,
  * reads; 16 to 64 requests in flight) on images in the simulated file system
- * of lib/io-sim.c, without a backing file, over a raw one and over a QED one,
+ * of io-sim.c, without a backing file, over a raw one and over a QED one,
  * with and without O_DIRECT and fallocate.
  *
  * Each case starts from a fresh image and runs several cycles of: a

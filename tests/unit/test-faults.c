@@ -2,7 +2,7 @@
 /* Injected I/O errors: the N-th I/O operation fails with EIO, or with
  * ENOSPC, for every N across a short workload (open, requests one at a time
  * and a batch in flight together, close), on images in the simulated file
- * system of lib/io-sim.c, without and with a backing file.
+ * system of io-sim.c, without and with a backing file.
  *
  * For every N: an open that meets the error fails with exactly it; the
  * request that meets it fails with exactly it (ret and qed_error code, with

@@ -3,7 +3,7 @@
  * run one at a time and each is checked against what the sector holds when
  * it starts, so writes in flight together cannot assemble a QED header
  * between them; after a failed write there only a whole-sector write is
- * accepted.  Runs on the simulated file system (lib/io-sim.c). */
+ * accepted.  Runs on the simulated file system (io-sim.c). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>

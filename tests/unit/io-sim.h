@@ -20,8 +20,8 @@
  *
  * Not thread-safe: a memfs belongs to the thread that runs the loops of the
  * images using it. */
-#ifndef QED_LIB_IO_SIM_H
-#define QED_LIB_IO_SIM_H
+#ifndef QED_TESTS_IO_SIM_H
+#define QED_TESTS_IO_SIM_H
 
 #include <stdbool.h>
 #include <stddef.h>
