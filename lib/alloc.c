@@ -12,7 +12,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 
-#include "image.h"
+#include "qed-image.h"
 
 static bool has_backing_file(const struct qed_state *s)
 {
@@ -25,7 +25,7 @@ static bool has_backing_file(const struct qed_state *s)
  * reads as zeros until written, and a crash cannot expose old data. */
 uint64_t alloc_clusters(qed_image *img, uint64_t count)
 {
-    struct qed_state *s = img->qed;
+    struct qed_state *s = qed_of(img);
     uint64_t offset = s->file_end;
     s->file_end += count << s->cluster_bits;
     return offset;
@@ -82,7 +82,7 @@ static uint64_t take_abandoned_tail(struct qed_state *s)
 
 void alloc_give_back(qed_image *img)
 {
-    struct qed_state *s = img->qed;
+    struct qed_state *s = qed_of(img);
     uint64_t old_end = s->file_end, end;
 
     /* An extension in flight could land after the truncation, and the
@@ -108,24 +108,24 @@ void alloc_give_back(qed_image *img)
 /* The new table the request's clusters were to be linked in may be left
  * unused, and then not at the end of the file: mark the image dirty for it
  * now, before the failure is reported, rather than when the slot goes. */
-static bool table_may_stay(const struct request *req)
+static bool table_may_stay(const struct qed_request *req)
 {
-    const struct qed_state *s = req->img->qed;
+    const struct qed_state *s = qed_of(req->base.img);
     const struct table_slot *slot = req->slot;
 
     return slot && slot->table && slot->unlinked &&
            slot->table->offset + s->table_bytes != s->file_end;
 }
 
-static void abandoned_reported(struct request *req)
+static void abandoned_reported(struct qed_request *req)
 {
-    request_complete(req, -req->err.code);
+    req->fail(req, -req->base.err.code);
 }
 
-bool alloc_abandon(struct request *req, int ret)
+bool alloc_abandon(struct qed_request *req, int ret)
 {
-    qed_image *img = req->img;
-    struct qed_state *s = img->qed;
+    qed_image *img = req->base.img;
+    struct qed_state *s = qed_of(img);
     int space = req->space;
 
     req->space = SPACE_NONE;
@@ -142,8 +142,8 @@ bool alloc_abandon(struct request *req, int ret)
         s->dirty_durable)
         return false;
     /* The failure is reported once the image is marked dirty on disk. */
-    if (req->err.code == 0)
-        qed_fail(&req->err, -ret, "%s", strerror(-ret));
+    if (req->base.err.code == 0)
+        qed_fail(&req->base.err, -ret, "%s", strerror(-ret));
     alloc_make_dirty(req, abandoned_reported);
     return true;
 }
@@ -167,7 +167,7 @@ static void start_extension(qed_image *img, uint64_t end);
 static void extension_done(void *opaque, int ret)
 {
     qed_image *img = opaque;
-    struct qed_state *s = img->qed;
+    struct qed_state *s = qed_of(img);
     struct extend_waiter *w, *keep = NULL, *done = NULL;
     uint64_t next_end = 0;
 
@@ -210,7 +210,7 @@ static void extension_done(void *opaque, int ret)
  * while data writes into the same region are in flight. */
 static void start_extension(qed_image *img, uint64_t end)
 {
-    struct qed_state *s = img->qed;
+    struct qed_state *s = qed_of(img);
     /* Steps grow with the file (1/16 of it, 4 to 64 MiB): few extensions
      * for big sequential writers, little left over for small images. */
     uint64_t step = QED_MIN(QED_MAX(s->file_end / 16, (uint64_t)EXTEND_STEP),
@@ -234,7 +234,7 @@ static void zeros_written(void *opaque, int ret)
 void alloc_extend_file(qed_image *img, uint64_t end, uint64_t tail_len,
                        io_callback *cb, void *opaque)
 {
-    struct qed_state *s = img->qed;
+    struct qed_state *s = qed_of(img);
     struct extend_waiter *w = calloc(1, sizeof(*w));
 
     if (!w) {
@@ -277,7 +277,7 @@ static struct table_slot *find_slot(struct qed_state *s, uint64_t l1_index)
  * after a failed L1 write the entry may have, in part. */
 static void abandon_table(qed_image *img, uint64_t offset, bool written)
 {
-    struct qed_state *s = img->qed;
+    struct qed_state *s = qed_of(img);
 
     if (written) {
         s->leak_unknown = true;
@@ -320,44 +320,44 @@ void alloc_free_slots(struct qed_state *s)
     }
 }
 
-static bool range_overlaps(const struct request *a, uint64_t first,
+static bool range_overlaps(const struct qed_request *a, uint64_t first,
                            uint64_t count)
 {
     return a->alloc_first < first + count &&
            first < a->alloc_first + a->alloc_count;
 }
 
-static bool ranges_overlap(const struct request *a, const struct request *b)
+static bool ranges_overlap(const struct qed_request *a, const struct qed_request *b)
 {
     return range_overlaps(a, b->alloc_first, b->alloc_count);
 }
 
-static void wait_for(struct request *req, struct request *claimer,
-                     void (*retry)(struct request *))
+static void wait_for(struct qed_request *req, struct qed_request *claimer,
+                     qed_step *retry)
 {
     req->resume = retry;
     req->next = claimer->range_waiters;
     claimer->range_waiters = req;
 }
 
-bool alloc_begin(struct request *req, void (*retry)(struct request *))
+bool alloc_begin(struct qed_request *req, qed_step *retry)
 {
-    struct qed_state *s = req->img->qed;
+    struct qed_state *s = qed_of(req->base.img);
     struct table_slot *slot = find_slot(s, req->l1_index);
 
     if (!slot) {
         slot = calloc(1, sizeof(*slot));
         if (!slot) {
-            qed_fail(&req->err, ENOMEM, "out of memory");
-            request_complete(req, -ENOMEM);
+            qed_fail(&req->base.err, ENOMEM, "out of memory");
+            req->fail(req, -ENOMEM);
             return false;
         }
-        slot->img = req->img;
+        slot->img = req->base.img;
         slot->l1_index = req->l1_index;
         slot->next = s->slots;
         s->slots = slot;
     }
-    for (struct request *other = slot->ranges; other; other = other->range_next) {
+    for (struct qed_request *other = slot->ranges; other; other = other->range_next) {
         if (ranges_overlap(req, other)) {
             /* Wait for that allocation, then look again from scratch. */
             wait_for(req, other, retry);
@@ -370,14 +370,14 @@ bool alloc_begin(struct request *req, void (*retry)(struct request *))
     return true;
 }
 
-void alloc_end(struct request *req)
+void alloc_end(struct qed_request *req)
 {
     struct table_slot *slot = req->slot;
-    struct request *waiters = req->range_waiters;
+    struct qed_request *waiters = req->range_waiters;
 
     if (!slot)
         return;
-    for (struct request **p = &slot->ranges; *p; p = &(*p)->range_next) {
+    for (struct qed_request **p = &slot->ranges; *p; p = &(*p)->range_next) {
         if (*p == req) {
             *p = req->range_next;
             break;
@@ -387,27 +387,27 @@ void alloc_end(struct request *req)
     req->range_next = NULL;
     req->range_waiters = NULL;
     while (waiters) {
-        struct request *w = waiters;
+        struct qed_request *w = waiters;
         waiters = w->next;
         w->next = NULL;
-        request_resume_later(w, w->resume);
+        qed_request_defer(w, w->resume);
     }
-    slot_maybe_free(req->img->qed, slot);
+    slot_maybe_free(qed_of(req->base.img), slot);
 }
 
 /* A group's entries enter the in-memory table when its write starts, so a
  * lookup can find a cluster mapped before that mapping is on disk.  A write
  * into it that completed then, and a flush after it, would promise data a
  * crash can still unmap: such writes wait until the allocation is done. */
-bool alloc_wait_unclaimed(struct request *req, uint64_t l1_index,
+bool alloc_wait_unclaimed(struct qed_request *req, uint64_t l1_index,
                           uint64_t first, uint64_t count,
-                          void (*retry)(struct request *))
+                          qed_step *retry)
 {
-    struct table_slot *slot = find_slot(req->img->qed, l1_index);
+    struct table_slot *slot = find_slot(qed_of(req->base.img), l1_index);
 
     if (!slot)
         return true;
-    for (struct request *other = slot->ranges; other;
+    for (struct qed_request *other = slot->ranges; other;
          other = other->range_next) {
         if (range_overlaps(other, first, count)) {
             wait_for(req, other, retry);
@@ -417,9 +417,9 @@ bool alloc_wait_unclaimed(struct request *req, uint64_t l1_index,
     return true;
 }
 
-int alloc_table(struct request *req)
+int alloc_table(struct qed_request *req)
 {
-    struct qed_state *s = req->img->qed;
+    struct qed_state *s = qed_of(req->base.img);
     struct table_slot *slot = req->slot;
     uint64_t offset;
 
@@ -432,28 +432,28 @@ int alloc_table(struct request *req)
         if (slot->table)
             l2cache_put(s->l2cache, slot->table);
         slot->table = NULL;
-        return qed_fail(&req->err, EIO, "L2 table at 0x%" PRIx64
+        return qed_fail(&req->base.err, EIO, "L2 table at 0x%" PRIx64
                         " left the cache while in use", req->l2->offset);
     }
-    offset = alloc_clusters(req->img, s->table_bytes >> s->cluster_bits);
+    offset = alloc_clusters(req->base.img, s->table_bytes >> s->cluster_bits);
     slot->table = l2cache_insert(s->l2cache, offset, true);
     if (!slot->table) {
         note_abandoned(s, offset, offset + s->table_bytes);
-        alloc_give_back(req->img);
-        return qed_fail(&req->err, ENOMEM, "out of memory for an L2 table");
+        alloc_give_back(req->base.img);
+        return qed_fail(&req->base.err, ENOMEM, "out of memory for an L2 table");
     }
     /* From here the slot gives the table back when it goes unused. */
     slot->unlinked = true;
     slot->on_disk = false;
     if (table_index_add(s, offset) < 0)
-        return qed_fail(&req->err, ENOMEM, "out of memory for an L2 table");
+        return qed_fail(&req->base.err, ENOMEM, "out of memory for an L2 table");
     return 0;
 }
 
 /* ---- serialised block writers (header, L1) ---------------------------------- */
 
-static void writer_enqueue(struct block_writer *w, struct request *req,
-                           void (*next)(struct request *))
+static void writer_enqueue(struct block_writer *w, struct qed_request *req,
+                           qed_step *next)
 {
     req->resume = next;
     req->next = NULL;
@@ -465,23 +465,23 @@ static void writer_enqueue(struct block_writer *w, struct request *req,
 }
 
 static void writer_finish(struct block_writer *w, int ret,
-                          void (*undo)(struct request *))
+                          void (*undo)(struct qed_request *))
 {
-    struct request *done = w->inflight;
+    struct qed_request *done = w->inflight;
     w->inflight = NULL;
     w->busy = false;
     while (done) {
-        struct request *req = done;
+        struct qed_request *req = done;
         done = req->next;
         req->next = NULL;
         if (ret < 0) {
             if (undo)
                 undo(req);
             /* A request that failed before keeps its own error. */
-            if (req->err.code == 0)
-                qed_fail(&req->err, -ret, "updating image metadata: %s",
+            if (req->base.err.code == 0)
+                qed_fail(&req->base.err, -ret, "updating image metadata: %s",
                          strerror(-ret));
-            request_complete(req, -req->err.code);
+            req->fail(req, -req->base.err.code);
         } else {
             req->resume(req);
         }
@@ -522,7 +522,7 @@ static void write_header_async(qed_image *img, uint64_t features,
                                void (*done)(void *opaque, int ret),
                                void *opaque)
 {
-    struct qed_state *s = img->qed;
+    struct qed_state *s = qed_of(img);
     struct header_write *hw = calloc(1, sizeof(*hw));
 
     if (!hw) {
@@ -543,7 +543,7 @@ static void wake_dirty_waiters(struct qed_state *s);
 static void dirty_done(void *opaque, int ret)
 {
     qed_image *img = opaque;
-    struct qed_state *s = img->qed;
+    struct qed_state *s = qed_of(img);
     if (ret == 0)
         s->dirty_durable = true;
     else
@@ -564,11 +564,11 @@ static void idle_check(void *opaque);
 
 static void wake_dirty_waiters(struct qed_state *s)
 {
-    struct request *waiting = s->header_writer.pending;
+    struct qed_request *waiting = s->header_writer.pending;
 
     s->header_writer.pending = s->header_writer.pending_tail = NULL;
     while (waiting) {
-        struct request *req = waiting;
+        struct qed_request *req = waiting;
         waiting = req->next;
         req->next = NULL;
         alloc_make_dirty(req, req->resume);
@@ -578,7 +578,7 @@ static void wake_dirty_waiters(struct qed_state *s)
 static void clean_done(void *opaque, int ret)
 {
     qed_image *img = opaque;
-    struct qed_state *s = img->qed;
+    struct qed_state *s = qed_of(img);
 
     s->header_writer.busy = false;
     /* On failure the bit's state on disk is unknown: keep treating the
@@ -596,20 +596,20 @@ static void clean_synced(void *opaque, int ret)
         clean_done(img, ret);
         return;
     }
-    write_header_async(img, img->qed->header.features & ~QED_F_NEED_CHECK,
+    write_header_async(img, qed_of(img)->header.features & ~QED_F_NEED_CHECK,
                        clean_done, img);
 }
 
 static void arm_idle_timer(qed_image *img, uint64_t delay_ms)
 {
-    img->qed->idle_timer = qed_loop_add_timer(img->loop, delay_ms, idle_check,
+    qed_of(img)->idle_timer = qed_loop_add_timer(img->loop, delay_ms, idle_check,
                                               img);
 }
 
 static void idle_check(void *opaque)
 {
     qed_image *img = opaque;
-    struct qed_state *s = img->qed;
+    struct qed_state *s = qed_of(img);
     uint64_t idle = loop_now_ms() - s->last_table_update_ms;
 
     s->idle_timer = 0;
@@ -628,7 +628,7 @@ static void idle_check(void *opaque)
 
 static void note_table_update(qed_image *img)
 {
-    struct qed_state *s = img->qed;
+    struct qed_state *s = qed_of(img);
 
     s->last_table_update_ms = loop_now_ms();
     if (!s->idle_timer && (s->header.features & QED_F_NEED_CHECK))
@@ -637,7 +637,7 @@ static void note_table_update(qed_image *img)
 
 void alloc_quiesce(qed_image *img)
 {
-    struct qed_state *s = img->qed;
+    struct qed_state *s = qed_of(img);
 
     if (s->idle_timer) {
         qed_loop_cancel_timer(img->loop, s->idle_timer);
@@ -648,10 +648,10 @@ void alloc_quiesce(qed_image *img)
             break;
 }
 
-void alloc_make_dirty(struct request *req, void (*next)(struct request *))
+void alloc_make_dirty(struct qed_request *req, qed_step *next)
 {
-    qed_image *img = req->img;
-    struct qed_state *s = img->qed;
+    qed_image *img = req->base.img;
+    struct qed_state *s = qed_of(img);
     struct block_writer *w = &s->header_writer;
 
     /* With a backing file the order of writes keeps the image consistent;
@@ -694,7 +694,7 @@ int image_write_header(qed_image *img, uint64_t features)
         if (r < 0)
             return r;
     }
-    img->qed->dirty_durable = hs.ret == 0 && (features & QED_F_NEED_CHECK);
+    qed_of(img)->dirty_durable = hs.ret == 0 && (features & QED_F_NEED_CHECK);
     return hs.ret;
 }
 
@@ -707,7 +707,7 @@ static void l1_start_write(qed_image *img);
 static void l1_written(void *opaque, int ret)
 {
     qed_image *img = opaque;
-    struct qed_state *s = img->qed;
+    struct qed_state *s = qed_of(img);
     struct table_slot *done = s->l1_inflight;
 
     s->l1_inflight = NULL;
@@ -729,7 +729,7 @@ static void l1_written(void *opaque, int ret)
 /* Writes the 4 KiB blocks of the L1 table that hold every pending entry. */
 static void l1_start_write(qed_image *img)
 {
-    struct qed_state *s = img->qed;
+    struct qed_state *s = qed_of(img);
     uint64_t lo = UINT64_MAX, hi = 0;
 
     s->l1_busy = true;
@@ -747,7 +747,7 @@ static void l1_start_write(qed_image *img)
 
 static void l1_link(qed_image *img, struct table_slot *slot)
 {
-    struct qed_state *s = img->qed;
+    struct qed_state *s = qed_of(img);
 
     table_set_entry(s->l1, slot->l1_index, slot->table->offset);
     slot->l1_next = s->l1_pending;
@@ -758,7 +758,7 @@ static void l1_link(qed_image *img, struct table_slot *slot)
 
 /* ---- L2 group commit ------------------------------------------------------------ */
 
-static void restore_entries(struct request *req, struct table *t)
+static void restore_entries(struct qed_request *req, struct table *t)
 {
     for (uint64_t i = 0; i < req->alloc_count; i++)
         table_set_entry(t->bytes, req->alloc_first + i, req->saved_entries[i]);
@@ -777,20 +777,20 @@ static bool table_may_point(const struct table_slot *slot)
 static void slot_group_done(struct qed_state *s, struct table_slot *slot,
                             int ret, const char *what)
 {
-    struct request *done = slot->inflight;
+    struct qed_request *done = slot->inflight;
 
     slot->inflight = NULL;
     /* Still busy while the group completes, so nothing frees the slot. */
     while (done) {
-        struct request *req = done;
+        struct qed_request *req = done;
         done = req->next;
         req->next = NULL;
         if (ret < 0) {
             restore_entries(req, slot->table);
             if (req->space == SPACE_CLAIMED && table_may_point(slot))
                 req->space = SPACE_REFERENCED;
-            qed_fail(&req->err, -ret, "%s: %s", what, strerror(-ret));
-            request_complete(req, ret);
+            qed_fail(&req->base.err, -ret, "%s: %s", what, strerror(-ret));
+            req->fail(req, ret);
         } else {
             req->space = SPACE_NONE;
             req->resume(req);
@@ -819,7 +819,7 @@ static void slot_synced_for_l1(void *opaque, int ret)
     struct table_slot *slot = io->slot;
     free(io);
     if (ret < 0) {
-        slot_group_done(img->qed, slot, ret, "flush before linking a table");
+        slot_group_done(qed_of(img), slot, ret, "flush before linking a table");
         return;
     }
     l1_link(img, slot);
@@ -829,7 +829,7 @@ static void slot_table_written(void *opaque, int ret)
 {
     struct slot_io *io = opaque;
     qed_image *img = io->img;
-    struct qed_state *s = img->qed;
+    struct qed_state *s = qed_of(img);
     struct table_slot *slot = io->slot;
 
     if (ret < 0 || !slot->unlinked) {
@@ -862,7 +862,7 @@ static void table_run_written(void *opaque, int ret)
  * blocks together: random updates touch a few blocks of a large table. */
 static void write_dirty_blocks(struct slot_io *io)
 {
-    struct qed_state *s = io->img->qed;
+    struct qed_state *s = qed_of(io->img);
     struct table_slot *slot = io->slot;
     uint64_t nblocks = s->table_bytes / QED_TABLE_BLOCK_SIZE;
     uint8_t *dirty = calloc(nblocks / 8 + 1, 1);
@@ -871,7 +871,7 @@ static void write_dirty_blocks(struct slot_io *io)
         slot_table_written(io, -ENOMEM);
         return;
     }
-    for (struct request *r = slot->inflight; r; r = r->next) {
+    for (struct qed_request *r = slot->inflight; r; r = r->next) {
         uint64_t first = r->alloc_first * QED_ENTRY_SIZE / QED_TABLE_BLOCK_SIZE;
         uint64_t last = ((r->alloc_first + r->alloc_count) * QED_ENTRY_SIZE - 1) /
                         QED_TABLE_BLOCK_SIZE;
@@ -901,7 +901,7 @@ static void write_dirty_blocks(struct slot_io *io)
 static void slot_write_table(void *opaque, int ret)
 {
     struct slot_io *io = opaque;
-    struct qed_state *s = io->img->qed;
+    struct qed_state *s = qed_of(io->img);
     struct table_slot *slot = io->slot;
 
     if (ret < 0) {
@@ -919,9 +919,9 @@ static void slot_write_table(void *opaque, int ret)
     write_dirty_blocks(io);
 }
 
-static void apply_entries(struct request *req, struct table *t)
+static void apply_entries(struct qed_request *req, struct table *t)
 {
-    const struct qed_state *s = req->img->qed;
+    const struct qed_state *s = qed_of(req->base.img);
 
     for (uint64_t i = 0; i < req->alloc_count; i++) {
         uint64_t value = req->new_entry_value == QED_ENTRY_ZERO
@@ -940,10 +940,10 @@ static void slot_start(qed_image *img, struct table_slot *slot)
     slot->writing = false;
     slot->inflight = slot->pending;
     slot->pending = slot->pending_tail = NULL;
-    for (struct request *r = slot->inflight; r; r = r->next)
+    for (struct qed_request *r = slot->inflight; r; r = r->next)
         apply_entries(r, slot->table);
     if (!io) {
-        slot_group_done(img->qed, slot, -ENOMEM, "table update");
+        slot_group_done(qed_of(img), slot, -ENOMEM, "table update");
         return;
     }
     io->img = img;
@@ -951,7 +951,7 @@ static void slot_start(qed_image *img, struct table_slot *slot)
     /* Images with a backing file are not marked dirty for allocations
      * (only for the leaks of failed ones): the data of the whole group
      * must be on disk before the table points at it. */
-    if (has_backing_file(img->qed))
+    if (has_backing_file(qed_of(img)))
         io_sync(img->file, slot_write_table, io);
     else
         slot_write_table(io, 0);
@@ -962,14 +962,14 @@ static void slot_start(qed_image *img, struct table_slot *slot)
  * table is written from that buffer, so entries added while an earlier
  * group is being flushed or written would reach the disk before their data
  * is flushed. */
-void alloc_commit(struct request *req, void (*next)(struct request *))
+void alloc_commit(struct qed_request *req, qed_step *next)
 {
     struct table_slot *slot = req->slot;
 
     req->saved_entries = malloc(sizeof(uint64_t) * req->alloc_count);
     if (!req->saved_entries) {
-        qed_fail(&req->err, ENOMEM, "out of memory");
-        request_complete(req, -ENOMEM);
+        qed_fail(&req->base.err, ENOMEM, "out of memory");
+        req->fail(req, -ENOMEM);
         return;
     }
     req->resume = next;
@@ -980,5 +980,5 @@ void alloc_commit(struct request *req, void (*next)(struct request *))
         slot->pending = req;
     slot->pending_tail = req;
     if (!slot->busy)
-        slot_start(req->img, slot);
+        slot_start(req->base.img, slot);
 }

@@ -1113,7 +1113,7 @@ static int check_run(qed_image *img, unsigned repair,
                      struct qed_check_result *r, bool mark_clean,
                      qed_error *err)
 {
-    struct qed_state *s = img->qed;
+    struct qed_state *s = qed_of(img);
     struct ck c = { .img = img, .s = s, .err = err };
     struct walk first = { 0 }, clear = { 0 }, copy = { 0 }, again = { 0 };
     struct bitmap targets = { 0 };
@@ -1273,7 +1273,7 @@ int qed_check(qed_image *img, unsigned repair, struct qed_check_result *r,
     if (!img || !r)
         return qed_fail(err, EINVAL, "qed_check: no image or no result");
     memset(r, 0, sizeof(*r));
-    if (img->format != QED_FORMAT_QED || !img->qed)
+    if (!qed_state_if_qed(img))
         return qed_fail(err, EINVAL, "not a QED image (format %s): check is "
                         "only for qed images", qed_format_name(img->format));
     if (repair & ~QED_CHECK_REPAIR_ALL)
@@ -1282,7 +1282,7 @@ int qed_check(qed_image *img, unsigned repair, struct qed_check_result *r,
     if (repair && !img->writable)
         return qed_fail(err, EPERM, "repair needs the image opened read-write "
                         "(QED_OPEN_RDWR)");
-    if (img->in_flight || img->qed->slots)
+    if (img->in_flight || qed_of(img)->slots)
         return qed_fail(err, EBUSY, "%u requests in flight: the check needs "
                         "an idle image", img->in_flight);
     if (repair)
@@ -1292,7 +1292,7 @@ int qed_check(qed_image *img, unsigned repair, struct qed_check_result *r,
 
 int check_on_open(qed_image *img, qed_error *err)
 {
-    struct qed_state *s = img->qed;
+    struct qed_state *s = qed_of(img);
     struct qed_check_result res;
     uint64_t file_size;
     int ret;

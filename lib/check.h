@@ -4,7 +4,7 @@
 #ifndef QED_LIB_CHECK_H
 #define QED_LIB_CHECK_H
 
-#include "image.h"
+#include "qed-image.h"
 
 /* For a read-write open: a dirty image is checked and repaired (corruptions
  * and leaks) before any I/O, the file ends at its last cluster in use, and

@@ -4,7 +4,10 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "image.h"
+#include <string.h>
+
+#include "iov.h"
+#include "util.h"
 
 uint64_t iov_size(const struct iovec *iov, int iovcnt)
 {

@@ -5,7 +5,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "image.h"
+#include "qed-image.h"
 
 #define HASH_BUCKETS 256u
 #define DEFAULT_BUDGET (32u * 1024 * 1024)

@@ -4,7 +4,7 @@
 #include <errno.h>
 #include <inttypes.h>
 
-#include "image.h"
+#include "qed-image.h"
 
 static unsigned table_span_bits(const struct qed_state *s)
 {
@@ -13,13 +13,13 @@ static unsigned table_span_bits(const struct qed_state *s)
 
 uint64_t lookup_l1_index(const qed_image *img, uint64_t pos)
 {
-    return pos >> table_span_bits(img->qed);
+    return pos >> table_span_bits(qed_of(img));
 }
 
 /* First logical offset past the L2 table that covers pos. */
 uint64_t lookup_table_end(const qed_image *img, uint64_t pos)
 {
-    unsigned bits = table_span_bits(img->qed);
+    unsigned bits = table_span_bits(qed_of(img));
     uint64_t next = (lookup_l1_index(img, pos) + 1);
     if (bits >= 64 || next > (UINT64_MAX >> bits))
         return UINT64_MAX;
@@ -38,7 +38,7 @@ static enum extent_kind kind_of(uint64_t entry)
 void lookup_extent(const qed_image *img, const struct table *l2, uint64_t pos,
                    uint64_t max_len, struct extent *ext)
 {
-    const struct qed_state *s = img->qed;
+    const struct qed_state *s = qed_of(img);
     uint64_t index = (pos >> s->cluster_bits) & (s->table_entries - 1);
     uint64_t len = s->cluster_size - cluster_offset_in(s, pos);
     uint64_t first;
@@ -69,7 +69,7 @@ int lookup_validate_extent(const qed_image *img, uint64_t l1_index,
                            uint64_t pos, const struct extent *ext,
                            bool writing, qed_error *err)
 {
-    const struct qed_state *s = img->qed;
+    const struct qed_state *s = qed_of(img);
     uint64_t entry, first, span;
 
     if (ext->kind != EXTENT_DATA)
@@ -98,40 +98,40 @@ int lookup_validate_extent(const qed_image *img, uint64_t l1_index,
 static void finish_load(void *opaque, int ret)
 {
     struct table *t = opaque;
-    struct request *waiters = t->load_waiters;
-    struct request *req;
+    struct qed_request *waiters = t->load_waiters;
+    struct qed_request *req;
 
     t->loading = false;
     t->load_waiters = NULL;
     if (ret < 0)
         t->failed = true;
     else if (waiters)
-        table_poison_invalid(waiters->img->qed, t->bytes,
-                             waiters->img->qed->table_entries,
-                             waiters->img->qed->cluster_size);
+        table_poison_invalid(qed_of(waiters->base.img), t->bytes,
+                             qed_of(waiters->base.img)->table_entries,
+                             qed_of(waiters->base.img)->cluster_size);
     while ((req = waiters) != NULL) {
         waiters = req->next;
         req->next = NULL;
         if (ret < 0) {
             /* The message first: the last put frees the table. */
-            qed_fail(&req->err, -ret, "reading L2 table at offset 0x%" PRIx64
+            qed_fail(&req->base.err, -ret, "reading L2 table at offset 0x%" PRIx64
                      ": %s", t->offset, strerror(-ret));
-            l2cache_put(req->img->qed->l2cache, t);
+            l2cache_put(qed_of(req->base.img)->l2cache, t);
             req->l2 = NULL;
-            request_complete(req, ret);
+            req->fail(req, ret);
         } else {
             req->resume(req);
         }
     }
 }
 
-void lookup_load_l2(struct request *req, void (*next)(struct request *req))
+void lookup_load_l2(struct qed_request *req, qed_step *next)
 {
-    struct qed_state *s = req->img->qed;
+    struct qed_state *s = qed_of(req->base.img);
     uint64_t l2_offset;
     struct table *t;
 
-    req->l1_index = lookup_l1_index(req->img, req->pos);
+    req->l1_index = lookup_l1_index(req->base.img, req->pos);
     l2_offset = table_entry(s->l1, req->l1_index);
     if (l2_offset == 0) {
         req->l2 = NULL;
@@ -139,24 +139,24 @@ void lookup_load_l2(struct request *req, void (*next)(struct request *req))
         return;
     }
     if (!qed_offset_valid(s, l2_offset, s->table_bytes)) {
-        qed_fail(&req->err, EIO,
+        qed_fail(&req->base.err, EIO,
                  "corrupt image: L1 entry %" PRIu64 " points at invalid L2 "
                  "table offset 0x%" PRIx64 " (file end 0x%" PRIx64 ")",
                  req->l1_index, table_entry_on_disk(s, l2_offset),
                  s->file_end);
-        request_complete(req, -EIO);
+        req->fail(req, -EIO);
         return;
     }
     t = l2cache_find(s->l2cache, l2_offset);
     if (!t) {
         t = l2cache_insert(s->l2cache, l2_offset, false);
         if (!t) {
-            qed_fail(&req->err, ENOMEM, "out of memory for an L2 table");
-            request_complete(req, -ENOMEM);
+            qed_fail(&req->base.err, ENOMEM, "out of memory for an L2 table");
+            req->fail(req, -ENOMEM);
             return;
         }
         t->loading = true;
-        io_pread(req->img->file, t->bytes, s->table_bytes, l2_offset,
+        io_pread(req->base.img->file, t->bytes, s->table_bytes, l2_offset,
                  finish_load, t);
     }
     req->l2 = t;

@@ -1,11 +1,45 @@
 /* SPDX-License-Identifier: MIT */
-/* Raw images: every request maps straight onto the file.  Used for raw
- * backing files, raw inputs of convert, and `-f raw` everywhere. */
+/* The raw format driver: every request maps straight onto the file.  Used
+ * for raw backing files, raw inputs of convert, and `-f raw` everywhere. */
 #include <errno.h>
 #include <linux/falloc.h>
 #include <stdlib.h>
 
 #include "image.h"
+#include "probe.h"
+
+/* What a writable raw image opened by probing keeps of its first sector,
+ * so that no write can make it probe as another format: the driver's
+ * state (NULL for every other raw image). */
+struct probed_raw {
+    uint8_t sector[PROBE_SECTOR_SIZE]; /* its content on disk */
+    bool unknown;             /* a write into it failed: its content on
+                                 disk may be old or new, byte by byte */
+    struct request *current;  /* the change to it in flight, or NULL */
+    uint8_t pending[PROBE_SECTOR_SIZE]; /* its content after that change */
+    struct raw_request *queue, **queue_tail; /* changes waiting for it */
+};
+
+struct raw_request {
+    struct request base;
+    struct raw_request *next; /* in the first sector's queue */
+};
+
+/* The front allocates request_size bytes and frees them as a struct
+ * request: that must be the first member. */
+_Static_assert(offsetof(struct raw_request, base) == 0,
+               "struct request first");
+
+static struct raw_request *raw_request_of(struct request *req)
+{
+    return (struct raw_request *)((char *)req -
+                                  offsetof(struct raw_request, base));
+}
+
+static struct probed_raw *probed_raw_of(const qed_image *img)
+{
+    return img->driver_state;
+}
 
 #define ZERO_CHUNK (1u << 20)
 
@@ -123,7 +157,7 @@ static void raw_status(struct request *req)
 
 static bool touches_first_sector(const struct request *req)
 {
-    return req->img->probed_raw && req->kind != REQ_READ &&
+    return probed_raw_of(req->img) && req->kind != REQ_READ &&
            req->kind != REQ_FLUSH && req->kind != REQ_STATUS &&
            req->offset < PROBE_SECTOR_SIZE && req->length > 0;
 }
@@ -132,7 +166,7 @@ static bool touches_first_sector(const struct request *req)
  * content before req is unknown and req does not replace all of it. */
 static int first_sector_after(struct request *req, uint8_t *candidate)
 {
-    struct probed_raw *pr = req->img->probed_raw;
+    struct probed_raw *pr = probed_raw_of(req->img);
     uint64_t len = QED_MIN(req->length, PROBE_SECTOR_SIZE - req->offset);
 
     if (pr->unknown && !(req->offset == 0 && len == PROBE_SECTOR_SIZE &&
@@ -174,13 +208,14 @@ static void raw_submit(struct request *req);
  * flight. */
 static void first_sector_start(struct request *req)
 {
-    struct probed_raw *pr = req->img->probed_raw;
+    struct probed_raw *pr = probed_raw_of(req->img);
     int ret;
 
     if (pr->current) {
-        req->next = NULL;
-        *pr->queue_tail = req;
-        pr->queue_tail = &req->next;
+        struct raw_request *waiting = raw_request_of(req);
+        waiting->next = NULL;
+        *pr->queue_tail = waiting;
+        pr->queue_tail = &waiting->next;
         return;
     }
     ret = check_first_sector(req, pr->pending);
@@ -196,7 +231,7 @@ static void first_sector_start(struct request *req)
  * change starts. */
 static void first_sector_done(struct probed_raw *pr, int ret)
 {
-    struct request *next = pr->queue;
+    struct raw_request *next = pr->queue;
 
     if (ret < 0) {
         pr->unknown = true;
@@ -213,14 +248,14 @@ static void first_sector_done(struct probed_raw *pr, int ret)
         if (!pr->queue)
             pr->queue_tail = &pr->queue;
         next->next = NULL;
-        first_sector_start(next);
+        first_sector_start(&next->base);
     }
 }
 
 /* Every raw request ends here. */
 static void raw_finish(struct request *req, int ret)
 {
-    struct probed_raw *pr = req->img->probed_raw;
+    struct probed_raw *pr = probed_raw_of(req->img);
 
     request_complete(req, ret);
     if (pr && pr->current == req)
@@ -258,10 +293,71 @@ static void raw_submit(struct request *req)
     }
 }
 
-void raw_start(struct request *req)
+static void raw_start(struct request *req)
 {
     if (touches_first_sector(req))
         first_sector_start(req);
     else
         raw_submit(req);
 }
+
+/* ---- the driver ------------------------------------------------------------- */
+
+/* Writes into the first sector of a raw image whose format was probed are
+ * checked from now on: the next probing open must find raw again. */
+static int guard_probed_raw(qed_image *img, const uint8_t *first_block,
+                            qed_error *err)
+{
+    struct probed_raw *pr = calloc(1, sizeof(*pr));
+
+    if (!pr)
+        return qed_fail(err, ENOMEM, "out of memory");
+    memcpy(pr->sector, first_block, PROBE_SECTOR_SIZE);
+    pr->queue_tail = &pr->queue;
+    img->driver_state = pr;
+    image_warn(img, "the format was not given and probing guessed raw: "
+               "writes that would make the first sector look like another "
+               "image format are refused; give the format (-f raw) to lift "
+               "this restriction");
+    return 0;
+}
+
+static int raw_open(qed_image *img, const struct format_open *how,
+                    qed_error *err)
+{
+    int ret = img->file->ops->get_size(img->file, &img->size);
+
+    if (ret < 0)
+        return qed_fail(err, -ret, "%s", strerror(-ret));
+    /* Like qemu, a raw image is a whole number of 512-byte sectors; the
+     * partial last one reads as zeros past the end of the file. */
+    img->size = round_up_u64(img->size, QED_SECTOR_SIZE);
+    if (how->probed && img->writable)
+        return guard_probed_raw(img, how->first_block, err);
+    return 0;
+}
+
+static int raw_close(qed_image *img, qed_error *err)
+{
+    int ret = io_sync_sync(img->file);
+
+    if (ret < 0)
+        return qed_fail(err, -ret, "flush: %s", strerror(-ret));
+    return 0;
+}
+
+static void raw_free(qed_image *img)
+{
+    free(img->driver_state);
+    img->driver_state = NULL;
+}
+
+const struct format_driver raw_format_driver = {
+    .name = "raw",
+    .format = QED_FORMAT_RAW,
+    .request_size = sizeof(struct raw_request),
+    .open = raw_open,
+    .start = raw_start,
+    .close = raw_close,
+    .free = raw_free,
+};

@@ -6,7 +6,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 
-#include "image.h"
+#include "qed-image.h"
 
 uint64_t table_entry(const uint8_t *table, uint64_t index)
 {
@@ -78,7 +78,7 @@ uint64_t table_entry_on_disk(const struct qed_state *s, uint64_t entry)
 int table_read_sync(qed_image *img, uint64_t offset, uint8_t *table,
                     qed_error *err)
 {
-    int ret = io_pread_sync(img->file, table, img->qed->table_bytes, offset);
+    int ret = io_pread_sync(img->file, table, qed_of(img)->table_bytes, offset);
 
     if (ret < 0)
         return qed_fail(err, -ret, "reading the L2 table at offset 0x%" PRIx64
@@ -94,8 +94,8 @@ int table_write_sync(qed_image *img, uint64_t offset, const uint8_t *table,
 {
     int ret;
 
-    l2cache_forget(img->qed->l2cache, offset);
-    ret = io_pwrite_sync(img->file, table, img->qed->table_bytes, offset);
+    l2cache_forget(qed_of(img)->l2cache, offset);
+    ret = io_pwrite_sync(img->file, table, qed_of(img)->table_bytes, offset);
     if (ret < 0)
         return qed_fail(err, -ret, "writing the L2 table at offset 0x%" PRIx64
                         ": %s", offset, strerror(-ret));

@@ -105,7 +105,7 @@ static qed_image *find_above_base(struct commit *c, const char *base,
     unsigned depth = 1;
 
     if (!base) {
-        if (!c->top->qed || !c->top->backing_path) {
+        if (!qed_state_if_qed(c->top) || !c->top->backing_path) {
             qed_fail(err, EINVAL, "'%s' has no backing file to commit to",
                      path);
             return NULL;
@@ -144,9 +144,7 @@ static int open_base(struct commit *c, qed_image *above,
     /* Probed again when the layer above records no format: a raw base
      * opened by probing keeps its first sector guarded (raw.c), so the
      * commit cannot turn it into another format's image. */
-    bo.format = (above->qed->header.features & QED_F_BACKING_FORMAT_NO_PROBE)
-                    ? QED_FORMAT_RAW
-                    : QED_FORMAT_PROBE;
+    bo.format = above->backing_raw ? QED_FORMAT_RAW : QED_FORMAT_PROBE;
     /* Reads of what the layer above does not hold would now need the
      * base: make them fail rather than read zeros (none is expected). */
     above->backing = NULL;
@@ -171,7 +169,7 @@ static int commit_walk(struct commit *c, struct ops_walk *w, qed_error *err)
             return ret;
         }
     }
-    c->granularity = c->base->qed ? c->base->qed->cluster_size
+    c->granularity = qed_state_if_qed(c->base) ? c->base->cluster_size
                                   : RAW_GRANULARITY;
     w->loop = qed_image_loop(c->top);
     w->end = qed_size(c->top);

@@ -11,7 +11,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 
-#include "image.h"
+#include "qed-image.h"
 #include "ops.h"
 
 /* Turns the all-zero data clusters of one L2 table into unallocated or zero
@@ -20,7 +20,7 @@ static int64_t drop_zero_clusters(qed_image *img, uint64_t l2_offset,
                                   uint8_t *table, uint8_t *cluster,
                                   qed_error *err)
 {
-    struct qed_state *s = img->qed;
+    struct qed_state *s = qed_state_if_qed(img);
     /* Over a backing file, a zero cluster keeps the backing data hidden. */
     uint64_t replacement = (s->header.features & QED_F_BACKING_FILE)
                                ? QED_ENTRY_ZERO
@@ -54,7 +54,7 @@ static int64_t drop_zero_clusters(qed_image *img, uint64_t l2_offset,
 int qed_compact(qed_image *img, struct qed_compact_result *result,
                 qed_error *err)
 {
-    struct qed_state *s = img->qed;
+    struct qed_state *s = qed_state_if_qed(img);
     struct qed_check_result check;
     uint64_t size_before = 0;
     uint8_t *table = NULL, *cluster = NULL;

@@ -358,7 +358,7 @@ static int create_output(qed_image *src, const char *path,
     if (ret < 0)
         return ret;
     c->has_backing = qed_backing(c->dst) != NULL;
-    c->granularity = c->dst->qed->cluster_size;
+    c->granularity = c->dst->cluster_size;
     if (c->has_backing)
         c->shared_depth = ops_chain_depth_of(src, qed_backing(c->dst));
     return 0;
@@ -384,7 +384,7 @@ static int open_existing(qed_image *src, const char *path,
     c->write_zeroes = true;
     c->has_backing = qed_backing(c->dst) != NULL;
     c->granularity = c->dst->format == QED_FORMAT_QED
-                         ? c->dst->qed->cluster_size : RAW_GRANULARITY;
+                         ? c->dst->cluster_size : RAW_GRANULARITY;
     /* What the output holds itself is unknown: nothing can be skipped for
      * coming from a backing file the source shares. */
     c->shared_depth = -1;
@@ -403,7 +403,7 @@ static void set_sparseness(const struct qed_convert_options *o,
     while (gran * 2 <= min)
         gran *= 2;
     if (c->dst->format == QED_FORMAT_QED)
-        gran = QED_MAX(gran, c->dst->qed->cluster_size);
+        gran = QED_MAX(gran, c->dst->cluster_size);
     c->granularity = gran;
     c->min_sparse = min;
     c->write_all = o->write_all;
@@ -439,7 +439,7 @@ static void configure_walk(struct ops_walk *w, struct convert *c,
     }
     w->salvage = c->salvage;
     w->salvage_gran = c->src->format == QED_FORMAT_QED
-                          ? c->src->qed->cluster_size : QED_SECTOR_SIZE;
+                          ? c->src->cluster_size : QED_SECTOR_SIZE;
     w->salvage_action = ACT_COPY;
     w->warning = o->warning;
     w->warning_opaque = o->warning_opaque;

@@ -60,7 +60,7 @@ static int write_name_tail(qed_image *img, const char *name, size_t len)
 static int rewrite_header(qed_image *img, const char *name, bool no_probe,
                           qed_error *err)
 {
-    struct qed_state *s = img->qed;
+    struct qed_state *s = qed_state_if_qed(img);
     struct qed_header old = s->header;
     size_t len = strlen(name);
     uint8_t *saved = malloc(QED_HEADER_BLOCK_SIZE);
@@ -118,14 +118,14 @@ static int self_backing_error(const char *path, const char *name,
 
 static int check_target(qed_image *img, const char *name, qed_error *err)
 {
-    if (!img->qed)
+    if (!qed_state_if_qed(img))
         return qed_fail(err, ENOTSUP, "'%s' is a raw image; only QED images "
                         "have a backing file", img->filename);
     if (!img->writable)
         return qed_fail(err, EPERM, "'%s' is open read-only", img->filename);
     if (image_backing_is_self(img->filename, name))
         return self_backing_error(img->filename, name, err);
-    return ops_check_backing_name(img->qed, strlen(name), err);
+    return ops_check_backing_name(qed_state_if_qed(img), strlen(name), err);
 }
 
 /* ELOOP when the chain opened from path would loop back to img or get too
@@ -269,11 +269,11 @@ int qed_set_backing_at(const char *path, const char *name,
     ret = image_open(path, &o, &ops_writable_opener, &img, err);
     if (ret < 0)
         return ret;
-    if (!img->qed)
+    if (!qed_state_if_qed(img))
         ret = qed_fail(err, ENOTSUP, "'%s' is a raw image; only QED images "
                        "have a backing file", path);
     if (ret == 0)
-        ret = ops_check_backing_name(img->qed, strlen(name), err);
+        ret = ops_check_backing_name(qed_state_if_qed(img), strlen(name), err);
     if (ret == 0)
         ret = rewrite_header(img, name, format == QED_FORMAT_RAW, err);
     qed_close(img, NULL);
@@ -319,7 +319,7 @@ static void both_read(struct ops_worker *k)
     /* The image keeps, as its own, whatever the new chain would change. */
     ops_begin(k, segment_done);
     ops_write_blocks(k, r->img, k->buf[0], k->buf[1],
-                     r->img->qed->cluster_size, true);
+                     r->img->cluster_size, true);
     ops_end(k);
 }
 
@@ -363,7 +363,7 @@ int qed_rebase(qed_image *img, const char *backing, enum qed_format format,
     w.status[1] = r.backing;
     w.nstatus = 2;
     w.nbufs = 2;
-    w.align = img->qed->cluster_size;
+    w.align = img->cluster_size;
     w.classify = classify;
     w.start = start;
     w.opaque = &r;

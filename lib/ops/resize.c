@@ -80,7 +80,7 @@ static int check_qed_size(const struct qed_state *s, uint64_t size,
 static int write_size(qed_image *img, uint64_t size, uint64_t features,
                       qed_error *err)
 {
-    struct qed_state *s = img->qed;
+    struct qed_state *s = qed_state_if_qed(img);
     uint64_t old = s->header.image_size;
     int ret;
 
@@ -123,7 +123,7 @@ static int zero_range(qed_image *img, uint64_t from, uint64_t to,
 
 static int grow(qed_image *img, uint64_t size, qed_error *err)
 {
-    struct qed_state *s = img->qed;
+    struct qed_state *s = qed_state_if_qed(img);
     uint64_t old = img->size;
     int ret;
 
@@ -144,7 +144,7 @@ static int grow(qed_image *img, uint64_t size, qed_error *err)
  * entries of tables wholly past it, on disk (then flushed). */
 static int clear_tables(qed_image *img, uint64_t keep_end, qed_error *err)
 {
-    struct qed_state *s = img->qed;
+    struct qed_state *s = qed_state_if_qed(img);
     uint64_t span = s->table_entries << s->cluster_bits;
     uint64_t first_full = keep_end / span;
     uint64_t l1_changed = 0;
@@ -207,7 +207,7 @@ out:
 static int check_straddling_table(const qed_image *img, uint64_t keep_end,
                                   qed_error *err)
 {
-    const struct qed_state *s = img->qed;
+    const struct qed_state *s = qed_state_if_qed(img);
     uint64_t span = s->table_entries << s->cluster_bits;
     uint64_t index = keep_end / span;
     uint64_t offset;
@@ -225,7 +225,7 @@ static int check_straddling_table(const qed_image *img, uint64_t keep_end,
 
 static int shrink(qed_image *img, uint64_t size, qed_error *err)
 {
-    struct qed_state *s = img->qed;
+    struct qed_state *s = qed_state_if_qed(img);
     uint64_t keep_end = round_up_u64(size, s->cluster_size);
     struct qed_check_result res;
     int ret;
@@ -391,7 +391,7 @@ static int count_needs(qed_image *img, const struct grown *g,
                        enum qed_preallocation mode, uint8_t *table,
                        uint64_t *tables, uint64_t *clusters, qed_error *err)
 {
-    struct qed_state *s = img->qed;
+    struct qed_state *s = qed_state_if_qed(img);
 
     *tables = *clusters = 0;
     for (uint64_t t = g->first_table; t < g->end_table; t++) {
@@ -419,7 +419,7 @@ static int count_needs(qed_image *img, const struct grown *g,
 static int preallocate_grown(qed_image *img, uint64_t old_size,
                              enum qed_preallocation mode, qed_error *err)
 {
-    struct qed_state *s = img->qed;
+    struct qed_state *s = qed_state_if_qed(img);
     struct grown g;
     uint64_t new_tables, clusters, tables_at, data_at, next, made = 0;
     uint64_t end_before;
@@ -543,7 +543,7 @@ static int check_preallocation(const qed_image *img, uint64_t size,
     if (size < img->size)
         return qed_fail(err, EINVAL, "Preallocation can only be used for "
                         "growing images");
-    if (!img->qed && mode == QED_PREALLOC_METADATA)
+    if (!qed_state_if_qed(img) && mode == QED_PREALLOC_METADATA)
         return qed_fail(err, ENOTSUP, "Unsupported preallocation mode: "
                         "metadata (a raw file has no metadata)");
     return 0;
@@ -568,7 +568,7 @@ int qed_resize(qed_image *img, uint64_t size, unsigned flags, qed_error *err)
     ret = ops_require_idle(img, "resize", err);
     if (ret < 0)
         return ret;
-    if (!img->qed) {
+    if (!qed_state_if_qed(img)) {
         /* The file's own length: what is past it is what grows. */
         if (mode != QED_PREALLOC_OFF &&
             (ret = img->file->ops->get_size(img->file, &old_size)) < 0)
@@ -577,7 +577,7 @@ int qed_resize(qed_image *img, uint64_t size, unsigned flags, qed_error *err)
         ret = resize_raw(img, size, flags, err);
         return ret < 0 ? ret : preallocate_raw(img, old_size, mode, err);
     }
-    ret = check_qed_size(img->qed, size, err);
+    ret = check_qed_size(qed_state_if_qed(img), size, err);
     if (ret < 0)
         return ret;
     if (size == img->size)

@@ -791,7 +791,9 @@ int ops_chain_depth_of(qed_image *img, qed_image *other)
 
 int ops_require_idle(qed_image *img, const char *what, qed_error *err)
 {
-    if (img->in_flight || (img->qed && img->qed->slots))
+    const struct qed_state *s = qed_state_if_qed(img);
+
+    if (img->in_flight || (s && s->slots))
         return qed_fail(err, EBUSY, "%s: %u requests in flight on '%s'; the "
                         "image must be idle", what, img->in_flight,
                         image_name(img));

@@ -27,7 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "image.h"
+#include "qed-image.h"
 
 struct memfs;
 

@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "image.h"
+#include "qed-image.h"
 #include "io-sim.h"
 #include "qed.h"
 #include "support-image.h"

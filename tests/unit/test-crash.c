@@ -34,7 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "image.h"
+#include "qed-image.h"
 #include "io-sim.h"
 #include "qed.h"
 #include "support-image.h"

@@ -25,7 +25,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "image.h"
+#include "qed-image.h"
 #include "io-sim.h"
 #include "qed.h"
 #include "support-image.h"

@@ -6,7 +6,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "image.h"
+#include "qed-image.h"
 #include "support-image.h"
 #include "../tap.h"
 
@@ -41,7 +41,8 @@ static void fake_init(struct fake *f, uint32_t cluster_size,
     s->table_bits = log2_u64(s->table_entries);
     s->header_bytes = (uint64_t)header_size * cluster_size;
     s->file_end = file_end;
-    f->img.qed = s;
+    f->img.driver = &qed_format_driver;
+    f->img.driver_state = s;
     f->img.size = s->header.image_size;
     if (with_table) {
         f->t.bytes = calloc(1, s->table_bytes);
@@ -414,7 +415,7 @@ static void test_real_image(enum qed_engine engine, const char *dir)
         tap_diag("%s", err.message);
         goto out;
     }
-    s = img->qed;
+    s = qed_of(img);
     is_str(qed_loop_engine_name(qed_image_loop(img)), en,
            "%s: the image runs on the requested engine", en);
     is_u64(s->cluster_bits, 12, "%s: real image cluster_bits", en);

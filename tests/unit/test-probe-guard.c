@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "image.h"
+#include "qed-image.h"
 #include "support-tap.h"
 
 #define DISK_SIZE (1024u * 1024)

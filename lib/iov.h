@@ -1,0 +1,18 @@
+/* SPDX-License-Identifier: MIT */
+/* Views of a caller's scatter/gather vector (iov.c). */
+#ifndef QED_LIB_IOV_H
+#define QED_LIB_IOV_H
+
+#include <stdint.h>
+#include <sys/uio.h>
+
+int iov_slice(const struct iovec *iov, int iovcnt, uint64_t offset,
+              uint64_t length, struct iovec **out, int *outcnt);
+void iov_memset(const struct iovec *iov, int iovcnt, uint64_t offset,
+                int byte, uint64_t length);
+uint64_t iov_size(const struct iovec *iov, int iovcnt);
+/* Copies length bytes from offset in the vector to buf. */
+void iov_to_buf(const struct iovec *iov, int iovcnt, uint64_t offset,
+                void *buf, uint64_t length);
+
+#endif
