@@ -1267,27 +1267,19 @@ out:
     return ret;
 }
 
-int qed_check(qed_image *img, unsigned repair, struct qed_check_result *r,
-              qed_error *err)
+/* The driver's check of an idle image (ops/maintain.c checked the
+ * arguments and zeroed the result). */
+int qed_driver_check(qed_image *img, unsigned repair,
+                     struct qed_check_result *r, qed_error *err)
 {
-    if (!img || !r)
-        return qed_fail(err, EINVAL, "qed_check: no image or no result");
-    memset(r, 0, sizeof(*r));
-    if (!qed_state_if_qed(img))
-        return qed_fail(err, EINVAL, "not a QED image (format %s): check is "
-                        "only for qed images", qed_format_name(img->format));
-    if (repair & ~QED_CHECK_REPAIR_ALL)
-        return qed_fail(err, EINVAL, "repair flags 0x%x: unknown bits 0x%x",
-                        repair, repair & ~QED_CHECK_REPAIR_ALL);
-    if (repair && !img->writable)
-        return qed_fail(err, EPERM, "repair needs the image opened read-write "
-                        "(QED_OPEN_RDWR)");
-    if (img->in_flight || qed_of(img)->slots)
-        return qed_fail(err, EBUSY, "%u requests in flight: the check needs "
-                        "an idle image", img->in_flight);
     if (repair)
         alloc_quiesce(img);
     return check_run(img, repair, r, true, err);
+}
+
+bool qed_driver_busy(const qed_image *img)
+{
+    return qed_of(img)->slots != NULL;
 }
 
 int check_on_open(qed_image *img, qed_error *err)

@@ -22,7 +22,20 @@
  *             (timers, metadata writes);
  *   close     writable images: makes everything durable and the image
  *             clean; errors name what failed;
- *   free      releases img->driver_state. */
+ *   free      releases img->driver_state.
+ *
+ * Whole-image operations on an idle image (NULL: the format has none):
+ *   resize    the format's part of qed_resize, once the front checked the
+ *             flags and that the image is writable and idle;
+ *   check_backing_name
+ *             can the image record this backing file name?
+ *   set_backing
+ *             records a new backing file name ("" for none) and whether
+ *             its format is raw, durably; img->backing_name follows;
+ *   busy      is anything still under way with no request in flight
+ *             (metadata writes of completed requests)?
+ *   check     checks the metadata (repairing as asked);
+ *   compact   gives back the space of zeroed clusters and leaks. */
 #ifndef QED_LIB_DRIVER_H
 #define QED_LIB_DRIVER_H
 
@@ -82,6 +95,17 @@ struct format_driver {
     /* Fills what qed_get_info reports of the format (the front filled the
      * rest). */
     void (*get_info)(qed_image *img, struct qed_image_info *info);
+    int (*resize)(qed_image *img, uint64_t size, unsigned flags,
+                  qed_error *err);
+    int (*check_backing_name)(qed_image *img, const char *name,
+                              qed_error *err);
+    int (*set_backing)(qed_image *img, const char *name, bool raw,
+                       qed_error *err);
+    bool (*busy)(const qed_image *img);
+    int (*check)(qed_image *img, unsigned repair,
+                 struct qed_check_result *result, qed_error *err);
+    int (*compact)(qed_image *img, struct qed_compact_result *result,
+                   qed_error *err);
 };
 
 extern const struct format_driver qed_format_driver;

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "qed.h"
+#include "util.h"
 
 /* Bytes the fixed header fields take on disk (backing name fields included). */
 #define QED_HEADER_BYTES 64u
@@ -35,9 +36,6 @@ bool header_table_size_valid(uint64_t table_size);
  * entries = table_size * cluster_size / 8; saturates at UINT64_MAX.  Only for
  * valid cluster and table sizes. */
 uint64_t header_max_image_size(uint32_t cluster_size, uint32_t table_size);
-/* Largest virtual size libqed accepts at all (offset arithmetic stays in
- * signed 64-bit file offsets): INT64_MAX rounded down to 512. */
-#define QED_MAX_VIRTUAL_SIZE (INT64_MAX & ~(uint64_t)511)
 
 /* Checks every rule of the specification against a file of file_size bytes.
  * Order: magic, features (ENOTSUP, "Unsupported QED features: 0x<unknown

@@ -58,6 +58,14 @@ int image_read_exact(struct io_file *file, void *buf, size_t len,
 int image_open(const char *path, const struct qed_open_options *options,
                const struct storage_driver *driver, qed_image **out,
                qed_error *err);
+/* image-fill.c: for a driver's resize of an idle image */
+/* Reserves [offset, offset + len) of the file (falloc), or writes zeros
+ * there (full, after reserving when the file system can). */
+int image_preallocate(qed_image *img, uint64_t offset, uint64_t len,
+                      enum qed_preallocation mode, qed_error *err);
+/* Flushes the file; the error says so. */
+int image_flush(qed_image *img, qed_error *err);
+
 /* Rejects a locking mode that is none of AUTO, ON and OFF, and
  * force-share on a read-write open; the error names the field. */
 int image_validate_locking(const struct qed_open_options *o, qed_error *err);

@@ -219,6 +219,14 @@ int io_pwrite_sync(struct io_file *file, const void *buf, size_t len,
     return wait_for(file->loop, &w);
 }
 
+int io_fallocate_sync(struct io_file *file, int mode, uint64_t offset,
+                      uint64_t length)
+{
+    struct sync_wait w = { 0 };
+    io_fallocate(file, mode, offset, length, sync_done, &w);
+    return wait_for(file->loop, &w);
+}
+
 int io_sync_sync(struct io_file *file)
 {
     struct sync_wait w = { 0 };

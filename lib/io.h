@@ -98,5 +98,7 @@ int io_pread_sync(struct io_file *file, void *buf, size_t len,
 int io_pwrite_sync(struct io_file *file, const void *buf, size_t len,
                    uint64_t offset);
 int io_sync_sync(struct io_file *file);
+int io_fallocate_sync(struct io_file *file, int mode, uint64_t offset,
+                      uint64_t length);
 
 #endif

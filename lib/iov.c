@@ -75,3 +75,12 @@ void iov_to_buf(const struct iovec *iov, int iovcnt, uint64_t offset,
         offset = 0;
     }
 }
+
+bool buf_is_zero(const void *buf, size_t len)
+{
+    const unsigned char *p = buf;
+
+    /* Equal to itself shifted by one byte, with a zero first byte: all
+     * zeros.  memcmp is vectorised; a byte loop is not. */
+    return len == 0 || (p[0] == 0 && memcmp(p, p + 1, len - 1) == 0);
+}

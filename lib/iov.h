@@ -3,6 +3,8 @@
 #ifndef QED_LIB_IOV_H
 #define QED_LIB_IOV_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/uio.h>
 
@@ -14,5 +16,8 @@ uint64_t iov_size(const struct iovec *iov, int iovcnt);
 /* Copies length bytes from offset in the vector to buf. */
 void iov_to_buf(const struct iovec *iov, int iovcnt, uint64_t offset,
                 void *buf, uint64_t length);
+
+/* Are the len bytes at buf all zero? */
+bool buf_is_zero(const void *buf, size_t len);
 
 #endif

@@ -1,9 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The QED format driver's private state: the open image's geometry and
  * tables, the L2 cache, allocation, and the request that walks a QED image
- * one chunk at a time.  Nothing outside the driver's files includes this
- * but the QED-specific image operations (check, resize, compact, rebase,
- * commit), which reach the state through qed_of(). */
+ * one chunk at a time.  Only the driver's files include it. */
 #ifndef QED_LIB_QED_IMAGE_H
 #define QED_LIB_QED_IMAGE_H
 
@@ -165,12 +163,6 @@ static inline struct qed_state *qed_of(const qed_image *img)
     return img->driver_state;
 }
 
-/* The image's QED state, or NULL when it is not a QED image. */
-static inline struct qed_state *qed_state_if_qed(const qed_image *img)
-{
-    return img->driver == &qed_format_driver ? img->driver_state : NULL;
-}
-
 static inline void qed_request_run_resume(struct loop_task *task)
 {
     struct request *base = (struct request *)((char *)task -
@@ -287,8 +279,26 @@ int image_write_header(qed_image *img, uint64_t features);
 void qed_request_start(struct request *req);
 bool qed_request_finish(struct request *req, int ret);
 
+/* qed-resize.c */
+int qed_driver_resize(qed_image *img, uint64_t size, unsigned flags,
+                      qed_error *err);
+
+/* qed-backing.c */
+int qed_driver_check_backing_name(qed_image *img, const char *name,
+                                  qed_error *err);
+int qed_driver_set_backing(qed_image *img, const char *name, bool raw,
+                           qed_error *err);
+
 /* check.c: the check (and repair) of a dirty image opened for writing */
 int check_on_open(qed_image *img, qed_error *err);
+int qed_driver_check(qed_image *img, unsigned repair,
+                     struct qed_check_result *r, qed_error *err);
+/* Allocation state outlives the requests in flight (group writes). */
+bool qed_driver_busy(const qed_image *img);
+
+/* qed-compact.c */
+int qed_driver_compact(qed_image *img, struct qed_compact_result *result,
+                       qed_error *err);
 
 /* Does [offset, end) touch the partial last cluster the file had at open?
  * A file that ended on a cluster boundary has none: its empty gap must not

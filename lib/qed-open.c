@@ -269,4 +269,10 @@ const struct format_driver qed_format_driver = {
     .close = mark_clean,
     .free = driver_free,
     .get_info = driver_get_info,
+    .resize = qed_driver_resize,
+    .check_backing_name = qed_driver_check_backing_name,
+    .set_backing = qed_driver_set_backing,
+    .busy = qed_driver_busy,
+    .check = qed_driver_check,
+    .compact = qed_driver_compact,
 };

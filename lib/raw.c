@@ -2,6 +2,7 @@
 /* The raw format driver: every request maps straight onto the file.  Used
  * for raw backing files, raw inputs of convert, and `-f raw` everywhere. */
 #include <errno.h>
+#include <inttypes.h>
 #include <linux/falloc.h>
 #include <stdlib.h>
 
@@ -346,6 +347,80 @@ static int raw_close(qed_image *img, qed_error *err)
     return 0;
 }
 
+/* ---- resize --------------------------------------------------------------- */
+
+static int resize_raw(qed_image *img, uint64_t size, unsigned flags,
+                      qed_error *err)
+{
+    uint64_t current;
+    int ret = img->file->ops->get_size(img->file, &current);
+
+    if (ret < 0)
+        return qed_fail(err, -ret, "size of '%s': %s", img->filename,
+                        strerror(-ret));
+    if (size < current && !(flags & QED_RESIZE_SHRINK))
+        return qed_fail(err, EINVAL, "shrinking from %" PRIu64 " to %" PRIu64
+                        " bytes deletes data: it needs the shrink flag "
+                        "(--shrink)", current, size);
+    if (size > QED_MAX_VIRTUAL_SIZE)
+        return qed_fail(err, EFBIG, "size %" PRIu64 " exceeds the largest "
+                        "supported size %" PRIu64, size,
+                        (uint64_t)QED_MAX_VIRTUAL_SIZE);
+    if (size != current) {
+        ret = img->file->ops->truncate(img->file, size);
+        if (ret < 0)
+            return qed_fail(err, -ret, "truncating '%s' to %" PRIu64
+                            " bytes: %s", img->filename, size,
+                            strerror(-ret));
+    }
+    ret = io_sync_sync(img->file);
+    if (ret < 0)
+        return qed_fail(err, -ret, "flushing '%s': %s", img->filename,
+                        strerror(-ret));
+    /* As the open does: whole sectors, the partial last one reads zeros. */
+    img->size = round_up_u64(size, QED_SECTOR_SIZE);
+    return 0;
+}
+
+/* Raw files: the new bytes reserved (falloc) or written (full). */
+static int preallocate_raw(qed_image *img, uint64_t old_size,
+                           enum qed_preallocation mode, qed_error *err)
+{
+    int ret;
+
+    uint64_t size;
+
+    if (mode == QED_PREALLOC_OFF)
+        return 0;
+    ret = img->file->ops->get_size(img->file, &size);
+    if (ret < 0)
+        return qed_fail(err, -ret, "size of '%s': %s", img->filename,
+                        strerror(-ret));
+    if (size <= old_size)
+        return 0;
+    ret = image_preallocate(img, old_size, size - old_size, mode, err);
+    if (ret == 0)
+        ret = image_flush(img, err);
+    return ret;
+}
+
+/* The file is truncated or extended; what grows is preallocated as asked. */
+static int raw_resize(qed_image *img, uint64_t size, unsigned flags,
+                      qed_error *err)
+{
+    enum qed_preallocation mode = (flags & QED_RESIZE_PREALLOC_MASK) >> 4;
+    uint64_t old_size = img->size;
+    int ret;
+
+    /* The file's own length: what is past it is what grows. */
+    if (mode != QED_PREALLOC_OFF &&
+        (ret = img->file->ops->get_size(img->file, &old_size)) < 0)
+        return qed_fail(err, -ret, "size of '%s': %s", img->filename,
+                        strerror(-ret));
+    ret = resize_raw(img, size, flags, err);
+    return ret < 0 ? ret : preallocate_raw(img, old_size, mode, err);
+}
+
 static void raw_free(qed_image *img)
 {
     free(img->driver_state);
@@ -360,4 +435,5 @@ const struct format_driver raw_format_driver = {
     .start = raw_start,
     .close = raw_close,
     .free = raw_free,
+    .resize = raw_resize,
 };

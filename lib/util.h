@@ -84,6 +84,9 @@ static inline uint64_t round_down_u64(uint64_t v, uint64_t align)
 /* A sector: virtual disks are a whole number of them (raw images are
  * rounded up to one), and the smallest O_DIRECT alignment. */
 #define QED_SECTOR_SIZE 512u
+/* Largest virtual size libqed accepts at all (offset arithmetic stays in
+ * signed 64-bit file offsets): INT64_MAX rounded down to a sector. */
+#define QED_MAX_VIRTUAL_SIZE (INT64_MAX & ~(uint64_t)511)
 /* Alignment of I/O buffers: enough for O_DIRECT on any device (its
  * largest logical block size), and a page. */
 #define QED_BUFFER_ALIGN 4096u

@@ -105,7 +105,7 @@ static qed_image *find_above_base(struct commit *c, const char *base,
     unsigned depth = 1;
 
     if (!base) {
-        if (!qed_state_if_qed(c->top) || !c->top->backing_path) {
+        if (!c->top->backing_path) {
             qed_fail(err, EINVAL, "'%s' has no backing file to commit to",
                      path);
             return NULL;
@@ -169,7 +169,7 @@ static int commit_walk(struct commit *c, struct ops_walk *w, qed_error *err)
             return ret;
         }
     }
-    c->granularity = qed_state_if_qed(c->base) ? c->base->cluster_size
+    c->granularity = c->base->cluster_size ? c->base->cluster_size
                                   : RAW_GRANULARITY;
     w->loop = qed_image_loop(c->top);
     w->end = qed_size(c->top);

@@ -13,7 +13,7 @@
 #ifndef QED_LIB_OPS_H
 #define QED_LIB_OPS_H
 
-#include "qed-image.h"
+#include "image.h"
 
 #define OPS_MAX_SOURCES 2
 /* Eight 2 MiB requests keep a disk busy, and when both files sit in the
@@ -188,8 +188,6 @@ void ops_write_sparse(struct ops_worker *k, qed_image *dst, const uint8_t *buf,
 void ops_preallocate_data_blocks(struct ops_worker *k, qed_image *dst,
                                  const uint8_t *buf, uint64_t gran);
 
-bool ops_is_zero(const void *buf, size_t len);
-
 /* Are two paths the same file?  false when either cannot be looked at. */
 bool ops_same_file(const char *a, const char *b);
 /* The depth in img's backing chain (0 = img) of the layer that is the same
@@ -204,8 +202,5 @@ extern const struct storage_driver ops_unsafe_opener;
  * so a read-only open (without the backing chain) can rewrite a header. */
 extern const struct storage_driver ops_writable_opener;
 
-/* rebase.c: validation of a new backing file name for the header. */
-int ops_check_backing_name(const struct qed_state *s, size_t len,
-                           qed_error *err);
 
 #endif

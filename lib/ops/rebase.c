@@ -16,99 +16,6 @@
 
 #include "ops.h"
 
-int ops_check_backing_name(const struct qed_state *s, size_t len,
-                           qed_error *err)
-{
-    uint64_t room = s->header_bytes - QED_HEADER_BYTES;
-
-    if (len > QED_MAX_BACKING_NAME)
-        return qed_fail(err, ENAMETOOLONG, "backing file name is %zu bytes; "
-                        "at most %u are accepted", len, QED_MAX_BACKING_NAME);
-    if (len > room)
-        return qed_fail(err, ENAMETOOLONG, "backing file name is %zu bytes; "
-                        "at most %" PRIu64 " fit in the header (header size "
-                        "%" PRIu64 " bytes)", len, room, s->header_bytes);
-    return 0;
-}
-
-/* Writes the part of the name past the first block (into header space
- * that only the new header will point at), then flushes. */
-static int write_name_tail(qed_image *img, const char *name, size_t len)
-{
-    uint64_t end = QED_HEADER_BYTES + (uint64_t)len;
-    uint64_t span = round_up_u64(end, QED_HEADER_BLOCK_SIZE) - QED_HEADER_BLOCK_SIZE;
-    uint8_t *buf;
-    int ret;
-
-    if (end <= QED_HEADER_BLOCK_SIZE)
-        return 0;
-    buf = qed_aligned_alloc(span);
-    if (!buf)
-        return -ENOMEM;
-    ret = io_pread_sync(img->file, buf, span, QED_HEADER_BLOCK_SIZE);
-    if (ret == 0) {
-        size_t head = QED_HEADER_BLOCK_SIZE - QED_HEADER_BYTES;
-        memcpy(buf, name + head, len - head);
-        ret = io_pwrite_sync(img->file, buf, span, QED_HEADER_BLOCK_SIZE);
-    }
-    if (ret == 0)
-        ret = io_sync_sync(img->file);
-    free(buf);
-    return ret;
-}
-
-static int rewrite_header(qed_image *img, const char *name, bool no_probe,
-                          qed_error *err)
-{
-    struct qed_state *s = qed_state_if_qed(img);
-    struct qed_header old = s->header;
-    size_t len = strlen(name);
-    uint8_t *saved = malloc(QED_HEADER_BLOCK_SIZE);
-    uint64_t features;
-    int ret;
-
-    if (!saved)
-        return qed_fail(err, ENOMEM, "out of memory");
-    ret = write_name_tail(img, name, len);
-    if (ret < 0) {
-        free(saved);
-        return qed_fail(err, -ret, "writing the backing file name: %s",
-                        strerror(-ret));
-    }
-    memcpy(saved, s->header_block, QED_HEADER_BLOCK_SIZE);
-    /* The old name's bytes in the first block go; the new one follows the
-     * fields. */
-    if (old.features & QED_F_BACKING_FILE) {
-        uint64_t from = old.backing_filename_offset;
-        uint64_t to = from + old.backing_filename_size;
-        if (from < QED_HEADER_BLOCK_SIZE)
-            memset(s->header_block + from, 0,
-                   QED_MIN(to, (uint64_t)QED_HEADER_BLOCK_SIZE) - from);
-    }
-    memcpy(s->header_block + QED_HEADER_BYTES, name,
-           QED_MIN(len, (size_t)(QED_HEADER_BLOCK_SIZE - QED_HEADER_BYTES)));
-    features = s->header.features &
-               ~(QED_F_BACKING_FILE | QED_F_BACKING_FORMAT_NO_PROBE);
-    if (len > 0)
-        features |= QED_F_BACKING_FILE;
-    if (len > 0 && no_probe)
-        features |= QED_F_BACKING_FORMAT_NO_PROBE;
-    s->header.backing_filename_offset = len ? QED_HEADER_BYTES : 0;
-    s->header.backing_filename_size = (uint32_t)len;
-    /* Whatever autoclear bits meant, this writer did not keep them. */
-    s->header.autoclear_features = 0;
-    ret = image_write_header(img, features);
-    if (ret < 0) {
-        s->header = old;
-        memcpy(s->header_block, saved, QED_HEADER_BLOCK_SIZE);
-        free(saved);
-        return qed_fail(err, -ret, "writing the header: %s", strerror(-ret));
-    }
-    free(saved);
-    memcpy(s->backing_name, name, len + 1);
-    return 0;
-}
-
 static int self_backing_error(const char *path, const char *name,
                               qed_error *err)
 {
@@ -116,16 +23,22 @@ static int self_backing_error(const char *path, const char *name,
                     "an image cannot be its own backing file", name, path);
 }
 
+static int no_backing_file(const char *path, const qed_image *img,
+                           qed_error *err)
+{
+    return qed_fail(err, ENOTSUP, "'%s' is a %s image; only QED images have "
+                    "a backing file", path, img->driver->name);
+}
+
 static int check_target(qed_image *img, const char *name, qed_error *err)
 {
-    if (!qed_state_if_qed(img))
-        return qed_fail(err, ENOTSUP, "'%s' is a raw image; only QED images "
-                        "have a backing file", img->filename);
+    if (!img->driver->set_backing)
+        return no_backing_file(img->filename, img, err);
     if (!img->writable)
         return qed_fail(err, EPERM, "'%s' is open read-only", img->filename);
     if (image_backing_is_self(img->filename, name))
         return self_backing_error(img->filename, name, err);
-    return ops_check_backing_name(qed_state_if_qed(img), strlen(name), err);
+    return img->driver->check_backing_name(img, name, err);
 }
 
 /* ELOOP when the chain opened from path would loop back to img or get too
@@ -217,8 +130,9 @@ static int install_backing(qed_image *img, const char *name,
                     (backing && qed_format_of(backing) == QED_FORMAT_RAW);
     int ret;
 
-    alloc_quiesce(img);
-    ret = rewrite_header(img, name, no_probe, err);
+    if (img->driver->quiesce)
+        img->driver->quiesce(img);
+    ret = img->driver->set_backing(img, name, no_probe, err);
     if (ret < 0) {
         qed_close(backing, NULL);
         free(path);
@@ -269,13 +183,11 @@ int qed_set_backing_at(const char *path, const char *name,
     ret = image_open(path, &o, &ops_writable_opener, &img, err);
     if (ret < 0)
         return ret;
-    if (!qed_state_if_qed(img))
-        ret = qed_fail(err, ENOTSUP, "'%s' is a raw image; only QED images "
-                       "have a backing file", path);
-    if (ret == 0)
-        ret = ops_check_backing_name(qed_state_if_qed(img), strlen(name), err);
-    if (ret == 0)
-        ret = rewrite_header(img, name, format == QED_FORMAT_RAW, err);
+    if (!img->driver->set_backing)
+        ret = no_backing_file(path, img, err);
+    else
+        ret = img->driver->set_backing(img, name, format == QED_FORMAT_RAW,
+                                       err);
     qed_close(img, NULL);
     return ret;
 }

@@ -656,15 +656,6 @@ void ops_fill(struct ops_worker *k, unsigned i, qed_image *img)
         ops_read(k, img, k->buf[i], avail, k->offset);
 }
 
-bool ops_is_zero(const void *buf, size_t len)
-{
-    const unsigned char *p = buf;
-
-    /* Equal to itself shifted by one byte, with a zero first byte: all
-     * zeros.  memcmp is vectorised; a byte loop is not. */
-    return len == 0 || (p[0] == 0 && memcmp(p, p + 1, len - 1) == 0);
-}
-
 enum block_kind { BLOCK_SAME, BLOCK_ZERO, BLOCK_DATA };
 
 static enum block_kind block_kind(const uint8_t *buf, const uint8_t *cmp,
@@ -672,7 +663,7 @@ static enum block_kind block_kind(const uint8_t *buf, const uint8_t *cmp,
 {
     if (cmp && memcmp(buf, cmp, len) == 0)
         return BLOCK_SAME;
-    return ops_is_zero(buf, len) ? BLOCK_ZERO : BLOCK_DATA;
+    return buf_is_zero(buf, len) ? BLOCK_ZERO : BLOCK_DATA;
 }
 
 /* The run of blocks of one kind that starts at pos of the worker's segment
@@ -791,9 +782,7 @@ int ops_chain_depth_of(qed_image *img, qed_image *other)
 
 int ops_require_idle(qed_image *img, const char *what, qed_error *err)
 {
-    const struct qed_state *s = qed_state_if_qed(img);
-
-    if (img->in_flight || (s && s->slots))
+    if (img->in_flight || (img->driver->busy && img->driver->busy(img)))
         return qed_fail(err, EBUSY, "%s: %u requests in flight on '%s'; the "
                         "image must be idle", what, img->in_flight,
                         image_name(img));

@@ -6,7 +6,8 @@
 # layer gives it.  The front (image.o, request.o) knows no format: it
 # reaches the QED and raw drivers only through their driver tables.  Only
 # the request layer completes requests: lookup and allocation hand results
-# back through the continuation they were given.
+# back through the continuation they were given.  The image operations
+# (lib/ops) reach a format's metadata only through its driver's hooks.
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 . "$ROOT/tests/interop/lib.sh"
 require_cmd make nm flock
@@ -34,6 +35,11 @@ tap_like "$(calls lib/image.o '_format_driver$')" 'qed_format_driver' \
     "image.o reaches the QED driver through its table"
 tap_is "$(calls lib/raw.o "$qed_internals")" "" \
     "the raw driver calls nothing of the QED driver"
+for src in "$ROOT"/lib/ops/*.c; do
+    op=lib/ops/$(basename "$src" .c).o
+    tap_is "$(calls "$op" "$qed_internals")" "" \
+        "$op reaches formats only through their drivers"
+done
 for below in lib/lookup.o lib/alloc.o; do
     tap_is "$(calls "$below" '^request_complete$')" "" \
         "$below completes no request"

@@ -12,7 +12,6 @@
 #include <stdlib.h>
 
 #include "qed-image.h"
-#include "ops.h"
 
 /* Turns the all-zero data clusters of one L2 table into unallocated or zero
  * entries; returns how many, or -errno. */
@@ -20,7 +19,7 @@ static int64_t drop_zero_clusters(qed_image *img, uint64_t l2_offset,
                                   uint8_t *table, uint8_t *cluster,
                                   qed_error *err)
 {
-    struct qed_state *s = qed_state_if_qed(img);
+    struct qed_state *s = qed_of(img);
     /* Over a backing file, a zero cluster keeps the backing data hidden. */
     uint64_t replacement = (s->header.features & QED_F_BACKING_FILE)
                                ? QED_ENTRY_ZERO
@@ -38,7 +37,7 @@ static int64_t drop_zero_clusters(qed_image *img, uint64_t l2_offset,
         if (ret < 0)
             return qed_fail(err, -ret, "reading cluster at 0x%" PRIx64 ": %s",
                             e, strerror(-ret));
-        if (ops_is_zero(cluster, s->cluster_size)) {
+        if (buf_is_zero(cluster, s->cluster_size)) {
             table_set_entry(table, i, replacement);
             dropped++;
         }
@@ -51,22 +50,17 @@ static int64_t drop_zero_clusters(qed_image *img, uint64_t l2_offset,
     return dropped;
 }
 
-int qed_compact(qed_image *img, struct qed_compact_result *result,
-                qed_error *err)
+/* The driver's compact (ops/maintain.c checked that the image is
+ * writable and idle, and zeroed the result). */
+int qed_driver_compact(qed_image *img, struct qed_compact_result *result,
+                       qed_error *err)
 {
-    struct qed_state *s = qed_state_if_qed(img);
+    struct qed_state *s = qed_of(img);
     struct qed_check_result check;
     uint64_t size_before = 0;
     uint8_t *table = NULL, *cluster = NULL;
     int ret = 0;
 
-    memset(result, 0, sizeof(*result));
-    if (!s)
-        return qed_fail(err, EINVAL, "compact works on qed images, not raw");
-    if (!img->writable)
-        return qed_fail(err, EPERM, "the image is open read-only");
-    if (img->in_flight)
-        return qed_fail(err, EBUSY, "requests are in flight");
     ret = img->file->ops->get_size(img->file, &size_before);
     if (ret < 0)
         return qed_fail(err, -ret, "%s", strerror(-ret));
@@ -104,7 +98,7 @@ int qed_compact(qed_image *img, struct qed_compact_result *result,
         ret = qed_fail(err, -ret, "flush: %s", strerror(-ret));
         goto out;
     }
-    ret = qed_check(img, QED_CHECK_REPAIR_LEAKS, &check, err);
+    ret = qed_driver_check(img, QED_CHECK_REPAIR_LEAKS, &check, err);
     if (ret < 0)
         goto out;
     result->leaks_reclaimed = check.leaks_fixed;
