@@ -8,6 +8,7 @@
  * Data writes of different requests run in parallel; entry updates that
  * queue behind a table write in flight go out together in the next one, and
  * for images with a backing file one flush covers the data of the group. */
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -291,7 +292,8 @@ static void slot_maybe_free(struct qed_state *s, struct table_slot *slot)
 {
     struct table_slot **p;
 
-    if (slot->ranges || slot->busy || slot->pending || slot->inflight)
+    if (slot->ranges || slot->phase != SLOT_IDLE || slot->pending ||
+        slot->inflight)
         return;
     for (p = &s->slots; *p && *p != slot; p = &(*p)->next)
         ;
@@ -358,6 +360,8 @@ bool alloc_begin(struct qed_request *req, qed_step *retry)
         s->slots = slot;
     }
     for (struct qed_request *other = slot->ranges; other; other = other->range_next) {
+        /* A request claims one range at a time. */
+        assert(other != req);
         if (ranges_overlap(req, other)) {
             /* Wait for that allocation, then look again from scratch. */
             wait_for(req, other, retry);
@@ -700,6 +704,24 @@ int image_write_header(qed_image *img, uint64_t features)
 
 /* ---- L1 updates -------------------------------------------------------------- */
 
+const char *slot_phase_name(enum slot_phase phase)
+{
+    static const char *const names[] = {
+        [SLOT_IDLE] = "idle",
+        [SLOT_APPLY] = "apply",
+        [SLOT_FLUSH_DATA] = "flush-data",
+        [SLOT_WRITE_TABLE] = "write-table",
+        [SLOT_FLUSH_TABLE] = "flush-table",
+        [SLOT_LINK] = "link",
+    };
+    return (unsigned)phase < QED_ARRAY_SIZE(names) ? names[phase] : "?";
+}
+
+static void slot_enter(struct table_slot *slot, enum slot_phase phase)
+{
+    slot->phase = phase;
+}
+
 static void slot_group_done(struct qed_state *s, struct table_slot *slot,
                             int ret, const char *what);
 static void l1_start_write(qed_image *img);
@@ -749,6 +771,7 @@ static void l1_link(qed_image *img, struct table_slot *slot)
 {
     struct qed_state *s = qed_of(img);
 
+    slot_enter(slot, SLOT_LINK);
     table_set_entry(s->l1, slot->l1_index, slot->table->offset);
     slot->l1_next = s->l1_pending;
     s->l1_pending = slot;
@@ -771,7 +794,8 @@ static void slot_start(qed_image *img, struct table_slot *slot);
  * pointed at; a torn write of a linked table may have landed in part. */
 static bool table_may_point(const struct table_slot *slot)
 {
-    return slot->writing && !(slot->unlinked && !slot->on_disk);
+    return slot->phase >= SLOT_WRITE_TABLE &&
+           !(slot->unlinked && !slot->on_disk);
 }
 
 static void slot_group_done(struct qed_state *s, struct table_slot *slot,
@@ -779,6 +803,7 @@ static void slot_group_done(struct qed_state *s, struct table_slot *slot,
 {
     struct qed_request *done = slot->inflight;
 
+    assert(slot->phase != SLOT_IDLE);
     slot->inflight = NULL;
     /* Still busy while the group completes, so nothing frees the slot. */
     while (done) {
@@ -798,7 +823,7 @@ static void slot_group_done(struct qed_state *s, struct table_slot *slot,
     }
     if (ret == 0)
         note_table_update(slot->img);
-    slot->busy = false;
+    slot_enter(slot, SLOT_IDLE);
     if (slot->pending)
         slot_start(slot->img, slot);
     else
@@ -840,6 +865,7 @@ static void slot_table_written(void *opaque, int ret)
     slot->on_disk = true;
     /* A new table must be on disk before L1 points at it. */
     if (has_backing_file(s)) {
+        slot_enter(slot, SLOT_FLUSH_TABLE);
         io_sync(img->file, slot_synced_for_l1, io);
         return;
     }
@@ -910,7 +936,7 @@ static void slot_write_table(void *opaque, int ret)
         return;
     }
     io->ret = 0;
-    slot->writing = true;
+    slot_enter(slot, SLOT_WRITE_TABLE);
     if (slot->unlinked && !slot->on_disk) {
         io_pwrite(io->img->file, slot->table->bytes, s->table_bytes,
                   slot->table->offset, slot_table_written, io);
@@ -936,8 +962,12 @@ static void slot_start(qed_image *img, struct table_slot *slot)
 {
     struct slot_io *io = calloc(1, sizeof(*io));
 
-    slot->busy = true;
-    slot->writing = false;
+    /* One group at a time per table: its entries are applied and written
+     * from the one buffer. */
+    assert(slot->phase == SLOT_IDLE && slot->pending);
+    /* Not idle from here until the group completed: requests resumed by
+     * its completion queue for the next group instead of starting one. */
+    slot_enter(slot, SLOT_APPLY);
     slot->inflight = slot->pending;
     slot->pending = slot->pending_tail = NULL;
     for (struct qed_request *r = slot->inflight; r; r = r->next)
@@ -951,8 +981,10 @@ static void slot_start(qed_image *img, struct table_slot *slot)
     /* Images with a backing file are not marked dirty for allocations
      * (only for the leaks of failed ones): the data of the whole group
      * must be on disk before the table points at it. */
-    if (has_backing_file(qed_of(img)))
+    if (has_backing_file(qed_of(img))) {
+        slot_enter(slot, SLOT_FLUSH_DATA);
         io_sync(img->file, slot_write_table, io);
+    }
     else
         slot_write_table(io, 0);
 }
@@ -979,6 +1011,6 @@ void alloc_commit(struct qed_request *req, qed_step *next)
     else
         slot->pending = req;
     slot->pending_tail = req;
-    if (!slot->busy)
+    if (slot->phase == SLOT_IDLE)
         slot_start(req->base.img, slot);
 }

@@ -32,6 +32,18 @@ struct table {
     struct table *hash_next;
 };
 
+/* The group write of one L2 table's entry updates goes through these
+ * phases in order (alloc.c), skipping those it does not need; the slot
+ * stays in the last one reached until the whole group has completed. */
+enum slot_phase {
+    SLOT_IDLE,          /* no group write in flight */
+    SLOT_APPLY,         /* the group's entries applied to the table */
+    SLOT_FLUSH_DATA,    /* backing file: the group's data made durable */
+    SLOT_WRITE_TABLE,   /* the table's changed blocks (or a new table) */
+    SLOT_FLUSH_TABLE,   /* backing file: a new table durable before L1 */
+    SLOT_LINK,          /* the L1 entry of a new table written */
+};
+
 /* Allocation state of one L2 table while anything allocates in it: the
  * clusters being allocated (so no cluster is allocated twice), and the table
  * writer that sends the entry updates queued behind a write in flight out
@@ -42,8 +54,7 @@ struct table_slot {
     struct table *table;       /* pinned; NULL until a request brings it */
     bool unlinked;             /* new table whose L1 entry is not on disk */
     bool on_disk;              /* the new table was written whole */
-    bool busy;                 /* a group write (flush, table, L1) in flight */
-    bool writing;              /* the group's table write was issued */
+    enum slot_phase phase;     /* of the group write in flight */
     struct qed_request *ranges;    /* requests allocating clusters here */
     struct qed_request *pending, *pending_tail; /* applied in memory, waiting */
     struct qed_request *inflight;  /* covered by the write in flight */
@@ -110,6 +121,31 @@ struct qed_state {
     char backing_name[QED_MAX_BACKING_NAME + 1];
 };
 
+/* Where a QED request is: each chunk goes from LOOKUP to one of READ,
+ * WRITE_IN_PLACE or STATUS, or through the allocation states CLAIM,
+ * MARK_DIRTY, COPY_ON_WRITE, EXTEND, WRITE_DATA and COMMIT (write-zeroes of
+ * whole clusters go from MARK_DIRTY straight to COMMIT); FLUSH stands
+ * alone; ABANDON gives a failed request's clusters back before DONE. */
+enum qed_req_state {
+    QRS_START,
+    QRS_LOOKUP,         /* the chunk's L2 table loaded (or loading) */
+    QRS_READ,           /* data, zeros or the backing file read */
+    QRS_WRITE_IN_PLACE, /* into clusters the table already maps */
+    QRS_STATUS,         /* block status of the chunk */
+    QRS_CLAIM,          /* the clusters claimed (waits for overlaps) */
+    QRS_MARK_DIRTY,     /* NEED_CHECK durable before anything changes */
+    QRS_COPY_ON_WRITE,  /* head and tail read from the backing file */
+    QRS_EXTEND,         /* the file extended over the new clusters */
+    QRS_WRITE_DATA,     /* the new clusters written */
+    QRS_COMMIT,         /* entries queued for the table's group write */
+    QRS_FLUSH,
+    QRS_ABANDON,        /* a failed request's clusters given back */
+    QRS_DONE,
+};
+
+const char *qed_req_state_name(enum qed_req_state state);
+const char *slot_phase_name(enum slot_phase phase);
+
 /* A continuation: where a request goes on once a wait is over. */
 typedef void qed_step(struct qed_request *req);
 
@@ -144,6 +180,7 @@ struct qed_request {
     int chunk_iovcnt;
     int pending;              /* sub-operations in flight */
     int sub_ret;              /* first failure among them */
+    enum qed_req_state state; /* where the request is (for traces) */
     qed_step *resume;         /* continuation after a wait */
     /* Where lookup and allocation hand a failure back (the error is in
      * base.err): the request layer's, set when the request starts.  They

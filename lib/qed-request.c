@@ -9,6 +9,7 @@
  * and in-place writes go straight to the file; anything that changes a table
  * takes that table's allocation lock (alloc.c), so updates of one table run
  * in order while other tables proceed in parallel. */
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <linux/falloc.h>
@@ -36,6 +37,39 @@ static void release_chunk(struct qed_request *req)
     req->head_buf = req->tail_buf = req->data_buf = NULL;
     free(req->saved_entries);
     req->saved_entries = NULL;
+}
+
+const char *qed_req_state_name(enum qed_req_state state)
+{
+    static const char *const names[] = {
+        [QRS_START] = "start",
+        [QRS_LOOKUP] = "lookup",
+        [QRS_READ] = "read",
+        [QRS_WRITE_IN_PLACE] = "write-in-place",
+        [QRS_STATUS] = "status",
+        [QRS_CLAIM] = "claim",
+        [QRS_MARK_DIRTY] = "mark-dirty",
+        [QRS_COPY_ON_WRITE] = "copy-on-write",
+        [QRS_EXTEND] = "extend",
+        [QRS_WRITE_DATA] = "write-data",
+        [QRS_COMMIT] = "commit",
+        [QRS_FLUSH] = "flush",
+        [QRS_ABANDON] = "abandon",
+        [QRS_DONE] = "done",
+    };
+    return (unsigned)state < QED_ARRAY_SIZE(names) ? names[state] : "?";
+}
+
+static void enter(struct qed_request *req, enum qed_req_state state)
+{
+    req->state = state;
+}
+
+/* Loads the chunk's table, then runs next. */
+static void lookup(struct qed_request *req, qed_step *next)
+{
+    enter(req, QRS_LOOKUP);
+    lookup_load_l2(req, next);
 }
 
 /* The one place a QED request ends: the front's finish hook
@@ -81,6 +115,8 @@ static void fail_io(struct qed_request *req, int ret, const char *what)
 static void sub_done(void *opaque, int ret)
 {
     struct qed_request *req = opaque;
+
+    assert(req->pending > 0);
     if (ret < 0 && req->sub_ret == 0)
         req->sub_ret = ret;
     if (--req->pending > 0)
@@ -192,6 +228,7 @@ static void read_chunk(struct qed_request *req)
         complete(req, ret);
         return;
     }
+    enter(req, QRS_READ);
     req->chunk_len = ext->length;
     if (slice_user(req, ext->length) < 0) {
         complete(req, -ENOMEM);
@@ -221,7 +258,7 @@ static void read_next(struct qed_request *req)
         complete(req, 0);
         return;
     }
-    lookup_load_l2(req, read_chunk);
+    lookup(req, read_chunk);
 }
 
 /* ---- writes, write-zeroes, discards ----------------------------------------- */
@@ -291,6 +328,7 @@ static void write_in_place(struct qed_request *req)
     struct extent *ext = &req->ext;
     uint64_t len = ext->length;
 
+    enter(req, QRS_WRITE_IN_PLACE);
     begin_subs(req, write_chunk_done);
     req->chunk_len = len;
     switch (req->base.kind) {
@@ -398,6 +436,7 @@ static void write_retry(struct qed_request *req)
 
 static void write_commit(struct qed_request *req)
 {
+    enter(req, QRS_COMMIT);
     alloc_commit(req, write_chunk_done);
 }
 
@@ -447,6 +486,7 @@ static void write_data(struct qed_request *req)
 {
     uint64_t start = req->alloc_host + (req->head_buf ? 0 : req->head_len);
 
+    enter(req, QRS_WRITE_DATA);
     free(req->chunk_iov);
     req->chunk_iov = NULL;
     if (build_data_vector(req, &req->chunk_iov, &req->chunk_iovcnt) < 0) {
@@ -470,6 +510,7 @@ static void write_extend(struct qed_request *req)
     uint64_t run_end = req->alloc_host + (req->alloc_count << s->cluster_bits);
     uint64_t unwritten_tail = req->tail_buf ? 0 : req->tail_len;
 
+    enter(req, QRS_EXTEND);
     begin_subs(req, write_data);
     if (run_end > s->size_ensured && (!s->no_fallocate || unwritten_tail)) {
         req->pending++;
@@ -537,10 +578,12 @@ static void write_allocate(struct qed_request *req)
         complete(req, -ENOTSUP);
         return;
     }
+    enter(req, QRS_CLAIM);
     if (!alloc_begin(req, write_retry))
         return;
     /* Dirty before the file grows or a table changes: a crash after that
      * leaves nothing the check on open would not find. */
+    enter(req, QRS_MARK_DIRTY);
     alloc_make_dirty(req, write_allocate_space);
 }
 
@@ -561,6 +604,8 @@ static void write_allocate_space(struct qed_request *req)
     req->space = SPACE_CLAIMED;
     req->new_entry_value = req->alloc_host;
     cow = req->ext.kind == EXTENT_UNALLOCATED && req->base.img->backing;
+    if (cow && (req->head_len || req->tail_len))
+        enter(req, QRS_COPY_ON_WRITE);
     begin_subs(req, write_extend);
     if (cow && req->head_len)
         req->head_buf = cow_buffer(req, req->head_len,
@@ -577,7 +622,7 @@ static void write_next(struct qed_request *req)
         complete(req, 0);
         return;
     }
-    lookup_load_l2(req, write_chunk);
+    lookup(req, write_chunk);
 }
 
 /* ---- flush and block status -------------------------------------------------- */
@@ -612,6 +657,7 @@ static void status_chunk(struct qed_request *req)
     qed_image *backing = req->base.img->backing;
     int ret;
 
+    enter(req, QRS_STATUS);
     lookup_extent(req->base.img, req->l2, req->pos, req->base.length, ext);
     ret = lookup_validate_extent(req->base.img, req->l1_index, req->pos, ext,
                                  false, &req->base.err);
@@ -651,8 +697,12 @@ bool qed_request_finish(struct request *base, int ret)
 {
     struct qed_request *req = qed_request_of(base);
 
-    if (ret < 0 && alloc_abandon(req, ret))
-        return true;
+    if (ret < 0 && req->state != QRS_ABANDON) {
+        enter(req, QRS_ABANDON);
+        if (alloc_abandon(req, ret))
+            return true;
+    }
+    enter(req, QRS_DONE);
     release_chunk(req);
     return false;
 }
@@ -673,10 +723,11 @@ void qed_request_start(struct request *base)
         write_next(req);
         break;
     case REQ_FLUSH:
+        enter(req, QRS_FLUSH);
         io_sync(req->base.img->file, flush_done, req);
         break;
     case REQ_STATUS:
-        lookup_load_l2(req, status_chunk);
+        lookup(req, status_chunk);
         break;
     }
 }
