@@ -2,6 +2,7 @@
 /* Write-through cache of L2 tables, least recently used first out, bounded
  * in bytes.  Tables in use by a request are pinned and never evicted; the
  * bound may be exceeded while that many are pinned. */
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 
@@ -128,6 +129,8 @@ struct table *l2cache_insert(struct l2cache *c, uint64_t offset, bool zeroed)
 
 void l2cache_put(struct l2cache *c, struct table *t)
 {
+    /* A put without its reference would free a table still in use. */
+    assert(t->refs > 0);
     if (--t->refs > 0)
         return;
     if (t->failed) {

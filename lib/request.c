@@ -4,6 +4,7 @@
  * checks the caller's arguments, hands the request to the format driver
  * (driver.h), and completes it: the caller's callback always runs from the
  * loop, never from inside the call that submitted the request. */
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@ static void run_completion(struct loop_task *task)
     qed_image *img = req->img;
     int ret = req->err.code ? -req->err.code : 0;
 
+    assert(img->in_flight > 0);
     img->in_flight--;
     req->cb(req->opaque, ret, ret ? &req->err : NULL);
     free(req->iov);
