@@ -12,7 +12,7 @@ WERROR  ?= -Werror
 # line) and come last, so they add to the build's flags and may override
 # the optimisation, but never drop -std, -fPIC, -MMD or the warnings.
 CFLAGS  ?= $(OPT) -g
-QED_CPPFLAGS := -D_GNU_SOURCE -Iinclude -Ilib -Inbd
+QED_CPPFLAGS := -D_GNU_SOURCE -Iinclude
 QED_CFLAGS   := -std=c17 -Wall -Wextra $(WERROR) -Wshadow -Wstrict-prototypes \
                 -Wno-missing-field-initializers -MMD -MP -fPIC
 QED_LDFLAGS  :=
@@ -28,10 +28,31 @@ QED_CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-reco
 QED_LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 
-COMPILE = $(CC) $(QED_CPPFLAGS) $(CPPFLAGS) $(QED_CFLAGS) $(CFLAGS)
+# Each layer sees its own folder and the faces of the layers below it
+# (docs/architecture.md); tests/install/layers.sh checks what the sources
+# include and what the objects call.
+INC_base    := -Ilib/base
+INC_storage := $(INC_base) -Ilib/storage
+INC_driver  := $(INC_storage) -Ilib/driver
+INC_qed     := $(INC_driver) -Ilib/qed
+INC_raw     := $(INC_driver) -Ilib/raw
+INC_core    := $(INC_driver) -Ilib/core
+INC_ops     := $(INC_core) -Ilib/ops
+INC_nbd     := -Inbd
+INC_tools   := -Inbd -Itools
+# Tests and fuzzers reach into every layer.
+INC_tests   := $(INC_ops) -Ilib/qed -Ilib/raw -Inbd -Itests/unit
+$(foreach l,base storage driver qed raw core ops,\
+    $(eval $$(BUILD)/lib/$(l)/%.o: LAYER_INC = $$(INC_$(l))))
+$(BUILD)/nbd/%.o: LAYER_INC = $(INC_nbd)
+$(BUILD)/tools/%.o: LAYER_INC = $(INC_tools)
+$(BUILD)/tests/%.o: LAYER_INC = $(INC_tests)
+$(BUILD)/examples/%.o: LAYER_INC =
+
+COMPILE = $(CC) $(QED_CPPFLAGS) $(LAYER_INC) $(CPPFLAGS) $(QED_CFLAGS) $(CFLAGS)
 LINK    = $(CC) $(QED_LDFLAGS) $(LDFLAGS)
 
-LIB_SRCS   := $(sort $(wildcard lib/*.c) $(wildcard lib/ops/*.c))
+LIB_SRCS   := $(sort $(wildcard lib/*/*.c))
 NBD_SRCS   := $(sort $(wildcard nbd/*.c))
 TOOL_SRCS  := $(sort $(wildcard tools/*.c))
 UNIT_SRCS  := $(sort $(wildcard tests/unit/test-*.c))
@@ -133,7 +154,7 @@ fuzz-build:
 	    $(FUZZ_BUILD)/libqed.a $(FUZZ_BUILD)/libqednbd.a
 	@for t in $(FUZZ_NAMES); do \
 	    echo "  LINK $(FUZZ_BUILD)/$$t"; \
-	    clang $(QED_CPPFLAGS) -Itests/unit $(CPPFLAGS) -std=c17 -g -O1 -fsanitize=fuzzer,address,undefined \
+	    clang $(QED_CPPFLAGS) $(INC_tests) $(CPPFLAGS) -std=c17 -g -O1 -fsanitize=fuzzer,address,undefined \
 	        fuzz/$$t.c $(SIM_SRCS) $(FUZZ_BUILD)/libqednbd.a $(FUZZ_BUILD)/libqed.a \
 	        $(QED_LDLIBS) $(NBD_LDLIBS) $(LDLIBS) -o $(FUZZ_BUILD)/$$t || exit 1; \
 	done

@@ -123,6 +123,12 @@ uint64_t qed_loop_add_timer(qed_loop *loop, uint64_t delay_ms,
                             qed_timer_callback *cb, void *opaque);
 void qed_loop_cancel_timer(qed_loop *loop, uint64_t id);
 
+/* Calls cb(opaque) once from qed_loop_run, on the loop's next iteration,
+ * never from inside this call: for work that must not run on the stack of
+ * the code that asks for it (freeing an object whose callback is running).
+ * Returns 0, or -ENOMEM (nothing is queued).  Does not block. */
+int qed_loop_call_soon(qed_loop *loop, qed_timer_callback *cb, void *opaque);
+
 /* ---- images --------------------------------------------------------------- */
 
 typedef struct qed_image qed_image;

@@ -9,7 +9,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "loop.h"
 #include "nbd.h"
 #include "proto.h"
 
@@ -101,7 +100,7 @@ static void maybe_destroy(struct nbd_conn *c)
         c->pending_read_scheduled)
         return;
     c->destroy_scheduled = true;
-    if (loop_defer_call(c->srv->loop, destroy, c) < 0)
+    if (qed_loop_call_soon(c->srv->loop, destroy, c) < 0)
         c->destroy_scheduled = false; /* leaked rather than freed early */
 }
 
@@ -461,7 +460,7 @@ static void schedule_pending_read(struct nbd_conn *c)
     if (c->tls_state != TLS_ACTIVE || c->pending_read_scheduled ||
         !wants_input(c) || nbd_tls_pending(c->tls) == 0)
         return;
-    if (loop_defer_call(c->srv->loop, pending_read, c) == 0)
+    if (qed_loop_call_soon(c->srv->loop, pending_read, c) == 0)
         c->pending_read_scheduled = true;
 }
 

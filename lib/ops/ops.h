@@ -13,7 +13,7 @@
 #ifndef QED_LIB_OPS_H
 #define QED_LIB_OPS_H
 
-#include "image.h"
+#include "core.h"
 
 #define OPS_MAX_SOURCES 2
 /* Eight 2 MiB requests keep a disk busy, and when both files sit in the

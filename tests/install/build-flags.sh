@@ -17,7 +17,7 @@ dry_run() {
 
 dry_run CFLAGS="-g -O0 -fstack-protector-strong" CPPFLAGS="-DPACKAGER_CPP -D_FORTIFY_SOURCE=2" \
     LDFLAGS="-Wl,-z,relro" LDLIBS="-lpackager" >"$T/pkg.txt"
-compile=$(grep -m1 -- '-c lib/size.c' "$T/pkg.txt")
+compile=$(grep -m1 -- '-c lib/base/size.c' "$T/pkg.txt")
 link=$(grep -m1 -- "-o $T/b/qed " "$T/pkg.txt")
 for flag in -std=c17 -fPIC -MMD -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
             -DPACKAGER_CPP -D_FORTIFY_SOURCE=2 -fstack-protector-strong; do
@@ -29,12 +29,12 @@ ok $? "the packager's -O0 comes after the build's flags (no -O2 after it)" "$com
 ok $? "the link line has the packager's LDFLAGS and LDLIBS and the build's libraries" "$link"
 
 dry_run >"$T/default.txt"
-compile=$(grep -m1 -- '-c lib/size.c' "$T/default.txt")
+compile=$(grep -m1 -- '-c lib/base/size.c' "$T/default.txt")
 for flag in -O2 -g -Werror -std=c17 -fPIC; do
     [[ " $compile " == *" $flag "* ]]; ok $? "the default compile line has $flag"
 done
 dry_run WERROR= >"$T/nowerror.txt"
-compile=$(grep -m1 -- '-c lib/size.c' "$T/nowerror.txt")
+compile=$(grep -m1 -- '-c lib/base/size.c' "$T/nowerror.txt")
 [[ " $compile " != *" -Werror "* && " $compile " == *" -Wall "* ]]
 ok $? "WERROR= drops -Werror and keeps the warnings" "$compile"
 

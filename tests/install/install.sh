@@ -66,7 +66,7 @@ else
 fi
 # Every object of the static library is in it.
 nobj=$(ar t "$D$P/lib/libqed.a" | wc -l)
-nsrc=$(cd "$ROOT" && ls lib/*.c lib/ops/*.c | wc -l)
+nsrc=$(cd "$ROOT" && ls lib/*/*.c | wc -l)
 tap_is "$nobj" "$nsrc" "libqed.a holds one object per library source"
 
 # ---- the pkg-config file ---------------------------------------------------------

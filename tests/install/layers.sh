@@ -1,48 +1,51 @@
 #!/bin/bash
 # SPDX-License-Identifier: MIT
-# Lower layers never call up: the event loop (lib/loop.o) refers to no
-# symbol of the storage layer above it (io_*, storage_*: the I/O engines,
-# files, drivers), and reaches them only through the slots and hooks that
-# layer gives it.  The front (image.o, request.o) knows no format: it
-# reaches the QED and raw drivers only through their driver tables.  Only
-# the request layer completes requests: lookup and allocation hand results
-# back through the continuation they were given.  The image operations
-# (lib/ops) reach a format's metadata only through its driver's hooks.
+# The layers (docs/architecture.md), bottom up: lib/base, lib/storage,
+# lib/driver, the two format drivers lib/qed and lib/raw, the front
+# lib/core, the image operations lib/ops; the NBD server nbd/ and the CLI
+# tools/ on the public header.  Two checks, both on what the code does
+# rather than on what it says:
+#   includes: every `#include "..."` of a layer resolves in its own folder
+#     or in one of the layers below it, and into another layer only through
+#     that layer's face header (base.h, storage.h, driver.h, core.h, ops.h,
+#     nbd.h, qed.h); the layers' include edges form no cycle (depth-first
+#     search).  The Makefile gives each layer only these include paths, so
+#     an upward include does not even compile there;
+#   calls: every symbol an object of lib/L uses that the library defines is
+#     defined in L or a layer below it (nm), so nothing calls up except
+#     through a callback it was given; the front and the operations name a
+#     format driver only by its table (qed_format_driver, raw_format_driver).
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 . "$ROOT/tests/interop/lib.sh"
-require_cmd make nm flock
+require_cmd make nm perl flock
 
 B=${BUILD:-$ROOT/build}
 mkdir -p "$B"
 tap_cmd "make shared" flock "$B/.install.lock" env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
     make -C "$ROOT" ${BUILD:+BUILD="$BUILD"} shared || done_testing
 
-undefined=$(nm -u "$B/lib/loop.o" 2>&1)
-tap_like "$undefined" 'epoll_wait' "nm -u lists what loop.o calls"
-upward=$(awk '{print $NF}' <<<"$undefined" | grep -E '^(io|storage|memfs)_' | tr '\n' ' ')
-tap_is "$upward" "" "loop.o calls nothing of the storage layer"
+cd "$ROOT" || bail_out "no $ROOT"
 
-# calls OBJECT PATTERN -> the undefined symbols of OBJECT that match
-calls() {
-    nm -u "$B/$1" | awk '{print $NF}' | grep -E "$2" | sort -u | tr '\n' ' '
-}
-qed_internals='^(alloc|lookup|table|l2cache|check|header|qed_request|qed_offset)_'
-for front in lib/image.o lib/request.o; do
-    tap_is "$(calls "$front" "$qed_internals")" "" \
-        "$front calls nothing inside the QED driver"
+# ---- includes -----------------------------------------------------------------
+run perl "$ROOT/tests/install/layers-includes.pl"
+ok "$RC" "every include goes to its own layer or to the face of one below, without cycles" "$(cat "$OUT")"
+tap_like "$(tail -1 "$OUT")" 'files: [1-9][0-9]+' "the layers hold the sources ($(tail -1 "$OUT"))"
+
+# ---- calls --------------------------------------------------------------------
+layers="base storage driver qed raw core ops"
+run perl "$ROOT/tests/install/layers-calls.pl" "$B" $layers
+tap_is "$RC" 0 "nm read every layer's objects"
+for l in $layers; do
+    tap_is "$(grep "^$l: " "$OUT")" "" "lib/$l calls only itself and the layers below it"
 done
-tap_like "$(calls lib/image.o '_format_driver$')" 'qed_format_driver' \
-    "image.o reaches the QED driver through its table"
-tap_is "$(calls lib/raw.o "$qed_internals")" "" \
-    "the raw driver calls nothing of the QED driver"
-for src in "$ROOT"/lib/ops/*.c; do
-    op=lib/ops/$(basename "$src" .c).o
-    tap_is "$(calls "$op" "$qed_internals")" "" \
-        "$op reaches formats only through their drivers"
-done
-for below in lib/lookup.o lib/alloc.o; do
-    tap_is "$(calls "$below" '^request_complete$')" "" \
-        "$below completes no request"
+tap_like "$(tail -1 "$OUT")" 'base=[1-9].*ops=[1-9]' "every layer has objects ($(tail -1 "$OUT"))"
+
+# ---- who completes requests ------------------------------------------------
+# request_complete is the front's callback (driver.h): the QED driver's
+# request layer calls it; lookup and allocation hand results back through
+# the continuations they were given.
+for below in lib/qed/lookup.c lib/qed/alloc.c; do
+    tap_is "$(grep -n 'request_complete' "$below")" "" "$below completes no request"
 done
 
 done_testing

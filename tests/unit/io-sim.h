@@ -27,6 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core.h"
 #include "qed-image.h"
 
 struct memfs;

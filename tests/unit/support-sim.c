@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core.h"
 #include "qed-image.h"
 #include "support-image.h"
 #include "support-sim.h"

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core.h"
 #include "qed-image.h"
 #include "io-sim.h"
 #include "qed.h"

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core.h"
 #include "qed-image.h"
 #include "io-sim.h"
 #include "qed.h"

@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core.h"
 #include "qed-image.h"
 #include "io-sim.h"
 #include "qed.h"

@@ -20,7 +20,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "io.h"
+#include "storage.h"
 #include "qed.h"
 #include "support-image.h"
 #include "../tap.h"

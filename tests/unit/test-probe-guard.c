@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core.h"
 #include "qed-image.h"
 #include "support-tap.h"
 

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "io.h"
+#include "storage.h"
 #include "qed.h"
 #include "support-image.h"
 #include "../tap.h"

@@ -9,7 +9,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 
-#include "image.h"
+#include "core.h"
 
 /* ---- life cycle ------------------------------------------------------------ */
 
@@ -29,7 +29,7 @@ static void run_completion(struct loop_task *task)
 
 /* Ends the request: its callback runs from the loop, never from inside the
  * call that submitted it. */
-void request_complete(struct request *req, int ret)
+static void complete(struct request *req, int ret)
 {
     if (req->img->driver->finish && req->img->driver->finish(req, ret))
         return;
@@ -277,3 +277,11 @@ int qed_block_status(qed_image *img, uint64_t offset, uint64_t length,
                      &c, "block status");
 }
 
+const struct front_ops image_front = {
+    .complete = complete,
+    .aio_readv = qed_aio_readv,
+    .aio_block_status = qed_aio_block_status,
+    .block_status = qed_block_status,
+    .write_zeroes = qed_write_zeroes,
+    .flush = qed_flush,
+};

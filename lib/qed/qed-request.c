@@ -196,7 +196,7 @@ static void read_backing(struct qed_request *req, const struct iovec *iov,
     }
     br->req = req;
     req->pending++;
-    ret = qed_aio_readv(backing, br->iov, br->iovcnt, pos, backing_read_done,
+    ret = backing->front->aio_readv(backing, br->iov, br->iovcnt, pos, backing_read_done,
                         br);
     if (ret < 0) {
         free(br->iov);
@@ -679,7 +679,7 @@ static void status_chunk(struct qed_request *req)
         st->zero = true;
         if (backing && req->pos < backing->size) {
             uint64_t len = QED_MIN(ext->length, backing->size - req->pos);
-            ret = qed_aio_block_status(backing, req->pos, len, st,
+            ret = backing->front->aio_block_status(backing, req->pos, len, st,
                                        status_from_backing, req);
             if (ret < 0)
                 complete(req, ret);

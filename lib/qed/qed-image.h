@@ -5,8 +5,9 @@
 #ifndef QED_LIB_QED_IMAGE_H
 #define QED_LIB_QED_IMAGE_H
 
+#include "format.h"
 #include "header.h"
-#include "image.h"
+#include "driver.h"
 
 struct qed_request;
 struct l2cache;
@@ -326,12 +327,19 @@ int qed_driver_check_backing_name(qed_image *img, const char *name,
 int qed_driver_set_backing(qed_image *img, const char *name, bool raw,
                            qed_error *err);
 
-/* check.c: the check (and repair) of a dirty image opened for writing */
+/* check.c: the consistency check and repair (qed_check's driver hook). */
+/* For a read-write open: a dirty image is checked and repaired (corruptions
+ * and leaks) before any I/O, the file ends at its last cluster in use, and
+ * once that is durable NEED_CHECK is cleared. */
 int check_on_open(qed_image *img, qed_error *err);
 int qed_driver_check(qed_image *img, unsigned repair,
                      struct qed_check_result *r, qed_error *err);
 /* Allocation state outlives the requests in flight (group writes). */
 bool qed_driver_busy(const qed_image *img);
+
+/* qed-create.c */
+int qed_driver_create(const char *path, const struct qed_create_options *o,
+                      qed_error *err);
 
 /* qed-compact.c */
 int qed_driver_compact(qed_image *img, struct qed_compact_result *result,

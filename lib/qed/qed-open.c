@@ -7,7 +7,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 
-#include "probe.h"
+#include "driver.h"
 #include "qed-image.h"
 
 /* ---- QED open -------------------------------------------------------------- */
@@ -275,4 +275,5 @@ const struct format_driver qed_format_driver = {
     .busy = qed_driver_busy,
     .check = qed_driver_check,
     .compact = qed_driver_compact,
+    .create = qed_driver_create,
 };

@@ -5,7 +5,7 @@
  * one of them (a guest could otherwise make its disk a qcow2 or VMDK image
  * whose backing file or extent is a host file, read on the next probing
  * open), and a file that carries one is not silently read as raw. */
-#include "probe.h"
+#include "driver.h"
 
 /* A signature: bytes at an offset in the first sector. */
 struct signature {

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "io-direct.h"
-#include "io.h"
+#include "storage.h"
 
 struct direct_file {
     struct storage_layer layer; /* first: closing frees the whole */

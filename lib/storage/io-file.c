@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "io-engine.h"
-#include "io.h"
+#include "storage.h"
 
 struct fd_file {
     struct io_file base;

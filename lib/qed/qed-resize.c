@@ -66,7 +66,7 @@ static int zero_range(qed_image *img, uint64_t from, uint64_t to,
 {
     while (from < to) {
         struct qed_block_status st;
-        int ret = qed_block_status(img, from, to - from, &st, err);
+        int ret = img->front->block_status(img, from, to - from, &st, err);
 
         if (ret < 0)
             return ret;
@@ -75,7 +75,7 @@ static int zero_range(qed_image *img, uint64_t from, uint64_t to,
                             " returned an invalid length %" PRIu64, from,
                             st.length);
         if (!st.zero && (!only_own || (st.depth == 0 && st.present))) {
-            ret = qed_write_zeroes(img, from, st.length,
+            ret = img->front->write_zeroes(img, from, st.length,
                                    only_own ? 0 : QED_ZERO_MAY_UNMAP, err);
             if (ret < 0)
                 return ret;
@@ -96,7 +96,7 @@ static int grow(qed_image *img, uint64_t size, qed_error *err)
     img->size = size;
     ret = zero_range(img, old, size, false, err);
     if (ret == 0)
-        ret = qed_flush(img, err);
+        ret = img->front->flush(img, err);
     if (ret == 0)
         ret = write_size(img, size, s->header.features, err);
     if (ret < 0)
@@ -200,7 +200,7 @@ static int shrink(qed_image *img, uint64_t size, qed_error *err)
     if (ret == 0 && keep_end > size)
         ret = zero_range(img, size, QED_MIN(keep_end, img->size), true, err);
     if (ret == 0)
-        ret = qed_flush(img, err);
+        ret = img->front->flush(img, err);
     if (ret == 0)
         ret = write_size(img, size, s->header.features | QED_F_NEED_CHECK,
                          err);
@@ -210,7 +210,7 @@ static int shrink(qed_image *img, uint64_t size, qed_error *err)
     ret = clear_tables(img, keep_end, err);
     if (ret < 0)
         return ret;
-    ret = qed_check(img, QED_CHECK_REPAIR_LEAKS, &res, err);
+    ret = qed_driver_check(img, QED_CHECK_REPAIR_LEAKS, &res, err);
     if (ret < 0) {
         qed_error_prefix(err, "reclaiming the clusters past the new end: ");
         return ret;

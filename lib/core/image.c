@@ -14,8 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "image.h"
-#include "probe.h"
+#include "core.h"
 
 struct chain {
     const struct storage_driver *driver; /* NULL: local files */
@@ -58,77 +57,9 @@ enum qed_format qed_format_of(const qed_image *img)
 
 /* ---- helpers ----------------------------------------------------------------- */
 
-void image_warn(qed_image *img, const char *fmt, ...)
-{
-    char line[1024];
-    size_t old = img->warnings ? strlen(img->warnings) : 0;
-    char *grown;
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof(line), fmt, ap);
-    va_end(ap);
-    /* Out of memory loses a warning, never the open. */
-    grown = realloc(img->warnings, old + strlen(line) + 2);
-    if (!grown)
-        return;
-    if (old)
-        grown[old++] = '\n';
-    memcpy(grown + old, line, strlen(line) + 1);
-    img->warnings = grown;
-}
-
 const char *qed_warnings(const qed_image *image)
 {
     return image ? image->warnings : NULL;
-}
-
-int image_read_exact(struct io_file *file, void *buf, size_t len,
-                     uint64_t offset, qed_error *err, const char *what)
-{
-    int ret = io_pread_sync(file, buf, len, offset);
-    if (ret < 0)
-        return qed_fail(err, -ret, "reading %s: %s", what, strerror(-ret));
-    return 0;
-}
-
-char *image_resolve_backing(const char *image_path, const char *name)
-{
-    char *copy, *dir, *out;
-    size_t len;
-
-    /* Like qemu: a name is relative to the image's directory, and an image
-     * named without a directory makes no "./" prefix. */
-    if (name[0] == '/' || !strchr(image_path, '/'))
-        return strdup(name);
-    copy = strdup(image_path);
-    if (!copy)
-        return NULL;
-    dir = dirname(copy);
-    len = strlen(dir) + 1 + strlen(name) + 1;
-    out = malloc(len);
-    if (out)
-        snprintf(out, len, "%s/%s", dir, name);
-    free(copy);
-    return out;
-}
-
-bool image_backing_is_self(const char *image_path, const char *name)
-{
-    struct stat image_st, backing_st;
-    char *path;
-    bool same;
-
-    if (!name || !name[0] || stat(image_path, &image_st) < 0)
-        return false;
-    path = image_resolve_backing(image_path, name);
-    if (!path)
-        return false;
-    same = stat(path, &backing_st) == 0 &&
-           image_st.st_dev == backing_st.st_dev &&
-           image_st.st_ino == backing_st.st_ino;
-    free(path);
-    return same;
 }
 
 /* ---- format drivers ---------------------------------------------------------- */
@@ -152,7 +83,7 @@ static const struct format_driver *driver_for(enum qed_format format)
 static int probe(qed_image *img, uint8_t *block, qed_error *err)
 {
     const char *foreign;
-    int ret = image_read_exact(img->file, block, QED_HEADER_BLOCK_SIZE, 0,
+    int ret = image_read_exact(img->file, block, PROBE_BLOCK_SIZE, 0,
                                err, "the first block");
 
     if (ret < 0)
@@ -182,7 +113,7 @@ static int open_format(qed_image *img, const struct qed_open_options *o,
     int ret;
 
     if (format == QED_FORMAT_PROBE) {
-        block = qed_aligned_zalloc(QED_HEADER_BLOCK_SIZE);
+        block = qed_aligned_zalloc(PROBE_BLOCK_SIZE);
         if (!block)
             return qed_fail(err, ENOMEM, "out of memory");
         ret = probe(img, block, err);
@@ -257,31 +188,6 @@ static int open_internal(const char *path, const struct qed_open_options *o,
                          qed_loop *loop, enum qed_format format,
                          struct chain *chain, qed_image **out, qed_error *err);
 
-static unsigned lock_io_flags(const struct qed_open_options *o)
-{
-    unsigned flags = 0;
-
-    if (o->locking == QED_LOCK_OFF)
-        flags |= IO_OPEN_LOCK_OFF;
-    else if (o->locking == QED_LOCK_ON)
-        flags |= IO_OPEN_LOCK_REQUIRED;
-    if (o->flags & QED_OPEN_FORCE_SHARE)
-        flags |= IO_OPEN_SHARE_ALL;
-    return flags;
-}
-
-int image_validate_locking(const struct qed_open_options *o, qed_error *err)
-{
-    if (o->locking != QED_LOCK_AUTO && o->locking != QED_LOCK_ON &&
-        o->locking != QED_LOCK_OFF)
-        return qed_fail(err, EINVAL, "locking mode %d: not AUTO, ON or OFF",
-                        (int)o->locking);
-    if ((o->flags & QED_OPEN_FORCE_SHARE) && (o->flags & QED_OPEN_RDWR))
-        return qed_fail(err, EINVAL, "force-share=on can only be used with "
-                        "read-only images");
-    return 0;
-}
-
 /* The backing files' warnings (locks missing there) are the image's too. */
 static void take_backing_warnings(qed_image *img)
 {
@@ -346,6 +252,7 @@ static int open_internal(const char *path, const struct qed_open_options *o,
     if (!img)
         return qed_fail(err, ENOMEM, "out of memory");
     img->loop = loop;
+    img->front = &image_front;
     img->writable = (o->flags & QED_OPEN_RDWR) != 0;
     img->cache = o->cache;
     img->locking = o->locking;
@@ -354,7 +261,7 @@ static int open_internal(const char *path, const struct qed_open_options *o,
         io_flags |= IO_OPEN_WRITE;
     if (o->cache == QED_CACHE_NONE)
         io_flags |= IO_OPEN_DIRECT;
-    io_flags |= lock_io_flags(o);
+    io_flags |= image_lock_flags(o);
     if (!img->filename) {
         ret = qed_fail(err, ENOMEM, "out of memory");
         goto fail;
@@ -510,18 +417,4 @@ int qed_get_info(qed_image *img, struct qed_image_info *info, qed_error *err)
     if (img->driver->get_info)
         img->driver->get_info(img, info);
     return 0;
-}
-
-/* ---- locks for create --------------------------------------------------- */
-
-int image_lock_for_create(int fd, const char *path, enum qed_lock_mode mode,
-                          qed_error *err)
-{
-    struct qed_open_options lo = { .locking = mode };
-    struct io_lock want, held = { 0 };
-    bool unsupported;
-
-    io_lock_create_role(&want);
-    return io_lock_open_fd(fd, path, lock_io_flags(&lo), &want, &held,
-                           &unsupported, err);
 }

@@ -198,6 +198,11 @@ int loop_defer_call(qed_loop *loop, void (*fn)(void *), void *arg)
     return 0;
 }
 
+int qed_loop_call_soon(qed_loop *loop, qed_timer_callback *cb, void *opaque)
+{
+    return loop_defer_call(loop, cb, opaque);
+}
+
 /* Runs the tasks queued before this call; tasks they queue wait for the next
  * round so a chain of deferrals cannot starve descriptors. */
 static int run_tasks(qed_loop *loop)

@@ -10,7 +10,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include "io.h"
+#include "storage.h"
 
 #define LOCK_HELD_BASE 100
 #define LOCK_UNSHARED_BASE 200

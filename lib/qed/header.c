@@ -4,7 +4,7 @@
 #include <inttypes.h>
 
 #include "header.h"
-#include "util.h"
+#include "base.h"
 
 /* Byte offsets of the fixed fields inside the first header cluster. */
 enum {

@@ -7,7 +7,7 @@
 #include <time.h>
 
 #include "io-direct.h"
-#include "io.h"
+#include "storage.h"
 
 void *(*qed_io_calloc)(size_t count, size_t size) = calloc;
 

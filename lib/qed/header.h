@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 #include "qed.h"
-#include "util.h"
+#include "base.h"
 
 /* Bytes the fixed header fields take on disk (backing name fields included). */
 #define QED_HEADER_BYTES 64u

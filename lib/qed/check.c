@@ -43,7 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "check.h"
+#include "qed-image.h"
 
 #define COPY_CHUNK (1u << 20)
 #define APPEND_SLACK (UINT64_C(1) << 30)

@@ -38,47 +38,6 @@ const char *qed_qemu_open_problem(uint64_t size, uint32_t cluster_size,
     return NULL;
 }
 
-static int backing_size(const char *image_path,
-                        const struct qed_create_options *o, uint64_t *size,
-                        qed_error *err)
-{
-    struct qed_open_options bo = {
-        .format = o->backing_format,
-        .locking = o->locking,
-    };
-    char *path = image_resolve_backing(image_path, o->backing_file);
-    qed_image *backing;
-    int ret;
-
-    if (!path)
-        return qed_fail(err, ENOMEM, "out of memory");
-    ret = qed_open(path, &bo, &backing, err);
-    if (ret < 0) {
-        qed_error_prefix(err, "backing file '%s': ", path);
-        free(path);
-        return ret;
-    }
-    *size = qed_size(backing);
-    qed_close(backing, NULL);
-    free(path);
-    return 0;
-}
-
-const char *qed_preallocation_name(enum qed_preallocation mode)
-{
-    switch (mode) {
-    case QED_PREALLOC_OFF:
-        return "off";
-    case QED_PREALLOC_METADATA:
-        return "metadata";
-    case QED_PREALLOC_FALLOC:
-        return "falloc";
-    case QED_PREALLOC_FULL:
-        return "full";
-    }
-    return NULL;
-}
-
 /* Where a preallocated image puts things: the header cluster, the L1 table,
  * every L2 table one after the other, then (falloc, full) one data cluster
  * per guest cluster in guest order.  The L2 tables together are then one
@@ -242,54 +201,20 @@ static int write_new_image(int fd, const struct qed_header *h,
     return ret;
 }
 
-
-int qed_create(const char *path, const struct qed_create_options *options,
-               qed_error *err)
+/* The driver's create (ops/create.c checked the options and found the size
+ * of the backing file). */
+int qed_driver_create(const char *path, const struct qed_create_options *o,
+                      qed_error *err)
 {
-    struct qed_create_options o = *options;
-    bool has_backing = o.backing_file && o.backing_file[0];
+    bool has_backing = o->backing_file && o->backing_file[0];
     struct qed_header h;
     struct stat st;
     bool existed;
     int fd, ret;
 
-    if (o.cluster_size == 0)
-        o.cluster_size = QED_DEFAULT_CLUSTER_SIZE;
-    if (o.table_size == 0)
-        o.table_size = QED_DEFAULT_TABLE_SIZE;
-    if (o.size_from_backing && !has_backing)
-        return qed_fail(err, EINVAL, "an image size is needed when there is "
-                        "no backing file");
-    if (!qed_preallocation_name(o.preallocation))
-        return qed_fail(err, EINVAL, "preallocation mode %d is none of off, "
-                        "metadata, falloc, full", (int)o.preallocation);
-    /* Zeroed L2 tables let the backing file show through; allocated data
-     * clusters would hide it. */
-    if (has_backing && o.preallocation >= QED_PREALLOC_FALLOC)
-        return qed_fail(err, EINVAL, "Backing file and preallocation=%s "
-                        "cannot be used at the same time: the preallocated "
-                        "clusters would hide the backing file's data",
-                        qed_preallocation_name(o.preallocation));
-    /* Before the backing file is even opened: truncating path would
-     * destroy the backing file too.  (qemu-img's wording.) */
-    if (has_backing && image_backing_is_self(path, o.backing_file))
-        return qed_fail(err, EINVAL, "Error: Trying to create an image with "
-                        "the same filename as the backing file");
-    struct qed_open_options lo = { .locking = o.locking };
-    ret = image_validate_locking(&lo, err);
-    if (ret < 0)
-        return ret;
-    if (has_backing) {
-        uint64_t bsize = 0;
-        ret = backing_size(path, &o, &bsize, err);
-        if (ret < 0)
-            return ret;
-        if (o.size_from_backing)
-            o.size = round_up_u64(bsize, QED_SECTOR_SIZE);
-    }
-    ret = header_init_new(&h, o.size, o.cluster_size, o.table_size,
-                          has_backing ? strlen(o.backing_file) : 0,
-                          o.backing_format == QED_FORMAT_RAW, err);
+    ret = header_init_new(&h, o->size, o->cluster_size, o->table_size,
+                          has_backing ? strlen(o->backing_file) : 0,
+                          o->backing_format == QED_FORMAT_RAW, err);
     if (ret < 0)
         return ret;
     existed = stat(path, &st) == 0;
@@ -297,9 +222,9 @@ int qed_create(const char *path, const struct qed_create_options *options,
     if (fd < 0)
         return fd;
     /* Nothing is truncated under another program's feet. */
-    ret = image_lock_for_create(fd, path, o.locking, err);
+    ret = image_lock_for_create(fd, path, o->locking, err);
     if (ret == 0) {
-        ret = write_new_image(fd, &h, o.backing_file, o.preallocation, err);
+        ret = write_new_image(fd, &h, o->backing_file, o->preallocation, err);
         /* Give the space back (ENOSPC) and leave nothing that could pass
          * for the image asked for. */
         if (ret < 0 && ftruncate(fd, 0) == 0 && !existed)

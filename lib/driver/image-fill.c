@@ -5,7 +5,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 
-#include "image.h"
+#include "driver.h"
 
 #define ZERO_CHUNK (1024u * 1024)
 

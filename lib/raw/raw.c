@@ -6,8 +6,7 @@
 #include <linux/falloc.h>
 #include <stdlib.h>
 
-#include "image.h"
-#include "probe.h"
+#include "driver.h"
 
 /* What a writable raw image opened by probing keeps of its first sector,
  * so that no write can make it probe as another format: the driver's

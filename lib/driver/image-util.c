@@ -1,0 +1,132 @@
+/* SPDX-License-Identifier: MIT */
+/* What the front and the drivers share about an image: its warnings, exact
+ * reads of its metadata, where its backing file name leads, and the locks
+ * that an open or a create takes. */
+#include <errno.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include "driver.h"
+
+void image_warn(qed_image *img, const char *fmt, ...)
+{
+    char line[1024];
+    size_t old = img->warnings ? strlen(img->warnings) : 0;
+    char *grown;
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    /* Out of memory loses a warning, never the open. */
+    grown = realloc(img->warnings, old + strlen(line) + 2);
+    if (!grown)
+        return;
+    if (old)
+        grown[old++] = '\n';
+    memcpy(grown + old, line, strlen(line) + 1);
+    img->warnings = grown;
+}
+
+int image_read_exact(struct io_file *file, void *buf, size_t len,
+                     uint64_t offset, qed_error *err, const char *what)
+{
+    int ret = io_pread_sync(file, buf, len, offset);
+    if (ret < 0)
+        return qed_fail(err, -ret, "reading %s: %s", what, strerror(-ret));
+    return 0;
+}
+
+char *image_resolve_backing(const char *image_path, const char *name)
+{
+    char *copy, *dir, *out;
+    size_t len;
+
+    /* Like qemu: a name is relative to the image's directory, and an image
+     * named without a directory makes no "./" prefix. */
+    if (name[0] == '/' || !strchr(image_path, '/'))
+        return strdup(name);
+    copy = strdup(image_path);
+    if (!copy)
+        return NULL;
+    dir = dirname(copy);
+    len = strlen(dir) + 1 + strlen(name) + 1;
+    out = malloc(len);
+    if (out)
+        snprintf(out, len, "%s/%s", dir, name);
+    free(copy);
+    return out;
+}
+
+bool image_backing_is_self(const char *image_path, const char *name)
+{
+    struct stat image_st, backing_st;
+    char *path;
+    bool same;
+
+    if (!name || !name[0] || stat(image_path, &image_st) < 0)
+        return false;
+    path = image_resolve_backing(image_path, name);
+    if (!path)
+        return false;
+    same = stat(path, &backing_st) == 0 &&
+           image_st.st_dev == backing_st.st_dev &&
+           image_st.st_ino == backing_st.st_ino;
+    free(path);
+    return same;
+}
+
+unsigned image_lock_flags(const struct qed_open_options *o)
+{
+    unsigned flags = 0;
+
+    if (o->locking == QED_LOCK_OFF)
+        flags |= IO_OPEN_LOCK_OFF;
+    else if (o->locking == QED_LOCK_ON)
+        flags |= IO_OPEN_LOCK_REQUIRED;
+    if (o->flags & QED_OPEN_FORCE_SHARE)
+        flags |= IO_OPEN_SHARE_ALL;
+    return flags;
+}
+
+int image_validate_locking(const struct qed_open_options *o, qed_error *err)
+{
+    if (o->locking != QED_LOCK_AUTO && o->locking != QED_LOCK_ON &&
+        o->locking != QED_LOCK_OFF)
+        return qed_fail(err, EINVAL, "locking mode %d: not AUTO, ON or OFF",
+                        (int)o->locking);
+    if ((o->flags & QED_OPEN_FORCE_SHARE) && (o->flags & QED_OPEN_RDWR))
+        return qed_fail(err, EINVAL, "force-share=on can only be used with "
+                        "read-only images");
+    return 0;
+}
+
+int image_lock_for_create(int fd, const char *path, enum qed_lock_mode mode,
+                          qed_error *err)
+{
+    struct qed_open_options lo = { .locking = mode };
+    struct io_lock want, held = { 0 };
+    bool unsupported;
+
+    io_lock_create_role(&want);
+    return io_lock_open_fd(fd, path, image_lock_flags(&lo), &want, &held,
+                           &unsupported, err);
+}
+
+const char *qed_preallocation_name(enum qed_preallocation mode)
+{
+    switch (mode) {
+    case QED_PREALLOC_OFF:
+        return "off";
+    case QED_PREALLOC_METADATA:
+        return "metadata";
+    case QED_PREALLOC_FALLOC:
+        return "falloc";
+    case QED_PREALLOC_FULL:
+        return "full";
+    }
+    return NULL;
+}
