@@ -25,12 +25,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     data += 8;
     size -= 8;
     memcpy(block, data, size < sizeof(block) ? size : sizeof(block));
-    header_decode(block, &h);
-    if (header_validate(&h, file_size, &err) == 0) {
-        header_backing_name(&h, data, size, name, sizeof(name), &err);
-        (void)header_max_image_size(h.cluster_size, h.table_size);
+    qedi_header_decode(block, &h);
+    if (qedi_header_validate(&h, file_size, &err) == 0) {
+        qedi_header_backing_name(&h, data, size, name, sizeof(name), &err);
+        (void)qedi_header_max_image_size(h.cluster_size, h.table_size);
         uint8_t again[QED_HEADER_BYTES];
-        header_encode(&h, again);
+        qedi_header_encode(&h, again);
         if (memcmp(again, block, sizeof(again)) != 0)
             __builtin_trap(); /* decode and encode must round-trip */
     }

@@ -53,7 +53,7 @@ static void exercise(struct memfs *fs, unsigned flags)
     qed_image *img;
     qed_error err;
 
-    if (image_open("image", &o, &opener, &img, &err) < 0)
+    if (qedi_image_open("image", &o, &opener, &img, &err) < 0)
         return;
     if (qed_format_of(img) == QED_FORMAT_QED)
         qed_check(img, (flags & QED_OPEN_RDWR) ? QED_CHECK_REPAIR_ALL : 0, &r,

@@ -31,7 +31,7 @@ static struct nbd_tls *make_tls(void)
     int fd = mkstemp(path);
 
     if (fd < 0 || write(fd, line, sizeof(line) - 1) != (ssize_t)(sizeof(line) - 1) ||
-        nbd_tls_new(&cfg, &tls, &err) < 0) {
+        qedi_nbd_tls_new(&cfg, &tls, &err) < 0) {
         fprintf(stderr, "fuzz-nbd TLS setup failed\n");
         abort();
     }
@@ -54,7 +54,7 @@ static void setup(void)
     so.tls = make_tls();
     if (fd < 0 || qed_create(path, &co, &err) < 0 ||
         qed_open(path, &oo, &image, &err) < 0 ||
-        nbd_server_new(image, &so, &server, &err) < 0) {
+        qedi_nbd_server_new(image, &so, &server, &err) < 0) {
         fprintf(stderr, "fuzz-nbd setup failed\n");
         abort();
     }
@@ -92,7 +92,7 @@ static void pump(int client, const uint8_t *data, size_t size)
         ssize_t got;
         while ((got = recv(client, sink, sizeof(sink), MSG_DONTWAIT)) > 0)
             ;
-        if (shut && nbd_server_connections(server) == 0 && got == 0)
+        if (shut && qedi_nbd_server_connections(server) == 0 && got == 0)
             return;
     }
 }
@@ -106,10 +106,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         setup();
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
         return 0;
-    nbd_server_add_client(server, sv[0], &err);
+    qedi_nbd_server_add_client(server, sv[0], &err);
     pump(sv[1], data, size);
     /* Let any request still in flight finish before the next input. */
-    for (int i = 0; i < 1000 && nbd_server_connections(server) > 0; i++)
+    for (int i = 0; i < 1000 && qedi_nbd_server_connections(server) > 0; i++)
         qed_loop_run(qed_image_loop(image), 1);
     close(sv[1]);
     qed_drain(image, &err);

@@ -84,7 +84,7 @@ static void finish(struct nbd_command *cmd)
     free(cmd->zeros);
     free(cmd->zero_iov);
     free(cmd);
-    conn_request_done(c, buffered);
+    qedi_conn_request_done(c, buffered);
 }
 
 static void simple_reply(struct nbd_command *cmd, uint32_t error,
@@ -94,7 +94,7 @@ static void simple_reply(struct nbd_command *cmd, uint32_t error,
     nbd_put32(head, NBD_SIMPLE_REPLY_MAGIC);
     nbd_put32(head + 4, error);
     nbd_put64(head + 8, cmd->cookie);
-    conn_send(cmd->conn, head, sizeof(head), error ? NULL : data,
+    qedi_conn_send(cmd->conn, head, sizeof(head), error ? NULL : data,
               error ? 0 : len, owned, len);
 }
 
@@ -120,7 +120,7 @@ static void structured_error(struct nbd_command *cmd, uint32_t error,
     nbd_put16(head + 24, (uint16_t)mlen);
     if (mlen)
         memcpy(head + 26, msg, mlen);
-    conn_send(cmd->conn, head, 26 + mlen, NULL, 0, NULL, 0);
+    qedi_conn_send(cmd->conn, head, 26 + mlen, NULL, 0, NULL, 0);
 }
 
 /* Errors go in the reply form the command's success would have used. */
@@ -286,10 +286,10 @@ static void send_read_piece(struct nbd_command *cmd, const uint8_t *head,
 
     if (room) {
         memcpy(data - head_len, head, head_len);
-        conn_send(cmd->conn, NULL, 0, data - head_len, head_len + len, owned,
+        qedi_conn_send(cmd->conn, NULL, 0, data - head_len, head_len + len, owned,
                   owned_size);
     } else {
-        conn_send(cmd->conn, head, head_len, data, len, owned, owned_size);
+        qedi_conn_send(cmd->conn, head, head_len, data, len, owned, owned_size);
     }
 }
 
@@ -307,7 +307,7 @@ static void send_read_chunks(struct nbd_command *cmd)
     runs = calloc(cmd->next + 1, sizeof(*runs));
     if (!runs) {
         free(cmd->read_base);
-        conn_close(cmd->conn, true);
+        qedi_conn_close(cmd->conn, true);
         return;
     }
     n = read_runs(cmd, runs);
@@ -322,7 +322,7 @@ static void send_read_chunks(struct nbd_command *cmd)
             chunk_header(head, cmd, flags, NBD_REPLY_TYPE_OFFSET_HOLE, 12);
             nbd_put64(head + 20, runs[i].offset);
             nbd_put32(head + 28, (uint32_t)runs[i].length);
-            conn_send(cmd->conn, head, 32, NULL, 0, NULL, 0);
+            qedi_conn_send(cmd->conn, head, 32, NULL, 0, NULL, 0);
         } else {
             /* Before a data run: the headroom, or a hole run's bytes,
              * which are never sent. */
@@ -359,7 +359,7 @@ static void read_finished(struct nbd_command *cmd)
         /* No data chunk may be empty: the reply is a bare DONE. */
         uint8_t head[20];
         chunk_header(head, cmd, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE, 0);
-        conn_send(cmd->conn, head, sizeof(head), NULL, 0, NULL, 0);
+        qedi_conn_send(cmd->conn, head, sizeof(head), NULL, 0, NULL, 0);
         free(cmd->read_base);
     } else if (cmd->flags & NBD_CMD_FLAG_DF) {
         cmd->walk_failed = true;
@@ -531,7 +531,7 @@ static void send_context_chunk(struct nbd_command *cmd, uint32_t id,
     uint64_t end = cmd->offset + cmd->length;
 
     if (!data) {
-        conn_close(cmd->conn, true);
+        qedi_conn_close(cmd->conn, true);
         return;
     }
     nbd_put32(data, id);
@@ -552,7 +552,7 @@ static void send_context_chunk(struct nbd_command *cmd, uint32_t id,
     }
     chunk_header(head, cmd, last ? NBD_REPLY_FLAG_DONE : 0,
                  NBD_REPLY_TYPE_BLOCK_STATUS, (uint32_t)len);
-    conn_send(cmd->conn, head, sizeof(head), data, len, data, len);
+    qedi_conn_send(cmd->conn, head, sizeof(head), data, len, data, len);
 }
 
 static void block_status_walked(struct nbd_command *cmd)
@@ -681,18 +681,18 @@ static void execute(struct nbd_command *cmd)
     }
 }
 
-void commands_header(struct nbd_conn *c)
+void qedi_commands_header(struct nbd_conn *c)
 {
     const uint8_t *h = c->header;
     struct nbd_command *cmd;
 
     if (nbd_get32(h) != NBD_REQUEST_MAGIC) {
-        conn_close(c, true);
+        qedi_conn_close(c, true);
         return;
     }
     cmd = calloc(1, sizeof(*cmd));
     if (!cmd) {
-        conn_close(c, true);
+        qedi_conn_close(c, true);
         return;
     }
     cmd->conn = c;
@@ -701,10 +701,10 @@ void commands_header(struct nbd_conn *c)
     cmd->cookie = nbd_get64(h + 8);
     cmd->offset = nbd_get64(h + 16);
     cmd->length = nbd_get32(h + 24);
-    conn_expect_header(c, NBD_REQUEST_SIZE);
+    qedi_conn_expect_header(c, NBD_REQUEST_SIZE);
     if (cmd->type == NBD_CMD_DISC) {
         free(cmd);
-        conn_close(c, false);
+        qedi_conn_close(c, false);
         return;
     }
     c->in_flight++;
@@ -713,9 +713,9 @@ void commands_header(struct nbd_conn *c)
         /* The data follows the header whatever we think of the request;
          * a request we refuse has its data read and thrown away. */
         bool discard = cmd->error != 0;
-        if (conn_expect_payload(c, cmd->length, discard) < 0) {
-            conn_close(c, true);
-            conn_request_done(c, 0);
+        if (qedi_conn_expect_payload(c, cmd->length, discard) < 0) {
+            qedi_conn_close(c, true);
+            qedi_conn_request_done(c, 0);
             free(cmd);
             return;
         }
@@ -729,7 +729,7 @@ void commands_header(struct nbd_conn *c)
     execute(cmd);
 }
 
-void commands_payload(struct nbd_conn *c)
+void qedi_commands_payload(struct nbd_conn *c)
 {
     struct nbd_command *cmd = c->writing;
 
@@ -741,7 +741,7 @@ void commands_payload(struct nbd_conn *c)
     execute(cmd);
 }
 
-void commands_abandon_payload(struct nbd_conn *c)
+void qedi_commands_abandon_payload(struct nbd_conn *c)
 {
     struct nbd_command *cmd = c->writing;
 

@@ -40,7 +40,7 @@ static void free_out(struct nbd_conn *c, struct nbd_out *o)
 static bool output_pending(const struct nbd_conn *c)
 {
     return c->out_head ||
-           (c->tls_state == TLS_ACTIVE && nbd_tls_unsent(c->tls));
+           (c->tls_state == TLS_ACTIVE && qedi_nbd_tls_unsent(c->tls));
 }
 
 static bool wants_input(const struct nbd_conn *c)
@@ -57,7 +57,7 @@ static bool wants_input(const struct nbd_conn *c)
     return c->out_bytes < MAX_QUEUED_OUTPUT;
 }
 
-void conn_update_watch(struct nbd_conn *c)
+void qedi_conn_update_watch(struct nbd_conn *c)
 {
     unsigned events = 0;
 
@@ -68,7 +68,7 @@ void conn_update_watch(struct nbd_conn *c)
     if (output_pending(c))
         events |= QED_LOOP_WRITE;
     if (c->tls_state == TLS_HANDSHAKING)
-        events = nbd_tls_wants_write(c->tls) ? QED_LOOP_WRITE : QED_LOOP_READ;
+        events = qedi_nbd_tls_wants_write(c->tls) ? QED_LOOP_WRITE : QED_LOOP_READ;
     schedule_pending_read(c);
     if (events == c->watched)
         return;
@@ -104,42 +104,42 @@ static void maybe_destroy(struct nbd_conn *c)
         c->destroy_scheduled = false; /* leaked rather than freed early */
 }
 
-void conn_close(struct nbd_conn *c, bool hard)
+void qedi_conn_close(struct nbd_conn *c, bool hard)
 {
     if (c->closed)
         return;
     if (!hard && (c->in_flight > 0 || output_pending(c))) {
-        /* Answer what is in flight, then close (conn_request_done and the
+        /* Answer what is in flight, then close (qedi_conn_request_done and the
          * output path come back here). */
         c->phase = PHASE_CLOSING;
-        conn_update_watch(c);
+        qedi_conn_update_watch(c);
         return;
     }
     c->closed = true;
-    commands_abandon_payload(c);
+    qedi_commands_abandon_payload(c);
     if (c->handshake_timer)
         qed_loop_cancel_timer(c->srv->loop, c->handshake_timer);
     c->handshake_timer = 0;
     qed_loop_unwatch_fd(c->srv->loop, c->fd);
     if (c->tls) {
         if (c->tls_state == TLS_ACTIVE && !hard)
-            nbd_tls_bye(c->tls);
-        nbd_tls_session_free(c->tls);
+            qedi_nbd_tls_bye(c->tls);
+        qedi_nbd_tls_session_free(c->tls);
         c->tls = NULL;
     }
     close(c->fd);
     c->fd = -1;
-    server_connection_gone(c->srv, c);
+    qedi_server_connection_gone(c->srv, c);
     maybe_destroy(c);
 }
 
 static void close_if_drained(struct nbd_conn *c)
 {
     if (c->phase == PHASE_CLOSING && c->in_flight == 0 && !output_pending(c))
-        conn_close(c, true);
+        qedi_conn_close(c, true);
 }
 
-void conn_request_done(struct nbd_conn *c, size_t buffered)
+void qedi_conn_request_done(struct nbd_conn *c, size_t buffered)
 {
     c->in_flight--;
     c->buffered -= buffered;
@@ -150,7 +150,7 @@ void conn_request_done(struct nbd_conn *c, size_t buffered)
     if (c->srv->shutting_down && c->phase == PHASE_TRANSMISSION)
         c->phase = PHASE_CLOSING;
     close_if_drained(c);
-    conn_update_watch(c);
+    qedi_conn_update_watch(c);
 }
 
 /* ---- output ------------------------------------------------------------------ */
@@ -166,7 +166,7 @@ static ssize_t send_some(struct nbd_conn *c, struct nbd_out *o)
     ssize_t n;
 
     if (c->tls_state == TLS_ACTIVE) {
-        n = nbd_tls_send(c->tls, o->iov[0].iov_base, o->iov[0].iov_len);
+        n = qedi_nbd_tls_send(c->tls, o->iov[0].iov_base, o->iov[0].iov_len);
         if (n == NBD_TLS_AGAIN)
             return 0;
         return n < 0 ? -1 : n;
@@ -188,7 +188,7 @@ static void flush_output(struct nbd_conn *c)
         if (n == 0)
             break;
         if (n < 0) {
-            conn_close(c, true);
+            qedi_conn_close(c, true);
             return;
         }
         c->out_bytes -= (size_t)n;
@@ -211,8 +211,8 @@ static void flush_output(struct nbd_conn *c)
         free_out(c, o);
     }
     /* What the session gathered goes out now (or when writable). */
-    if (c->tls_state == TLS_ACTIVE && nbd_tls_flush(c->tls) == NBD_TLS_FAILED) {
-        conn_close(c, true);
+    if (c->tls_state == TLS_ACTIVE && qedi_nbd_tls_flush(c->tls) == NBD_TLS_FAILED) {
+        qedi_conn_close(c, true);
         return;
     }
     /* The STARTTLS reply is out in plaintext: the handshake comes next. */
@@ -223,10 +223,10 @@ static void flush_output(struct nbd_conn *c)
     }
     close_if_drained(c);
     if (!c->closed)
-        conn_update_watch(c);
+        qedi_conn_update_watch(c);
 }
 
-void conn_send(struct nbd_conn *c, const void *head, size_t head_len,
+void qedi_conn_send(struct nbd_conn *c, const void *head, size_t head_len,
                const void *data, size_t data_len, void *owned,
                size_t owned_size)
 {
@@ -239,7 +239,7 @@ void conn_send(struct nbd_conn *c, const void *head, size_t head_len,
     o = calloc(1, sizeof(*o));
     if (!o) {
         free(owned);
-        conn_close(c, true);
+        qedi_conn_close(c, true);
         return;
     }
     if (head_len > OUT_INLINE) {
@@ -247,7 +247,7 @@ void conn_send(struct nbd_conn *c, const void *head, size_t head_len,
         if (!o->head_heap) {
             free(o);
             free(owned);
-            conn_close(c, true);
+            qedi_conn_close(c, true);
             return;
         }
     }
@@ -277,18 +277,18 @@ void conn_send(struct nbd_conn *c, const void *head, size_t head_len,
     if (c->out_head == o)
         flush_output(c);
     else
-        conn_update_watch(c);
+        qedi_conn_update_watch(c);
 }
 
 /* ---- input ------------------------------------------------------------------- */
 
-void conn_expect_header(struct nbd_conn *c, size_t len)
+void qedi_conn_expect_header(struct nbd_conn *c, size_t len)
 {
     c->header_have = 0;
     c->header_need = len;
 }
 
-int conn_expect_payload(struct nbd_conn *c, size_t len, bool discard)
+int qedi_conn_expect_payload(struct nbd_conn *c, size_t len, bool discard)
 {
     free(c->payload);
     c->payload = NULL;
@@ -305,17 +305,17 @@ int conn_expect_payload(struct nbd_conn *c, size_t len, bool discard)
 static void dispatch_header(struct nbd_conn *c)
 {
     if (c->phase == PHASE_TRANSMISSION)
-        commands_header(c);
+        qedi_commands_header(c);
     else
-        handshake_header(c);
+        qedi_handshake_header(c);
 }
 
 static void dispatch_payload(struct nbd_conn *c)
 {
     if (c->phase == PHASE_TRANSMISSION)
-        commands_payload(c);
+        qedi_commands_payload(c);
     else
-        handshake_payload(c);
+        qedi_handshake_payload(c);
 }
 
 /* Reads what the socket has; returns false when the connection went. */
@@ -339,7 +339,7 @@ static bool read_some(struct nbd_conn *c)
         dst = c->header + c->header_have;
     }
     if (c->tls_state == TLS_ACTIVE) {
-        n = nbd_tls_recv(c->tls, dst, want);
+        n = qedi_nbd_tls_recv(c->tls, dst, want);
         if (n == NBD_TLS_AGAIN) {
             errno = EAGAIN;
             n = -1;
@@ -352,15 +352,15 @@ static bool read_some(struct nbd_conn *c)
     }
     if (n == 0) {
         /* A WRITE whose data will never come is dropped unanswered. */
-        commands_abandon_payload(c);
-        conn_close(c, false);
+        qedi_commands_abandon_payload(c);
+        qedi_conn_close(c, false);
         return false;
     }
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
             return false;
-        commands_abandon_payload(c);
-        conn_close(c, true);
+        qedi_commands_abandon_payload(c);
+        qedi_conn_close(c, true);
         return false;
     }
     if (c->payload_need > c->payload_have) {
@@ -385,23 +385,23 @@ static void read_input(struct nbd_conn *c)
         if (!read_some(c))
             break;
     if (!c->closed)
-        conn_update_watch(c);
+        qedi_conn_update_watch(c);
 }
 
 /* ---- TLS ------------------------------------------------------------------------ */
 
 static void drive_handshake(struct nbd_conn *c)
 {
-    int r = nbd_tls_handshake(c->tls);
+    int r = qedi_nbd_tls_handshake(c->tls);
 
     if (r == NBD_TLS_AGAIN) {
-        conn_update_watch(c);
+        qedi_conn_update_watch(c);
         return;
     }
     if (r < 0) {
         /* A failed handshake or a client that may not connect: it learns
          * nothing more, not even the export's name. */
-        conn_close(c, true);
+        qedi_conn_close(c, true);
         return;
     }
     c->tls_state = TLS_ACTIVE;
@@ -431,10 +431,10 @@ static void widen_unix_send_buffer(int fd)
 static void begin_tls(struct nbd_conn *c)
 {
     widen_unix_send_buffer(c->fd);
-    c->tls = c->srv->opts.tls ? nbd_tls_session_new(c->srv->opts.tls, c->fd)
+    c->tls = c->srv->opts.tls ? qedi_nbd_tls_session_new(c->srv->opts.tls, c->fd)
                               : NULL;
     if (!c->tls) {
-        conn_close(c, true);
+        qedi_conn_close(c, true);
         return;
     }
     c->tls_state = TLS_HANDSHAKING;
@@ -458,7 +458,7 @@ static void pending_read(void *opaque)
 static void schedule_pending_read(struct nbd_conn *c)
 {
     if (c->tls_state != TLS_ACTIVE || c->pending_read_scheduled ||
-        !wants_input(c) || nbd_tls_pending(c->tls) == 0)
+        !wants_input(c) || qedi_nbd_tls_pending(c->tls) == 0)
         return;
     if (qed_loop_call_soon(c->srv->loop, pending_read, c) == 0)
         c->pending_read_scheduled = true;
@@ -481,8 +481,8 @@ static void on_socket(void *opaque, int fd, unsigned events)
     if ((events & QED_LOOP_HANGUP) && !wants_input(c)) {
         /* The peer is gone and nothing more will be read: epoll would
          * report the hang-up again and again. */
-        commands_abandon_payload(c);
-        conn_close(c, true);
+        qedi_commands_abandon_payload(c);
+        qedi_conn_close(c, true);
         return;
     }
     if (events & QED_LOOP_READ)
@@ -494,10 +494,10 @@ static void handshake_timeout(void *opaque)
     struct nbd_conn *c = opaque;
     c->handshake_timer = 0;
     if (c->phase != PHASE_TRANSMISSION)
-        conn_close(c, true);
+        qedi_conn_close(c, true);
 }
 
-void conn_start(struct nbd_server *srv, int fd)
+void qedi_conn_start(struct nbd_server *srv, int fd)
 {
     struct nbd_conn *c = calloc(1, sizeof(*c));
 
@@ -515,6 +515,6 @@ void conn_start(struct nbd_server *srv, int fd)
     c->handshake_timer = qed_loop_add_timer(srv->loop,
                                             srv->opts.handshake_timeout_ms,
                                             handshake_timeout, c);
-    handshake_start(c);
-    conn_update_watch(c);
+    qedi_handshake_start(c);
+    qedi_conn_update_watch(c);
 }

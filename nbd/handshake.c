@@ -29,12 +29,12 @@ static void reply(struct nbd_conn *c, uint32_t type, const void *data,
     if (len) {
         copy = malloc(len);
         if (!copy) {
-            conn_close(c, true);
+            qedi_conn_close(c, true);
             return;
         }
         memcpy(copy, data, len);
     }
-    conn_send(c, head, sizeof(head), copy, len, copy, 0);
+    qedi_conn_send(c, head, sizeof(head), copy, len, copy, 0);
 }
 
 static void reply_error(struct nbd_conn *c, uint32_t type, const char *msg)
@@ -69,7 +69,7 @@ static void enter_transmission(struct nbd_conn *c)
     }
     free(c->payload);
     c->payload = NULL;
-    conn_expect_header(c, NBD_REQUEST_SIZE);
+    qedi_conn_expect_header(c, NBD_REQUEST_SIZE);
 }
 
 static void send_info_export(struct nbd_conn *c)
@@ -97,7 +97,7 @@ static void send_info_string(struct nbd_conn *c, uint16_t type,
     size_t len = strlen(text);
     uint8_t *info = malloc(2 + len);
     if (!info) {
-        conn_close(c, true);
+        qedi_conn_close(c, true);
         return;
     }
     nbd_put16(info, type);
@@ -164,13 +164,13 @@ static void option_export_name(struct nbd_conn *c)
 
     if (!name_is_export(c, c->payload, (uint32_t)c->payload_len)) {
         /* No way to report an error here: the protocol says hang up. */
-        conn_close(c, true);
+        qedi_conn_close(c, true);
         return;
     }
     c->structured = false; /* EXPORT_NAME cannot carry structured replies */
     nbd_put64(head, qed_size(c->srv->img));
     nbd_put16(head + 8, transmission_flags(c));
-    conn_send(c, head, c->no_zeroes ? 10 : sizeof(head), NULL, 0, NULL, 0);
+    qedi_conn_send(c, head, c->no_zeroes ? 10 : sizeof(head), NULL, 0, NULL, 0);
     enter_transmission(c);
 }
 
@@ -185,7 +185,7 @@ static void option_list(struct nbd_conn *c)
     }
     data = malloc(4 + len);
     if (!data) {
-        conn_close(c, true);
+        qedi_conn_close(c, true);
         return;
     }
     nbd_put32(data, (uint32_t)len);
@@ -315,8 +315,8 @@ static void option_starttls(struct nbd_conn *c)
 {
     /* Set before the reply: the handshake may start (and, with a client
      * that sends ahead, even finish) inside it. */
-    conn_expect_header(c, NBD_OPTION_HEADER_SIZE);
-    if (nbd_tls_get_mode(c->srv->opts.tls) == NBD_TLS_OFF) {
+    qedi_conn_expect_header(c, NBD_OPTION_HEADER_SIZE);
+    if (qedi_nbd_tls_get_mode(c->srv->opts.tls) == NBD_TLS_OFF) {
         reply_error(c, NBD_REP_ERR_UNSUP, "TLS is not enabled on this server");
         return;
     }
@@ -339,13 +339,13 @@ static void option_starttls(struct nbd_conn *c)
  * was dealt with here. */
 static bool refused_before_tls(struct nbd_conn *c)
 {
-    if (nbd_tls_get_mode(c->srv->opts.tls) != NBD_TLS_REQUIRE ||
+    if (qedi_nbd_tls_get_mode(c->srv->opts.tls) != NBD_TLS_REQUIRE ||
         c->tls_state == TLS_ACTIVE || c->option == NBD_OPT_STARTTLS ||
         c->option == NBD_OPT_ABORT)
         return false;
     if (c->option == NBD_OPT_EXPORT_NAME) {
         /* No error reply exists for EXPORT_NAME: hang up. */
-        conn_close(c, true);
+        qedi_conn_close(c, true);
         return true;
     }
     reply_error(c, NBD_REP_ERR_TLS_REQD, "TLS is required on this server");
@@ -356,7 +356,7 @@ static void handle_option(struct nbd_conn *c)
 {
     if (refused_before_tls(c)) {
         if (!c->closed)
-            conn_expect_header(c, NBD_OPTION_HEADER_SIZE);
+            qedi_conn_expect_header(c, NBD_OPTION_HEADER_SIZE);
         return;
     }
     switch (c->option) {
@@ -365,7 +365,7 @@ static void handle_option(struct nbd_conn *c)
         return;
     case NBD_OPT_ABORT:
         reply(c, NBD_REP_ACK, NULL, 0);
-        conn_close(c, false);
+        qedi_conn_close(c, false);
         return;
     case NBD_OPT_LIST:
         option_list(c);
@@ -391,12 +391,12 @@ static void handle_option(struct nbd_conn *c)
         break;
     }
     if (!c->closed && c->phase == PHASE_OPTIONS)
-        conn_expect_header(c, NBD_OPTION_HEADER_SIZE);
+        qedi_conn_expect_header(c, NBD_OPTION_HEADER_SIZE);
 }
 
 /* ---- entry points from connection.c ------------------------------------------ */
 
-void handshake_start(struct nbd_conn *c)
+void qedi_handshake_start(struct nbd_conn *c)
 {
     uint8_t greeting[18];
 
@@ -404,11 +404,11 @@ void handshake_start(struct nbd_conn *c)
     nbd_put64(greeting + 8, NBD_IHAVEOPT);
     nbd_put16(greeting + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
     c->phase = PHASE_CLIENT_FLAGS;
-    conn_expect_header(c, 4);
-    conn_send(c, greeting, sizeof(greeting), NULL, 0, NULL, 0);
+    qedi_conn_expect_header(c, 4);
+    qedi_conn_send(c, greeting, sizeof(greeting), NULL, 0, NULL, 0);
 }
 
-void handshake_header(struct nbd_conn *c)
+void qedi_handshake_header(struct nbd_conn *c)
 {
     if (c->phase == PHASE_CLIENT_FLAGS) {
         uint32_t flags = nbd_get32(c->header);
@@ -416,35 +416,35 @@ void handshake_header(struct nbd_conn *c)
          * know, cannot be served. */
         if (!(flags & NBD_FLAG_C_FIXED_NEWSTYLE) ||
             (flags & ~(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES))) {
-            conn_close(c, true);
+            qedi_conn_close(c, true);
             return;
         }
         c->no_zeroes = (flags & NBD_FLAG_C_NO_ZEROES) != 0;
         c->phase = PHASE_OPTIONS;
-        conn_expect_header(c, NBD_OPTION_HEADER_SIZE);
+        qedi_conn_expect_header(c, NBD_OPTION_HEADER_SIZE);
         return;
     }
     if (nbd_get64(c->header) != NBD_IHAVEOPT) {
-        conn_close(c, true);
+        qedi_conn_close(c, true);
         return;
     }
     c->option = nbd_get32(c->header + 8);
     uint32_t len = nbd_get32(c->header + 12);
     if (len > NBD_MAX_OPTION) {
         /* Too big to read, too big to skip politely: hang up. */
-        conn_close(c, true);
+        qedi_conn_close(c, true);
         return;
     }
     c->payload_len = len;
-    if (conn_expect_payload(c, len, false) < 0) {
-        conn_close(c, true);
+    if (qedi_conn_expect_payload(c, len, false) < 0) {
+        qedi_conn_close(c, true);
         return;
     }
     if (len == 0)
-        handshake_payload(c);
+        qedi_handshake_payload(c);
 }
 
-void handshake_payload(struct nbd_conn *c)
+void qedi_handshake_payload(struct nbd_conn *c)
 {
     handle_option(c);
 }

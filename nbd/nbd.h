@@ -27,27 +27,27 @@ struct nbd_server_options {
 
 struct nbd_server;
 
-int nbd_server_new(qed_image *image, const struct nbd_server_options *options,
+int qedi_nbd_server_new(qed_image *image, const struct nbd_server_options *options,
                    struct nbd_server **out, qed_error *err);
 /* Listening sockets; any number may be added. */
-int nbd_server_listen_unix(struct nbd_server *srv, const char *path,
+int qedi_nbd_server_listen_unix(struct nbd_server *srv, const char *path,
                            qed_error *err);
-int nbd_server_listen_tcp(struct nbd_server *srv, const char *address,
+int qedi_nbd_server_listen_tcp(struct nbd_server *srv, const char *address,
                           const char *port, qed_error *err);
 /* Takes a socket that is already listening (systemd socket activation). */
-int nbd_server_adopt_listener(struct nbd_server *srv, int fd, qed_error *err);
+int qedi_nbd_server_adopt_listener(struct nbd_server *srv, int fd, qed_error *err);
 /* Serves one already-connected socket (tests and fuzzers: a socketpair). */
-int nbd_server_add_client(struct nbd_server *srv, int fd, qed_error *err);
+int qedi_nbd_server_add_client(struct nbd_server *srv, int fd, qed_error *err);
 /* Stops accepting and reading requests; requests in flight finish and are
  * answered, then every connection closes. */
-void nbd_server_shutdown(struct nbd_server *srv);
+void qedi_nbd_server_shutdown(struct nbd_server *srv);
 /* True once there is nothing left to do: shut down (or, when not
  * persistent, the last client left) and every connection closed. */
-bool nbd_server_finished(const struct nbd_server *srv);
-unsigned nbd_server_connections(const struct nbd_server *srv);
+bool qedi_nbd_server_finished(const struct nbd_server *srv);
+unsigned qedi_nbd_server_connections(const struct nbd_server *srv);
 /* Closes the listening sockets and frees the server (connections must have
  * finished); does not close the image. */
-void nbd_server_free(struct nbd_server *srv);
+void qedi_nbd_server_free(struct nbd_server *srv);
 
 /* ---- internal ------------------------------------------------------------- */
 
@@ -133,29 +133,29 @@ struct nbd_server {
 };
 
 /* connection.c */
-void conn_start(struct nbd_server *srv, int fd);
-void conn_close(struct nbd_conn *c, bool hard);
-void conn_update_watch(struct nbd_conn *c);
+void qedi_conn_start(struct nbd_server *srv, int fd);
+void qedi_conn_close(struct nbd_conn *c, bool hard);
+void qedi_conn_update_watch(struct nbd_conn *c);
 /* Queues bytes to send: head (copied; may be empty) then optional data.  owned (of
  * owned_size bytes), when not NULL, is freed after sending and counts
  * against the connection's output limit until then. */
-void conn_send(struct nbd_conn *c, const void *head, size_t head_len,
+void qedi_conn_send(struct nbd_conn *c, const void *head, size_t head_len,
                const void *data, size_t data_len, void *owned,
                size_t owned_size);
-void conn_expect_header(struct nbd_conn *c, size_t len);
-int conn_expect_payload(struct nbd_conn *c, size_t len, bool discard);
-void conn_request_done(struct nbd_conn *c, size_t buffered);
-void server_connection_gone(struct nbd_server *srv, struct nbd_conn *c);
+void qedi_conn_expect_header(struct nbd_conn *c, size_t len);
+int qedi_conn_expect_payload(struct nbd_conn *c, size_t len, bool discard);
+void qedi_conn_request_done(struct nbd_conn *c, size_t buffered);
+void qedi_server_connection_gone(struct nbd_server *srv, struct nbd_conn *c);
 
 /* handshake.c */
-void handshake_start(struct nbd_conn *c);
-void handshake_header(struct nbd_conn *c);   /* a header arrived */
-void handshake_payload(struct nbd_conn *c);  /* an option's data arrived */
+void qedi_handshake_start(struct nbd_conn *c);
+void qedi_handshake_header(struct nbd_conn *c);   /* a header arrived */
+void qedi_handshake_payload(struct nbd_conn *c);  /* an option's data arrived */
 
 /* commands.c */
-void commands_header(struct nbd_conn *c);    /* a request header arrived */
-void commands_payload(struct nbd_conn *c);   /* a WRITE's data arrived */
+void qedi_commands_header(struct nbd_conn *c);    /* a request header arrived */
+void qedi_commands_payload(struct nbd_conn *c);   /* a WRITE's data arrived */
 /* The connection ends before a WRITE's data arrived: drop that WRITE. */
-void commands_abandon_payload(struct nbd_conn *c);
+void qedi_commands_abandon_payload(struct nbd_conn *c);
 
 #endif

@@ -37,7 +37,7 @@ static void update_accepting(struct nbd_server *srv)
     srv->accepting = want;
 }
 
-int nbd_server_new(qed_image *image, const struct nbd_server_options *options,
+int qedi_nbd_server_new(qed_image *image, const struct nbd_server_options *options,
                    struct nbd_server **out, qed_error *err)
 {
     struct nbd_server *srv = calloc(1, sizeof(*srv));
@@ -147,7 +147,7 @@ static int bind_unix(int fd, const struct sockaddr_un *addr, qed_error *err)
     return 0;
 }
 
-int nbd_server_listen_unix(struct nbd_server *srv, const char *path,
+int qedi_nbd_server_listen_unix(struct nbd_server *srv, const char *path,
                            qed_error *err)
 {
     struct sockaddr_un addr = { .sun_family = AF_UNIX };
@@ -175,7 +175,7 @@ int nbd_server_listen_unix(struct nbd_server *srv, const char *path,
     return add_listener(srv, fd, strdup(path), err);
 }
 
-int nbd_server_listen_tcp(struct nbd_server *srv, const char *address,
+int qedi_nbd_server_listen_tcp(struct nbd_server *srv, const char *address,
                           const char *port, qed_error *err)
 {
     struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
@@ -211,7 +211,7 @@ int nbd_server_listen_tcp(struct nbd_server *srv, const char *address,
     return added ? 0 : -(err->code ? err->code : EADDRNOTAVAIL);
 }
 
-int nbd_server_adopt_listener(struct nbd_server *srv, int fd, qed_error *err)
+int qedi_nbd_server_adopt_listener(struct nbd_server *srv, int fd, qed_error *err)
 {
     fcntl(fd, F_SETFD, FD_CLOEXEC);
     return add_listener(srv, fd, NULL, err);
@@ -224,11 +224,11 @@ static void tune_socket(int fd)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
-int nbd_server_add_client(struct nbd_server *srv, int fd, qed_error *err)
+int qedi_nbd_server_add_client(struct nbd_server *srv, int fd, qed_error *err)
 {
     (void)err;
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-    conn_start(srv, fd);
+    qedi_conn_start(srv, fd);
     update_accepting(srv);
     return 0;
 }
@@ -243,12 +243,12 @@ static void on_listener(void *opaque, int lfd, unsigned events)
         if (fd < 0)
             return;
         tune_socket(fd);
-        conn_start(srv, fd);
+        qedi_conn_start(srv, fd);
         update_accepting(srv);
     }
 }
 
-void server_connection_gone(struct nbd_server *srv, struct nbd_conn *c)
+void qedi_server_connection_gone(struct nbd_server *srv, struct nbd_conn *c)
 {
     for (struct nbd_conn **p = &srv->conns; *p; p = &(*p)->next) {
         if (*p == c) {
@@ -271,11 +271,11 @@ static void drain_expired(void *opaque)
     srv->drain_timer = 0;
     for (c = srv->conns; c; c = next) {
         next = c->next;
-        conn_close(c, true);
+        qedi_conn_close(c, true);
     }
 }
 
-void nbd_server_shutdown(struct nbd_server *srv)
+void qedi_nbd_server_shutdown(struct nbd_server *srv)
 {
     struct nbd_conn *c, *next;
 
@@ -288,27 +288,27 @@ void nbd_server_shutdown(struct nbd_server *srv)
         /* A WRITE whose data is still arriving was never acknowledged:
          * drop it.  Mid-handshake clients are dropped; the others get the
          * answers to what is in flight first. */
-        commands_abandon_payload(c);
-        conn_close(c, c->phase != PHASE_TRANSMISSION);
+        qedi_commands_abandon_payload(c);
+        qedi_conn_close(c, c->phase != PHASE_TRANSMISSION);
     }
     if (srv->nconns > 0)
         srv->drain_timer = qed_loop_add_timer(srv->loop, DRAIN_TIMEOUT_MS,
                                               drain_expired, srv);
 }
 
-bool nbd_server_finished(const struct nbd_server *srv)
+bool qedi_nbd_server_finished(const struct nbd_server *srv)
 {
     if (srv->nconns > 0 || srv->live_conns > 0)
         return false;
     return srv->shutting_down || (!srv->opts.persistent && srv->had_client);
 }
 
-unsigned nbd_server_connections(const struct nbd_server *srv)
+unsigned qedi_nbd_server_connections(const struct nbd_server *srv)
 {
     return srv->nconns;
 }
 
-void nbd_server_free(struct nbd_server *srv)
+void qedi_nbd_server_free(struct nbd_server *srv)
 {
     if (!srv)
         return;

@@ -44,7 +44,7 @@ struct nbd_tls {
 };
 
 /* GnuTLS writes every record with its own system call: 16 KiB per sendmsg,
- * and as many wake-ups of the reader.  Records made by nbd_tls_send are
+ * and as many wake-ups of the reader.  Records made by qedi_nbd_tls_send are
  * gathered here instead and go out two at a time: half the calls, while
  * the reader still gets its first bytes after two records are encrypted
  * (with sixteen it waited, idle, for 256 KiB: slower overall). */
@@ -57,7 +57,7 @@ struct nbd_tls_session {
     gnutls_session_t session;
     const struct nbd_tls *tls;
     int fd;
-    bool staging;             /* inside nbd_tls_send: gather the records */
+    bool staging;             /* inside qedi_nbd_tls_send: gather the records */
     uint8_t *stage;           /* encrypted bytes not yet on the socket */
     size_t stage_off, stage_len;
 };
@@ -354,7 +354,7 @@ static int set_priority(struct nbd_tls *tls, const char *text, qed_error *err)
     return 0;
 }
 
-int nbd_tls_new(const struct nbd_tls_config *cfg, struct nbd_tls **out,
+int qedi_nbd_tls_new(const struct nbd_tls_config *cfg, struct nbd_tls **out,
                 qed_error *err)
 {
     struct nbd_tls *tls = calloc(1, sizeof(*tls));
@@ -379,14 +379,14 @@ int nbd_tls_new(const struct nbd_tls_config *cfg, struct nbd_tls **out,
     else if (cfg->psk_file)
         r = load_psk(tls, cfg->psk_file, err);
     if (r < 0) {
-        nbd_tls_free(tls);
+        qedi_nbd_tls_free(tls);
         return r;
     }
     *out = tls;
     return 0;
 }
 
-struct nbd_tls *nbd_tls_new_without_credentials(enum nbd_tls_mode mode)
+struct nbd_tls *qedi_nbd_tls_new_without_credentials(enum nbd_tls_mode mode)
 {
     struct nbd_tls *tls = calloc(1, sizeof(*tls));
     if (tls)
@@ -394,7 +394,7 @@ struct nbd_tls *nbd_tls_new_without_credentials(enum nbd_tls_mode mode)
     return tls;
 }
 
-void nbd_tls_free(struct nbd_tls *tls)
+void qedi_nbd_tls_free(struct nbd_tls *tls)
 {
     if (!tls)
         return;
@@ -411,7 +411,7 @@ void nbd_tls_free(struct nbd_tls *tls)
     free(tls);
 }
 
-bool nbd_tls_certificate_problem(const struct nbd_tls *tls, char *buf,
+bool qedi_nbd_tls_certificate_problem(const struct nbd_tls *tls, char *buf,
                                  size_t len)
 {
     gnutls_x509_crt_t *crts = NULL;
@@ -447,7 +447,7 @@ bool nbd_tls_certificate_problem(const struct nbd_tls *tls, char *buf,
     return problem;
 }
 
-enum nbd_tls_mode nbd_tls_get_mode(const struct nbd_tls *tls)
+enum nbd_tls_mode qedi_nbd_tls_get_mode(const struct nbd_tls *tls)
 {
     return tls ? tls->mode : NBD_TLS_OFF;
 }
@@ -526,7 +526,7 @@ direct:;
     return n;
 }
 
-struct nbd_tls_session *nbd_tls_session_new(const struct nbd_tls *tls, int fd)
+struct nbd_tls_session *qedi_nbd_tls_session_new(const struct nbd_tls *tls, int fd)
 {
     struct nbd_tls_session *s;
 
@@ -546,7 +546,7 @@ struct nbd_tls_session *nbd_tls_session_new(const struct nbd_tls *tls, int fd)
                                              tls->x509) < 0) ||
         (tls->psk && gnutls_credentials_set(s->session, GNUTLS_CRD_PSK,
                                             tls->psk) < 0)) {
-        nbd_tls_session_free(s);
+        qedi_nbd_tls_session_free(s);
         return NULL;
     }
     if (tls->x509 && tls->check_x509_peer) {
@@ -565,7 +565,7 @@ struct nbd_tls_session *nbd_tls_session_new(const struct nbd_tls *tls, int fd)
     return s;
 }
 
-void nbd_tls_session_free(struct nbd_tls_session *s)
+void qedi_nbd_tls_session_free(struct nbd_tls_session *s)
 {
     if (!s)
         return;
@@ -626,7 +626,7 @@ static bool try_again(int r)
     return r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED;
 }
 
-int nbd_tls_handshake(struct nbd_tls_session *s)
+int qedi_nbd_tls_handshake(struct nbd_tls_session *s)
 {
     int r;
 
@@ -643,12 +643,12 @@ int nbd_tls_handshake(struct nbd_tls_session *s)
     return NBD_TLS_FAILED;
 }
 
-bool nbd_tls_wants_write(const struct nbd_tls_session *s)
+bool qedi_nbd_tls_wants_write(const struct nbd_tls_session *s)
 {
     return gnutls_record_get_direction(s->session) == 1;
 }
 
-ssize_t nbd_tls_recv(struct nbd_tls_session *s, void *buf, size_t len)
+ssize_t qedi_nbd_tls_recv(struct nbd_tls_session *s, void *buf, size_t len)
 {
     ssize_t r = gnutls_record_recv(s->session, buf, len);
 
@@ -665,7 +665,7 @@ ssize_t nbd_tls_recv(struct nbd_tls_session *s, void *buf, size_t len)
     return NBD_TLS_AGAIN;
 }
 
-ssize_t nbd_tls_send(struct nbd_tls_session *s, const void *buf, size_t len)
+ssize_t qedi_nbd_tls_send(struct nbd_tls_session *s, const void *buf, size_t len)
 {
     size_t done = 0;
 
@@ -696,22 +696,22 @@ ssize_t nbd_tls_send(struct nbd_tls_session *s, const void *buf, size_t len)
     return (ssize_t)done;
 }
 
-int nbd_tls_flush(struct nbd_tls_session *s)
+int qedi_nbd_tls_flush(struct nbd_tls_session *s)
 {
     return flush_stage(s);
 }
 
-bool nbd_tls_unsent(const struct nbd_tls_session *s)
+bool qedi_nbd_tls_unsent(const struct nbd_tls_session *s)
 {
     return stage_unsent(s) > 0;
 }
 
-size_t nbd_tls_pending(struct nbd_tls_session *s)
+size_t qedi_nbd_tls_pending(struct nbd_tls_session *s)
 {
     return gnutls_record_check_pending(s->session);
 }
 
-void nbd_tls_bye(struct nbd_tls_session *s)
+void qedi_nbd_tls_bye(struct nbd_tls_session *s)
 {
     if (flush_stage(s) < 0)
         return;

@@ -395,7 +395,7 @@ static int vector_io(struct io_session *session, struct io_vector *vec,
     return wait.ret;
 }
 
-static int io_readv(struct io_session *session, int argc, char **argv)
+static int qedi_io_readv(struct io_session *session, int argc, char **argv)
 {
     bool machine = false, quiet = false, verbose = false, verify = false;
     int pattern = 0, ch, ret, status = 0;
@@ -459,7 +459,7 @@ static int io_readv(struct io_session *session, int argc, char **argv)
 
 const struct io_command io_readv_command = {
     .name = "readv",
-    .run = io_readv,
+    .run = qedi_io_readv,
     .argmin = 2,
     .argmax = -1,
     .args = "[-Cqv] [-P pattern] off len [len..]",
@@ -746,7 +746,7 @@ const struct io_command io_write_command = {
         "\n",
 };
 
-static int io_writev(struct io_session *session, int argc, char **argv)
+static int qedi_io_writev(struct io_session *session, int argc, char **argv)
 {
     bool machine = false, quiet = false, fua = false;
     int pattern = IO_DEFAULT_PATTERN, ch, ret, status = 0;
@@ -794,7 +794,7 @@ static int io_writev(struct io_session *session, int argc, char **argv)
 
 const struct io_command io_writev_command = {
     .name = "writev",
-    .run = io_writev,
+    .run = qedi_io_writev,
     .argmin = 2,
     .argmax = -1,
     .writes = true,

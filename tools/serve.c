@@ -33,7 +33,7 @@ static void on_signal(void *opaque, int fd, unsigned events)
 
     while (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
         ;
-    nbd_server_shutdown(srv);
+    qedi_nbd_server_shutdown(srv);
 }
 
 /* SIGINT and SIGTERM arrive on the loop as a readable descriptor, so the
@@ -83,18 +83,18 @@ static bool add_listeners(struct nbd_server *srv,
 
     if (!s->socket_path && !s->port && inherited > 0) {
         for (int i = 0; i < inherited; i++) {
-            if (nbd_server_adopt_listener(srv, 3 + i, &err) < 0) {
+            if (qedi_nbd_server_adopt_listener(srv, 3 + i, &err) < 0) {
                 tool_report(file, "socket activation", &err);
                 return false;
             }
         }
         return true;
     }
-    if (s->socket_path && nbd_server_listen_unix(srv, s->socket_path, &err) < 0) {
+    if (s->socket_path && qedi_nbd_server_listen_unix(srv, s->socket_path, &err) < 0) {
         tool_report(file, NULL, &err);
         return false;
     }
-    if (s->port && nbd_server_listen_tcp(srv, s->bind_address, s->port, &err) < 0) {
+    if (s->port && qedi_nbd_server_listen_tcp(srv, s->bind_address, s->port, &err) < 0) {
         tool_report(file, NULL, &err);
         return false;
     }
@@ -111,12 +111,12 @@ static bool load_tls(const struct serve_settings *s, struct nbd_tls **out)
     *out = NULL;
     if (s->tls.mode == NBD_TLS_OFF)
         return true;
-    if (nbd_tls_new(&s->tls, out, &err) < 0) {
+    if (qedi_nbd_tls_new(&s->tls, out, &err) < 0) {
         tool_error(NULL, "%s", err.message);
         return false;
     }
     /* Served anyway (the clock may be wrong), but clients will refuse it. */
-    if (nbd_tls_certificate_problem(*out, why, sizeof(why)))
+    if (qedi_nbd_tls_certificate_problem(*out, why, sizeof(why)))
         tool_error("warning", "%s/server-cert.pem: %s; clients will refuse it",
                    s->tls.certificates_dir, why);
     return true;
@@ -155,7 +155,7 @@ static int serve(struct serve_settings *s, const char *file)
     warn_if_exposed(s);
     s->server.tls = tls;
     status = serve_image(s, file);
-    nbd_tls_free(tls);
+    qedi_nbd_tls_free(tls);
     return status;
 }
 
@@ -176,7 +176,7 @@ static int serve_image(const struct serve_settings *s, const char *file)
         return 1;
     }
     tool_report_warnings(file, img);
-    if (nbd_server_new(img, &s->server, &srv, &err) < 0) {
+    if (qedi_nbd_server_new(img, &s->server, &srv, &err) < 0) {
         tool_report(file, NULL, &err);
         tool_close(file, img);
         return 1;
@@ -185,12 +185,12 @@ static int serve_image(const struct serve_settings *s, const char *file)
     if (sigfd < 0 || !add_listeners(srv, s, file)) {
         if (sigfd < 0)
             tool_error(file, "cannot watch signals: %s", strerror(-sigfd));
-        nbd_server_free(srv);
+        qedi_nbd_server_free(srv);
         tool_close(file, img);
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
-    while (!nbd_server_finished(srv)) {
+    while (!qedi_nbd_server_finished(srv)) {
         int r = qed_loop_run(qed_image_loop(img), -1);
         if (r < 0) {
             tool_error(file, "event loop: %s", strerror(-r));
@@ -202,7 +202,7 @@ static int serve_image(const struct serve_settings *s, const char *file)
     close(sigfd);
     /* Listeners go (and the socket file with them); then the image is
      * flushed and marked clean. */
-    nbd_server_free(srv);
+    qedi_nbd_server_free(srv);
     if (!tool_close(file, img))
         status = 1;
     return status;

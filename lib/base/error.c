@@ -7,7 +7,7 @@
 
 #include "util.h"
 
-int qed_fail(qed_error *err, int code, const char *fmt, ...)
+int qedi_fail(qed_error *err, int code, const char *fmt, ...)
 {
     if (code <= 0)
         code = EIO;
@@ -23,7 +23,7 @@ int qed_fail(qed_error *err, int code, const char *fmt, ...)
 
 /* Context goes in front; when the whole does not fit, the prefix is cut,
  * never the cause at the end. */
-void qed_error_prefix(qed_error *err, const char *fmt, ...)
+void qedi_error_prefix(qed_error *err, const char *fmt, ...)
 {
     char prefix[sizeof(err->message)];
     char joined[sizeof(err->message)];
@@ -59,7 +59,7 @@ void qed_error_prefix(qed_error *err, const char *fmt, ...)
     memcpy(err->message, joined, sizeof(joined));
 }
 
-void qed_error_clear(qed_error *err)
+void qedi_error_clear(qed_error *err)
 {
     if (err) {
         err->code = 0;
@@ -67,13 +67,13 @@ void qed_error_clear(qed_error *err)
     }
 }
 
-void qed_error_copy(qed_error *dst, const qed_error *src)
+void qedi_error_copy(qed_error *dst, const qed_error *src)
 {
     if (dst && src && dst != src)
         *dst = *src;
 }
 
-void *qed_aligned_alloc(size_t size)
+void *qedi_aligned_alloc(size_t size)
 {
     void *p = NULL;
     if (posix_memalign(&p, QED_BUFFER_ALIGN, size ? size : 1) != 0)
@@ -81,9 +81,9 @@ void *qed_aligned_alloc(size_t size)
     return p;
 }
 
-void *qed_aligned_zalloc(size_t size)
+void *qedi_aligned_zalloc(size_t size)
 {
-    void *p = qed_aligned_alloc(size);
+    void *p = qedi_aligned_alloc(size);
     if (p)
         memset(p, 0, size);
     return p;

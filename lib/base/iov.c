@@ -9,7 +9,7 @@
 #include "iov.h"
 #include "util.h"
 
-uint64_t iov_size(const struct iovec *iov, int iovcnt)
+uint64_t qedi_iov_size(const struct iovec *iov, int iovcnt)
 {
     uint64_t n = 0;
     for (int i = 0; i < iovcnt; i++)
@@ -17,7 +17,7 @@ uint64_t iov_size(const struct iovec *iov, int iovcnt)
     return n;
 }
 
-int iov_slice(const struct iovec *iov, int iovcnt, uint64_t offset,
+int qedi_iov_slice(const struct iovec *iov, int iovcnt, uint64_t offset,
               uint64_t length, struct iovec **out, int *outcnt)
 {
     struct iovec *v;
@@ -43,7 +43,7 @@ int iov_slice(const struct iovec *iov, int iovcnt, uint64_t offset,
     return 0;
 }
 
-void iov_memset(const struct iovec *iov, int iovcnt, uint64_t offset,
+void qedi_iov_memset(const struct iovec *iov, int iovcnt, uint64_t offset,
                 int byte, uint64_t length)
 {
     for (int i = 0; i < iovcnt && length > 0; i++) {
@@ -58,7 +58,7 @@ void iov_memset(const struct iovec *iov, int iovcnt, uint64_t offset,
     }
 }
 
-void iov_to_buf(const struct iovec *iov, int iovcnt, uint64_t offset,
+void qedi_iov_to_buf(const struct iovec *iov, int iovcnt, uint64_t offset,
                 void *buf, uint64_t length)
 {
     uint8_t *out = buf;
@@ -76,7 +76,7 @@ void iov_to_buf(const struct iovec *iov, int iovcnt, uint64_t offset,
     }
 }
 
-bool buf_is_zero(const void *buf, size_t len)
+bool qedi_buf_is_zero(const void *buf, size_t len)
 {
     const unsigned char *p = buf;
 

@@ -8,16 +8,16 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
-int iov_slice(const struct iovec *iov, int iovcnt, uint64_t offset,
+int qedi_iov_slice(const struct iovec *iov, int iovcnt, uint64_t offset,
               uint64_t length, struct iovec **out, int *outcnt);
-void iov_memset(const struct iovec *iov, int iovcnt, uint64_t offset,
+void qedi_iov_memset(const struct iovec *iov, int iovcnt, uint64_t offset,
                 int byte, uint64_t length);
-uint64_t iov_size(const struct iovec *iov, int iovcnt);
+uint64_t qedi_iov_size(const struct iovec *iov, int iovcnt);
 /* Copies length bytes from offset in the vector to buf. */
-void iov_to_buf(const struct iovec *iov, int iovcnt, uint64_t offset,
+void qedi_iov_to_buf(const struct iovec *iov, int iovcnt, uint64_t offset,
                 void *buf, uint64_t length);
 
 /* Are the len bytes at buf all zero? */
-bool buf_is_zero(const void *buf, size_t len);
+bool qedi_buf_is_zero(const void *buf, size_t len);
 
 #endif

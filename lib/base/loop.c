@@ -57,24 +57,24 @@ struct qed_loop {
     unsigned depth;       /* qed_loop_run calls in progress */
 };
 
-uint64_t loop_now_ms(void)
+uint64_t qedi_loop_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-int loop_new(qed_loop **out, qed_error *err)
+int qedi_loop_new(qed_loop **out, qed_error *err)
 {
     qed_loop *loop = calloc(1, sizeof(*loop));
     int ret;
 
     *out = NULL;
     if (!loop)
-        return qed_fail(err, ENOMEM, "out of memory creating the event loop");
+        return qedi_fail(err, ENOMEM, "out of memory creating the event loop");
     loop->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     if (loop->epoll_fd < 0) {
-        ret = qed_fail(err, errno, "epoll_create1: %s", strerror(errno));
+        ret = qedi_fail(err, errno, "epoll_create1: %s", strerror(errno));
         free(loop);
         return ret;
     }
@@ -124,7 +124,7 @@ void qed_loop_free(qed_loop *loop)
     free(loop);
 }
 
-void *loop_slot(const qed_loop *loop, const void *key)
+void *qedi_loop_slot(const qed_loop *loop, const void *key)
 {
     for (const struct slot *s = loop->slots; s; s = s->next)
         if (s->key == key)
@@ -132,7 +132,7 @@ void *loop_slot(const qed_loop *loop, const void *key)
     return NULL;
 }
 
-int loop_slot_fill(qed_loop *loop, const void *key, void *data,
+int qedi_loop_slot_fill(qed_loop *loop, const void *key, void *data,
                    void (*destroy)(void *data))
 {
     struct slot *s = calloc(1, sizeof(*s));
@@ -146,7 +146,7 @@ int loop_slot_fill(qed_loop *loop, const void *key, void *data,
     return 0;
 }
 
-int loop_add_before_wait(qed_loop *loop, void (*fn)(void *opaque),
+int qedi_loop_add_before_wait(qed_loop *loop, void (*fn)(void *opaque),
                          void *opaque)
 {
     struct wait_hook *h = calloc(1, sizeof(*h)), **tail;
@@ -166,7 +166,7 @@ static void run_wait_hooks(qed_loop *loop)
         h->fn(h->opaque);
 }
 
-void loop_defer(qed_loop *loop, struct loop_task *task)
+void qedi_loop_defer(qed_loop *loop, struct loop_task *task)
 {
     if (task->queued)
         return;
@@ -186,7 +186,7 @@ static void run_deferred_call(struct loop_task *task)
     free(call);
 }
 
-int loop_defer_call(qed_loop *loop, void (*fn)(void *), void *arg)
+int qedi_loop_defer_call(qed_loop *loop, void (*fn)(void *), void *arg)
 {
     struct deferred_call *call = calloc(1, sizeof(*call));
     if (!call)
@@ -194,13 +194,13 @@ int loop_defer_call(qed_loop *loop, void (*fn)(void *), void *arg)
     call->task.run = run_deferred_call;
     call->fn = fn;
     call->arg = arg;
-    loop_defer(loop, &call->task);
+    qedi_loop_defer(loop, &call->task);
     return 0;
 }
 
 int qed_loop_call_soon(qed_loop *loop, qed_timer_callback *cb, void *opaque)
 {
-    return loop_defer_call(loop, cb, opaque);
+    return qedi_loop_defer_call(loop, cb, opaque);
 }
 
 /* Runs the tasks queued before this call; tasks they queue wait for the next
@@ -287,7 +287,7 @@ uint64_t qed_loop_add_timer(qed_loop *loop, uint64_t delay_ms,
     if (!t)
         return 0;
     t->id = loop->next_timer_id++;
-    t->due_ms = loop_now_ms() + delay_ms;
+    t->due_ms = qedi_loop_now_ms() + delay_ms;
     t->cb = cb;
     t->opaque = opaque;
     for (p = &loop->timers; *p && (*p)->due_ms <= t->due_ms; p = &(*p)->next)
@@ -311,7 +311,7 @@ void qed_loop_cancel_timer(qed_loop *loop, uint64_t id)
 
 static int fire_timers(qed_loop *loop)
 {
-    uint64_t now = loop_now_ms();
+    uint64_t now = qedi_loop_now_ms();
     int n = 0;
 
     while (loop->timers && loop->timers->due_ms <= now) {
@@ -329,7 +329,7 @@ static int wait_timeout(qed_loop *loop, int timeout_ms)
     if (loop->tasks_head)
         return 0;
     if (loop->timers) {
-        uint64_t now = loop_now_ms();
+        uint64_t now = qedi_loop_now_ms();
         uint64_t due = loop->timers->due_ms;
         int until = due <= now ? 0 : (int)QED_MIN(due - now, (uint64_t)INT32_MAX);
         if (timeout_ms < 0 || until < timeout_ms)
@@ -356,7 +356,7 @@ static int dispatch_events(qed_loop *loop, struct epoll_event *events, int n)
     return n;
 }
 
-bool loop_running(const qed_loop *loop)
+bool qedi_loop_running(const qed_loop *loop)
 {
     return loop->depth > 0;
 }

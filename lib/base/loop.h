@@ -17,32 +17,32 @@ struct loop_task {
 };
 
 /* Queues task to run from the loop (never from inside this call). */
-void loop_defer(qed_loop *loop, struct loop_task *task);
+void qedi_loop_defer(qed_loop *loop, struct loop_task *task);
 /* Defers a plain function call; allocates a small node.  Returns -ENOMEM. */
-int loop_defer_call(qed_loop *loop, void (*fn)(void *), void *arg);
+int qedi_loop_defer_call(qed_loop *loop, void (*fn)(void *), void *arg);
 
 /* A bare loop: no slot is filled and no hook is set.  qed_loop_new (the
  * storage layer's) makes one and puts its I/O engine into it. */
-int loop_new(qed_loop **out, qed_error *err);
+int qedi_loop_new(qed_loop **out, qed_error *err);
 
 /* Per-loop state of a layer above, found by key (the address of an object
- * of that layer): NULL until loop_slot_fill.  Slots are destroyed, the last
+ * of that layer): NULL until qedi_loop_slot_fill.  Slots are destroyed, the last
  * filled first, when the loop is freed, after its queued tasks ran and
  * before its watches go.  Returns 0 or -ENOMEM. */
-void *loop_slot(const qed_loop *loop, const void *key);
-int loop_slot_fill(qed_loop *loop, const void *key, void *data,
+void *qedi_loop_slot(const qed_loop *loop, const void *key);
+int qedi_loop_slot_fill(qed_loop *loop, const void *key, void *data,
                    void (*destroy)(void *data));
 
 /* Calls fn(opaque) whenever the loop is about to wait for events and before
  * qed_loop_run returns, so work queued meanwhile (an engine's submissions)
  * reaches the kernel.  Hooks live as long as the loop.  Returns 0 or
  * -ENOMEM. */
-int loop_add_before_wait(qed_loop *loop, void (*fn)(void *opaque),
+int qedi_loop_add_before_wait(qed_loop *loop, void (*fn)(void *opaque),
                          void *opaque);
 
 /* Milliseconds on a monotonic clock. */
-uint64_t loop_now_ms(void);
+uint64_t qedi_loop_now_ms(void);
 /* True while qed_loop_run runs, that is inside a callback of the loop. */
-bool loop_running(const qed_loop *loop);
+bool qedi_loop_running(const qed_loop *loop);
 
 #endif

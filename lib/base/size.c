@@ -27,12 +27,12 @@ static int suffix_shift(char c)
 
 static int invalid(const char *text, qed_error *err)
 {
-    return qed_fail(err, EINVAL, "invalid size '%.*s'", QUOTE_MAX, text);
+    return qedi_fail(err, EINVAL, "invalid size '%.*s'", QUOTE_MAX, text);
 }
 
 static int too_large(const char *text, qed_error *err)
 {
-    return qed_fail(err, ERANGE,
+    return qedi_fail(err, ERANGE,
                     "size '%.*s' is too large (the largest is %llu bytes)",
                     QUOTE_MAX, text, (unsigned long long)UINT64_MAX);
 }
@@ -118,7 +118,7 @@ int qed_parse_size(const char *text, uint64_t *out, qed_error *err)
     uint64_t value = 0, extra;
 
     if (!text)
-        return qed_fail(err, EINVAL, "invalid size: none given");
+        return qedi_fail(err, EINVAL, "invalid size: none given");
     if (!split_size(text, &s))
         return invalid(text, err);
     base = s.hex ? 16 : 10;

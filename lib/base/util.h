@@ -21,12 +21,12 @@
 #define QED_INTERNAL __attribute__((visibility("hidden")))
 
 /* Fills err (when not NULL) and returns -code, so callers can write
- * `return qed_fail(err, EINVAL, "...", ...)`. */
-QED_INTERNAL int qed_fail(qed_error *err, int code, const char *fmt, ...) QED_PRINTF(3, 4);
+ * `return qedi_fail(err, EINVAL, "...", ...)`. */
+QED_INTERNAL int qedi_fail(qed_error *err, int code, const char *fmt, ...) QED_PRINTF(3, 4);
 /* Prefixes an existing message with more context ("L2 table 3: " + msg). */
-QED_INTERNAL void qed_error_prefix(qed_error *err, const char *fmt, ...) QED_PRINTF(2, 3);
-QED_INTERNAL void qed_error_clear(qed_error *err);
-QED_INTERNAL void qed_error_copy(qed_error *dst, const qed_error *src);
+QED_INTERNAL void qedi_error_prefix(qed_error *err, const char *fmt, ...) QED_PRINTF(2, 3);
+QED_INTERNAL void qedi_error_clear(qed_error *err);
+QED_INTERNAL void qedi_error_copy(qed_error *dst, const qed_error *src);
 
 static inline uint32_t load_le32(const uint8_t *p)
 {
@@ -90,7 +90,7 @@ static inline uint64_t round_down_u64(uint64_t v, uint64_t align)
 /* Alignment of I/O buffers: enough for O_DIRECT on any device (its
  * largest logical block size), and a page. */
 #define QED_BUFFER_ALIGN 4096u
-QED_INTERNAL void *qed_aligned_alloc(size_t size);          /* QED_BUFFER_ALIGN-aligned, uninitialised */
-QED_INTERNAL void *qed_aligned_zalloc(size_t size);         /* QED_BUFFER_ALIGN-aligned, zeroed */
+QED_INTERNAL void *qedi_aligned_alloc(size_t size);          /* QED_BUFFER_ALIGN-aligned, uninitialised */
+QED_INTERNAL void *qedi_aligned_zalloc(size_t size);         /* QED_BUFFER_ALIGN-aligned, zeroed */
 
 #endif

@@ -66,8 +66,8 @@ const char *qed_warnings(const qed_image *image)
 
 /* Probed in this order; raw, which has no signature, comes last. */
 static const struct format_driver *const format_drivers[] = {
-    &qed_format_driver,
-    &raw_format_driver,
+    &qedi_qed_format_driver,
+    &qedi_raw_format_driver,
 };
 
 static const struct format_driver *driver_for(enum qed_format format)
@@ -83,7 +83,7 @@ static const struct format_driver *driver_for(enum qed_format format)
 static int probe(qed_image *img, uint8_t *block, qed_error *err)
 {
     const char *foreign;
-    int ret = image_read_exact(img->file, block, PROBE_BLOCK_SIZE, 0,
+    int ret = qedi_image_read_exact(img->file, block, PROBE_BLOCK_SIZE, 0,
                                err, "the first block");
 
     if (ret < 0)
@@ -94,10 +94,10 @@ static int probe(qed_image *img, uint8_t *block, qed_error *err)
             break;
         }
     }
-    foreign = img->driver == &raw_format_driver ? probe_foreign_format(block)
+    foreign = img->driver == &qedi_raw_format_driver ? qedi_probe_foreign_format(block)
                                                 : NULL;
     if (foreign)
-        return qed_fail(err, EINVAL, "the file looks like a %s image, a "
+        return qedi_fail(err, EINVAL, "the file looks like a %s image, a "
                         "format qed does not read; give the format raw (-f "
                         "raw) to use its bytes as they are", foreign);
     return 0;
@@ -113,9 +113,9 @@ static int open_format(qed_image *img, const struct qed_open_options *o,
     int ret;
 
     if (format == QED_FORMAT_PROBE) {
-        block = qed_aligned_zalloc(PROBE_BLOCK_SIZE);
+        block = qedi_aligned_zalloc(PROBE_BLOCK_SIZE);
         if (!block)
-            return qed_fail(err, ENOMEM, "out of memory");
+            return qedi_fail(err, ENOMEM, "out of memory");
         ret = probe(img, block, err);
         if (ret < 0) {
             free(block);
@@ -126,7 +126,7 @@ static int open_format(qed_image *img, const struct qed_open_options *o,
     } else {
         img->driver = driver_for(format);
         if (!img->driver)
-            return qed_fail(err, EINVAL, "format %d: not qed, raw or probe",
+            return qedi_fail(err, EINVAL, "format %d: not qed, raw or probe",
                             (int)format);
     }
     img->format = img->driver->format;
@@ -149,18 +149,18 @@ static int chain_enter(struct chain *chain, const char *path, qed_error *err)
     struct stat st;
 
     if (chain->depth > QED_MAX_CHAIN_DEPTH)
-        return qed_fail(err, ELOOP, "backing chain deeper than %u images",
+        return qedi_fail(err, ELOOP, "backing chain deeper than %u images",
                         QED_MAX_CHAIN_DEPTH);
     if (chain->driver) {
         /* Files that are not on disk are told apart by name. */
         memset(&st, 0, sizeof(st));
         st.st_ino = name_hash(path);
     } else if (stat(path, &st) < 0) {
-        return qed_fail(err, errno, "%s", strerror(errno));
+        return qedi_fail(err, errno, "%s", strerror(errno));
     }
     for (unsigned i = 0; i < chain->depth; i++)
         if (chain->dev[i] == st.st_dev && chain->ino[i] == st.st_ino)
-            return qed_fail(err, ELOOP, "backing chain loop: '%s' is already "
+            return qedi_fail(err, ELOOP, "backing chain loop: '%s' is already "
                             "in the chain", path);
     chain->dev[chain->depth] = st.st_dev;
     chain->ino[chain->depth] = st.st_ino;
@@ -176,7 +176,7 @@ static void free_image(qed_image *img)
         return;
     if (img->driver && img->driver->free)
         img->driver->free(img);
-    io_file_close(img->file);
+    qedi_io_file_close(img->file);
     free(img->filename);
     free(img->backing_name);
     free(img->backing_path);
@@ -196,7 +196,7 @@ static void take_backing_warnings(qed_image *img)
     while (line && *line) {
         const char *end = strchr(line, '\n');
         int len = end ? (int)(end - line) : (int)strlen(line);
-        image_warn(img, "backing file '%s': %.*s", img->backing_path, len,
+        qedi_image_warn(img, "backing file '%s': %.*s", img->backing_path, len,
                    line);
         line = end ? end + 1 : NULL;
     }
@@ -211,14 +211,14 @@ static int open_backing(qed_image *img, const struct qed_open_options *o,
 
     if (!img->backing_name)
         return 0;
-    img->backing_path = image_resolve_backing(img->filename, img->backing_name);
+    img->backing_path = qedi_image_resolve_backing(img->filename, img->backing_name);
     if (!img->backing_path)
-        return qed_fail(err, ENOMEM, "out of memory");
+        return qedi_fail(err, ENOMEM, "out of memory");
     if (o->flags & QED_OPEN_NO_BACKING) {
         /* Writes copy from the backing file; without it they would store
          * zeros where its data should show. */
         if (img->writable)
-            return qed_fail(err, EINVAL, "an image with a backing file cannot "
+            return qedi_fail(err, EINVAL, "an image with a backing file cannot "
                             "be opened for writing without it");
         img->backing_unavailable = true;
         return 0;
@@ -230,7 +230,7 @@ static int open_backing(qed_image *img, const struct qed_open_options *o,
                         &img->backing, err);
     /* Deep in a chain, only the file that failed is named. */
     if (ret < 0 && err && strncmp(err->message, "backing file '", 14) != 0)
-        qed_error_prefix(err, "backing file '%s': ", img->backing_path);
+        qedi_error_prefix(err, "backing file '%s': ", img->backing_path);
     if (ret == 0)
         take_backing_warnings(img);
     return ret;
@@ -250,9 +250,9 @@ static int open_internal(const char *path, const struct qed_open_options *o,
         return ret;
     img = calloc(1, sizeof(*img));
     if (!img)
-        return qed_fail(err, ENOMEM, "out of memory");
+        return qedi_fail(err, ENOMEM, "out of memory");
     img->loop = loop;
-    img->front = &image_front;
+    img->front = &qedi_image_front;
     img->writable = (o->flags & QED_OPEN_RDWR) != 0;
     img->cache = o->cache;
     img->locking = o->locking;
@@ -261,16 +261,16 @@ static int open_internal(const char *path, const struct qed_open_options *o,
         io_flags |= IO_OPEN_WRITE;
     if (o->cache == QED_CACHE_NONE)
         io_flags |= IO_OPEN_DIRECT;
-    io_flags |= image_lock_flags(o);
+    io_flags |= qedi_image_lock_flags(o);
     if (!img->filename) {
-        ret = qed_fail(err, ENOMEM, "out of memory");
+        ret = qedi_fail(err, ENOMEM, "out of memory");
         goto fail;
     }
-    ret = storage_open(chain->driver, loop, path, io_flags, &img->file, err);
+    ret = qedi_storage_open(chain->driver, loop, path, io_flags, &img->file, err);
     if (ret < 0)
         goto fail;
     if (img->file->lock_unsupported)
-        image_warn(img, "the file system does not support OFD locks: the "
+        qedi_image_warn(img, "the file system does not support OFD locks: the "
                    "image is open without locks, so other programs (QEMU's "
                    "too) are not kept from using it at the same time");
     ret = open_format(img, o, format, err);
@@ -291,7 +291,7 @@ fail:
     return ret;
 }
 
-int image_open(const char *path, const struct qed_open_options *options,
+int qedi_image_open(const char *path, const struct qed_open_options *options,
                const struct storage_driver *driver, qed_image **out,
                qed_error *err)
 {
@@ -303,7 +303,7 @@ int image_open(const char *path, const struct qed_open_options *options,
     *out = NULL;
     if (options)
         o = *options;
-    ret = image_validate_locking(&o, err);
+    ret = qedi_image_validate_locking(&o, err);
     if (ret < 0)
         return ret;
     loop = o.loop;
@@ -325,7 +325,7 @@ int image_open(const char *path, const struct qed_open_options *options,
 int qed_open(const char *path, const struct qed_open_options *options,
              qed_image **out, qed_error *err)
 {
-    return image_open(path, options, NULL, out, err);
+    return qedi_image_open(path, options, NULL, out, err);
 }
 
 static int drain(qed_image *img)
@@ -344,11 +344,11 @@ int qed_drain(qed_image *img, qed_error *err)
 {
     int r;
 
-    if (image_refuse_nested(img, "qed_drain", err) < 0)
+    if (qedi_image_refuse_nested(img, "qed_drain", err) < 0)
         return -EDEADLK;
     r = drain(img);
     if (r < 0)
-        return qed_fail(err, -r, "event loop: %s", strerror(-r));
+        return qedi_fail(err, -r, "event loop: %s", strerror(-r));
     return 0;
 }
 
@@ -362,7 +362,7 @@ int qed_close(qed_image *img, qed_error *err)
         return 0;
     /* Closing waits for the requests in flight: not from a callback of
      * the loop that runs them.  The image stays open then. */
-    if (image_refuse_nested(img, "qed_close", err) < 0)
+    if (qedi_image_refuse_nested(img, "qed_close", err) < 0)
         return -EDEADLK;
     loop = img->loop;
     owns_loop = img->owns_loop;
@@ -370,7 +370,7 @@ int qed_close(qed_image *img, qed_error *err)
     if (img->driver->quiesce)
         img->driver->quiesce(img);
     if (r < 0)
-        ret = qed_fail(err, -r, "event loop: %s", strerror(-r));
+        ret = qedi_fail(err, -r, "event loop: %s", strerror(-r));
     if (ret == 0 && img->writable)
         ret = img->driver->close(img, err);
     if (img->backing) {
@@ -402,7 +402,7 @@ int qed_get_info(qed_image *img, struct qed_image_info *info, qed_error *err)
     if (ret == 0)
         ret = img->file->ops->allocated_bytes(img->file, &info->actual_size);
     if (ret < 0)
-        return qed_fail(err, -ret, "%s", strerror(-ret));
+        return qedi_fail(err, -ret, "%s", strerror(-ret));
     info->has_backing = img->backing_name != NULL;
     if (info->has_backing) {
         copy_string(info->backing_file, sizeof(info->backing_file),

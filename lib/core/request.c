@@ -34,16 +34,16 @@ static void complete(struct request *req, int ret)
     if (req->img->driver->finish && req->img->driver->finish(req, ret))
         return;
     if (ret < 0 && req->err.code == 0)
-        qed_fail(&req->err, -ret, "%s", strerror(-ret));
+        qedi_fail(&req->err, -ret, "%s", strerror(-ret));
     if (ret == 0)
-        qed_error_clear(&req->err);
+        qedi_error_clear(&req->err);
     req->task.run = run_completion;
-    loop_defer(req->img->loop, &req->task);
+    qedi_loop_defer(req->img->loop, &req->task);
 }
 
 static int fail_now(qed_error *err, int code, const char *what)
 {
-    return qed_fail(err, code, "%s", what);
+    return qedi_fail(err, code, "%s", what);
 }
 
 static struct request *request_new(qed_image *img, enum request_kind kind,
@@ -81,7 +81,7 @@ static int submit_vector(qed_image *img, enum request_kind kind,
                          const struct iovec *iov, int iovcnt, uint64_t offset,
                          qed_callback *cb, void *opaque)
 {
-    uint64_t length = iov_size(iov, iovcnt);
+    uint64_t length = qedi_iov_size(iov, iovcnt);
     struct request *req;
 
     if (iovcnt < 0 || check_range(img, offset, length) < 0)
@@ -177,15 +177,15 @@ static void sync_done(void *opaque, int ret, const qed_error *err)
     c->done = true;
     c->ret = ret;
     if (ret < 0 && c->err && err)
-        qed_error_copy(c->err, err);
+        qedi_error_copy(c->err, err);
 }
 
-int image_refuse_nested(const qed_image *img, const char *what,
+int qedi_image_refuse_nested(const qed_image *img, const char *what,
                         qed_error *err)
 {
-    if (!loop_running(img->loop))
+    if (!qedi_loop_running(img->loop))
         return 0;
-    return qed_fail(err, EDEADLK, "%s called from a callback running on the "
+    return qedi_fail(err, EDEADLK, "%s called from a callback running on the "
                     "image's loop: it would wait for itself; use the "
                     "asynchronous call there", what);
 }
@@ -195,16 +195,16 @@ static int sync_wait(qed_image *img, int submitted, struct sync_call *c,
 {
     if (submitted < 0) {
         if (submitted == -EINVAL)
-            return qed_fail(c->err, EINVAL, "%s: range outside the image "
+            return qedi_fail(c->err, EINVAL, "%s: range outside the image "
                             "(size %" PRIu64 ")", what, img->size);
         if (submitted == -EPERM)
-            return qed_fail(c->err, EPERM, "%s: image is read-only", what);
+            return qedi_fail(c->err, EPERM, "%s: image is read-only", what);
         return fail_now(c->err, -submitted, strerror(-submitted));
     }
     while (!c->done) {
         int r = qed_loop_run(img->loop, -1);
         if (r < 0)
-            return qed_fail(c->err, -r, "event loop: %s", strerror(-r));
+            return qedi_fail(c->err, -r, "event loop: %s", strerror(-r));
     }
     return c->ret;
 }
@@ -215,7 +215,7 @@ int qed_pread(qed_image *img, void *buf, size_t length, uint64_t offset,
     struct sync_call c = { .err = err };
     struct iovec v = { buf, length };
 
-    if (image_refuse_nested(img, "qed_pread", err) < 0)
+    if (qedi_image_refuse_nested(img, "qed_pread", err) < 0)
         return -EDEADLK;
     return sync_wait(img, qed_aio_readv(img, &v, 1, offset, sync_done, &c),
                      &c, "read");
@@ -227,7 +227,7 @@ int qed_pwrite(qed_image *img, const void *buf, size_t length,
     struct sync_call c = { .err = err };
     struct iovec v = { (void *)buf, length };
 
-    if (image_refuse_nested(img, "qed_pwrite", err) < 0)
+    if (qedi_image_refuse_nested(img, "qed_pwrite", err) < 0)
         return -EDEADLK;
     return sync_wait(img, qed_aio_writev(img, &v, 1, offset, sync_done, &c),
                      &c, "write");
@@ -238,7 +238,7 @@ int qed_write_zeroes(qed_image *img, uint64_t offset, uint64_t length,
 {
     struct sync_call c = { .err = err };
 
-    if (image_refuse_nested(img, "qed_write_zeroes", err) < 0)
+    if (qedi_image_refuse_nested(img, "qed_write_zeroes", err) < 0)
         return -EDEADLK;
     return sync_wait(img, qed_aio_write_zeroes(img, offset, length, flags,
                                                sync_done, &c),
@@ -250,7 +250,7 @@ int qed_discard(qed_image *img, uint64_t offset, uint64_t length,
 {
     struct sync_call c = { .err = err };
 
-    if (image_refuse_nested(img, "qed_discard", err) < 0)
+    if (qedi_image_refuse_nested(img, "qed_discard", err) < 0)
         return -EDEADLK;
     return sync_wait(img, qed_aio_discard(img, offset, length, sync_done, &c),
                      &c, "discard");
@@ -260,7 +260,7 @@ int qed_flush(qed_image *img, qed_error *err)
 {
     struct sync_call c = { .err = err };
 
-    if (image_refuse_nested(img, "qed_flush", err) < 0)
+    if (qedi_image_refuse_nested(img, "qed_flush", err) < 0)
         return -EDEADLK;
     return sync_wait(img, qed_aio_flush(img, sync_done, &c), &c, "flush");
 }
@@ -270,14 +270,14 @@ int qed_block_status(qed_image *img, uint64_t offset, uint64_t length,
 {
     struct sync_call c = { .err = err };
 
-    if (image_refuse_nested(img, "qed_block_status", err) < 0)
+    if (qedi_image_refuse_nested(img, "qed_block_status", err) < 0)
         return -EDEADLK;
     return sync_wait(img, qed_aio_block_status(img, offset, length, status,
                                                sync_done, &c),
                      &c, "block status");
 }
 
-const struct front_ops image_front = {
+const struct front_ops qedi_image_front = {
     .complete = complete,
     .aio_readv = qed_aio_readv,
     .aio_block_status = qed_aio_block_status,

@@ -113,8 +113,8 @@ struct format_driver {
                   qed_error *err);
 };
 
-extern const struct format_driver qed_format_driver;
-extern const struct format_driver raw_format_driver;
+extern const struct format_driver qedi_qed_format_driver;
+extern const struct format_driver qedi_raw_format_driver;
 
 
 /* ---- format probing (probe.c) -------------------------------------------- */
@@ -128,12 +128,12 @@ extern const struct format_driver raw_format_driver;
 #define PROBE_BLOCK_SIZE 4096u
 
 /* True when the sector starts with the QED magic. */
-bool probe_is_qed(const uint8_t *sector);
+bool qedi_probe_is_qed(const uint8_t *sector);
 
 /* The name of another image format whose signature the sector carries (one
  * QEMU would detect when probing: "qcow2", "vmdk", ...), or NULL when
  * QEMU's probing would find nothing but raw or QED. */
-const char *probe_foreign_format(const uint8_t *sector);
+const char *qedi_probe_foreign_format(const uint8_t *sector);
 
 /* ---- the image --------------------------------------------------------------- */
 
@@ -194,38 +194,38 @@ static inline void request_complete(struct request *req, int ret)
 
 /* image-util.c */
 /* Adds a line to the image's warnings (qed_warnings). */
-void image_warn(qed_image *img, const char *fmt, ...) QED_PRINTF(2, 3);
+void qedi_image_warn(qed_image *img, const char *fmt, ...) QED_PRINTF(2, 3);
 /* Reads len bytes at offset of the storage synchronously; the error names
  * what was read. */
-int image_read_exact(struct io_file *file, void *buf, size_t len,
+int qedi_image_read_exact(struct io_file *file, void *buf, size_t len,
                      uint64_t offset, qed_error *err, const char *what);
 /* The storage open flags (IO_OPEN_LOCK_*, IO_OPEN_SHARE_ALL) for the
  * locking the options ask for. */
-unsigned image_lock_flags(const struct qed_open_options *o);
+unsigned qedi_image_lock_flags(const struct qed_open_options *o);
 /* Rejects a locking mode that is none of AUTO, ON and OFF, and
  * force-share on a read-write open; the error names the field. */
-int image_validate_locking(const struct qed_open_options *o, qed_error *err);
+int qedi_image_validate_locking(const struct qed_open_options *o, qed_error *err);
 /* Takes the locks QEMU takes to create an image on fd (opened for reading
  * and writing), before anything truncates or writes it: -EAGAIN when
  * another open refuses it.  They go when fd is closed. */
-int image_lock_for_create(int fd, const char *path, enum qed_lock_mode mode,
+int qedi_image_lock_for_create(int fd, const char *path, enum qed_lock_mode mode,
                           qed_error *err);
 /* The path a backing file name stored in image_path's header refers to:
  * relative names are relative to the image's directory.  malloc'd; NULL
  * when out of memory. */
-char *image_resolve_backing(const char *image_path, const char *name);
+char *qedi_image_resolve_backing(const char *image_path, const char *name);
 /* True when the backing file name would make of image_path (an existing
- * file) its own backing file: the name resolves (as image_resolve_backing)
+ * file) its own backing file: the name resolves (as qedi_image_resolve_backing)
  * to the same file, whatever hard link, symbolic link or relative spelling
  * leads there. */
-bool image_backing_is_self(const char *image_path, const char *name);
+bool qedi_image_backing_is_self(const char *image_path, const char *name);
 
 /* image-fill.c: for a driver's resize of an idle image */
 /* Reserves [offset, offset + len) of the file (falloc), or writes zeros
  * there (full, after reserving when the file system can). */
-int image_preallocate(qed_image *img, uint64_t offset, uint64_t len,
+int qedi_image_preallocate(qed_image *img, uint64_t offset, uint64_t len,
                       enum qed_preallocation mode, qed_error *err);
 /* Flushes the file; the error says so. */
-int image_flush(qed_image *img, qed_error *err);
+int qedi_image_flush(qed_image *img, qed_error *err);
 
 #endif

@@ -11,7 +11,7 @@
 
 #include "driver.h"
 
-void image_warn(qed_image *img, const char *fmt, ...)
+void qedi_image_warn(qed_image *img, const char *fmt, ...)
 {
     char line[1024];
     size_t old = img->warnings ? strlen(img->warnings) : 0;
@@ -31,16 +31,16 @@ void image_warn(qed_image *img, const char *fmt, ...)
     img->warnings = grown;
 }
 
-int image_read_exact(struct io_file *file, void *buf, size_t len,
+int qedi_image_read_exact(struct io_file *file, void *buf, size_t len,
                      uint64_t offset, qed_error *err, const char *what)
 {
-    int ret = io_pread_sync(file, buf, len, offset);
+    int ret = qedi_io_pread_sync(file, buf, len, offset);
     if (ret < 0)
-        return qed_fail(err, -ret, "reading %s: %s", what, strerror(-ret));
+        return qedi_fail(err, -ret, "reading %s: %s", what, strerror(-ret));
     return 0;
 }
 
-char *image_resolve_backing(const char *image_path, const char *name)
+char *qedi_image_resolve_backing(const char *image_path, const char *name)
 {
     char *copy, *dir, *out;
     size_t len;
@@ -61,7 +61,7 @@ char *image_resolve_backing(const char *image_path, const char *name)
     return out;
 }
 
-bool image_backing_is_self(const char *image_path, const char *name)
+bool qedi_image_backing_is_self(const char *image_path, const char *name)
 {
     struct stat image_st, backing_st;
     char *path;
@@ -69,7 +69,7 @@ bool image_backing_is_self(const char *image_path, const char *name)
 
     if (!name || !name[0] || stat(image_path, &image_st) < 0)
         return false;
-    path = image_resolve_backing(image_path, name);
+    path = qedi_image_resolve_backing(image_path, name);
     if (!path)
         return false;
     same = stat(path, &backing_st) == 0 &&
@@ -79,7 +79,7 @@ bool image_backing_is_self(const char *image_path, const char *name)
     return same;
 }
 
-unsigned image_lock_flags(const struct qed_open_options *o)
+unsigned qedi_image_lock_flags(const struct qed_open_options *o)
 {
     unsigned flags = 0;
 
@@ -92,27 +92,27 @@ unsigned image_lock_flags(const struct qed_open_options *o)
     return flags;
 }
 
-int image_validate_locking(const struct qed_open_options *o, qed_error *err)
+int qedi_image_validate_locking(const struct qed_open_options *o, qed_error *err)
 {
     if (o->locking != QED_LOCK_AUTO && o->locking != QED_LOCK_ON &&
         o->locking != QED_LOCK_OFF)
-        return qed_fail(err, EINVAL, "locking mode %d: not AUTO, ON or OFF",
+        return qedi_fail(err, EINVAL, "locking mode %d: not AUTO, ON or OFF",
                         (int)o->locking);
     if ((o->flags & QED_OPEN_FORCE_SHARE) && (o->flags & QED_OPEN_RDWR))
-        return qed_fail(err, EINVAL, "force-share=on can only be used with "
+        return qedi_fail(err, EINVAL, "force-share=on can only be used with "
                         "read-only images");
     return 0;
 }
 
-int image_lock_for_create(int fd, const char *path, enum qed_lock_mode mode,
+int qedi_image_lock_for_create(int fd, const char *path, enum qed_lock_mode mode,
                           qed_error *err)
 {
     struct qed_open_options lo = { .locking = mode };
     struct io_lock want, held = { 0 };
     bool unsupported;
 
-    io_lock_create_role(&want);
-    return io_lock_open_fd(fd, path, image_lock_flags(&lo), &want, &held,
+    qedi_io_lock_create_role(&want);
+    return qedi_io_lock_open_fd(fd, path, qedi_image_lock_flags(&lo), &want, &held,
                            &unsupported, err);
 }
 

@@ -35,7 +35,7 @@ static const char qcow_magic[] = "QFI\xfb";
 #define QCOW_VERSION_OFFSET 4
 #define QCOW_VERSION_1 1u
 
-bool probe_is_qed(const uint8_t *sector)
+bool qedi_probe_is_qed(const uint8_t *sector)
 {
     return load_le32(sector) == QED_MAGIC;
 }
@@ -88,7 +88,7 @@ static bool is_vmdk_descriptor(const uint8_t *sector)
     return false;
 }
 
-const char *probe_foreign_format(const uint8_t *sector)
+const char *qedi_probe_foreign_format(const uint8_t *sector)
 {
     if (memcmp(sector, qcow_magic, 4) == 0) {
         uint32_t version;

@@ -52,16 +52,16 @@ static int classify(struct ops_walk *w, uint64_t pos, uint64_t *len,
 
 static void segment_done(struct ops_worker *k)
 {
-    ops_worker_done(k, 0, NULL);
+    qedi_ops_worker_done(k, 0, NULL);
 }
 
 static void copy_read(struct ops_worker *k)
 {
     struct commit *c = k->walk->opaque;
 
-    ops_begin(k, segment_done);
-    ops_write_blocks(k, c->base, k->buf[0], NULL, c->granularity, true);
-    ops_end(k);
+    qedi_ops_begin(k, segment_done);
+    qedi_ops_write_blocks(k, c->base, k->buf[0], NULL, c->granularity, true);
+    qedi_ops_end(k);
 }
 
 static void start(struct ops_worker *k)
@@ -69,14 +69,14 @@ static void start(struct ops_worker *k)
     struct commit *c = k->walk->opaque;
 
     if (k->action == ACT_ZERO) {
-        ops_begin(k, segment_done);
-        ops_write_zeroes(k, c->base, k->offset, k->length, QED_ZERO_MAY_UNMAP);
-        ops_end(k);
+        qedi_ops_begin(k, segment_done);
+        qedi_ops_write_zeroes(k, c->base, k->offset, k->length, QED_ZERO_MAY_UNMAP);
+        qedi_ops_end(k);
         return;
     }
-    ops_begin(k, copy_read);
-    ops_read(k, c->top, k->buf[0], k->length, k->offset);
-    ops_end(k);
+    qedi_ops_begin(k, copy_read);
+    qedi_ops_read(k, c->top, k->buf[0], k->length, k->offset);
+    qedi_ops_end(k);
 }
 
 /* Is layer, named by the layer above it, the file the user named base?
@@ -86,7 +86,7 @@ static void start(struct ops_worker *k)
 static bool is_base(const qed_image *above, const qed_image *layer,
                     const char *base)
 {
-    char *named = image_resolve_backing(above->filename, base);
+    char *named = qedi_image_resolve_backing(above->filename, base);
     char *a = named ? realpath(named, NULL) : NULL;
     char *b = a ? realpath(layer->filename, NULL) : NULL;
     bool same = named && (strcmp(named, layer->filename) == 0 ||
@@ -106,7 +106,7 @@ static qed_image *find_above_base(struct commit *c, const char *base,
 
     if (!base) {
         if (!c->top->backing_path) {
-            qed_fail(err, EINVAL, "'%s' has no backing file to commit to",
+            qedi_fail(err, EINVAL, "'%s' has no backing file to commit to",
                      path);
             return NULL;
         }
@@ -120,7 +120,7 @@ static qed_image *find_above_base(struct commit *c, const char *base,
             return above;
         }
     }
-    qed_fail(err, EINVAL, "Did not find '%s' in the backing chain of '%s'",
+    qedi_fail(err, EINVAL, "Did not find '%s' in the backing chain of '%s'",
              base, path);
     return NULL;
 }
@@ -140,7 +140,7 @@ static int open_base(struct commit *c, qed_image *above,
 
     c->base_path = strdup(above->backing_path);
     if (!c->base_path)
-        return qed_fail(err, ENOMEM, "out of memory");
+        return qedi_fail(err, ENOMEM, "out of memory");
     /* Probed again when the layer above records no format: a raw base
      * opened by probing keeps its first sector guarded (raw.c), so the
      * commit cannot turn it into another format's image. */
@@ -152,7 +152,7 @@ static int open_base(struct commit *c, qed_image *above,
     qed_close(ro_base, NULL);
     ret = qed_open(c->base_path, &bo, &c->base, err);
     if (ret < 0)
-        qed_error_prefix(err, "backing file '%s': ", c->base_path);
+        qedi_error_prefix(err, "backing file '%s': ", c->base_path);
     return ret;
 }
 
@@ -164,7 +164,7 @@ static int commit_walk(struct commit *c, struct ops_walk *w, qed_error *err)
     if (qed_size(c->base) < qed_size(c->top)) {
         ret = qed_resize(c->base, qed_size(c->top), 0, err);
         if (ret < 0) {
-            qed_error_prefix(err, "growing backing file '%s' to %" PRIu64
+            qedi_error_prefix(err, "growing backing file '%s' to %" PRIu64
                              " bytes: ", c->base_path, qed_size(c->top));
             return ret;
         }
@@ -179,11 +179,11 @@ static int commit_walk(struct commit *c, struct ops_walk *w, qed_error *err)
     w->classify = classify;
     w->start = start;
     w->opaque = c;
-    ret = ops_walk_run(w, err);
+    ret = qedi_ops_walk_run(w, err);
     if (ret == 0) {
         ret = qed_flush(c->base, err);
         if (ret < 0)
-            qed_error_prefix(err, "backing file '%s': ", c->base_path);
+            qedi_error_prefix(err, "backing file '%s': ", c->base_path);
     }
     return ret;
 }
@@ -200,7 +200,7 @@ int qed_commit(const char *path, const struct qed_commit_options *options,
 
     if (options)
         o = *options;
-    ret = ops_walk_configure(&w, &o.op, err);
+    ret = qedi_ops_walk_configure(&w, &o.op, err);
     if (ret < 0)
         return ret;
     struct qed_open_options to = {
@@ -219,8 +219,8 @@ int qed_commit(const char *path, const struct qed_commit_options *options,
     if (c.base) {
         r = qed_close(c.base, &close_err);
         if (r < 0 && ret == 0) {
-            qed_error_copy(err, &close_err);
-            qed_error_prefix(err, "backing file '%s': ", c.base_path);
+            qedi_error_copy(err, &close_err);
+            qedi_error_prefix(err, "backing file '%s': ", c.base_path);
             ret = r;
         }
     }

@@ -60,17 +60,17 @@ static void compared(struct ops_worker *k)
         if (w->limit > off)
             w->limit = off;
     }
-    ops_worker_done(k, 0, NULL);
+    qedi_ops_worker_done(k, 0, NULL);
 }
 
 static void start(struct ops_worker *k)
 {
     struct compare *c = k->walk->opaque;
 
-    ops_begin(k, compared);
-    ops_fill(k, 0, c->img[0]);
-    ops_fill(k, 1, c->img[1]);
-    ops_end(k);
+    qedi_ops_begin(k, compared);
+    qedi_ops_fill(k, 0, c->img[0]);
+    qedi_ops_fill(k, 1, c->img[1]);
+    qedi_ops_end(k);
 }
 
 static int compare_ready(qed_image *a, qed_image *b, qed_error *err)
@@ -78,12 +78,12 @@ static int compare_ready(qed_image *a, qed_image *b, qed_error *err)
     int ret;
 
     if (qed_image_loop(a) != qed_image_loop(b))
-        return qed_fail(err, EINVAL, "compare: '%s' and '%s' are on different "
+        return qedi_fail(err, EINVAL, "compare: '%s' and '%s' are on different "
                         "loops; open the second with the first's loop",
                         a->filename, b->filename);
-    ret = ops_require_idle(a, "compare", err);
+    ret = qedi_ops_require_idle(a, "compare", err);
     if (ret == 0)
-        ret = ops_require_idle(b, "compare", err);
+        ret = qedi_ops_require_idle(b, "compare", err);
     return ret;
 }
 
@@ -96,7 +96,7 @@ static int compare_content(qed_image *a, qed_image *b,
     struct ops_walk w = { 0 };
     int ret;
 
-    ret = ops_walk_configure(&w, o, err);
+    ret = qedi_ops_walk_configure(&w, o, err);
     if (ret < 0)
         return ret;
     w.loop = qed_image_loop(a);
@@ -108,7 +108,7 @@ static int compare_content(qed_image *a, qed_image *b,
     w.classify = classify;
     w.start = start;
     w.opaque = &c;
-    ret = ops_walk_run(&w, err);
+    ret = qedi_ops_walk_run(&w, err);
     if (ret < 0)
         return ret;
     result->identical = !c.found;
@@ -183,12 +183,12 @@ static int query_flags(qed_image *img, uint64_t pos, uint64_t end,
     int ret = qed_block_status(img, pos, end - pos, &st, err);
 
     if (ret < 0) {
-        qed_error_prefix(err, "block status of '%s' at offset %" PRIu64 ": ",
+        qedi_error_prefix(err, "block status of '%s' at offset %" PRIu64 ": ",
                          img->filename, pos);
         return ret;
     }
     if (st.length == 0 || st.length > end - pos)
-        return qed_fail(err, EIO, "block status of '%s' at offset %" PRIu64
+        return qedi_fail(err, EIO, "block status of '%s' at offset %" PRIu64
                         " returned length %" PRIu64, img->filename, pos,
                         st.length);
     *flags = status_flags(img, pos, end, &st);

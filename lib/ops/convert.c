@@ -74,7 +74,7 @@ static int classify(struct ops_walk *w, uint64_t pos, uint64_t *len,
 
 static void segment_done(struct ops_worker *k)
 {
-    ops_worker_done(k, 0, NULL);
+    qedi_ops_worker_done(k, 0, NULL);
 }
 
 /* Zero blocks of a copied segment are written as zeroes where the output
@@ -91,19 +91,19 @@ static void copy_write(struct ops_worker *k)
 {
     struct convert *c = k->walk->opaque;
 
-    ops_begin(k, segment_done);
+    qedi_ops_begin(k, segment_done);
     if (c->write_all)
-        ops_write(k, c->dst, k->buf[0], k->length, k->offset);
+        qedi_ops_write(k, c->dst, k->buf[0], k->length, k->offset);
     else
-        ops_write_sparse(k, c->dst, k->buf[0], c->granularity,
+        qedi_ops_write_sparse(k, c->dst, k->buf[0], c->granularity,
                          c->min_sparse, zero_blocks_need_writing(c, k));
-    ops_pass_turn(k);
-    ops_end(k);
+    qedi_ops_pass_turn(k);
+    qedi_ops_end(k);
 }
 
 static void copy_in_turn(struct ops_worker *k)
 {
-    ops_await_turn(k, copy_write);
+    qedi_ops_await_turn(k, copy_write);
 }
 
 static void copy_read(struct ops_worker *k)
@@ -114,34 +114,34 @@ static void copy_read(struct ops_worker *k)
         copy_in_turn(k);
         return;
     }
-    ops_begin(k, copy_in_turn);
-    ops_preallocate_data_blocks(k, c->dst, k->buf[0], c->granularity);
-    ops_end(k);
+    qedi_ops_begin(k, copy_in_turn);
+    qedi_ops_preallocate_data_blocks(k, c->dst, k->buf[0], c->granularity);
+    qedi_ops_end(k);
 }
 
 static void diff_write(struct ops_worker *k)
 {
     struct convert *c = k->walk->opaque;
 
-    ops_begin(k, segment_done);
-    ops_write_blocks(k, c->dst, k->buf[0], k->buf[1], c->granularity, true);
-    ops_pass_turn(k);
-    ops_end(k);
+    qedi_ops_begin(k, segment_done);
+    qedi_ops_write_blocks(k, c->dst, k->buf[0], k->buf[1], c->granularity, true);
+    qedi_ops_pass_turn(k);
+    qedi_ops_end(k);
 }
 
 static void diff_read(struct ops_worker *k)
 {
-    ops_await_turn(k, diff_write);
+    qedi_ops_await_turn(k, diff_write);
 }
 
 static void zero_write(struct ops_worker *k)
 {
     struct convert *c = k->walk->opaque;
 
-    ops_begin(k, segment_done);
-    ops_write_zeroes(k, c->dst, k->offset, k->length, QED_ZERO_MAY_UNMAP);
-    ops_pass_turn(k);
-    ops_end(k);
+    qedi_ops_begin(k, segment_done);
+    qedi_ops_write_zeroes(k, c->dst, k->offset, k->length, QED_ZERO_MAY_UNMAP);
+    qedi_ops_pass_turn(k);
+    qedi_ops_end(k);
 }
 
 /* ---- salvage ----------------------------------------------------------------- */
@@ -164,7 +164,7 @@ static void report_unreadable(struct ops_worker *k)
 {
     if (k->bad_end == k->bad_start)
         return;
-    ops_warn(k->walk, "error while reading offset %" PRIu64 ": %s (%"
+    qedi_ops_warn(k->walk, "error while reading offset %" PRIu64 ": %s (%"
              PRIu64 " bytes written as zeros)", k->bad_start,
              strerror(k->bad_code), k->bad_end - k->bad_start);
     k->bad_start = k->bad_end = 0;
@@ -211,10 +211,10 @@ static void salvage_next(struct ops_worker *k)
         copy_read(k);
         return;
     }
-    ops_begin_tolerant(k, salvage_piece_read);
-    ops_read(k, c->src, k->buf[0] + k->cursor, salvage_len(k),
+    qedi_ops_begin_tolerant(k, salvage_piece_read);
+    qedi_ops_read(k, c->src, k->buf[0] + k->cursor, salvage_len(k),
              k->offset + k->cursor);
-    ops_end(k);
+    qedi_ops_end(k);
 }
 
 static void copy_read_salvaging(struct ops_worker *k)
@@ -234,22 +234,22 @@ static void start(struct ops_worker *k)
 
     switch (k->action) {
     case ACT_ZERO:
-        ops_await_turn(k, zero_write);
+        qedi_ops_await_turn(k, zero_write);
         break;
     case ACT_COPY:
         if (c->salvage)
-            ops_begin_tolerant(k, copy_read_salvaging);
+            qedi_ops_begin_tolerant(k, copy_read_salvaging);
         else
-            ops_begin(k, copy_read);
-        ops_read(k, c->src, k->buf[0], k->length, k->offset);
-        ops_end(k);
+            qedi_ops_begin(k, copy_read);
+        qedi_ops_read(k, c->src, k->buf[0], k->length, k->offset);
+        qedi_ops_end(k);
         break;
     default:
         /* The output reads its backing chain where nothing is written. */
-        ops_begin(k, diff_read);
-        ops_fill(k, 0, c->src);
-        ops_fill(k, 1, c->dst);
-        ops_end(k);
+        qedi_ops_begin(k, diff_read);
+        qedi_ops_fill(k, 0, c->src);
+        qedi_ops_fill(k, 1, c->dst);
+        qedi_ops_end(k);
         break;
     }
 }
@@ -260,12 +260,12 @@ static int refuse_chain_file(qed_image *src, const char *dst_path,
                              qed_error *err)
 {
     for (qed_image *layer = src; layer; layer = qed_backing(layer)) {
-        if (!ops_same_file(layer->filename, dst_path))
+        if (!qedi_ops_same_file(layer->filename, dst_path))
             continue;
         if (layer == src)
-            return qed_fail(err, EINVAL, "'%s' is the same file as the "
+            return qedi_fail(err, EINVAL, "'%s' is the same file as the "
                             "source", dst_path);
-        return qed_fail(err, EINVAL, "'%s' is a backing file of the source "
+        return qedi_fail(err, EINVAL, "'%s' is a backing file of the source "
                         "('%s')", dst_path, layer->filename);
     }
     return 0;
@@ -282,7 +282,7 @@ static int open_output(const char *path, enum qed_format format,
         .loop = loop,
     };
 
-    return image_open(path, &oo, o->unsafe ? &ops_unsafe_opener : NULL, out,
+    return qedi_image_open(path, &oo, o->unsafe ? &qedi_ops_unsafe_opener : NULL, out,
                       err);
 }
 
@@ -300,12 +300,12 @@ static int create_raw(const char *path, uint64_t size, bool *is_device,
         return 0;
     }
     if (size > INT64_MAX)
-        return qed_fail(err, EFBIG, "size %" PRIu64 " is too large", size);
-    fd = io_open_fd(path, O_RDWR | O_CREAT, 0644, IO_KIND_REGULAR, err);
+        return qedi_fail(err, EFBIG, "size %" PRIu64 " is too large", size);
+    fd = qedi_io_open_fd(path, O_RDWR | O_CREAT, 0644, IO_KIND_REGULAR, err);
     if (fd < 0)
         return fd;
     /* Nothing is truncated under another program's feet. */
-    ret = image_lock_for_create(fd, path, QED_LOCK_AUTO, err);
+    ret = qedi_image_lock_for_create(fd, path, QED_LOCK_AUTO, err);
     if (ret < 0) {
         close(fd);
         return ret;
@@ -313,11 +313,11 @@ static int create_raw(const char *path, uint64_t size, bool *is_device,
     if (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)size) < 0) {
         int code = errno;
         close(fd);
-        return qed_fail(err, code, "setting the size to %" PRIu64
+        return qedi_fail(err, code, "setting the size to %" PRIu64
                         " bytes: %s", size, strerror(code));
     }
     if (close(fd) < 0)
-        return qed_fail(err, errno, "%s", strerror(errno));
+        return qedi_fail(err, errno, "%s", strerror(errno));
     return 0;
 }
 
@@ -338,7 +338,7 @@ static int create_output(qed_image *src, const char *path,
         if (ret < 0)
             return ret;
         if (qed_size(c->dst) < size)
-            return qed_fail(err, ENOSPC, "the output holds %" PRIu64
+            return qedi_fail(err, ENOSPC, "the output holds %" PRIu64
                             " bytes; the source needs %" PRIu64,
                             qed_size(c->dst), size);
         c->write_zeroes = device;
@@ -350,7 +350,7 @@ static int create_output(qed_image *src, const char *path,
     co.size = round_up_u64(size, QED_SECTOR_SIZE);
     co.size_from_backing = false;
     if (co.size < size)
-        return qed_fail(err, EFBIG, "size %" PRIu64 " is too large", size);
+        return qedi_fail(err, EFBIG, "size %" PRIu64 " is too large", size);
     ret = qed_create(path, &co, err);
     if (ret == 0)
         ret = open_output(path, QED_FORMAT_QED, o, qed_image_loop(src),
@@ -360,7 +360,7 @@ static int create_output(qed_image *src, const char *path,
     c->has_backing = qed_backing(c->dst) != NULL;
     c->granularity = c->dst->cluster_size;
     if (c->has_backing)
-        c->shared_depth = ops_chain_depth_of(src, qed_backing(c->dst));
+        c->shared_depth = qedi_ops_chain_depth_of(src, qed_backing(c->dst));
     return 0;
 }
 
@@ -377,7 +377,7 @@ static int open_existing(qed_image *src, const char *path,
     if (ret < 0)
         return ret;
     if (qed_size(c->dst) < qed_size(src))
-        return qed_fail(err, ENOSPC, "output file is smaller than input "
+        return qedi_fail(err, ENOSPC, "output file is smaller than input "
                         "file (%" PRIu64 " bytes; the source has %" PRIu64
                         ")", qed_size(c->dst), qed_size(src));
     c->existing = true;
@@ -459,24 +459,24 @@ int qed_convert(qed_image *src, const char *dst_path,
         o = *options;
     format = o.format == QED_FORMAT_PROBE ? QED_FORMAT_RAW : o.format;
     if (format != QED_FORMAT_RAW && format != QED_FORMAT_QED)
-        return qed_fail(err, EINVAL, "output format %d is neither raw nor "
+        return qedi_fail(err, EINVAL, "output format %d is neither raw nor "
                         "qed", (int)o.format);
     if (o.min_sparse % QED_SECTOR_SIZE != 0)
-        return qed_fail(err, EINVAL, "minimum zero run %" PRIu32 " is not "
+        return qedi_fail(err, EINVAL, "minimum zero run %" PRIu32 " is not "
                         "a multiple of 512", o.min_sparse);
     if (!o.existing && o.salvage && o.create.backing_file &&
         o.create.backing_file[0])
-        return qed_fail(err, EINVAL, "salvage needs an output without a "
+        return qedi_fail(err, EINVAL, "salvage needs an output without a "
                         "backing file (backing file '%s')",
                         o.create.backing_file);
     if (!o.existing && format == QED_FORMAT_RAW && o.create.backing_file &&
         o.create.backing_file[0])
-        return qed_fail(err, EINVAL, "a backing file needs qed output "
+        return qedi_fail(err, EINVAL, "a backing file needs qed output "
                         "(backing file '%s' for a raw output)",
                         o.create.backing_file);
-    ret = ops_walk_configure(&w, &o.op, err);
+    ret = qedi_ops_walk_configure(&w, &o.op, err);
     if (ret == 0)
-        ret = ops_require_idle(src, "convert", err);
+        ret = qedi_ops_require_idle(src, "convert", err);
     if (ret == 0)
         ret = refuse_chain_file(src, dst_path, err);
     if (ret < 0)
@@ -492,23 +492,23 @@ int qed_convert(qed_image *src, const char *dst_path,
     }
     if (o.salvage && c.has_backing) {
         qed_close(c.dst, NULL);
-        return qed_fail(err, EINVAL, "salvage needs an output without a "
+        return qedi_fail(err, EINVAL, "salvage needs an output without a "
                         "backing file ('%s' has one)", dst_path);
     }
     if (!c.has_backing)
         set_sparseness(&o, &c);
     c.salvage = o.salvage;
     configure_walk(&w, &c, &o);
-    ret = ops_walk_run(&w, err);
+    ret = qedi_ops_walk_run(&w, err);
     if (ret == 0) {
         ret = qed_flush(c.dst, err);
         if (ret < 0)
-            qed_error_prefix(err, "flushing the output: ");
+            qedi_error_prefix(err, "flushing the output: ");
     }
     r = qed_close(c.dst, &close_err);
     if (r < 0 && ret == 0) {
-        qed_error_copy(err, &close_err);
-        qed_error_prefix(err, "closing the output: ");
+        qedi_error_copy(err, &close_err);
+        qedi_error_prefix(err, "closing the output: ");
         ret = r;
     }
     return ret;

@@ -15,15 +15,15 @@ static int backing_size(const char *image_path,
         .format = o->backing_format,
         .locking = o->locking,
     };
-    char *path = image_resolve_backing(image_path, o->backing_file);
+    char *path = qedi_image_resolve_backing(image_path, o->backing_file);
     qed_image *backing;
     int ret;
 
     if (!path)
-        return qed_fail(err, ENOMEM, "out of memory");
+        return qedi_fail(err, ENOMEM, "out of memory");
     ret = qed_open(path, &bo, &backing, err);
     if (ret < 0) {
-        qed_error_prefix(err, "backing file '%s': ", path);
+        qedi_error_prefix(err, "backing file '%s': ", path);
         free(path);
         return ret;
     }
@@ -45,25 +45,25 @@ int qed_create(const char *path, const struct qed_create_options *options,
     if (o.table_size == 0)
         o.table_size = QED_DEFAULT_TABLE_SIZE;
     if (o.size_from_backing && !has_backing)
-        return qed_fail(err, EINVAL, "an image size is needed when there is "
+        return qedi_fail(err, EINVAL, "an image size is needed when there is "
                         "no backing file");
     if (!qed_preallocation_name(o.preallocation))
-        return qed_fail(err, EINVAL, "preallocation mode %d is none of off, "
+        return qedi_fail(err, EINVAL, "preallocation mode %d is none of off, "
                         "metadata, falloc, full", (int)o.preallocation);
     /* Zeroed L2 tables let the backing file show through; allocated data
      * clusters would hide it. */
     if (has_backing && o.preallocation >= QED_PREALLOC_FALLOC)
-        return qed_fail(err, EINVAL, "Backing file and preallocation=%s "
+        return qedi_fail(err, EINVAL, "Backing file and preallocation=%s "
                         "cannot be used at the same time: the preallocated "
                         "clusters would hide the backing file's data",
                         qed_preallocation_name(o.preallocation));
     /* Before the backing file is even opened: truncating path would
      * destroy the backing file too.  (qemu-img's wording.) */
-    if (has_backing && image_backing_is_self(path, o.backing_file))
-        return qed_fail(err, EINVAL, "Error: Trying to create an image with "
+    if (has_backing && qedi_image_backing_is_self(path, o.backing_file))
+        return qedi_fail(err, EINVAL, "Error: Trying to create an image with "
                         "the same filename as the backing file");
     struct qed_open_options lo = { .locking = o.locking };
-    ret = image_validate_locking(&lo, err);
+    ret = qedi_image_validate_locking(&lo, err);
     if (ret < 0)
         return ret;
     if (has_backing) {
@@ -74,5 +74,5 @@ int qed_create(const char *path, const struct qed_create_options *options,
         if (o.size_from_backing)
             o.size = round_up_u64(bsize, QED_SECTOR_SIZE);
     }
-    return qed_format_driver.create(path, &o, err);
+    return qedi_qed_format_driver.create(path, &o, err);
 }

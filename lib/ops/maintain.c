@@ -12,19 +12,19 @@ int qed_check(qed_image *img, unsigned repair, struct qed_check_result *r,
               qed_error *err)
 {
     if (!img || !r)
-        return qed_fail(err, EINVAL, "qed_check: no image or no result");
+        return qedi_fail(err, EINVAL, "qed_check: no image or no result");
     memset(r, 0, sizeof(*r));
     if (!img->driver->check)
-        return qed_fail(err, EINVAL, "not a QED image (format %s): check is "
+        return qedi_fail(err, EINVAL, "not a QED image (format %s): check is "
                         "only for qed images", img->driver->name);
     if (repair & ~QED_CHECK_REPAIR_ALL)
-        return qed_fail(err, EINVAL, "repair flags 0x%x: unknown bits 0x%x",
+        return qedi_fail(err, EINVAL, "repair flags 0x%x: unknown bits 0x%x",
                         repair, repair & ~QED_CHECK_REPAIR_ALL);
     if (repair && !img->writable)
-        return qed_fail(err, EPERM, "repair needs the image opened read-write "
+        return qedi_fail(err, EPERM, "repair needs the image opened read-write "
                         "(QED_OPEN_RDWR)");
     if (img->in_flight || (img->driver->busy && img->driver->busy(img)))
-        return qed_fail(err, EBUSY, "%u requests in flight: the check needs "
+        return qedi_fail(err, EBUSY, "%u requests in flight: the check needs "
                         "an idle image", img->in_flight);
     return img->driver->check(img, repair, r, err);
 }
@@ -34,11 +34,11 @@ int qed_compact(qed_image *img, struct qed_compact_result *result,
 {
     memset(result, 0, sizeof(*result));
     if (!img->driver->compact)
-        return qed_fail(err, EINVAL, "compact works on qed images, not %s",
+        return qedi_fail(err, EINVAL, "compact works on qed images, not %s",
                         img->driver->name);
     if (!img->writable)
-        return qed_fail(err, EPERM, "the image is open read-only");
+        return qedi_fail(err, EPERM, "the image is open read-only");
     if (img->in_flight)
-        return qed_fail(err, EBUSY, "requests are in flight");
+        return qedi_fail(err, EBUSY, "requests are in flight");
     return img->driver->compact(img, result, err);
 }

@@ -8,7 +8,7 @@
  * the runs to be acted on to a pool of workers in segments of at most
  * request_size bytes that never cross a multiple of request_size.  Each
  * worker runs its segment as a small state machine of asynchronous image
- * requests (ops_read, ops_write, ...), then reports back; the walk refills
+ * requests (qedi_ops_read, qedi_ops_write, ...), then reports back; the walk refills
  * it.  Everything runs on the images' loop. */
 #ifndef QED_LIB_OPS_H
 #define QED_LIB_OPS_H
@@ -37,11 +37,11 @@ struct ops_worker {
     /* Status of each image at offset; length runs to the end of the run. */
     struct qed_block_status st[OPS_MAX_SOURCES];
     uint8_t *buf[OPS_MAX_SOURCES]; /* request_size bytes each, aligned */
-    /* Sub-requests in flight (ops_begin .. ops_end). */
+    /* Sub-requests in flight (qedi_ops_begin .. qedi_ops_end). */
     int pending;
     int sub_ret;
     qed_error sub_err;
-    bool tolerant;             /* ops_begin_tolerant: next sees failures */
+    bool tolerant;             /* qedi_ops_begin_tolerant: next sees failures */
     void (*next)(struct ops_worker *k);
     /* In-order writes: the segment's place in the walk, whether it holds
      * the turn, and what runs once it gets it. */
@@ -72,12 +72,12 @@ struct ops_walk {
      * *len (never to 0). */
     int (*classify)(struct ops_walk *w, uint64_t pos, uint64_t *len,
                     const struct qed_block_status *st);
-    /* Starts a worker on its segment; it ends with ops_worker_done. */
+    /* Starts a worker on its segment; it ends with qedi_ops_worker_done. */
     void (*start)(struct ops_worker *k);
     qed_progress_callback *progress;
     void *progress_opaque;
     void *opaque;
-    /* Writes submitted in order of offset: workers call ops_await_turn
+    /* Writes submitted in order of offset: workers call qedi_ops_await_turn
      * before they write and pass the turn on once their writes are
      * submitted (the engine allocates clusters in the order writes
      * arrive). */
@@ -126,81 +126,81 @@ struct ops_walk {
 
 /* Applies the defaults of a qed_op_options (NULL: all defaults) to a walk
  * and checks them. */
-int ops_walk_configure(struct ops_walk *w, const struct qed_op_options *o,
+int qedi_ops_walk_configure(struct ops_walk *w, const struct qed_op_options *o,
                        qed_error *err);
 /* Runs the walk to its end (or its first error) on w->loop; blocks. */
-int ops_walk_run(struct ops_walk *w, qed_error *err);
+int qedi_ops_walk_run(struct ops_walk *w, qed_error *err);
 
-/* Sub-requests of a worker: ops_begin(k, next); any number of ops_read /
- * ops_write / ops_write_zeroes; ops_end(k).  next runs once all are done;
+/* Sub-requests of a worker: qedi_ops_begin(k, next); any number of qedi_ops_read /
+ * qedi_ops_write / qedi_ops_write_zeroes; qedi_ops_end(k).  next runs once all are done;
  * the first failure ends the segment with that error instead. */
-void ops_begin(struct ops_worker *k, void (*next)(struct ops_worker *k));
+void qedi_ops_begin(struct ops_worker *k, void (*next)(struct ops_worker *k));
 /* The same, but next runs even when a sub-request failed, with k->sub_ret
  * and k->sub_err telling the first failure. */
-void ops_begin_tolerant(struct ops_worker *k,
+void qedi_ops_begin_tolerant(struct ops_worker *k,
                         void (*next)(struct ops_worker *k));
 /* Runs then(k) once it is k's turn to write (at once unless the walk is
  * in_order); when the walk has failed meanwhile, ends k instead.  then
- * passes the turn on (ops_pass_turn) once its writes are submitted; a
+ * passes the turn on (qedi_ops_pass_turn) once its writes are submitted; a
  * worker that ends without doing so passes it when it is done. */
-void ops_await_turn(struct ops_worker *k, void (*then)(struct ops_worker *k));
+void qedi_ops_await_turn(struct ops_worker *k, void (*then)(struct ops_worker *k));
 /* Gives the turn to the next segment once k's writes are all submitted:
  * the engine allocates clusters in the order writes arrive. */
-void ops_pass_turn(struct ops_worker *k);
+void qedi_ops_pass_turn(struct ops_worker *k);
 /* Reports a warning through the walk's warning callback (if any). */
-void ops_warn(struct ops_walk *w, const char *fmt, ...)
+void qedi_ops_warn(struct ops_walk *w, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-void ops_end(struct ops_worker *k);
-void ops_read(struct ops_worker *k, qed_image *img, void *buf, uint64_t len,
+void qedi_ops_end(struct ops_worker *k);
+void qedi_ops_read(struct ops_worker *k, qed_image *img, void *buf, uint64_t len,
               uint64_t offset);
-void ops_write(struct ops_worker *k, qed_image *img, const void *buf,
+void qedi_ops_write(struct ops_worker *k, qed_image *img, const void *buf,
                uint64_t len, uint64_t offset);
-void ops_write_zeroes(struct ops_worker *k, qed_image *img, uint64_t offset,
+void qedi_ops_write_zeroes(struct ops_worker *k, qed_image *img, uint64_t offset,
                       uint64_t len, unsigned flags);
 /* Fills buf[i] with [offset, offset + len) of img as a source: zeros when
  * the status says the range reads as zeros (or img is NULL), else a read. */
-void ops_fill(struct ops_worker *k, unsigned i, qed_image *img);
+void qedi_ops_fill(struct ops_worker *k, unsigned i, qed_image *img);
 /* Ends a worker's segment (ret 0 or -errno with err). */
-void ops_worker_done(struct ops_worker *k, int ret, const qed_error *err);
+void qedi_ops_worker_done(struct ops_worker *k, int ret, const qed_error *err);
 
 /* Writes runs of buf (the worker's segment) to dst at granularity gran
  * (aligned to absolute offsets): blocks that are all zero become
  * write-zeroes (QED_ZERO_MAY_UNMAP) when write_zero_blocks, else are left
  * out; blocks equal to the same bytes of cmp (when not NULL) are left out
  * altogether. */
-void ops_write_blocks(struct ops_worker *k, qed_image *dst, const uint8_t *buf,
+void qedi_ops_write_blocks(struct ops_worker *k, qed_image *dst, const uint8_t *buf,
                       const uint8_t *cmp, uint64_t gran,
                       bool write_zero_blocks);
 
-/* Like ops_write_blocks without cmp, but a run of zero blocks between
+/* Like qedi_ops_write_blocks without cmp, but a run of zero blocks between
  * data of the segment that is shorter than min_zero bytes is written as
  * data (qemu-img convert -S): only longer runs, and runs at the edges of
  * the segment, are left out (or written as zeroes). */
-void ops_write_sparse(struct ops_worker *k, qed_image *dst, const uint8_t *buf,
+void qedi_ops_write_sparse(struct ops_worker *k, qed_image *dst, const uint8_t *buf,
                       uint64_t gran, uint64_t min_zero,
                       bool write_zero_blocks);
 
 /* Allocates space (fallocate, keeping the size) in the raw image dst under
- * the blocks of buf that ops_write_blocks(k, dst, buf, NULL, gran, ...)
+ * the blocks of buf that qedi_ops_write_blocks(k, dst, buf, NULL, gran, ...)
  * writes as data.  For a fresh sparse output: ext4 fills allocated space
  * with buffered writes much faster than it fills holes (delayed allocation
  * tracks every block), while the blocks left out stay holes. */
-void ops_preallocate_data_blocks(struct ops_worker *k, qed_image *dst,
+void qedi_ops_preallocate_data_blocks(struct ops_worker *k, qed_image *dst,
                                  const uint8_t *buf, uint64_t gran);
 
 /* Are two paths the same file?  false when either cannot be looked at. */
-bool ops_same_file(const char *a, const char *b);
+bool qedi_ops_same_file(const char *a, const char *b);
 /* The depth in img's backing chain (0 = img) of the layer that is the same
  * file, opened with the same format, as other; -1 when there is none. */
-int ops_chain_depth_of(qed_image *img, qed_image *other);
+int qedi_ops_chain_depth_of(qed_image *img, qed_image *other);
 /* Is the image idle (nothing in flight, nothing allocating)? */
-int ops_require_idle(qed_image *img, const char *what, qed_error *err);
+int qedi_ops_require_idle(qed_image *img, const char *what, qed_error *err);
 
 /* A storage driver whose files ignore flushes (qemu-img's cache=unsafe). */
-extern const struct storage_driver ops_unsafe_opener;
+extern const struct storage_driver qedi_ops_unsafe_opener;
 /* A storage driver that opens files writable whatever the image open asks,
  * so a read-only open (without the backing chain) can rewrite a header. */
-extern const struct storage_driver ops_writable_opener;
+extern const struct storage_driver qedi_ops_writable_opener;
 
 
 #endif

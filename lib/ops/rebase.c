@@ -19,14 +19,14 @@
 static int self_backing_error(const char *path, const char *name,
                               qed_error *err)
 {
-    return qed_fail(err, ELOOP, "backing file '%s' is '%s' itself, a loop: "
+    return qedi_fail(err, ELOOP, "backing file '%s' is '%s' itself, a loop: "
                     "an image cannot be its own backing file", name, path);
 }
 
 static int no_backing_file(const char *path, const qed_image *img,
                            qed_error *err)
 {
-    return qed_fail(err, ENOTSUP, "'%s' is a %s image; only QED images have "
+    return qedi_fail(err, ENOTSUP, "'%s' is a %s image; only QED images have "
                     "a backing file", path, img->driver->name);
 }
 
@@ -35,8 +35,8 @@ static int check_target(qed_image *img, const char *name, qed_error *err)
     if (!img->driver->set_backing)
         return no_backing_file(img->filename, img, err);
     if (!img->writable)
-        return qed_fail(err, EPERM, "'%s' is open read-only", img->filename);
-    if (image_backing_is_self(img->filename, name))
+        return qedi_fail(err, EPERM, "'%s' is open read-only", img->filename);
+    if (qedi_image_backing_is_self(img->filename, name))
         return self_backing_error(img->filename, name, err);
     return img->driver->check_backing_name(img, name, err);
 }
@@ -49,12 +49,12 @@ static int check_new_chain(qed_image *img, const char *path,
     unsigned depth = 1;
 
     for (qed_image *layer = chain; layer; layer = qed_backing(layer), depth++) {
-        if (ops_same_file(layer->filename, img->filename))
-            return qed_fail(err, ELOOP, "backing file '%s' would make a "
+        if (qedi_ops_same_file(layer->filename, img->filename))
+            return qedi_fail(err, ELOOP, "backing file '%s' would make a "
                             "loop: '%s' is in its chain", path,
                             img->filename);
         if (depth > QED_MAX_CHAIN_DEPTH)
-            return qed_fail(err, ELOOP, "backing chain deeper than %u images",
+            return qedi_fail(err, ELOOP, "backing chain deeper than %u images",
                             QED_MAX_CHAIN_DEPTH);
     }
     return 0;
@@ -100,14 +100,14 @@ static int open_new_backing(qed_image *img, const char *name,
     *path_out = NULL;
     if (!name[0])
         return 0;
-    path = image_resolve_backing(img->filename, name);
+    path = qedi_image_resolve_backing(img->filename, name);
     if (!path)
-        return qed_fail(err, ENOMEM, "out of memory");
+        return qedi_fail(err, ENOMEM, "out of memory");
     ret = qed_open(path, &o, out, err);
     if (ret == -EAGAIN && explain_lock_conflict(img, path, &o, err) != -EAGAIN)
         ret = -ELOOP;
     else if (ret < 0)
-        qed_error_prefix(err, "backing file '%s': ", path);
+        qedi_error_prefix(err, "backing file '%s': ", path);
     if (ret == 0)
         ret = check_new_chain(img, path, *out, err);
     if (ret < 0) {
@@ -158,7 +158,7 @@ int qed_set_backing(qed_image *img, const char *name, enum qed_format format,
         name = "";
     ret = check_target(img, name, err);
     if (ret == 0)
-        ret = ops_require_idle(img, "set backing file", err);
+        ret = qedi_ops_require_idle(img, "set backing file", err);
     if (ret == 0)
         ret = open_new_backing(img, name, format, &backing, &path, err);
     if (ret < 0)
@@ -176,11 +176,11 @@ int qed_set_backing_at(const char *path, const char *name,
     if (!name)
         name = "";
     /* Before the open, which could already write (autoclear bits). */
-    if (image_backing_is_self(path, name))
+    if (qedi_image_backing_is_self(path, name))
         return self_backing_error(path, name, err);
     /* Read-only as far as requests go, but on a writable file, and without
      * the chain: the old backing file may be gone. */
-    ret = image_open(path, &o, &ops_writable_opener, &img, err);
+    ret = qedi_image_open(path, &o, &qedi_ops_writable_opener, &img, err);
     if (ret < 0)
         return ret;
     if (!img->driver->set_backing)
@@ -221,7 +221,7 @@ static int classify(struct ops_walk *w, uint64_t pos, uint64_t *len,
 
 static void segment_done(struct ops_worker *k)
 {
-    ops_worker_done(k, 0, NULL);
+    qedi_ops_worker_done(k, 0, NULL);
 }
 
 static void both_read(struct ops_worker *k)
@@ -229,20 +229,20 @@ static void both_read(struct ops_worker *k)
     struct rebase *r = k->walk->opaque;
 
     /* The image keeps, as its own, whatever the new chain would change. */
-    ops_begin(k, segment_done);
-    ops_write_blocks(k, r->img, k->buf[0], k->buf[1],
+    qedi_ops_begin(k, segment_done);
+    qedi_ops_write_blocks(k, r->img, k->buf[0], k->buf[1],
                      r->img->cluster_size, true);
-    ops_end(k);
+    qedi_ops_end(k);
 }
 
 static void start(struct ops_worker *k)
 {
     struct rebase *r = k->walk->opaque;
 
-    ops_begin(k, both_read);
-    ops_fill(k, 0, r->img);
-    ops_fill(k, 1, r->backing);
-    ops_end(k);
+    qedi_ops_begin(k, both_read);
+    qedi_ops_fill(k, 0, r->img);
+    qedi_ops_fill(k, 1, r->backing);
+    qedi_ops_end(k);
 }
 
 int qed_rebase(qed_image *img, const char *backing, enum qed_format format,
@@ -255,20 +255,20 @@ int qed_rebase(qed_image *img, const char *backing, enum qed_format format,
     int ret;
 
     if (flags & ~QED_REBASE_UNSAFE)
-        return qed_fail(err, EINVAL, "rebase flags 0x%x: unknown bits 0x%x",
+        return qedi_fail(err, EINVAL, "rebase flags 0x%x: unknown bits 0x%x",
                         flags, flags & ~QED_REBASE_UNSAFE);
     if (flags & QED_REBASE_UNSAFE)
         return qed_set_backing(img, name, format, err);
     ret = check_target(img, name, err);
     if (ret == 0)
-        ret = ops_walk_configure(&w, o, err);
+        ret = qedi_ops_walk_configure(&w, o, err);
     if (ret == 0)
-        ret = ops_require_idle(img, "rebase", err);
+        ret = qedi_ops_require_idle(img, "rebase", err);
     if (ret == 0)
         ret = open_new_backing(img, name, format, &r.backing, &path, err);
     if (ret < 0)
         return ret;
-    r.shared_depth = ops_chain_depth_of(img, r.backing);
+    r.shared_depth = qedi_ops_chain_depth_of(img, r.backing);
     w.loop = img->loop;
     w.end = qed_size(img);
     w.status[0] = img;
@@ -279,7 +279,7 @@ int qed_rebase(qed_image *img, const char *backing, enum qed_format format,
     w.classify = classify;
     w.start = start;
     w.opaque = &r;
-    ret = ops_walk_run(&w, err);
+    ret = qedi_ops_walk_run(&w, err);
     /* What was copied is durable before the header points elsewhere. */
     if (ret == 0)
         ret = qed_flush(img, err);

@@ -17,10 +17,10 @@ static int check_preallocation(const qed_image *img, uint64_t size,
     if (mode == QED_PREALLOC_OFF)
         return 0;
     if (size < img->size)
-        return qed_fail(err, EINVAL, "Preallocation can only be used for "
+        return qedi_fail(err, EINVAL, "Preallocation can only be used for "
                         "growing images");
     if (img->cluster_size == 0 && mode == QED_PREALLOC_METADATA)
-        return qed_fail(err, ENOTSUP, "Unsupported preallocation mode: "
+        return qedi_fail(err, ENOTSUP, "Unsupported preallocation mode: "
                         "metadata (a raw file has no metadata)");
     return 0;
 }
@@ -31,19 +31,19 @@ int qed_resize(qed_image *img, uint64_t size, unsigned flags, qed_error *err)
     int ret;
 
     if (flags & ~known)
-        return qed_fail(err, EINVAL, "resize flags 0x%x: unknown bits 0x%x",
+        return qedi_fail(err, EINVAL, "resize flags 0x%x: unknown bits 0x%x",
                         flags, flags & ~known);
     ret = check_preallocation(img, size, flags, err);
     if (ret < 0)
         return ret;
     if (!img->writable)
-        return qed_fail(err, EPERM, "resize: '%s' is open read-only",
+        return qedi_fail(err, EPERM, "resize: '%s' is open read-only",
                         img->filename);
-    ret = ops_require_idle(img, "resize", err);
+    ret = qedi_ops_require_idle(img, "resize", err);
     if (ret < 0)
         return ret;
     if (!img->driver->resize)
-        return qed_fail(err, ENOTSUP, "resize: %s images cannot be resized",
+        return qedi_fail(err, ENOTSUP, "resize: %s images cannot be resized",
                         img->driver->name);
     return img->driver->resize(img, size, flags, err);
 }

@@ -18,7 +18,7 @@
 
 /* ---- configuration --------------------------------------------------------- */
 
-int ops_walk_configure(struct ops_walk *w, const struct qed_op_options *o,
+int qedi_ops_walk_configure(struct ops_walk *w, const struct qed_op_options *o,
                        qed_error *err)
 {
     struct qed_op_options d = { 0 };
@@ -30,10 +30,10 @@ int ops_walk_configure(struct ops_walk *w, const struct qed_op_options *o,
     if (d.request_size == 0)
         d.request_size = OPS_DEFAULT_REQUEST_SIZE;
     if (d.requests > OPS_MAX_REQUESTS)
-        return qed_fail(err, EINVAL, "requests in flight %u exceeds the "
+        return qedi_fail(err, EINVAL, "requests in flight %u exceeds the "
                         "limit of %u", d.requests, OPS_MAX_REQUESTS);
     if (d.request_size % 4096 != 0 || d.request_size > OPS_MAX_REQUEST_SIZE)
-        return qed_fail(err, EINVAL, "request size %" PRIu32 " is not a "
+        return qedi_fail(err, EINVAL, "request size %" PRIu32 " is not a "
                         "multiple of 4096 in [4096, %u]", d.request_size,
                         OPS_MAX_REQUEST_SIZE);
     w->requests = d.requests;
@@ -53,9 +53,9 @@ static void walk_fail(struct ops_walk *w, int ret, const qed_error *err)
         return;
     w->ret = ret;
     if (err && err->code)
-        qed_error_copy(&w->err, err);
+        qedi_error_copy(&w->err, err);
     else
-        qed_fail(&w->err, -ret, "%s", strerror(-ret));
+        qedi_fail(&w->err, -ret, "%s", strerror(-ret));
 }
 
 static void report_progress(struct ops_walk *w, uint64_t bytes)
@@ -71,7 +71,7 @@ static const char *image_name(const qed_image *img)
     return img && img->filename ? img->filename : "image";
 }
 
-void ops_warn(struct ops_walk *w, const char *fmt, ...)
+void qedi_ops_warn(struct ops_walk *w, const char *fmt, ...)
 {
     char message[sizeof(((qed_error *)0)->message)];
     va_list ap;
@@ -99,7 +99,7 @@ static void salvage_status(struct ops_walk *w)
         return;
     }
     w->q_shrink = 0;
-    ops_warn(w, "error while reading block status at offset %" PRIu64
+    qedi_ops_warn(w, "error while reading block status at offset %" PRIu64
              ": %s", w->pos, w->q_err.message[0] ? w->q_err.message
                                                    : strerror(-w->q_ret));
     end = QED_MIN(round_down_u64(w->pos, gran) + gran, w->limit);
@@ -135,7 +135,7 @@ static void query_finished(struct ops_walk *w)
          * would make the walk loop or overrun: refuse it. */
         if (l == 0 || l > w->q_len) {
             qed_error e;
-            qed_fail(&e, EIO, "block status of '%s' at offset %" PRIu64
+            qedi_fail(&e, EIO, "block status of '%s' at offset %" PRIu64
                      " returned an invalid length %" PRIu64,
                      image_name(w->status[i]), w->pos, l);
             walk_fail(w, -EIO, &e);
@@ -160,9 +160,9 @@ static void status_done(void *opaque, int ret, const qed_error *err)
     if (ret < 0 && w->q_ret == 0) {
         w->q_ret = ret;
         if (err)
-            qed_error_copy(&w->q_err, err);
+            qedi_error_copy(&w->q_err, err);
         else
-            qed_fail(&w->q_err, -ret, "block status: %s", strerror(-ret));
+            qedi_fail(&w->q_err, -ret, "block status: %s", strerror(-ret));
     }
     if (--w->q_pending > 0)
         return;
@@ -200,7 +200,7 @@ static void start_query(struct ops_walk *w)
             w->q_pending--;
             if (w->q_ret == 0) {
                 w->q_ret = ret;
-                qed_fail(&w->q_err, -ret, "block status of '%s' at offset %"
+                qedi_fail(&w->q_err, -ret, "block status of '%s' at offset %"
                          PRIu64 ": %s", image_name(img), w->pos,
                          strerror(-ret));
             }
@@ -376,14 +376,14 @@ static void wake_parked(struct ops_walk *w)
     }
 }
 
-void ops_await_turn(struct ops_worker *k, void (*then)(struct ops_worker *k))
+void qedi_ops_await_turn(struct ops_worker *k, void (*then)(struct ops_worker *k))
 {
     struct ops_walk *w = k->walk;
 
     if (!w->in_order) {
         then(k);
     } else if (w->ret < 0) {
-        ops_worker_done(k, 0, NULL);
+        qedi_ops_worker_done(k, 0, NULL);
     } else if (k->seq == w->turn) {
         k->has_turn = true;
         then(k);
@@ -392,7 +392,7 @@ void ops_await_turn(struct ops_worker *k, void (*then)(struct ops_worker *k))
     }
 }
 
-void ops_pass_turn(struct ops_worker *k)
+void qedi_ops_pass_turn(struct ops_worker *k)
 {
     struct ops_walk *w = k->walk;
 
@@ -403,7 +403,7 @@ void ops_pass_turn(struct ops_worker *k)
     wake_parked(w);
 }
 
-void ops_worker_done(struct ops_worker *k, int ret, const qed_error *err)
+void qedi_ops_worker_done(struct ops_worker *k, int ret, const qed_error *err)
 {
     struct ops_walk *w = k->walk;
 
@@ -464,13 +464,13 @@ static int alloc_buffers(struct ops_walk *w)
     return 0;
 }
 
-int ops_walk_run(struct ops_walk *w, qed_error *err)
+int qedi_ops_walk_run(struct ops_walk *w, qed_error *err)
 {
     uint64_t per_worker;
     int ret = 0;
 
     if (w->requests == 0 || w->request_size == 0) {
-        ret = ops_walk_configure(w, NULL, err);
+        ret = qedi_ops_walk_configure(w, NULL, err);
         if (ret < 0)
             return ret;
     }
@@ -489,12 +489,12 @@ int ops_walk_run(struct ops_walk *w, qed_error *err)
                                     QED_MAX(w->end / per_worker + 1, 1));
     w->workers = calloc(w->nworkers, sizeof(*w->workers));
     if (!w->workers)
-        return qed_fail(err, ENOMEM, "out of memory");
+        return qedi_fail(err, ENOMEM, "out of memory");
     for (unsigned i = 0; i < w->nworkers; i++)
         w->workers[i].walk = w;
     if (alloc_buffers(w) < 0) {
         free_workers(w);
-        return qed_fail(err, ENOMEM, "out of memory for %u buffers of %"
+        return qedi_fail(err, ENOMEM, "out of memory for %u buffers of %"
                         PRIu64 " bytes", w->nworkers * w->nbufs,
                         w->request_size);
     }
@@ -506,7 +506,7 @@ int ops_walk_run(struct ops_walk *w, qed_error *err)
         if (r < 0) {
             /* The loop itself failed: requests in flight cannot finish,
              * so their buffers must not be freed. */
-            return qed_fail(err, -r, "event loop: %s", strerror(-r));
+            return qedi_fail(err, -r, "event loop: %s", strerror(-r));
         }
     }
     if (w->rate_timer)
@@ -514,7 +514,7 @@ int ops_walk_run(struct ops_walk *w, qed_error *err)
     w->rate_timer = 0;
     free_workers(w);
     if (w->ret < 0) {
-        qed_error_copy(err, &w->err);
+        qedi_error_copy(err, &w->err);
         return w->ret;
     }
     return 0;
@@ -532,7 +532,7 @@ struct ops_sub {
 static void subs_settled(struct ops_worker *k)
 {
     if (k->sub_ret < 0 && !k->tolerant)
-        ops_worker_done(k, k->sub_ret, &k->sub_err);
+        qedi_ops_worker_done(k, k->sub_ret, &k->sub_err);
     else
         k->next(k);
 }
@@ -544,7 +544,7 @@ static void sub_failed(struct ops_worker *k, int ret, const char *what,
     if (k->sub_ret < 0)
         return;
     k->sub_ret = ret;
-    qed_fail(&k->sub_err, -ret, "%s '%s' at offset %" PRIu64 ": %s", what,
+    qedi_fail(&k->sub_err, -ret, "%s '%s' at offset %" PRIu64 ": %s", what,
              image_name(img), offset,
              err && err->message[0] ? err->message : strerror(-ret));
 }
@@ -561,7 +561,7 @@ static void sub_done(void *opaque, int ret, const qed_error *err)
         subs_settled(k);
 }
 
-void ops_begin(struct ops_worker *k, void (*next)(struct ops_worker *k))
+void qedi_ops_begin(struct ops_worker *k, void (*next)(struct ops_worker *k))
 {
     k->next = next;
     k->pending = 1;
@@ -571,14 +571,14 @@ void ops_begin(struct ops_worker *k, void (*next)(struct ops_worker *k))
     k->tolerant = false;
 }
 
-void ops_begin_tolerant(struct ops_worker *k,
+void qedi_ops_begin_tolerant(struct ops_worker *k,
                         void (*next)(struct ops_worker *k))
 {
-    ops_begin(k, next);
+    qedi_ops_begin(k, next);
     k->tolerant = true;
 }
 
-void ops_end(struct ops_worker *k)
+void qedi_ops_end(struct ops_worker *k)
 {
     if (--k->pending == 0)
         subs_settled(k);
@@ -613,7 +613,7 @@ static void sub_submitted(struct ops_sub *sub, int ret)
     free(sub);
 }
 
-void ops_read(struct ops_worker *k, qed_image *img, void *buf, uint64_t len,
+void qedi_ops_read(struct ops_worker *k, qed_image *img, void *buf, uint64_t len,
               uint64_t offset)
 {
     struct ops_sub *sub = sub_new(k, "reading", img, offset);
@@ -623,7 +623,7 @@ void ops_read(struct ops_worker *k, qed_image *img, void *buf, uint64_t len,
         sub_submitted(sub, qed_aio_readv(img, &v, 1, offset, sub_done, sub));
 }
 
-void ops_write(struct ops_worker *k, qed_image *img, const void *buf,
+void qedi_ops_write(struct ops_worker *k, qed_image *img, const void *buf,
                uint64_t len, uint64_t offset)
 {
     struct ops_sub *sub = sub_new(k, "writing", img, offset);
@@ -633,7 +633,7 @@ void ops_write(struct ops_worker *k, qed_image *img, const void *buf,
         sub_submitted(sub, qed_aio_writev(img, &v, 1, offset, sub_done, sub));
 }
 
-void ops_write_zeroes(struct ops_worker *k, qed_image *img, uint64_t offset,
+void qedi_ops_write_zeroes(struct ops_worker *k, qed_image *img, uint64_t offset,
                       uint64_t len, unsigned flags)
 {
     struct ops_sub *sub = sub_new(k, "writing zeroes to", img, offset);
@@ -643,7 +643,7 @@ void ops_write_zeroes(struct ops_worker *k, qed_image *img, uint64_t offset,
                                                 sub_done, sub));
 }
 
-void ops_fill(struct ops_worker *k, unsigned i, qed_image *img)
+void qedi_ops_fill(struct ops_worker *k, unsigned i, qed_image *img)
 {
     uint64_t size = img ? qed_size(img) : 0;
     uint64_t avail = 0;
@@ -653,7 +653,7 @@ void ops_fill(struct ops_worker *k, unsigned i, qed_image *img)
     if (avail < k->length)
         memset(k->buf[i] + avail, 0, k->length - avail);
     if (avail > 0)
-        ops_read(k, img, k->buf[i], avail, k->offset);
+        qedi_ops_read(k, img, k->buf[i], avail, k->offset);
 }
 
 enum block_kind { BLOCK_SAME, BLOCK_ZERO, BLOCK_DATA };
@@ -663,7 +663,7 @@ static enum block_kind block_kind(const uint8_t *buf, const uint8_t *cmp,
 {
     if (cmp && memcmp(buf, cmp, len) == 0)
         return BLOCK_SAME;
-    return buf_is_zero(buf, len) ? BLOCK_ZERO : BLOCK_DATA;
+    return qedi_buf_is_zero(buf, len) ? BLOCK_ZERO : BLOCK_DATA;
 }
 
 /* The run of blocks of one kind that starts at pos of the worker's segment
@@ -686,7 +686,7 @@ static uint64_t block_run(const struct ops_worker *k, const uint8_t *buf,
     return run;
 }
 
-void ops_write_blocks(struct ops_worker *k, qed_image *dst, const uint8_t *buf,
+void qedi_ops_write_blocks(struct ops_worker *k, qed_image *dst, const uint8_t *buf,
                       const uint8_t *cmp, uint64_t gran,
                       bool write_zero_blocks)
 {
@@ -695,14 +695,14 @@ void ops_write_blocks(struct ops_worker *k, qed_image *dst, const uint8_t *buf,
 
         run = block_run(k, buf, cmp, gran, pos, &kind);
         if (kind == BLOCK_DATA)
-            ops_write(k, dst, buf + pos, run, k->offset + pos);
+            qedi_ops_write(k, dst, buf + pos, run, k->offset + pos);
         else if (kind == BLOCK_ZERO && write_zero_blocks)
-            ops_write_zeroes(k, dst, k->offset + pos, run,
+            qedi_ops_write_zeroes(k, dst, k->offset + pos, run,
                              QED_ZERO_MAY_UNMAP);
     }
 }
 
-void ops_write_sparse(struct ops_worker *k, qed_image *dst, const uint8_t *buf,
+void qedi_ops_write_sparse(struct ops_worker *k, qed_image *dst, const uint8_t *buf,
                       uint64_t gran, uint64_t min_zero,
                       bool write_zero_blocks)
 {
@@ -720,15 +720,15 @@ void ops_write_sparse(struct ops_worker *k, qed_image *dst, const uint8_t *buf,
             continue;
         }
         if (data_from != UINT64_MAX)
-            ops_write(k, dst, buf + data_from, pos - data_from,
+            qedi_ops_write(k, dst, buf + data_from, pos - data_from,
                       k->offset + data_from);
         data_from = UINT64_MAX;
         if (write_zero_blocks)
-            ops_write_zeroes(k, dst, k->offset + pos, run,
+            qedi_ops_write_zeroes(k, dst, k->offset + pos, run,
                              QED_ZERO_MAY_UNMAP);
     }
     if (data_from != UINT64_MAX)
-        ops_write(k, dst, buf + data_from, k->length - data_from,
+        qedi_ops_write(k, dst, buf + data_from, k->length - data_from,
                   k->offset + data_from);
 }
 
@@ -740,7 +740,7 @@ static void preallocated(void *opaque, int ret)
     sub_done(opaque, 0, NULL);
 }
 
-void ops_preallocate_data_blocks(struct ops_worker *k, qed_image *dst,
+void qedi_ops_preallocate_data_blocks(struct ops_worker *k, qed_image *dst,
                                  const uint8_t *buf, uint64_t gran)
 {
     for (uint64_t pos = 0, run; pos < k->length; pos += run) {
@@ -752,14 +752,14 @@ void ops_preallocate_data_blocks(struct ops_worker *k, qed_image *dst,
             continue;
         sub = sub_new(k, "allocating space in", dst, k->offset + pos);
         if (sub)
-            io_fallocate(dst->file, FALLOC_FL_KEEP_SIZE, k->offset + pos, run,
+            qedi_io_fallocate(dst->file, FALLOC_FL_KEEP_SIZE, k->offset + pos, run,
                          preallocated, sub);
     }
 }
 
 /* ---- files and chains ------------------------------------------------------- */
 
-bool ops_same_file(const char *a, const char *b)
+bool qedi_ops_same_file(const char *a, const char *b)
 {
     struct stat sa, sb;
 
@@ -767,7 +767,7 @@ bool ops_same_file(const char *a, const char *b)
            sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
-int ops_chain_depth_of(qed_image *img, qed_image *other)
+int qedi_ops_chain_depth_of(qed_image *img, qed_image *other)
 {
     int depth = 0;
 
@@ -775,15 +775,15 @@ int ops_chain_depth_of(qed_image *img, qed_image *other)
         return -1;
     for (qed_image *layer = img; layer; layer = qed_backing(layer), depth++)
         if (layer->format == other->format &&
-            ops_same_file(layer->filename, other->filename))
+            qedi_ops_same_file(layer->filename, other->filename))
             return depth;
     return -1;
 }
 
-int ops_require_idle(qed_image *img, const char *what, qed_error *err)
+int qedi_ops_require_idle(qed_image *img, const char *what, qed_error *err)
 {
     if (img->in_flight || (img->driver->busy && img->driver->busy(img)))
-        return qed_fail(err, EBUSY, "%s: %u requests in flight on '%s'; the "
+        return qedi_fail(err, EBUSY, "%s: %u requests in flight on '%s'; the "
                         "image must be idle", what, img->in_flight,
                         image_name(img));
     return 0;
@@ -795,20 +795,20 @@ int ops_require_idle(qed_image *img, const char *what, qed_error *err)
  * over the local file. */
 static void unsafe_flush(struct io_file *file, io_callback *cb, void *opaque)
 {
-    storage_complete_later(file, cb, opaque, 0);
+    qedi_storage_complete_later(file, cb, opaque, 0);
 }
 
 static const struct storage_ops unsafe_ops = {
     .name = "unsafe",
-    .readv = storage_layer_readv,
-    .writev = storage_layer_writev,
+    .readv = qedi_storage_layer_readv,
+    .writev = qedi_storage_layer_writev,
     .flush = unsafe_flush,
-    .fallocate = storage_layer_fallocate,
-    .get_size = storage_layer_get_size,
-    .truncate = storage_layer_truncate,
-    .allocated_bytes = storage_layer_allocated_bytes,
-    .seek = storage_layer_seek,
-    .close = storage_layer_close,
+    .fallocate = qedi_storage_layer_fallocate,
+    .get_size = qedi_storage_layer_get_size,
+    .truncate = qedi_storage_layer_truncate,
+    .allocated_bytes = qedi_storage_layer_allocated_bytes,
+    .seek = qedi_storage_layer_seek,
+    .close = qedi_storage_layer_close,
 };
 
 static int unsafe_open(const struct storage_driver *driver, qed_loop *loop,
@@ -822,34 +822,34 @@ static int unsafe_open(const struct storage_driver *driver, qed_loop *loop,
     (void)driver;
     *out = NULL;
     if (!u)
-        return qed_fail(err, ENOMEM, "out of memory");
-    ret = storage_open(NULL, loop, path, io_flags, &lower, err);
+        return qedi_fail(err, ENOMEM, "out of memory");
+    ret = qedi_storage_open(NULL, loop, path, io_flags, &lower, err);
     if (ret < 0) {
         free(u);
         return ret;
     }
-    storage_layer_init(u, &unsafe_ops, lower);
+    qedi_storage_layer_init(u, &unsafe_ops, lower);
     *out = &u->base;
     return 0;
 }
 
-const struct storage_driver ops_unsafe_opener = {
+const struct storage_driver qedi_ops_unsafe_opener = {
     .name = "unsafe",
     .open = unsafe_open,
 };
 
-/* The local file driver's own open: storage_open then locks the file as
+/* The local file driver's own open: qedi_storage_open then locks the file as
  * the writer it is. */
 static int writable_open(const struct storage_driver *driver, qed_loop *loop,
                          const char *path, unsigned io_flags,
                          struct io_file **out, qed_error *err)
 {
     (void)driver;
-    return storage_file_driver.open(&storage_file_driver, loop, path,
+    return qedi_storage_file_driver.open(&qedi_storage_file_driver, loop, path,
                                     io_flags | IO_OPEN_WRITE, out, err);
 }
 
-const struct storage_driver ops_writable_opener = {
+const struct storage_driver qedi_ops_writable_opener = {
     .name = "writable",
     .open = writable_open,
 };

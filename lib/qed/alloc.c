@@ -24,7 +24,7 @@ static bool has_backing_file(const struct qed_state *s)
 
 /* New space always comes from the end: it has never held anything, so it
  * reads as zeros until written, and a crash cannot expose old data. */
-uint64_t alloc_clusters(qed_image *img, uint64_t count)
+uint64_t qedi_alloc_clusters(qed_image *img, uint64_t count)
 {
     struct qed_state *s = qed_of(img);
     uint64_t offset = s->file_end;
@@ -42,7 +42,7 @@ uint64_t alloc_clusters(qed_image *img, uint64_t count)
  * cannot go back keeps the image marked dirty, durably, also with a backing
  * file: the check on the next read-write open reclaims it. */
 
-bool alloc_leaks_outstanding(const struct qed_state *s)
+bool qedi_alloc_leaks_outstanding(const struct qed_state *s)
 {
     return s->leak_unknown || s->nabandoned > 0;
 }
@@ -81,7 +81,7 @@ static uint64_t take_abandoned_tail(struct qed_state *s)
     return end;
 }
 
-void alloc_give_back(qed_image *img)
+void qedi_alloc_give_back(qed_image *img)
 {
     struct qed_state *s = qed_of(img);
     uint64_t old_end = s->file_end, end;
@@ -123,7 +123,7 @@ static void abandoned_reported(struct qed_request *req)
     req->fail(req, -req->base.err.code);
 }
 
-bool alloc_abandon(struct qed_request *req, int ret)
+bool qedi_alloc_abandon(struct qed_request *req, int ret)
 {
     qed_image *img = req->base.img;
     struct qed_state *s = qed_of(img);
@@ -135,17 +135,17 @@ bool alloc_abandon(struct qed_request *req, int ret)
     if (space == SPACE_CLAIMED) {
         note_abandoned(s, req->alloc_host,
                        req->alloc_host + (req->alloc_count << s->cluster_bits));
-        alloc_give_back(img);
+        qedi_alloc_give_back(img);
     } else {
         s->leak_unknown = true;
     }
-    if ((!alloc_leaks_outstanding(s) && !table_may_stay(req)) ||
+    if ((!qedi_alloc_leaks_outstanding(s) && !table_may_stay(req)) ||
         s->dirty_durable)
         return false;
     /* The failure is reported once the image is marked dirty on disk. */
     if (req->base.err.code == 0)
-        qed_fail(&req->base.err, -ret, "%s", strerror(-ret));
-    alloc_make_dirty(req, abandoned_reported);
+        qedi_fail(&req->base.err, -ret, "%s", strerror(-ret));
+    qedi_alloc_make_dirty(req, abandoned_reported);
     return true;
 }
 
@@ -193,12 +193,12 @@ static void extension_done(void *opaque, int ret)
     if (keep)
         start_extension(img, next_end);
     else
-        alloc_give_back(img); /* what waited for the extension to end */
+        qedi_alloc_give_back(img); /* what waited for the extension to end */
     while ((w = done) != NULL) {
         done = w->next;
         if (ret == -EOPNOTSUPP || ret == -ENOTSUP) {
             /* No fallocate: write this tail as zeros instead. */
-            alloc_extend_file(img, w->end, w->tail_len, w->cb, w->opaque);
+            qedi_alloc_extend_file(img, w->end, w->tail_len, w->cb, w->opaque);
             free(w);
             continue;
         }
@@ -220,7 +220,7 @@ static void start_extension(qed_image *img, uint64_t end)
 
     s->extending = true;
     s->extend_target = QED_MAX(target, end);
-    io_fallocate(img->file, 0, s->size_ensured,
+    qedi_io_fallocate(img->file, 0, s->size_ensured,
                  s->extend_target - s->size_ensured, extension_done, img);
 }
 
@@ -232,7 +232,7 @@ static void zeros_written(void *opaque, int ret)
     free(w);
 }
 
-void alloc_extend_file(qed_image *img, uint64_t end, uint64_t tail_len,
+void qedi_alloc_extend_file(qed_image *img, uint64_t end, uint64_t tail_len,
                        io_callback *cb, void *opaque)
 {
     struct qed_state *s = qed_of(img);
@@ -248,13 +248,13 @@ void alloc_extend_file(qed_image *img, uint64_t end, uint64_t tail_len,
     w->opaque = opaque;
     if (s->no_fallocate) {
         /* The tail belongs to a cluster only this request may write yet. */
-        w->zeros = qed_aligned_zalloc(tail_len);
+        w->zeros = qedi_aligned_zalloc(tail_len);
         if (!w->zeros) {
             free(w);
             cb(opaque, -ENOMEM);
             return;
         }
-        io_pwrite(img->file, w->zeros, tail_len, end - tail_len,
+        qedi_io_pwrite(img->file, w->zeros, tail_len, end - tail_len,
                   zeros_written, w);
         return;
     }
@@ -285,7 +285,7 @@ static void abandon_table(qed_image *img, uint64_t offset, bool written)
         return;
     }
     note_abandoned(s, offset, offset + s->table_bytes);
-    alloc_give_back(img);
+    qedi_alloc_give_back(img);
 }
 
 static void slot_maybe_free(struct qed_state *s, struct table_slot *slot)
@@ -303,21 +303,21 @@ static void slot_maybe_free(struct qed_state *s, struct table_slot *slot)
         uint64_t offset = slot->table->offset;
         /* A new table that never got linked into L1 is garbage. */
         if (slot->unlinked)
-            l2cache_drop(s->l2cache, slot->table);
-        l2cache_put(s->l2cache, slot->table);
+            qedi_l2cache_drop(s->l2cache, slot->table);
+        qedi_l2cache_put(s->l2cache, slot->table);
         if (slot->unlinked)
             abandon_table(slot->img, offset, slot->on_disk);
     }
     free(slot);
 }
 
-void alloc_free_slots(struct qed_state *s)
+void qedi_alloc_free_slots(struct qed_state *s)
 {
     while (s->slots) {
         struct table_slot *slot = s->slots;
         s->slots = slot->next;
         if (slot->table)
-            l2cache_put(s->l2cache, slot->table);
+            qedi_l2cache_put(s->l2cache, slot->table);
         free(slot);
     }
 }
@@ -342,7 +342,7 @@ static void wait_for(struct qed_request *req, struct qed_request *claimer,
     claimer->range_waiters = req;
 }
 
-bool alloc_begin(struct qed_request *req, qed_step *retry)
+bool qedi_alloc_begin(struct qed_request *req, qed_step *retry)
 {
     struct qed_state *s = qed_of(req->base.img);
     struct table_slot *slot = find_slot(s, req->l1_index);
@@ -350,7 +350,7 @@ bool alloc_begin(struct qed_request *req, qed_step *retry)
     if (!slot) {
         slot = calloc(1, sizeof(*slot));
         if (!slot) {
-            qed_fail(&req->base.err, ENOMEM, "out of memory");
+            qedi_fail(&req->base.err, ENOMEM, "out of memory");
             req->fail(req, -ENOMEM);
             return false;
         }
@@ -374,7 +374,7 @@ bool alloc_begin(struct qed_request *req, qed_step *retry)
     return true;
 }
 
-void alloc_end(struct qed_request *req)
+void qedi_alloc_end(struct qed_request *req)
 {
     struct table_slot *slot = req->slot;
     struct qed_request *waiters = req->range_waiters;
@@ -403,7 +403,7 @@ void alloc_end(struct qed_request *req)
  * lookup can find a cluster mapped before that mapping is on disk.  A write
  * into it that completed then, and a flush after it, would promise data a
  * crash can still unmap: such writes wait until the allocation is done. */
-bool alloc_wait_unclaimed(struct qed_request *req, uint64_t l1_index,
+bool qedi_alloc_wait_unclaimed(struct qed_request *req, uint64_t l1_index,
                           uint64_t first, uint64_t count,
                           qed_step *retry)
 {
@@ -421,7 +421,7 @@ bool alloc_wait_unclaimed(struct qed_request *req, uint64_t l1_index,
     return true;
 }
 
-int alloc_table(struct qed_request *req)
+int qedi_alloc_table(struct qed_request *req)
 {
     struct qed_state *s = qed_of(req->base.img);
     struct table_slot *slot = req->slot;
@@ -430,27 +430,27 @@ int alloc_table(struct qed_request *req)
     if (slot->table)
         return 0;
     if (req->l2) {
-        slot->table = l2cache_find(s->l2cache, req->l2->offset);
+        slot->table = qedi_l2cache_find(s->l2cache, req->l2->offset);
         if (slot->table == req->l2)
             return 0;
         if (slot->table)
-            l2cache_put(s->l2cache, slot->table);
+            qedi_l2cache_put(s->l2cache, slot->table);
         slot->table = NULL;
-        return qed_fail(&req->base.err, EIO, "L2 table at 0x%" PRIx64
+        return qedi_fail(&req->base.err, EIO, "L2 table at 0x%" PRIx64
                         " left the cache while in use", req->l2->offset);
     }
-    offset = alloc_clusters(req->base.img, s->table_bytes >> s->cluster_bits);
-    slot->table = l2cache_insert(s->l2cache, offset, true);
+    offset = qedi_alloc_clusters(req->base.img, s->table_bytes >> s->cluster_bits);
+    slot->table = qedi_l2cache_insert(s->l2cache, offset, true);
     if (!slot->table) {
         note_abandoned(s, offset, offset + s->table_bytes);
-        alloc_give_back(req->base.img);
-        return qed_fail(&req->base.err, ENOMEM, "out of memory for an L2 table");
+        qedi_alloc_give_back(req->base.img);
+        return qedi_fail(&req->base.err, ENOMEM, "out of memory for an L2 table");
     }
     /* From here the slot gives the table back when it goes unused. */
     slot->unlinked = true;
     slot->on_disk = false;
-    if (table_index_add(s, offset) < 0)
-        return qed_fail(&req->base.err, ENOMEM, "out of memory for an L2 table");
+    if (qedi_table_index_add(s, offset) < 0)
+        return qedi_fail(&req->base.err, ENOMEM, "out of memory for an L2 table");
     return 0;
 }
 
@@ -483,7 +483,7 @@ static void writer_finish(struct block_writer *w, int ret,
                 undo(req);
             /* A request that failed before keeps its own error. */
             if (req->base.err.code == 0)
-                qed_fail(&req->base.err, -ret, "updating image metadata: %s",
+                qedi_fail(&req->base.err, -ret, "updating image metadata: %s",
                          strerror(-ret));
             req->fail(req, -req->base.err.code);
         } else {
@@ -509,7 +509,7 @@ static void header_written(void *opaque, int ret)
         header_synced(hw, ret);
         return;
     }
-    io_sync(hw->img->file, header_synced, hw);
+    qedi_io_sync(hw->img->file, header_synced, hw);
 }
 
 static void header_synced(void *opaque, int ret)
@@ -537,8 +537,8 @@ static void write_header_async(qed_image *img, uint64_t features,
     hw->done = done;
     hw->opaque = opaque;
     s->header.features = features;
-    header_encode(&s->header, s->header_block);
-    io_pwrite(img->file, s->header_block, QED_HEADER_BLOCK_SIZE, 0,
+    qedi_header_encode(&s->header, s->header_block);
+    qedi_io_pwrite(img->file, s->header_block, QED_HEADER_BLOCK_SIZE, 0,
               header_written, hw);
 }
 
@@ -575,7 +575,7 @@ static void wake_dirty_waiters(struct qed_state *s)
         struct qed_request *req = waiting;
         waiting = req->next;
         req->next = NULL;
-        alloc_make_dirty(req, req->resume);
+        qedi_alloc_make_dirty(req, req->resume);
     }
 }
 
@@ -614,11 +614,11 @@ static void idle_check(void *opaque)
 {
     qed_image *img = opaque;
     struct qed_state *s = qed_of(img);
-    uint64_t idle = loop_now_ms() - s->last_table_update_ms;
+    uint64_t idle = qedi_loop_now_ms() - s->last_table_update_ms;
 
     s->idle_timer = 0;
     if (!(s->header.features & QED_F_NEED_CHECK) || s->unchecked_dirty ||
-        alloc_leaks_outstanding(s))
+        qedi_alloc_leaks_outstanding(s))
         return;
     if (s->slots || s->header_writer.busy || idle < IDLE_CLEAN_MS) {
         arm_idle_timer(img, idle < IDLE_CLEAN_MS ? IDLE_CLEAN_MS - idle
@@ -627,19 +627,19 @@ static void idle_check(void *opaque)
     }
     s->header_writer.busy = true;
     s->dirty_durable = false;
-    io_sync(img->file, clean_synced, img);
+    qedi_io_sync(img->file, clean_synced, img);
 }
 
 static void note_table_update(qed_image *img)
 {
     struct qed_state *s = qed_of(img);
 
-    s->last_table_update_ms = loop_now_ms();
+    s->last_table_update_ms = qedi_loop_now_ms();
     if (!s->idle_timer && (s->header.features & QED_F_NEED_CHECK))
         arm_idle_timer(img, IDLE_CLEAN_MS);
 }
 
-void alloc_quiesce(qed_image *img)
+void qedi_alloc_quiesce(qed_image *img)
 {
     struct qed_state *s = qed_of(img);
 
@@ -652,7 +652,7 @@ void alloc_quiesce(qed_image *img)
             break;
 }
 
-void alloc_make_dirty(struct qed_request *req, qed_step *next)
+void qedi_alloc_make_dirty(struct qed_request *req, qed_step *next)
 {
     qed_image *img = req->base.img;
     struct qed_state *s = qed_of(img);
@@ -660,7 +660,7 @@ void alloc_make_dirty(struct qed_request *req, qed_step *next)
 
     /* With a backing file the order of writes keeps the image consistent;
      * only clusters a failed allocation leaked make it dirty. */
-    if ((has_backing_file(s) && !alloc_leaks_outstanding(s)) ||
+    if ((has_backing_file(s) && !qedi_alloc_leaks_outstanding(s)) ||
         s->dirty_durable) {
         next(req);
         return;
@@ -688,7 +688,7 @@ static void header_sync_done(void *opaque, int ret)
     hs->ret = ret;
 }
 
-int image_write_header(qed_image *img, uint64_t features)
+int qedi_image_write_header(qed_image *img, uint64_t features)
 {
     struct header_sync hs = { 0 };
 
@@ -704,7 +704,7 @@ int image_write_header(qed_image *img, uint64_t features)
 
 /* ---- L1 updates -------------------------------------------------------------- */
 
-const char *slot_phase_name(enum slot_phase phase)
+const char *qedi_slot_phase_name(enum slot_phase phase)
 {
     static const char *const names[] = {
         [SLOT_IDLE] = "idle",
@@ -739,7 +739,7 @@ static void l1_written(void *opaque, int ret)
         done = slot->l1_next;
         slot->l1_next = NULL;
         if (ret < 0)
-            table_set_entry(s->l1, slot->l1_index, 0);
+            qedi_table_set_entry(s->l1, slot->l1_index, 0);
         else
             slot->unlinked = false;
         slot_group_done(s, slot, ret, "writing the L1 table");
@@ -763,7 +763,7 @@ static void l1_start_write(qed_image *img)
     }
     lo = round_down_u64(lo, QED_TABLE_BLOCK_SIZE);
     hi = QED_MIN(round_up_u64(hi, QED_TABLE_BLOCK_SIZE), s->table_bytes);
-    io_pwrite(img->file, s->l1 + lo, hi - lo, s->header.l1_table_offset + lo,
+    qedi_io_pwrite(img->file, s->l1 + lo, hi - lo, s->header.l1_table_offset + lo,
               l1_written, img);
 }
 
@@ -772,7 +772,7 @@ static void l1_link(qed_image *img, struct table_slot *slot)
     struct qed_state *s = qed_of(img);
 
     slot_enter(slot, SLOT_LINK);
-    table_set_entry(s->l1, slot->l1_index, slot->table->offset);
+    qedi_table_set_entry(s->l1, slot->l1_index, slot->table->offset);
     slot->l1_next = s->l1_pending;
     s->l1_pending = slot;
     if (!s->l1_busy)
@@ -784,7 +784,7 @@ static void l1_link(qed_image *img, struct table_slot *slot)
 static void restore_entries(struct qed_request *req, struct table *t)
 {
     for (uint64_t i = 0; i < req->alloc_count; i++)
-        table_set_entry(t->bytes, req->alloc_first + i, req->saved_entries[i]);
+        qedi_table_set_entry(t->bytes, req->alloc_first + i, req->saved_entries[i]);
 }
 
 static void slot_start(qed_image *img, struct table_slot *slot);
@@ -814,7 +814,7 @@ static void slot_group_done(struct qed_state *s, struct table_slot *slot,
             restore_entries(req, slot->table);
             if (req->space == SPACE_CLAIMED && table_may_point(slot))
                 req->space = SPACE_REFERENCED;
-            qed_fail(&req->base.err, -ret, "%s: %s", what, strerror(-ret));
+            qedi_fail(&req->base.err, -ret, "%s: %s", what, strerror(-ret));
             req->fail(req, ret);
         } else {
             req->space = SPACE_NONE;
@@ -866,7 +866,7 @@ static void slot_table_written(void *opaque, int ret)
     /* A new table must be on disk before L1 points at it. */
     if (has_backing_file(s)) {
         slot_enter(slot, SLOT_FLUSH_TABLE);
-        io_sync(img->file, slot_synced_for_l1, io);
+        qedi_io_sync(img->file, slot_synced_for_l1, io);
         return;
     }
     free(io);
@@ -914,7 +914,7 @@ static void write_dirty_blocks(struct slot_io *io)
         while (end < nblocks && (dirty[end / 8] & (1u << (end % 8))))
             end++;
         io->pending++;
-        io_pwrite(io->img->file, slot->table->bytes + b * QED_TABLE_BLOCK_SIZE,
+        qedi_io_pwrite(io->img->file, slot->table->bytes + b * QED_TABLE_BLOCK_SIZE,
                   (end - b) * QED_TABLE_BLOCK_SIZE,
                   slot->table->offset + b * QED_TABLE_BLOCK_SIZE,
                   table_run_written, io);
@@ -938,7 +938,7 @@ static void slot_write_table(void *opaque, int ret)
     io->ret = 0;
     slot_enter(slot, SLOT_WRITE_TABLE);
     if (slot->unlinked && !slot->on_disk) {
-        io_pwrite(io->img->file, slot->table->bytes, s->table_bytes,
+        qedi_io_pwrite(io->img->file, slot->table->bytes, s->table_bytes,
                   slot->table->offset, slot_table_written, io);
         return;
     }
@@ -953,8 +953,8 @@ static void apply_entries(struct qed_request *req, struct table *t)
         uint64_t value = req->new_entry_value == QED_ENTRY_ZERO
                              ? 1
                              : req->new_entry_value + (i << s->cluster_bits);
-        req->saved_entries[i] = table_entry(t->bytes, req->alloc_first + i);
-        table_set_entry(t->bytes, req->alloc_first + i, value);
+        req->saved_entries[i] = qedi_table_entry(t->bytes, req->alloc_first + i);
+        qedi_table_set_entry(t->bytes, req->alloc_first + i, value);
     }
 }
 
@@ -983,7 +983,7 @@ static void slot_start(qed_image *img, struct table_slot *slot)
      * must be on disk before the table points at it. */
     if (has_backing_file(qed_of(img))) {
         slot_enter(slot, SLOT_FLUSH_DATA);
-        io_sync(img->file, slot_write_table, io);
+        qedi_io_sync(img->file, slot_write_table, io);
     }
     else
         slot_write_table(io, 0);
@@ -994,13 +994,13 @@ static void slot_start(qed_image *img, struct table_slot *slot)
  * table is written from that buffer, so entries added while an earlier
  * group is being flushed or written would reach the disk before their data
  * is flushed. */
-void alloc_commit(struct qed_request *req, qed_step *next)
+void qedi_alloc_commit(struct qed_request *req, qed_step *next)
 {
     struct table_slot *slot = req->slot;
 
     req->saved_entries = malloc(sizeof(uint64_t) * req->alloc_count);
     if (!req->saved_entries) {
-        qed_fail(&req->base.err, ENOMEM, "out of memory");
+        qedi_fail(&req->base.err, ENOMEM, "out of memory");
         req->fail(req, -ENOMEM);
         return;
     }

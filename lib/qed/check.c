@@ -132,9 +132,9 @@ static uint64_t bytes_of(const struct ck *c, uint64_t clusters)
 static int write_at(struct ck *c, const void *buf, uint64_t len,
                     uint64_t offset, const char *what)
 {
-    int ret = io_pwrite_sync(c->img->file, buf, (size_t)len, offset);
+    int ret = qedi_io_pwrite_sync(c->img->file, buf, (size_t)len, offset);
     if (ret < 0)
-        return qed_fail(c->err, -ret, "writing %s at offset 0x%" PRIx64
+        return qedi_fail(c->err, -ret, "writing %s at offset 0x%" PRIx64
                         ": %s", what, offset, strerror(-ret));
     return 0;
 }
@@ -142,18 +142,18 @@ static int write_at(struct ck *c, const void *buf, uint64_t len,
 static int read_at(struct ck *c, void *buf, uint64_t len, uint64_t offset,
                    const char *what)
 {
-    int ret = io_pread_sync(c->img->file, buf, (size_t)len, offset);
+    int ret = qedi_io_pread_sync(c->img->file, buf, (size_t)len, offset);
     if (ret < 0)
-        return qed_fail(c->err, -ret, "reading %s at offset 0x%" PRIx64
+        return qedi_fail(c->err, -ret, "reading %s at offset 0x%" PRIx64
                         ": %s", what, offset, strerror(-ret));
     return 0;
 }
 
 static int flush(struct ck *c)
 {
-    int ret = io_sync_sync(c->img->file);
+    int ret = qedi_io_sync_sync(c->img->file);
     if (ret < 0)
-        return qed_fail(c->err, -ret, "flushing the repaired image: %s",
+        return qedi_fail(c->err, -ret, "flushing the repaired image: %s",
                         strerror(-ret));
     return 0;
 }
@@ -203,7 +203,7 @@ static int seen_init(struct seen_set *ss, const struct qed_state *s)
     uint64_t n = 0, cap = 16;
 
     for (uint64_t i = 0; i < s->table_entries; i++)
-        n += table_entry(s->l1, i) != 0;
+        n += qedi_table_entry(s->l1, i) != 0;
     n = QED_MIN(n, (s->file_end >> s->cluster_bits) + 1);
     while (cap < 2 * n)
         cap *= 2;
@@ -310,11 +310,11 @@ static int take_new(struct ck *c, struct walk *w, uint64_t count,
             start = x + 1;
     if (bytes_of(c, start + count) > c->append_end ||
         bytes_of(c, start + count) < c->end)
-        return qed_fail(c->err, EFBIG, "the copies for the repair would "
+        return qedi_fail(c->err, EFBIG, "the copies for the repair would "
                         "grow the file past %" PRIu64 " bytes; refusing",
                         c->append_end);
     if (bitmap_resize(&w->used, start + count) < 0)
-        return qed_fail(c->err, ENOMEM, "out of memory for the check");
+        return qedi_fail(c->err, ENOMEM, "out of memory for the check");
     *offset = bytes_of(c, start);
     c->end = bytes_of(c, start + count);
     mark(w, start, count);
@@ -326,7 +326,7 @@ static void note_read_error(struct ck *c, struct walk *w, int ret,
 {
     w->check_errors++;
     c->read_ret = ret;
-    qed_fail(&c->read_err, -ret, "reading the L2 table of L1 entry %" PRIu64
+    qedi_fail(&c->read_err, -ret, "reading the L2 table of L1 entry %" PRIu64
              " at offset 0x%" PRIx64 ": %s", l1_index, offset, strerror(-ret));
 }
 
@@ -347,7 +347,7 @@ static int walk_entries(struct ck *c, struct walk *w, bool in_place,
     uint64_t last = 0;
 
     for (uint64_t j = 0; j < s->table_entries; j++) {
-        uint64_t d = table_entry(c->table, j), copy;
+        uint64_t d = qedi_table_entry(c->table, j), copy;
         int ret;
 
         if (d == QED_ENTRY_UNALLOCATED || d == QED_ENTRY_ZERO)
@@ -358,14 +358,14 @@ static int walk_entries(struct ck *c, struct walk *w, bool in_place,
         if (last && last + s->cluster_size != d)
             w->fragmented++;
         last = d;
-        if (!qed_offset_valid_below(c->s, d, s->cluster_size, w->limit) &&
+        if (!qedi_offset_valid_below(c->s, d, s->cluster_size, w->limit) &&
             !names_copy(c, w, d)) {
             w->corruptions++;
             w->invalid++;
             if (w->collect_forbid)
                 forbid(c, d, s->cluster_size, w->limit);
             if (w->fix && in_place) {
-                table_set_entry(c->table, j, 0);
+                qedi_table_set_entry(c->table, j, 0);
                 *changed = true;
                 w->fixed++;
             }
@@ -388,7 +388,7 @@ static int walk_entries(struct ck *c, struct walk *w, bool in_place,
             ret = copy_bytes(c, d, copy, s->cluster_size);
         if (ret < 0)
             return ret;
-        table_set_entry(c->table, j, copy);
+        qedi_table_set_entry(c->table, j, copy);
         *changed = *copied = true;
         w->fixed++;
     }
@@ -404,13 +404,13 @@ static int walk_table(struct ck *c, struct walk *w, uint64_t i, uint64_t e)
     struct seen *sn;
     int ret;
 
-    if (!qed_offset_valid_below(c->s, e, s->table_bytes, w->limit)) {
+    if (!qedi_offset_valid_below(c->s, e, s->table_bytes, w->limit)) {
         w->corruptions++;
         w->invalid++;
         if (w->collect_forbid)
             forbid(c, e, s->table_bytes, w->limit);
         if (w->fix) {
-            table_set_entry(s->l1, i, 0);
+            qedi_table_set_entry(s->l1, i, 0);
             w->l1_changed = true;
             w->fixed++;
         }
@@ -440,7 +440,7 @@ static int walk_table(struct ck *c, struct walk *w, uint64_t i, uint64_t e)
             return 0;
         }
     }
-    ret = io_pread_sync(c->img->file, c->table, s->table_bytes, e);
+    ret = qedi_io_pread_sync(c->img->file, c->table, s->table_bytes, e);
     if (ret < 0) {
         note_read_error(c, w, ret, i, e);
         if (!move)
@@ -477,13 +477,13 @@ static int walk_table(struct ck *c, struct walk *w, uint64_t i, uint64_t e)
             ret = flush(c);
         if (ret < 0)
             return ret;
-        table_set_entry(s->l1, i, where);
+        qedi_table_set_entry(s->l1, i, where);
         w->l1_changed = true;
     } else if (changed) {
         if (copied)
             ret = flush(c);
         if (ret == 0)
-            ret = table_write_sync(c->img, e, c->table, c->err);
+            ret = qedi_table_write_sync(c->img, e, c->table, c->err);
     }
     return ret;
 }
@@ -507,12 +507,12 @@ static int walk(struct ck *c, struct walk *w, uint64_t limit)
     if (seen_init(&w->seen, s) < 0 ||
         bitmap_resize(&w->used, QED_MAX(nclusters, clusters_of(c, c->end))) < 0 ||
         (w->targets_out && bitmap_resize(w->targets_out, nclusters) < 0))
-        return qed_fail(c->err, ENOMEM, "out of memory for the check "
+        return qedi_fail(c->err, ENOMEM, "out of memory for the check "
                         "(%" PRIu64 " clusters)", nclusters);
     mark(w, 0, header);
     mark(w, clusters_of(c, s->header.l1_table_offset), c->k);
     for (uint64_t i = 0; i < s->table_entries && ret == 0; i++) {
-        uint64_t e = table_entry(s->l1, i);
+        uint64_t e = qedi_table_entry(s->l1, i);
         if (e != 0)
             ret = walk_table(c, w, i, e);
     }
@@ -632,7 +632,7 @@ static int leak_walk(struct ck *c, struct leaker *lf, enum leak_walk_mode mode,
     int ret = 0;
 
     if (seen_init(&seen, s) < 0)
-        return qed_fail(c->err, ENOMEM, "out of memory for the repair");
+        return qedi_fail(c->err, ENOMEM, "out of memory for the repair");
     if (mode == LW_STATE) {
         for (uint64_t i = 0; i < lf->first; i++)
             st_set(lf, i, CL_FIXED);
@@ -640,10 +640,10 @@ static int leak_walk(struct ck *c, struct leaker *lf, enum leak_walk_mode mode,
             st_set(lf, clusters_of(c, s->header.l1_table_offset) + i, CL_FIXED);
     }
     for (uint64_t i = 0; i < s->table_entries && ret == 0; i++) {
-        uint64_t e = table_entry(s->l1, i), t = clusters_of(c, e);
+        uint64_t e = qedi_table_entry(s->l1, i), t = clusters_of(c, e);
         bool again;
 
-        if (e == 0 || !qed_offset_valid_below(c->s, e, s->table_bytes, limit))
+        if (e == 0 || !qedi_offset_valid_below(c->s, e, s->table_bytes, limit))
             continue;
         /* A table named twice stays put; its entries are its own once. */
         again = seen_get(&seen, e, false) != NULL;
@@ -660,11 +660,11 @@ static int leak_walk(struct ck *c, struct leaker *lf, enum leak_walk_mode mode,
         if (ret < 0)
             break;
         for (uint64_t j = 0; j < s->table_entries; j++) {
-            uint64_t d = table_entry(c->table, j), x = clusters_of(c, d);
+            uint64_t d = qedi_table_entry(c->table, j), x = clusters_of(c, d);
             uint64_t owner = (i << s->table_bits) + j + 1;
 
             if (d == QED_ENTRY_UNALLOCATED || d == QED_ENTRY_ZERO ||
-                !qed_offset_valid_below(c->s, d, s->cluster_size, limit))
+                !qedi_offset_valid_below(c->s, d, s->cluster_size, limit))
                 continue;
             if (mode == LW_STATE)
                 st_set(lf, x, st_get(lf, x) == CL_FREE ? CL_DATA : CL_FIXED);
@@ -695,7 +695,7 @@ static int plan_add(struct ck *c, struct leaker *lf, uint64_t owner,
         size_t cap = lf->moves_cap ? lf->moves_cap * 2 : 64;
         struct move *m = realloc(lf->moves, cap * sizeof(*m));
         if (!m)
-            return qed_fail(c->err, ENOMEM, "out of memory for the repair");
+            return qedi_fail(c->err, ENOMEM, "out of memory for the repair");
         lf->moves = m;
         lf->moves_cap = cap;
     }
@@ -765,7 +765,7 @@ static int plan_stuck(struct ck *c, struct leaker *lf, uint64_t l1, uint64_t t)
         if (!lf->may_grow)
             return 0;
         if (leaker_grow(lf, lf->n + k) < 0)
-            return qed_fail(c->err, ENOMEM, "out of memory for the repair");
+            return qedi_fail(c->err, ENOMEM, "out of memory for the repair");
         return plan_add(c, lf, OWNER_TABLE | l1, t, to, k);
     }
     /* Lowest window of k clusters below the target end holding only data
@@ -786,7 +786,7 @@ static int plan_stuck(struct ck *c, struct leaker *lf, uint64_t l1, uint64_t t)
         return 0;
     win_owner = calloc(k, sizeof(*win_owner));
     if (!win_owner)
-        return qed_fail(c->err, ENOMEM, "out of memory for the repair");
+        return qedi_fail(c->err, ENOMEM, "out of memory for the repair");
     ret = leak_walk(c, lf, LW_WINDOW, best, win_owner);
     g = lf->first;
     for (uint64_t x = best; x < best + k && ret == 0; x++) {
@@ -838,7 +838,7 @@ restart:
             lf->target = x + 1; /* unknown owner: it stays */
             goto restart;
         }
-        t = clusters_of(c, table_entry(s->l1, l1));
+        t = clusters_of(c, qedi_table_entry(s->l1, l1));
         if (!table_intact(c, lf, l1, t)) {
             lf->target = QED_MAX(lf->target, QED_MIN(t + k, lf->n));
             lf->target = QED_MAX(lf->target, x + 1);
@@ -918,30 +918,30 @@ static int run_round(struct ck *c, struct leaker *lf)
 
         if (mv->owner & OWNER_TABLE) {
             l1 = mv->owner & ~OWNER_TABLE;
-            if (table_entry(s->l1, l1) != bytes_of(c, mv->from))
-                return qed_fail(c->err, EIO, "L1 entry %" PRIu64 " changed "
+            if (qedi_table_entry(s->l1, l1) != bytes_of(c, mv->from))
+                return qedi_fail(c->err, EIO, "L1 entry %" PRIu64 " changed "
                                 "while its table was moved", l1);
-            table_set_entry(s->l1, l1, bytes_of(c, mv->to));
+            qedi_table_set_entry(s->l1, l1, bytes_of(c, mv->to));
             l1_changed = true;
             m++;
             continue;
         }
         l1 = (mv->owner - 1) >> s->table_bits;
-        e = table_entry(s->l1, l1);
+        e = qedi_table_entry(s->l1, l1);
         ret = read_at(c, c->table, s->table_bytes, e, "an L2 table");
         for (end = m; ret == 0 && end < lf->nmoves &&
                       !(lf->moves[end].owner & OWNER_TABLE) &&
                       (lf->moves[end].owner - 1) >> s->table_bits == l1;
              end++) {
             uint64_t j = (lf->moves[end].owner - 1) & (s->table_entries - 1);
-            if (table_entry(c->table, j) != bytes_of(c, lf->moves[end].from))
-                return qed_fail(c->err, EIO, "L2 entry %" PRIu64 " of table "
+            if (qedi_table_entry(c->table, j) != bytes_of(c, lf->moves[end].from))
+                return qedi_fail(c->err, EIO, "L2 entry %" PRIu64 " of table "
                                 "%" PRIu64 " changed while its cluster was "
                                 "moved", j, l1);
-            table_set_entry(c->table, j, bytes_of(c, lf->moves[end].to));
+            qedi_table_set_entry(c->table, j, bytes_of(c, lf->moves[end].to));
         }
         if (ret == 0)
-            ret = table_write_sync(c->img, e, c->table, c->err);
+            ret = qedi_table_write_sync(c->img, e, c->table, c->err);
         m = end;
     }
     if (ret == 0 && l1_changed)
@@ -986,7 +986,7 @@ static int repair_leaks(struct ck *c, bool may_grow, uint64_t *fixed)
     if (leaker_grow(&lf, clusters_of(c, c->end)) < 0 ||
         bitmap_resize(&lf.data_moving, s->table_entries) < 0 ||
         bitmap_resize(&lf.table_moving, s->table_entries) < 0) {
-        ret = qed_fail(c->err, ENOMEM, "out of memory for the repair");
+        ret = qedi_fail(c->err, ENOMEM, "out of memory for the repair");
         goto out;
     }
     /* Nothing may be copied over a cluster whose last reference went away
@@ -1007,7 +1007,7 @@ static int repair_leaks(struct ck *c, bool may_grow, uint64_t *fixed)
     lf.owner_cap = lf.n - lf.base;
     lf.owner = calloc(QED_MAX(lf.owner_cap, 1), sizeof(*lf.owner));
     if (!lf.owner) {
-        ret = qed_fail(c->err, ENOMEM, "out of memory for the repair");
+        ret = qedi_fail(c->err, ENOMEM, "out of memory for the repair");
         goto out;
     }
     ret = leak_walk(c, &lf, LW_OWNERS, 0, NULL);
@@ -1029,9 +1029,9 @@ truncate:
     if (ret == 0 && size != bytes_of(c, new_end))
         ret = c->img->file->ops->truncate(c->img->file, bytes_of(c, new_end));
     if (ret == 0)
-        ret = io_sync_sync(c->img->file);
+        ret = qedi_io_sync_sync(c->img->file);
     if (ret < 0) {
-        ret = qed_fail(c->err, -ret, "truncating the repaired image to %" PRIu64
+        ret = qedi_fail(c->err, -ret, "truncating the repaired image to %" PRIu64
                        " bytes: %s", bytes_of(c, new_end), strerror(-ret));
         goto out;
     }
@@ -1069,9 +1069,9 @@ static int resync_state(struct ck *c, const uint8_t *old_l1)
     for (int pass = 0; pass < 2; pass++) {
         const uint8_t *l1 = pass == 0 ? old_l1 : s->l1;
         for (uint64_t i = 0; l1 && i < s->table_entries; i++) {
-            uint64_t e = table_entry(l1, i);
+            uint64_t e = qedi_table_entry(l1, i);
             if (e != QED_ENTRY_UNALLOCATED)
-                l2cache_forget(s->l2cache, e);
+                qedi_l2cache_forget(s->l2cache, e);
         }
     }
     ret = read_at(c, s->l1, s->table_bytes, s->header.l1_table_offset,
@@ -1079,7 +1079,7 @@ static int resync_state(struct ck *c, const uint8_t *old_l1)
     if (ret == 0) {
         ret = c->img->file->ops->get_size(c->img->file, &size);
         if (ret < 0)
-            return qed_fail(c->err, -ret, "size of the repaired image: %s",
+            return qedi_fail(c->err, -ret, "size of the repaired image: %s",
                             strerror(-ret));
     }
     /* Space past c->end is not the image's (extended ahead, or gone). */
@@ -1088,9 +1088,9 @@ static int resync_state(struct ck *c, const uint8_t *old_l1)
     if (s->tail_gap_end > s->file_end || size >= s->tail_gap_end)
         s->tail_gap_start = s->tail_gap_end = 0; /* the partial cluster went */
     if (ret == 0) {
-        table_poison_invalid(s, s->l1, s->table_entries, s->table_bytes);
-        if (table_index_build(s) < 0)
-            ret = qed_fail(c->err, ENOMEM, "out of memory");
+        qedi_table_poison_invalid(s, s->l1, s->table_entries, s->table_bytes);
+        if (qedi_table_index_build(s) < 0)
+            ret = qedi_fail(c->err, ENOMEM, "out of memory");
     }
     return ret;
 }
@@ -1100,14 +1100,14 @@ static int resync_state(struct ck *c, const uint8_t *old_l1)
  * were reclaimed, the image stays dirty for them. */
 static void forget_failed_allocations(struct qed_state *s, bool reclaimed)
 {
-    if (!reclaimed && alloc_leaks_outstanding(s))
+    if (!reclaimed && qedi_alloc_leaks_outstanding(s))
         s->leak_unknown = true;
     else if (reclaimed)
         s->leak_unknown = false;
     s->nabandoned = 0;
 }
 
-/* The check and repair behind qed_check and check_on_open.  mark_clean:
+/* The check and repair behind qed_check and qedi_check_on_open.  mark_clean:
  * clear NEED_CHECK when the repair leaves no corruption. */
 static int check_run(qed_image *img, unsigned repair,
                      struct qed_check_result *r, bool mark_clean,
@@ -1126,11 +1126,11 @@ static int check_run(qed_image *img, unsigned repair,
     c.k = s->table_bytes >> s->cluster_bits;
     c.end = s->file_end;
     c.chunk_bytes = (size_t)QED_MIN((uint64_t)s->cluster_size, COPY_CHUNK);
-    c.table = qed_aligned_alloc(s->table_bytes);
-    c.chunk = repair ? qed_aligned_alloc(c.chunk_bytes) : NULL;
-    old_l1 = repair ? qed_aligned_alloc(s->table_bytes) : NULL;
+    c.table = qedi_aligned_alloc(s->table_bytes);
+    c.chunk = repair ? qedi_aligned_alloc(c.chunk_bytes) : NULL;
+    old_l1 = repair ? qedi_aligned_alloc(s->table_bytes) : NULL;
     if (!c.table || (repair && (!c.chunk || !old_l1))) {
-        ret = qed_fail(err, ENOMEM, "out of memory for the check");
+        ret = qedi_fail(err, ENOMEM, "out of memory for the check");
         goto out;
     }
     if (repair)
@@ -1142,7 +1142,7 @@ static int check_run(qed_image *img, unsigned repair,
     c.append_end = 2 * s->file_end + APPEND_SLACK;
     if (repair && bitmap_resize(&c.forbid, clusters_of(&c, c.append_end -
                                                             s->file_end)) < 0) {
-        ret = qed_fail(err, ENOMEM, "out of memory for the check");
+        ret = qedi_fail(err, ENOMEM, "out of memory for the check");
         goto out;
     }
 
@@ -1161,7 +1161,7 @@ static int check_run(qed_image *img, unsigned repair,
     remaining = first.corruptions;
     if (first.clashes && (repair & ~QED_CHECK_REPAIR_LEAKS) &&
         bytes_of(&c, first.copy_clusters) > c.append_end - s->file_end) {
-        ret = qed_fail(err, EFBIG, "repairing %" PRIu64 " clusters referenced "
+        ret = qedi_fail(err, EFBIG, "repairing %" PRIu64 " clusters referenced "
                        "more than once needs %" PRIu64 " bytes of copies, "
                        "more than the file's size and 1 GiB; refusing",
                        first.clashes, bytes_of(&c, first.copy_clusters));
@@ -1174,9 +1174,9 @@ static int check_run(qed_image *img, unsigned repair,
           (repair & ~QED_CHECK_REPAIR_LEAKS)) ||
          (first.leaks && (repair & QED_CHECK_REPAIR_LEAKS))) &&
         !(s->header.features & QED_F_NEED_CHECK)) {
-        ret = image_write_header(img, s->header.features | QED_F_NEED_CHECK);
+        ret = qedi_image_write_header(img, s->header.features | QED_F_NEED_CHECK);
         if (ret < 0) {
-            ret = qed_fail(err, -ret, "marking the image dirty for the "
+            ret = qedi_fail(err, -ret, "marking the image dirty for the "
                            "repair: %s", strerror(-ret));
             goto out;
         }
@@ -1245,16 +1245,16 @@ settle:
         r->check_errors == 0 && (s->header.features & QED_F_NEED_CHECK)) {
         ret = flush(&c);
         if (ret == 0)
-            ret = image_write_header(img, s->header.features & ~QED_F_NEED_CHECK);
+            ret = qedi_image_write_header(img, s->header.features & ~QED_F_NEED_CHECK);
         if (ret == 0)
             s->unchecked_dirty = false;
         if (ret < 0)
-            ret = qed_fail(err, -ret, "clearing the dirty flag: %s",
+            ret = qedi_fail(err, -ret, "clearing the dirty flag: %s",
                            strerror(-ret));
     }
 out:
     if (ret == 0 && r->check_errors && c.read_ret < 0)
-        qed_error_copy(err, &c.read_err);
+        qedi_error_copy(err, &c.read_err);
     walk_free(&first);
     walk_free(&clear);
     walk_free(&copy);
@@ -1269,20 +1269,20 @@ out:
 
 /* The driver's check of an idle image (ops/maintain.c checked the
  * arguments and zeroed the result). */
-int qed_driver_check(qed_image *img, unsigned repair,
+int qedi_qed_check(qed_image *img, unsigned repair,
                      struct qed_check_result *r, qed_error *err)
 {
     if (repair)
-        alloc_quiesce(img);
+        qedi_alloc_quiesce(img);
     return check_run(img, repair, r, true, err);
 }
 
-bool qed_driver_busy(const qed_image *img)
+bool qedi_qed_busy(const qed_image *img)
 {
     return qed_of(img)->slots != NULL;
 }
 
-int check_on_open(qed_image *img, qed_error *err)
+int qedi_check_on_open(qed_image *img, qed_error *err)
 {
     struct qed_state *s = qed_of(img);
     struct qed_check_result res;
@@ -1295,7 +1295,7 @@ int check_on_open(qed_image *img, qed_error *err)
     if (ret == 0 && res.check_errors)
         ret = -(err && err->code ? err->code : EIO);
     if (ret < 0) {
-        qed_error_prefix(err, "checking the dirty image: ");
+        qedi_error_prefix(err, "checking the dirty image: ");
         return ret;
     }
     /* The file ends with the last referenced cluster: space a crashed
@@ -1308,11 +1308,11 @@ int check_on_open(qed_image *img, qed_error *err)
         s->size_ensured = res.image_end_offset;
     }
     if (ret == 0)
-        ret = io_sync_sync(img->file);
+        ret = qedi_io_sync_sync(img->file);
     if (ret == 0)
-        ret = image_write_header(img, s->header.features & ~QED_F_NEED_CHECK);
+        ret = qedi_image_write_header(img, s->header.features & ~QED_F_NEED_CHECK);
     if (ret < 0)
-        return qed_fail(err, -ret, "repairing the dirty image: %s",
+        return qedi_fail(err, -ret, "repairing the dirty image: %s",
                         strerror(-ret));
     return 0;
 }

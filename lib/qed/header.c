@@ -24,7 +24,7 @@ enum {
 /* Each table entry is a 64-bit cluster offset. */
 #define TABLE_ENTRY_LOG2 3u
 
-void header_decode(const uint8_t buf[QED_HEADER_BYTES], struct qed_header *h)
+void qedi_header_decode(const uint8_t buf[QED_HEADER_BYTES], struct qed_header *h)
 {
     h->magic = load_le32(buf + OFF_MAGIC);
     h->cluster_size = load_le32(buf + OFF_CLUSTER_SIZE);
@@ -39,7 +39,7 @@ void header_decode(const uint8_t buf[QED_HEADER_BYTES], struct qed_header *h)
     h->backing_filename_size = load_le32(buf + OFF_BACKING_NAME_SIZE);
 }
 
-void header_encode(const struct qed_header *h, uint8_t buf[QED_HEADER_BYTES])
+void qedi_header_encode(const struct qed_header *h, uint8_t buf[QED_HEADER_BYTES])
 {
     store_le32(buf + OFF_MAGIC, h->magic);
     store_le32(buf + OFF_CLUSTER_SIZE, h->cluster_size);
@@ -54,20 +54,20 @@ void header_encode(const struct qed_header *h, uint8_t buf[QED_HEADER_BYTES])
     store_le32(buf + OFF_BACKING_NAME_SIZE, h->backing_filename_size);
 }
 
-bool header_cluster_size_valid(uint64_t cluster_size)
+bool qedi_header_cluster_size_valid(uint64_t cluster_size)
 {
     return is_power_of_2(cluster_size) &&
            cluster_size >= QED_MIN_CLUSTER_SIZE &&
            cluster_size <= QED_MAX_CLUSTER_SIZE;
 }
 
-bool header_table_size_valid(uint64_t table_size)
+bool qedi_header_table_size_valid(uint64_t table_size)
 {
     return is_power_of_2(table_size) && table_size >= QED_MIN_TABLE_SIZE &&
            table_size <= QED_MAX_TABLE_SIZE;
 }
 
-uint64_t header_max_image_size(uint32_t cluster_size, uint32_t table_size)
+uint64_t qedi_header_max_image_size(uint32_t cluster_size, uint32_t table_size)
 {
     /* Everything is a power of two, so add exponents instead of multiplying:
      * entries^2 * cluster_size needs up to 80 bits for 64 MiB clusters and
@@ -84,9 +84,9 @@ uint64_t header_max_image_size(uint32_t cluster_size, uint32_t table_size)
 
 static int check_cluster_size(uint32_t cluster_size, qed_error *err)
 {
-    if (header_cluster_size_valid(cluster_size))
+    if (qedi_header_cluster_size_valid(cluster_size))
         return 0;
-    return qed_fail(err, EINVAL,
+    return qedi_fail(err, EINVAL,
                     "cluster size %" PRIu32
                     " is not a power of two in [%u, %u]",
                     cluster_size, QED_MIN_CLUSTER_SIZE, QED_MAX_CLUSTER_SIZE);
@@ -94,9 +94,9 @@ static int check_cluster_size(uint32_t cluster_size, qed_error *err)
 
 static int check_table_size(uint32_t table_size, qed_error *err)
 {
-    if (header_table_size_valid(table_size))
+    if (qedi_header_table_size_valid(table_size))
         return 0;
-    return qed_fail(err, EINVAL,
+    return qedi_fail(err, EINVAL,
                     "table size %" PRIu32 " is not a power of two in [%u, %u]",
                     table_size, QED_MIN_TABLE_SIZE, QED_MAX_TABLE_SIZE);
 }
@@ -105,19 +105,19 @@ static int check_table_size(uint32_t table_size, qed_error *err)
 static int check_image_size(uint64_t image_size, uint32_t cluster_size,
                             uint32_t table_size, qed_error *err)
 {
-    uint64_t max = header_max_image_size(cluster_size, table_size);
+    uint64_t max = qedi_header_max_image_size(cluster_size, table_size);
 
     if (image_size % 512 != 0)
-        return qed_fail(err, EINVAL,
+        return qedi_fail(err, EINVAL,
                         "image size %" PRIu64 " is not a multiple of 512",
                         image_size);
     if (image_size > max)
-        return qed_fail(err, EINVAL,
+        return qedi_fail(err, EINVAL,
                         "image size %" PRIu64 " exceeds the maximum %" PRIu64
                         " for cluster size %" PRIu32 " and table size %" PRIu32,
                         image_size, max, cluster_size, table_size);
     if (image_size > QED_MAX_VIRTUAL_SIZE)
-        return qed_fail(err, EINVAL,
+        return qedi_fail(err, EINVAL,
                         "image size %" PRIu64
                         " exceeds the largest supported size %" PRIu64,
                         image_size, (uint64_t)QED_MAX_VIRTUAL_SIZE);
@@ -133,11 +133,11 @@ static uint64_t header_bytes(const struct qed_header *h)
 static int check_header_size(const struct qed_header *h, qed_error *err)
 {
     if (h->header_size == 0)
-        return qed_fail(err, EINVAL, "header size 0 is invalid (at least 1 "
+        return qedi_fail(err, EINVAL, "header size 0 is invalid (at least 1 "
                                      "cluster holds the header fields)");
     /* This is also the rule that keeps the L1 table out of the header. */
     if (header_bytes(h) > h->l1_table_offset)
-        return qed_fail(err, EINVAL,
+        return qedi_fail(err, EINVAL,
                         "header size %" PRIu32 " (%" PRIu64
                         " bytes) overlaps the L1 table at offset %" PRIu64,
                         h->header_size, header_bytes(h), h->l1_table_offset);
@@ -151,13 +151,13 @@ static int check_l1_table(const struct qed_header *h, uint64_t file_size,
     uint64_t end;
 
     if (h->l1_table_offset % h->cluster_size != 0)
-        return qed_fail(err, EINVAL,
+        return qedi_fail(err, EINVAL,
                         "L1 table offset %" PRIu64
                         " is not a multiple of the cluster size %" PRIu32,
                         h->l1_table_offset, h->cluster_size);
     if (add_overflows(h->l1_table_offset, table_bytes, &end) ||
         end > file_size)
-        return qed_fail(err, EINVAL,
+        return qedi_fail(err, EINVAL,
                         "L1 table at offset %" PRIu64 " (%" PRIu64
                         " bytes) extends past the end of the file (%" PRIu64
                         " bytes)",
@@ -173,36 +173,36 @@ static int check_backing_name(const struct qed_header *h, qed_error *err)
     if (!(h->features & QED_F_BACKING_FILE))
         return 0;
     if (offset < QED_HEADER_BYTES)
-        return qed_fail(err, EINVAL,
+        return qedi_fail(err, EINVAL,
                         "backing file name offset %" PRIu64
                         " overlaps the header fields (first %u bytes)",
                         offset, QED_HEADER_BYTES);
     if (size == 0)
-        return qed_fail(err, EINVAL, "backing file name size is 0");
+        return qedi_fail(err, EINVAL, "backing file name size is 0");
     if (size > QED_MAX_BACKING_NAME)
-        return qed_fail(err, EINVAL,
+        return qedi_fail(err, EINVAL,
                         "backing file name size %" PRIu64
                         " exceeds the limit of %u bytes",
                         size, QED_MAX_BACKING_NAME);
     if (offset + size > header_bytes(h))
-        return qed_fail(err, EINVAL,
+        return qedi_fail(err, EINVAL,
                         "backing file name at offset %" PRIu64 " (%" PRIu64
                         " bytes) extends past the header (%" PRIu64 " bytes)",
                         offset, size, header_bytes(h));
     return 0;
 }
 
-int header_validate(const struct qed_header *h, uint64_t file_size,
+int qedi_header_validate(const struct qed_header *h, uint64_t file_size,
                     qed_error *err)
 {
     uint64_t unknown = h->features & ~QED_FEATURE_MASK;
     int ret;
 
     if (h->magic != QED_MAGIC)
-        return qed_fail(err, EINVAL, "not a QED image (magic 0x%08" PRIx32 ")",
+        return qedi_fail(err, EINVAL, "not a QED image (magic 0x%08" PRIx32 ")",
                         h->magic);
     if (unknown)
-        return qed_fail(err, ENOTSUP, "Unsupported QED features: 0x%" PRIx64,
+        return qedi_fail(err, ENOTSUP, "Unsupported QED features: 0x%" PRIx64,
                         unknown);
     ret = check_cluster_size(h->cluster_size, err);
     if (ret == 0)
@@ -219,7 +219,7 @@ int header_validate(const struct qed_header *h, uint64_t file_size,
     return ret;
 }
 
-int header_backing_name(const struct qed_header *h, const uint8_t *buf,
+int qedi_header_backing_name(const struct qed_header *h, const uint8_t *buf,
                         size_t buf_len, char *out, size_t out_size,
                         qed_error *err)
 {
@@ -228,24 +228,24 @@ int header_backing_name(const struct qed_header *h, const uint8_t *buf,
     const uint8_t *nul;
 
     if (out_size == 0)
-        return qed_fail(err, EINVAL, "no room for the backing file name");
+        return qedi_fail(err, EINVAL, "no room for the backing file name");
     if (!(h->features & QED_F_BACKING_FILE)) {
         out[0] = '\0';
         return 0;
     }
     if (offset + size > buf_len)
-        return qed_fail(err, EINVAL,
+        return qedi_fail(err, EINVAL,
                         "backing file name at offset %" PRIu64
                         " (%zu bytes) lies past the %zu header bytes read",
                         offset, size, buf_len);
     if (size >= out_size)
-        return qed_fail(err, EINVAL,
+        return qedi_fail(err, EINVAL,
                         "backing file name of %zu bytes does not fit in a "
                         "buffer of %zu bytes",
                         size, out_size);
     nul = memchr(buf + offset, '\0', size);
     if (nul)
-        return qed_fail(err, EINVAL,
+        return qedi_fail(err, EINVAL,
                         "backing file name contains a NUL byte at position "
                         "%zu of %zu",
                         (size_t)(nul - (buf + offset)), size);
@@ -260,20 +260,20 @@ static int check_new_backing_name(size_t len, uint32_t cluster_size,
     uint32_t room = cluster_size - QED_HEADER_BYTES;
 
     if (len > room)
-        return qed_fail(err, EINVAL,
+        return qedi_fail(err, EINVAL,
                         "backing file name is %zu bytes; at most %" PRIu32
                         " fit in the header (cluster size %" PRIu32 ")",
                         len, room, cluster_size);
     /* Big clusters have room for more than readers accept. */
     if (len > QED_MAX_BACKING_NAME)
-        return qed_fail(err, EINVAL,
+        return qedi_fail(err, EINVAL,
                         "backing file name is %zu bytes; at most %u are "
                         "accepted",
                         len, QED_MAX_BACKING_NAME);
     return 0;
 }
 
-int header_init_new(struct qed_header *h, uint64_t image_size,
+int qedi_header_init_new(struct qed_header *h, uint64_t image_size,
                     uint32_t cluster_size, uint32_t table_size,
                     size_t backing_name_len, bool backing_no_probe,
                     qed_error *err)

@@ -27,7 +27,7 @@ static unsigned bucket_of(uint64_t offset)
     return (unsigned)(h >> 56) & (HASH_BUCKETS - 1);
 }
 
-int l2cache_new(size_t budget_bytes, uint64_t table_bytes,
+int qedi_l2cache_new(size_t budget_bytes, uint64_t table_bytes,
                 struct l2cache **out)
 {
     struct l2cache *c = calloc(1, sizeof(*c));
@@ -93,7 +93,7 @@ static void evict_to_fit(struct l2cache *c)
     }
 }
 
-struct table *l2cache_find(struct l2cache *c, uint64_t offset)
+struct table *qedi_l2cache_find(struct l2cache *c, uint64_t offset)
 {
     for (struct table *t = c->buckets[bucket_of(offset)]; t; t = t->hash_next) {
         if (t->offset == offset) {
@@ -105,15 +105,15 @@ struct table *l2cache_find(struct l2cache *c, uint64_t offset)
     return NULL;
 }
 
-struct table *l2cache_insert(struct l2cache *c, uint64_t offset, bool zeroed)
+struct table *qedi_l2cache_insert(struct l2cache *c, uint64_t offset, bool zeroed)
 {
     struct table *t = calloc(1, sizeof(*t));
     unsigned b = bucket_of(offset);
 
     if (!t)
         return NULL;
-    t->bytes = zeroed ? qed_aligned_zalloc(c->table_bytes)
-                      : qed_aligned_alloc(c->table_bytes);
+    t->bytes = zeroed ? qedi_aligned_zalloc(c->table_bytes)
+                      : qedi_aligned_alloc(c->table_bytes);
     if (!t->bytes) {
         free(t);
         return NULL;
@@ -127,7 +127,7 @@ struct table *l2cache_insert(struct l2cache *c, uint64_t offset, bool zeroed)
     return t;
 }
 
-void l2cache_put(struct l2cache *c, struct table *t)
+void qedi_l2cache_put(struct l2cache *c, struct table *t)
 {
     /* A put without its reference would free a table still in use. */
     assert(t->refs > 0);
@@ -143,23 +143,23 @@ void l2cache_put(struct l2cache *c, struct table *t)
 
 /* Forgets a table whose contents can no longer be trusted (a failed load or
  * an undone allocation); it is freed when the last user lets go. */
-void l2cache_drop(struct l2cache *c, struct table *t)
+void qedi_l2cache_drop(struct l2cache *c, struct table *t)
 {
     t->failed = true;
     hash_remove(c, t);
 }
 
-void l2cache_forget(struct l2cache *c, uint64_t offset)
+void qedi_l2cache_forget(struct l2cache *c, uint64_t offset)
 {
-    struct table *t = l2cache_find(c, offset);
+    struct table *t = qedi_l2cache_find(c, offset);
 
     if (t) {
-        l2cache_drop(c, t);
-        l2cache_put(c, t);
+        qedi_l2cache_drop(c, t);
+        qedi_l2cache_put(c, t);
     }
 }
 
-void l2cache_free(struct l2cache *c)
+void qedi_l2cache_free(struct l2cache *c)
 {
     if (!c)
         return;

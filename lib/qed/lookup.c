@@ -11,16 +11,16 @@ static unsigned table_span_bits(const struct qed_state *s)
     return s->cluster_bits + s->table_bits;
 }
 
-uint64_t lookup_l1_index(const qed_image *img, uint64_t pos)
+uint64_t qedi_lookup_l1_index(const qed_image *img, uint64_t pos)
 {
     return pos >> table_span_bits(qed_of(img));
 }
 
 /* First logical offset past the L2 table that covers pos. */
-uint64_t lookup_table_end(const qed_image *img, uint64_t pos)
+uint64_t qedi_lookup_table_end(const qed_image *img, uint64_t pos)
 {
     unsigned bits = table_span_bits(qed_of(img));
-    uint64_t next = (lookup_l1_index(img, pos) + 1);
+    uint64_t next = (qedi_lookup_l1_index(img, pos) + 1);
     if (bits >= 64 || next > (UINT64_MAX >> bits))
         return UINT64_MAX;
     return next << bits;
@@ -35,7 +35,7 @@ static enum extent_kind kind_of(uint64_t entry)
     return EXTENT_DATA;
 }
 
-void lookup_extent(const qed_image *img, const struct table *l2, uint64_t pos,
+void qedi_lookup_extent(const qed_image *img, const struct table *l2, uint64_t pos,
                    uint64_t max_len, struct extent *ext)
 {
     const struct qed_state *s = qed_of(img);
@@ -43,18 +43,18 @@ void lookup_extent(const qed_image *img, const struct table *l2, uint64_t pos,
     uint64_t len = s->cluster_size - cluster_offset_in(s, pos);
     uint64_t first;
 
-    max_len = QED_MIN(max_len, lookup_table_end(img, pos) - pos);
+    max_len = QED_MIN(max_len, qedi_lookup_table_end(img, pos) - pos);
     if (!l2) {
         ext->kind = EXTENT_UNALLOCATED;
         ext->length = max_len;
         ext->host = 0;
         return;
     }
-    first = table_entry(l2->bytes, index);
+    first = qedi_table_entry(l2->bytes, index);
     ext->kind = kind_of(first);
     ext->host = ext->kind == EXTENT_DATA ? first + cluster_offset_in(s, pos) : 0;
     for (uint64_t i = index + 1; len < max_len && i < s->table_entries; i++) {
-        uint64_t e = table_entry(l2->bytes, i);
+        uint64_t e = qedi_table_entry(l2->bytes, i);
         if (kind_of(e) != ext->kind)
             break;
         if (ext->kind == EXTENT_DATA &&
@@ -65,7 +65,7 @@ void lookup_extent(const qed_image *img, const struct table *l2, uint64_t pos,
     ext->length = QED_MIN(len, max_len);
 }
 
-int lookup_validate_extent(const qed_image *img, uint64_t l1_index,
+int qedi_lookup_validate_extent(const qed_image *img, uint64_t l1_index,
                            uint64_t pos, const struct extent *ext,
                            bool writing, qed_error *err)
 {
@@ -84,13 +84,13 @@ int lookup_validate_extent(const qed_image *img, uint64_t l1_index,
      * the table; reading shows its bytes, as QEMU does, and the check
      * reports it either way. */
     if ((entry & (s->cluster_size - 1)) ||
-        !(writing ? qed_data_offset_valid(s, first, span)
-                  : qed_offset_valid(s, first, span)))
-        return qed_fail(err, EIO,
+        !(writing ? qedi_data_offset_valid(s, first, span)
+                  : qedi_offset_valid(s, first, span)))
+        return qedi_fail(err, EIO,
                         "corrupt image: L2 table %" PRIu64 " maps offset %"
                         PRIu64 " to invalid cluster offset 0x%" PRIx64
                         " (file end 0x%" PRIx64 ")",
-                        l1_index, pos, table_entry_on_disk(s, entry),
+                        l1_index, pos, qedi_table_entry_on_disk(s, entry),
                         s->file_end);
     return 0;
 }
@@ -106,7 +106,7 @@ static void finish_load(void *opaque, int ret)
     if (ret < 0)
         t->failed = true;
     else if (waiters)
-        table_poison_invalid(qed_of(waiters->base.img), t->bytes,
+        qedi_table_poison_invalid(qed_of(waiters->base.img), t->bytes,
                              qed_of(waiters->base.img)->table_entries,
                              qed_of(waiters->base.img)->cluster_size);
     while ((req = waiters) != NULL) {
@@ -114,9 +114,9 @@ static void finish_load(void *opaque, int ret)
         req->next = NULL;
         if (ret < 0) {
             /* The message first: the last put frees the table. */
-            qed_fail(&req->base.err, -ret, "reading L2 table at offset 0x%" PRIx64
+            qedi_fail(&req->base.err, -ret, "reading L2 table at offset 0x%" PRIx64
                      ": %s", t->offset, strerror(-ret));
-            l2cache_put(qed_of(req->base.img)->l2cache, t);
+            qedi_l2cache_put(qed_of(req->base.img)->l2cache, t);
             req->l2 = NULL;
             req->fail(req, ret);
         } else {
@@ -125,38 +125,38 @@ static void finish_load(void *opaque, int ret)
     }
 }
 
-void lookup_load_l2(struct qed_request *req, qed_step *next)
+void qedi_lookup_load_l2(struct qed_request *req, qed_step *next)
 {
     struct qed_state *s = qed_of(req->base.img);
     uint64_t l2_offset;
     struct table *t;
 
-    req->l1_index = lookup_l1_index(req->base.img, req->pos);
-    l2_offset = table_entry(s->l1, req->l1_index);
+    req->l1_index = qedi_lookup_l1_index(req->base.img, req->pos);
+    l2_offset = qedi_table_entry(s->l1, req->l1_index);
     if (l2_offset == 0) {
         req->l2 = NULL;
         next(req);
         return;
     }
-    if (!qed_offset_valid(s, l2_offset, s->table_bytes)) {
-        qed_fail(&req->base.err, EIO,
+    if (!qedi_offset_valid(s, l2_offset, s->table_bytes)) {
+        qedi_fail(&req->base.err, EIO,
                  "corrupt image: L1 entry %" PRIu64 " points at invalid L2 "
                  "table offset 0x%" PRIx64 " (file end 0x%" PRIx64 ")",
-                 req->l1_index, table_entry_on_disk(s, l2_offset),
+                 req->l1_index, qedi_table_entry_on_disk(s, l2_offset),
                  s->file_end);
         req->fail(req, -EIO);
         return;
     }
-    t = l2cache_find(s->l2cache, l2_offset);
+    t = qedi_l2cache_find(s->l2cache, l2_offset);
     if (!t) {
-        t = l2cache_insert(s->l2cache, l2_offset, false);
+        t = qedi_l2cache_insert(s->l2cache, l2_offset, false);
         if (!t) {
-            qed_fail(&req->base.err, ENOMEM, "out of memory for an L2 table");
+            qedi_fail(&req->base.err, ENOMEM, "out of memory for an L2 table");
             req->fail(req, -ENOMEM);
             return;
         }
         t->loading = true;
-        io_pread(req->base.img->file, t->bytes, s->table_bytes, l2_offset,
+        qedi_io_pread(req->base.img->file, t->bytes, s->table_bytes, l2_offset,
                  finish_load, t);
     }
     req->l2 = t;

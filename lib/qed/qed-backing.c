@@ -17,10 +17,10 @@ static int check_backing_name(qed_image *img, size_t len, qed_error *err)
     uint64_t room = s->header_bytes - QED_HEADER_BYTES;
 
     if (len > QED_MAX_BACKING_NAME)
-        return qed_fail(err, ENAMETOOLONG, "backing file name is %zu bytes; "
+        return qedi_fail(err, ENAMETOOLONG, "backing file name is %zu bytes; "
                         "at most %u are accepted", len, QED_MAX_BACKING_NAME);
     if (len > room)
-        return qed_fail(err, ENAMETOOLONG, "backing file name is %zu bytes; "
+        return qedi_fail(err, ENAMETOOLONG, "backing file name is %zu bytes; "
                         "at most %" PRIu64 " fit in the header (header size "
                         "%" PRIu64 " bytes)", len, room, s->header_bytes);
     return 0;
@@ -37,17 +37,17 @@ static int write_name_tail(qed_image *img, const char *name, size_t len)
 
     if (end <= QED_HEADER_BLOCK_SIZE)
         return 0;
-    buf = qed_aligned_alloc(span);
+    buf = qedi_aligned_alloc(span);
     if (!buf)
         return -ENOMEM;
-    ret = io_pread_sync(img->file, buf, span, QED_HEADER_BLOCK_SIZE);
+    ret = qedi_io_pread_sync(img->file, buf, span, QED_HEADER_BLOCK_SIZE);
     if (ret == 0) {
         size_t head = QED_HEADER_BLOCK_SIZE - QED_HEADER_BYTES;
         memcpy(buf, name + head, len - head);
-        ret = io_pwrite_sync(img->file, buf, span, QED_HEADER_BLOCK_SIZE);
+        ret = qedi_io_pwrite_sync(img->file, buf, span, QED_HEADER_BLOCK_SIZE);
     }
     if (ret == 0)
-        ret = io_sync_sync(img->file);
+        ret = qedi_io_sync_sync(img->file);
     free(buf);
     return ret;
 }
@@ -63,11 +63,11 @@ static int rewrite_header(qed_image *img, const char *name, bool no_probe,
     int ret;
 
     if (!saved)
-        return qed_fail(err, ENOMEM, "out of memory");
+        return qedi_fail(err, ENOMEM, "out of memory");
     ret = write_name_tail(img, name, len);
     if (ret < 0) {
         free(saved);
-        return qed_fail(err, -ret, "writing the backing file name: %s",
+        return qedi_fail(err, -ret, "writing the backing file name: %s",
                         strerror(-ret));
     }
     memcpy(saved, s->header_block, QED_HEADER_BLOCK_SIZE);
@@ -92,12 +92,12 @@ static int rewrite_header(qed_image *img, const char *name, bool no_probe,
     s->header.backing_filename_size = (uint32_t)len;
     /* Whatever autoclear bits meant, this writer did not keep them. */
     s->header.autoclear_features = 0;
-    ret = image_write_header(img, features);
+    ret = qedi_image_write_header(img, features);
     if (ret < 0) {
         s->header = old;
         memcpy(s->header_block, saved, QED_HEADER_BLOCK_SIZE);
         free(saved);
-        return qed_fail(err, -ret, "writing the header: %s", strerror(-ret));
+        return qedi_fail(err, -ret, "writing the header: %s", strerror(-ret));
     }
     free(saved);
     memcpy(s->backing_name, name, len + 1);
@@ -111,20 +111,20 @@ static int note_backing(qed_image *img, const char *name, bool no_probe,
     char *copy = name[0] ? strdup(name) : NULL;
 
     if (name[0] && !copy)
-        return qed_fail(err, ENOMEM, "out of memory");
+        return qedi_fail(err, ENOMEM, "out of memory");
     free(img->backing_name);
     img->backing_name = copy;
     img->backing_raw = copy && no_probe;
     return 0;
 }
 
-int qed_driver_check_backing_name(qed_image *img, const char *name,
+int qedi_qed_check_backing_name(qed_image *img, const char *name,
                                   qed_error *err)
 {
     return check_backing_name(img, strlen(name), err);
 }
 
-int qed_driver_set_backing(qed_image *img, const char *name, bool raw,
+int qedi_qed_set_backing(qed_image *img, const char *name, bool raw,
                            qed_error *err)
 {
     int ret = check_backing_name(img, strlen(name), err);

@@ -129,7 +129,7 @@ static int preallocate_data(int fd, const struct layout *l,
         ret = -errno;
         /* full writes every byte anyway; falloc has no other way. */
         if (mode == QED_PREALLOC_FALLOC || (ret != -EOPNOTSUPP))
-            return qed_fail(err, -ret, "preallocation=%s: fallocate of "
+            return qedi_fail(err, -ret, "preallocation=%s: fallocate of "
                             "%" PRIu64 " bytes of data clusters: %s",
                             qed_preallocation_name(mode), len,
                             strerror(-ret));
@@ -137,7 +137,7 @@ static int preallocate_data(int fd, const struct layout *l,
     if (mode == QED_PREALLOC_FULL) {
         ret = write_zeros(fd, l->data_offset, len);
         if (ret < 0)
-            return qed_fail(err, -ret, "preallocation=full: writing %" PRIu64
+            return qedi_fail(err, -ret, "preallocation=full: writing %" PRIu64
                             " bytes of zeros: %s", len, strerror(-ret));
     }
     return 0;
@@ -163,7 +163,7 @@ static int preallocate(int fd, const struct qed_header *h,
     if (ret == 0 && fsync(fd) < 0)
         ret = -errno;
     if (ret < 0)
-        return qed_fail(err, -ret, "preallocation=%s: writing the L1 table "
+        return qedi_fail(err, -ret, "preallocation=%s: writing the L1 table "
                         "and %" PRIu64 " L2 tables: %s",
                         qed_preallocation_name(mode), l.tables,
                         strerror(-ret));
@@ -180,14 +180,14 @@ static int write_new_image(int fd, const struct qed_header *h,
     int ret = 0;
 
     if (!cluster)
-        return qed_fail(err, ENOMEM, "out of memory");
-    header_encode(h, cluster);
+        return qedi_fail(err, ENOMEM, "out of memory");
+    qedi_header_encode(h, cluster);
     if (h->backing_filename_size)
         memcpy(cluster + h->backing_filename_offset, backing,
                h->backing_filename_size);
     errno = 0;
     if (ftruncate(fd, 0) < 0)
-        ret = qed_fail(err, errno, "%s", strerror(errno));
+        ret = qedi_fail(err, errno, "%s", strerror(errno));
     if (ret == 0 && mode != QED_PREALLOC_OFF)
         ret = preallocate(fd, h, mode, err);
     /* Without preallocation the L1 table is all zeros: left as a hole. */
@@ -196,14 +196,14 @@ static int write_new_image(int fd, const struct qed_header *h,
         (pwrite(fd, cluster, h->cluster_size, 0) != (ssize_t)h->cluster_size ||
          (mode == QED_PREALLOC_OFF && ftruncate(fd, (off_t)file_size) < 0) ||
          fsync(fd) < 0))
-        ret = qed_fail(err, errno ? errno : EIO, "%s", strerror(errno));
+        ret = qedi_fail(err, errno ? errno : EIO, "%s", strerror(errno));
     free(cluster);
     return ret;
 }
 
 /* The driver's create (ops/create.c checked the options and found the size
  * of the backing file). */
-int qed_driver_create(const char *path, const struct qed_create_options *o,
+int qedi_qed_create(const char *path, const struct qed_create_options *o,
                       qed_error *err)
 {
     bool has_backing = o->backing_file && o->backing_file[0];
@@ -212,17 +212,17 @@ int qed_driver_create(const char *path, const struct qed_create_options *o,
     bool existed;
     int fd, ret;
 
-    ret = header_init_new(&h, o->size, o->cluster_size, o->table_size,
+    ret = qedi_header_init_new(&h, o->size, o->cluster_size, o->table_size,
                           has_backing ? strlen(o->backing_file) : 0,
                           o->backing_format == QED_FORMAT_RAW, err);
     if (ret < 0)
         return ret;
     existed = stat(path, &st) == 0;
-    fd = io_open_fd(path, O_RDWR | O_CREAT, 0644, IO_KIND_REGULAR, err);
+    fd = qedi_io_open_fd(path, O_RDWR | O_CREAT, 0644, IO_KIND_REGULAR, err);
     if (fd < 0)
         return fd;
     /* Nothing is truncated under another program's feet. */
-    ret = image_lock_for_create(fd, path, o->locking, err);
+    ret = qedi_image_lock_for_create(fd, path, o->locking, err);
     if (ret == 0) {
         ret = write_new_image(fd, &h, o->backing_file, o->preallocation, err);
         /* Give the space back (ENOSPC) and leave nothing that could pass

@@ -144,8 +144,8 @@ enum qed_req_state {
     QRS_DONE,
 };
 
-const char *qed_req_state_name(enum qed_req_state state);
-const char *slot_phase_name(enum slot_phase phase);
+const char *qedi_qed_req_state_name(enum qed_req_state state);
+const char *qedi_slot_phase_name(enum slot_phase phase);
 
 /* A continuation: where a request goes on once a wait is over. */
 typedef void qed_step(struct qed_request *req);
@@ -215,134 +215,134 @@ static inline void qed_request_defer(struct qed_request *req, qed_step *fn)
 {
     req->resume = fn;
     req->base.task.run = qed_request_run_resume;
-    loop_defer(req->base.img->loop, &req->base.task);
+    qedi_loop_defer(req->base.img->loop, &req->base.task);
 }
 
 /* table.c: byte order of tables lives here only */
-uint64_t table_entry(const uint8_t *table, uint64_t index);
-void table_set_entry(uint8_t *table, uint64_t index, uint64_t value);
+uint64_t qedi_table_entry(const uint8_t *table, uint64_t index);
+void qedi_table_set_entry(uint8_t *table, uint64_t index, uint64_t value);
 /* Is a data cluster or table offset usable in this image? */
-QED_INTERNAL bool qed_offset_valid(const struct qed_state *s, uint64_t offset,
+QED_INTERNAL bool qedi_offset_valid(const struct qed_state *s, uint64_t offset,
                       uint64_t length);
 /* The same test against another end than the file's (the check measures
  * against the file as it finds it). */
-QED_INTERNAL bool qed_offset_valid_below(const struct qed_state *s,
+QED_INTERNAL bool qedi_offset_valid_below(const struct qed_state *s,
                                          uint64_t offset, uint64_t length,
                                          uint64_t limit);
 /* An L2 table of an idle image read, or rewritten (its cached copy
  * dropped), synchronously; errors name the table's offset. */
-int table_read_sync(qed_image *img, uint64_t offset, uint8_t *table,
+int qedi_table_read_sync(qed_image *img, uint64_t offset, uint8_t *table,
                     qed_error *err);
-int table_write_sync(qed_image *img, uint64_t offset, const uint8_t *table,
+int qedi_table_write_sync(qed_image *img, uint64_t offset, const uint8_t *table,
                      qed_error *err);
-void table_poison_invalid(const struct qed_state *s, uint8_t *table,
+void qedi_table_poison_invalid(const struct qed_state *s, uint8_t *table,
                           uint64_t entries, uint64_t span);
 /* A data cluster must also lie clear of every L2 table. */
-QED_INTERNAL bool qed_data_offset_valid(const struct qed_state *s, uint64_t offset,
+QED_INTERNAL bool qedi_data_offset_valid(const struct qed_state *s, uint64_t offset,
                            uint64_t length);
 /* The value stored on disk for an entry that was marked invalid in memory. */
-uint64_t table_entry_on_disk(const struct qed_state *s, uint64_t entry);
-int table_index_build(struct qed_state *s);
-int table_index_add(struct qed_state *s, uint64_t offset);
+uint64_t qedi_table_entry_on_disk(const struct qed_state *s, uint64_t entry);
+int qedi_table_index_build(struct qed_state *s);
+int qedi_table_index_add(struct qed_state *s, uint64_t offset);
 
 /* l2cache.c */
-int l2cache_new(size_t budget_bytes, uint64_t table_bytes,
+int qedi_l2cache_new(size_t budget_bytes, uint64_t table_bytes,
                 struct l2cache **out);
-void l2cache_free(struct l2cache *cache);
+void qedi_l2cache_free(struct l2cache *cache);
 /* Looks a table up; NULL when not cached. Takes a reference when found. */
-struct table *l2cache_find(struct l2cache *cache, uint64_t offset);
+struct table *qedi_l2cache_find(struct l2cache *cache, uint64_t offset);
 /* Inserts a fresh table (zeroed, or to be loaded) with one reference. */
-struct table *l2cache_insert(struct l2cache *cache, uint64_t offset,
+struct table *qedi_l2cache_insert(struct l2cache *cache, uint64_t offset,
                              bool zeroed);
-void l2cache_put(struct l2cache *cache, struct table *t);
-void l2cache_drop(struct l2cache *cache, struct table *t);
+void qedi_l2cache_put(struct l2cache *cache, struct table *t);
+void qedi_l2cache_drop(struct l2cache *cache, struct table *t);
 /* Drops the cached copy of the table at offset, if any: it is loaded (and
  * its invalid entries marked) again at its next use. */
-void l2cache_forget(struct l2cache *cache, uint64_t offset);
+void qedi_l2cache_forget(struct l2cache *cache, uint64_t offset);
 
 /* lookup.c */
-void lookup_extent(const qed_image *img, const struct table *l2, uint64_t pos,
+void qedi_lookup_extent(const qed_image *img, const struct table *l2, uint64_t pos,
                    uint64_t max_len, struct extent *ext);
-uint64_t lookup_l1_index(const qed_image *img, uint64_t pos);
-uint64_t lookup_table_end(const qed_image *img, uint64_t pos);
-int lookup_validate_extent(const qed_image *img, uint64_t l1_index,
+uint64_t qedi_lookup_l1_index(const qed_image *img, uint64_t pos);
+uint64_t qedi_lookup_table_end(const qed_image *img, uint64_t pos);
+int qedi_lookup_validate_extent(const qed_image *img, uint64_t l1_index,
                            uint64_t pos, const struct extent *ext,
                            bool writing, qed_error *err);
 /* Makes req->l2 the L2 table for req->pos (loading it); calls next. Sets
  * req->l2 = NULL when the L1 entry is unallocated. */
-void lookup_load_l2(struct qed_request *req, qed_step *next);
+void qedi_lookup_load_l2(struct qed_request *req, qed_step *next);
 
 /* alloc.c */
 /* Claims the clusters [alloc_first, alloc_first + alloc_count) of the table
  * for req->l1_index.  Returns true when claimed; false when another request
  * is allocating some of them (retry runs once it is done, and must look the
  * range up again) or on failure (handed back through req->fail). */
-bool alloc_begin(struct qed_request *req, qed_step *retry);
+bool qedi_alloc_begin(struct qed_request *req, qed_step *retry);
 /* Gives the claimed range its table: the loaded one, the one a concurrent
  * request is creating, or a new zeroed one at the end of the file. */
-int alloc_table(struct qed_request *req);
-uint64_t alloc_clusters(qed_image *img, uint64_t count);
-void alloc_make_dirty(struct qed_request *req, qed_step *next);
+int qedi_alloc_table(struct qed_request *req);
+uint64_t qedi_alloc_clusters(qed_image *img, uint64_t count);
+void qedi_alloc_make_dirty(struct qed_request *req, qed_step *next);
 /* Sets the claimed entries in memory and queues them for the table's next
  * write; next runs once they are on disk (and the table linked in L1). */
-void alloc_commit(struct qed_request *req, qed_step *next);
+void qedi_alloc_commit(struct qed_request *req, qed_step *next);
 /* Releases the claim and wakes requests waiting on it. */
-void alloc_end(struct qed_request *req);
+void qedi_alloc_end(struct qed_request *req);
 /* For a write in place into clusters [first, first + count) of the table
  * for l1_index: when an allocation in flight claims some of them, req
  * waits for it (false; retry runs once it is done); else true. */
-bool alloc_wait_unclaimed(struct qed_request *req, uint64_t l1_index,
+bool qedi_alloc_wait_unclaimed(struct qed_request *req, uint64_t l1_index,
                           uint64_t first, uint64_t count,
                           qed_step *retry);
-void alloc_free_slots(struct qed_state *s);
+void qedi_alloc_free_slots(struct qed_state *s);
 /* A request fails: the clusters it was given go back to the file when they
  * lie at its end, else the image is (durably) marked dirty so a check
  * reclaims them.  True when the request waits for that mark; it then
  * is handed back through req->fail once marked. */
-bool alloc_abandon(struct qed_request *req, int ret);
+bool qedi_alloc_abandon(struct qed_request *req, int ret);
 /* Gives abandoned clusters at the end of the file back (truncating it). */
-void alloc_give_back(qed_image *img);
+void qedi_alloc_give_back(qed_image *img);
 /* Clusters of failed allocations not given back, or possibly referenced. */
-bool alloc_leaks_outstanding(const struct qed_state *s);
+bool qedi_alloc_leaks_outstanding(const struct qed_state *s);
 /* Stops the idle timer and waits for a header update in flight. */
-void alloc_quiesce(qed_image *img);
+void qedi_alloc_quiesce(qed_image *img);
 /* Makes sure the file extends to at least end, so the uncovered tail
  * [end - tail_len, end) of a new cluster lies inside it; cb runs when done.
  * Extends ahead in large steps; qed_close trims what is left unused. */
-void alloc_extend_file(qed_image *img, uint64_t end, uint64_t tail_len,
+void qedi_alloc_extend_file(qed_image *img, uint64_t end, uint64_t tail_len,
                        io_callback *cb, void *opaque);
-int image_write_header(qed_image *img, uint64_t features);
+int qedi_image_write_header(qed_image *img, uint64_t features);
 
 /* qed-request.c: the request layer of the driver */
-void qed_request_start(struct request *req);
-bool qed_request_finish(struct request *req, int ret);
+void qedi_qed_request_start(struct request *req);
+bool qedi_qed_request_finish(struct request *req, int ret);
 
 /* qed-resize.c */
-int qed_driver_resize(qed_image *img, uint64_t size, unsigned flags,
+int qedi_qed_resize(qed_image *img, uint64_t size, unsigned flags,
                       qed_error *err);
 
 /* qed-backing.c */
-int qed_driver_check_backing_name(qed_image *img, const char *name,
+int qedi_qed_check_backing_name(qed_image *img, const char *name,
                                   qed_error *err);
-int qed_driver_set_backing(qed_image *img, const char *name, bool raw,
+int qedi_qed_set_backing(qed_image *img, const char *name, bool raw,
                            qed_error *err);
 
 /* check.c: the consistency check and repair (qed_check's driver hook). */
 /* For a read-write open: a dirty image is checked and repaired (corruptions
  * and leaks) before any I/O, the file ends at its last cluster in use, and
  * once that is durable NEED_CHECK is cleared. */
-int check_on_open(qed_image *img, qed_error *err);
-int qed_driver_check(qed_image *img, unsigned repair,
+int qedi_check_on_open(qed_image *img, qed_error *err);
+int qedi_qed_check(qed_image *img, unsigned repair,
                      struct qed_check_result *r, qed_error *err);
 /* Allocation state outlives the requests in flight (group writes). */
-bool qed_driver_busy(const qed_image *img);
+bool qedi_qed_busy(const qed_image *img);
 
 /* qed-create.c */
-int qed_driver_create(const char *path, const struct qed_create_options *o,
+int qedi_qed_create(const char *path, const struct qed_create_options *o,
                       qed_error *err);
 
 /* qed-compact.c */
-int qed_driver_compact(qed_image *img, struct qed_compact_result *result,
+int qedi_qed_compact(qed_image *img, struct qed_compact_result *result,
                        qed_error *err);
 
 /* Does [offset, end) touch the partial last cluster the file had at open?

@@ -39,17 +39,17 @@ static int read_backing_name(qed_image *img, qed_error *err)
     if (!(h->features & QED_F_BACKING_FILE))
         return 0;
     if (end <= QED_HEADER_BLOCK_SIZE)
-        return header_backing_name(h, s->header_block, QED_HEADER_BLOCK_SIZE,
+        return qedi_header_backing_name(h, s->header_block, QED_HEADER_BLOCK_SIZE,
                                    s->backing_name,
                                    sizeof(s->backing_name), err);
     /* The name lies further into the header clusters: read just it. */
     buf = calloc(1, h->backing_filename_size);
     if (!buf)
-        return qed_fail(err, ENOMEM, "out of memory");
-    ret = image_read_exact(img->file, buf, h->backing_filename_size,
+        return qedi_fail(err, ENOMEM, "out of memory");
+    ret = qedi_image_read_exact(img->file, buf, h->backing_filename_size,
                      h->backing_filename_offset, err, "the backing file name");
     if (ret == 0 && memchr(buf, 0, h->backing_filename_size))
-        ret = qed_fail(err, EINVAL, "backing file name contains a NUL byte");
+        ret = qedi_fail(err, EINVAL, "backing file name contains a NUL byte");
     if (ret == 0) {
         memcpy(s->backing_name, buf, h->backing_filename_size);
         s->backing_name[h->backing_filename_size] = '\0';
@@ -65,24 +65,24 @@ static int open_qed_state(qed_image *img, size_t cache_bytes, qed_error *err)
     int ret;
 
     if (!s)
-        return qed_fail(err, ENOMEM, "out of memory");
+        return qedi_fail(err, ENOMEM, "out of memory");
     img->driver_state = s;
-    s->header_block = qed_aligned_zalloc(QED_HEADER_BLOCK_SIZE);
+    s->header_block = qedi_aligned_zalloc(QED_HEADER_BLOCK_SIZE);
     if (!s->header_block)
-        return qed_fail(err, ENOMEM, "out of memory");
+        return qedi_fail(err, ENOMEM, "out of memory");
     ret = img->file->ops->get_size(img->file, &file_size);
     if (ret < 0)
-        return qed_fail(err, -ret, "%s", strerror(-ret));
+        return qedi_fail(err, -ret, "%s", strerror(-ret));
     if (file_size < QED_HEADER_BYTES)
-        return qed_fail(err, EINVAL, "file is too short for a QED header "
+        return qedi_fail(err, EINVAL, "file is too short for a QED header "
                         "(%" PRIu64 " bytes)", file_size);
-    ret = image_read_exact(img->file, s->header_block, QED_HEADER_BLOCK_SIZE, 0,
+    ret = qedi_image_read_exact(img->file, s->header_block, QED_HEADER_BLOCK_SIZE, 0,
                            err,
                      "the header");
     if (ret < 0)
         return ret;
-    header_decode(s->header_block, &s->header);
-    ret = header_validate(&s->header, file_size, err);
+    qedi_header_decode(s->header_block, &s->header);
+    ret = qedi_header_validate(&s->header, file_size, err);
     if (ret < 0)
         return ret;
     derive_geometry(s, file_size);
@@ -91,19 +91,19 @@ static int open_qed_state(qed_image *img, size_t cache_bytes, qed_error *err)
     ret = read_backing_name(img, err);
     if (ret < 0)
         return ret;
-    s->l1 = qed_aligned_alloc(s->table_bytes);
+    s->l1 = qedi_aligned_alloc(s->table_bytes);
     if (!s->l1)
-        return qed_fail(err, ENOMEM, "cannot allocate the L1 table (%" PRIu64
+        return qedi_fail(err, ENOMEM, "cannot allocate the L1 table (%" PRIu64
                         " bytes)", s->table_bytes);
-    ret = image_read_exact(img->file, s->l1, s->table_bytes,
+    ret = qedi_image_read_exact(img->file, s->l1, s->table_bytes,
                      s->header.l1_table_offset, err, "the L1 table");
     if (ret < 0)
         return ret;
-    table_poison_invalid(s, s->l1, s->table_entries, s->table_bytes);
-    if (table_index_build(s) < 0)
-        return qed_fail(err, ENOMEM, "out of memory");
-    if (l2cache_new(cache_bytes, s->table_bytes, &s->l2cache) < 0)
-        return qed_fail(err, ENOMEM, "out of memory");
+    qedi_table_poison_invalid(s, s->l1, s->table_entries, s->table_bytes);
+    if (qedi_table_index_build(s) < 0)
+        return qedi_fail(err, ENOMEM, "out of memory");
+    if (qedi_l2cache_new(cache_bytes, s->table_bytes, &s->l2cache) < 0)
+        return qedi_fail(err, ENOMEM, "out of memory");
     s->dirty_durable = (s->header.features & QED_F_NEED_CHECK) != 0;
     return 0;
 }
@@ -118,9 +118,9 @@ static int clear_autoclear(qed_image *img, qed_error *err)
     if (!img->writable || s->header.autoclear_features == 0)
         return 0;
     s->header.autoclear_features = 0;
-    ret = image_write_header(img, s->header.features);
+    ret = qedi_image_write_header(img, s->header.features);
     if (ret < 0)
-        return qed_fail(err, -ret, "clearing autoclear features: %s",
+        return qedi_fail(err, -ret, "clearing autoclear features: %s",
                         strerror(-ret));
     return 0;
 }
@@ -148,9 +148,9 @@ static int keep_dirty(qed_image *img, qed_error *err)
 
     if (s->dirty_durable)
         return 0;
-    ret = image_write_header(img, s->header.features | QED_F_NEED_CHECK);
+    ret = qedi_image_write_header(img, s->header.features | QED_F_NEED_CHECK);
     if (ret < 0)
-        return qed_fail(err, -ret, "marking the image dirty for its leaked "
+        return qedi_fail(err, -ret, "marking the image dirty for its leaked "
                         "clusters: %s", strerror(-ret));
     return 0;
 }
@@ -161,23 +161,23 @@ static int mark_clean(qed_image *img, qed_error *err)
     struct qed_state *s = qed_of(img);
     int ret;
 
-    alloc_give_back(img);
+    qedi_alloc_give_back(img);
     /* Marked first: a flush that fails must not leave the leaks unmarked. */
-    if (alloc_leaks_outstanding(s) && (ret = keep_dirty(img, err)) < 0)
+    if (qedi_alloc_leaks_outstanding(s) && (ret = keep_dirty(img, err)) < 0)
         return ret;
     ret = settle_file_size(img);
     if (ret == 0)
-        ret = io_sync_sync(img->file);
+        ret = qedi_io_sync_sync(img->file);
 
     if (ret < 0)
-        return qed_fail(err, -ret, "flush: %s", strerror(-ret));
-    if (alloc_leaks_outstanding(s))
+        return qedi_fail(err, -ret, "flush: %s", strerror(-ret));
+    if (qedi_alloc_leaks_outstanding(s))
         return 0;
     if (!(s->header.features & QED_F_NEED_CHECK) || s->unchecked_dirty)
         return 0;
-    ret = image_write_header(img, s->header.features & ~QED_F_NEED_CHECK);
+    ret = qedi_image_write_header(img, s->header.features & ~QED_F_NEED_CHECK);
     if (ret < 0)
-        return qed_fail(err, -ret, "clearing the dirty flag: %s",
+        return qedi_fail(err, -ret, "clearing the dirty flag: %s",
                         strerror(-ret));
     return 0;
 }
@@ -186,7 +186,7 @@ static int mark_clean(qed_image *img, qed_error *err)
 
 static bool driver_probe(const uint8_t *first_block)
 {
-    return probe_is_qed(first_block);
+    return qedi_probe_is_qed(first_block);
 }
 
 static int driver_open(qed_image *img, const struct format_open *how,
@@ -204,7 +204,7 @@ static int driver_open(qed_image *img, const struct format_open *how,
     if (s->header.features & QED_F_BACKING_FILE) {
         img->backing_name = strdup(s->backing_name);
         if (!img->backing_name)
-            return qed_fail(err, ENOMEM, "out of memory");
+            return qedi_fail(err, ENOMEM, "out of memory");
         img->backing_raw =
             (s->header.features & QED_F_BACKING_FORMAT_NO_PROBE) != 0;
     }
@@ -219,7 +219,7 @@ static int driver_activate(qed_image *img, const struct qed_open_options *o,
     struct qed_state *s = qed_of(img);
 
     if (img->writable && !(o->flags & QED_OPEN_NO_CHECK))
-        return check_on_open(img, err);
+        return qedi_check_on_open(img, err);
     if ((o->flags & QED_OPEN_NO_CHECK) &&
         (s->header.features & QED_F_NEED_CHECK))
         s->unchecked_dirty = true;
@@ -232,8 +232,8 @@ static void driver_free(qed_image *img)
 
     if (!s)
         return;
-    alloc_free_slots(s);
-    l2cache_free(s->l2cache);
+    qedi_alloc_free_slots(s);
+    qedi_l2cache_free(s->l2cache);
     free(s->table_offsets);
     free(s->abandoned);
     free(s->l1);
@@ -256,24 +256,24 @@ static void driver_get_info(qed_image *img, struct qed_image_info *info)
     info->l1_table_offset = h->l1_table_offset;
 }
 
-const struct format_driver qed_format_driver = {
+const struct format_driver qedi_qed_format_driver = {
     .name = "qed",
     .format = QED_FORMAT_QED,
     .request_size = sizeof(struct qed_request),
     .probe = driver_probe,
     .open = driver_open,
     .activate = driver_activate,
-    .start = qed_request_start,
-    .finish = qed_request_finish,
-    .quiesce = alloc_quiesce,
+    .start = qedi_qed_request_start,
+    .finish = qedi_qed_request_finish,
+    .quiesce = qedi_alloc_quiesce,
     .close = mark_clean,
     .free = driver_free,
     .get_info = driver_get_info,
-    .resize = qed_driver_resize,
-    .check_backing_name = qed_driver_check_backing_name,
-    .set_backing = qed_driver_set_backing,
-    .busy = qed_driver_busy,
-    .check = qed_driver_check,
-    .compact = qed_driver_compact,
-    .create = qed_driver_create,
+    .resize = qedi_qed_resize,
+    .check_backing_name = qedi_qed_check_backing_name,
+    .set_backing = qedi_qed_set_backing,
+    .busy = qedi_qed_busy,
+    .check = qedi_qed_check,
+    .compact = qedi_qed_compact,
+    .create = qedi_qed_create,
 };

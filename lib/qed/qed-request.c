@@ -24,9 +24,9 @@ _Static_assert(offsetof(struct qed_request, base) == 0,
 
 static void release_chunk(struct qed_request *req)
 {
-    alloc_end(req);
+    qedi_alloc_end(req);
     if (req->l2) {
-        l2cache_put(qed_of(req->base.img)->l2cache, req->l2);
+        qedi_l2cache_put(qed_of(req->base.img)->l2cache, req->l2);
         req->l2 = NULL;
     }
     free(req->chunk_iov);
@@ -39,7 +39,7 @@ static void release_chunk(struct qed_request *req)
     req->saved_entries = NULL;
 }
 
-const char *qed_req_state_name(enum qed_req_state state)
+const char *qedi_qed_req_state_name(enum qed_req_state state)
 {
     static const char *const names[] = {
         [QRS_START] = "start",
@@ -69,11 +69,11 @@ static void enter(struct qed_request *req, enum qed_req_state state)
 static void lookup(struct qed_request *req, qed_step *next)
 {
     enter(req, QRS_LOOKUP);
-    lookup_load_l2(req, next);
+    qedi_lookup_load_l2(req, next);
 }
 
 /* The one place a QED request ends: the front's finish hook
- * (qed_request_finish) then releases what the chunk held. */
+ * (qedi_qed_request_finish) then releases what the chunk held. */
 static void complete(struct qed_request *req, int ret)
 {
     request_complete(&req->base, ret);
@@ -106,7 +106,7 @@ static void advance(struct qed_request *req, uint64_t bytes,
 static void fail_io(struct qed_request *req, int ret, const char *what)
 {
     if (req->base.err.code == 0)
-        qed_fail(&req->base.err, -ret, "%s: %s", what, strerror(-ret));
+        qedi_fail(&req->base.err, -ret, "%s: %s", what, strerror(-ret));
     complete(req, ret);
 }
 
@@ -146,7 +146,7 @@ static int slice_user(struct qed_request *req, uint64_t len)
 {
     free(req->chunk_iov);
     req->chunk_iov = NULL;
-    return iov_slice(req->base.iov, req->base.iovcnt, req->pos - req->base.offset, len,
+    return qedi_iov_slice(req->base.iov, req->base.iovcnt, req->pos - req->base.offset, len,
                      &req->chunk_iov, &req->chunk_iovcnt);
 }
 
@@ -163,7 +163,7 @@ static void backing_read_done(void *opaque, int ret, const qed_error *err)
     struct backing_read *br = opaque;
     struct qed_request *req = br->req;
     if (ret < 0 && err && req->base.err.code == 0)
-        qed_error_copy(&req->base.err, err);
+        qedi_error_copy(&req->base.err, err);
     free(br->iov);
     free(br);
     sub_done(req, ret);
@@ -182,14 +182,14 @@ static void read_backing(struct qed_request *req, const struct iovec *iov,
     if (backing && pos < backing->size)
         avail = QED_MIN(len, backing->size - pos);
     if (avail < len)
-        iov_memset(iov, iovcnt, avail, 0, len - avail);
+        qedi_iov_memset(iov, iovcnt, avail, 0, len - avail);
     if (avail == 0) {
         if (req->base.img->backing_unavailable)
             req->sub_ret = req->sub_ret ? req->sub_ret : -ENOTSUP;
         return;
     }
     br = calloc(1, sizeof(*br));
-    if (!br || iov_slice(iov, iovcnt, 0, avail, &br->iov, &br->iovcnt) < 0) {
+    if (!br || qedi_iov_slice(iov, iovcnt, 0, avail, &br->iov, &br->iovcnt) < 0) {
         free(br);
         req->sub_ret = req->sub_ret ? req->sub_ret : -ENOMEM;
         return;
@@ -220,9 +220,9 @@ static void read_chunk(struct qed_request *req)
     struct extent *ext = &req->ext;
     int ret;
 
-    lookup_extent(req->base.img, req->l2, req->pos, request_end(req) - req->pos,
+    qedi_lookup_extent(req->base.img, req->l2, req->pos, request_end(req) - req->pos,
                   ext);
-    ret = lookup_validate_extent(req->base.img, req->l1_index, req->pos, ext,
+    ret = qedi_lookup_validate_extent(req->base.img, req->l1_index, req->pos, ext,
                                  false, &req->base.err);
     if (ret < 0) {
         complete(req, ret);
@@ -238,11 +238,11 @@ static void read_chunk(struct qed_request *req)
     switch (ext->kind) {
     case EXTENT_DATA:
         req->pending++;
-        io_readv(req->base.img->file, req->chunk_iov, req->chunk_iovcnt, ext->host,
+        qedi_io_readv(req->base.img->file, req->chunk_iov, req->chunk_iovcnt, ext->host,
                  sub_done, req);
         break;
     case EXTENT_ZERO:
-        iov_memset(req->chunk_iov, req->chunk_iovcnt, 0, 0, ext->length);
+        qedi_iov_memset(req->chunk_iov, req->chunk_iovcnt, 0, 0, ext->length);
         break;
     case EXTENT_UNALLOCATED:
         read_backing(req, req->chunk_iov, req->chunk_iovcnt, req->pos,
@@ -283,7 +283,7 @@ static void zero_in_place(struct qed_request *req, uint64_t host, uint64_t len,
     req->fallback_host = host;
     req->fallback_len = len;
     req->pending++;
-    io_fallocate(req->base.img->file, mode, host, len, zero_in_place_done, req);
+    qedi_io_fallocate(req->base.img->file, mode, host, len, zero_in_place_done, req);
 }
 
 static void zero_in_place_done(void *opaque, int ret)
@@ -300,14 +300,14 @@ static void zero_in_place_done(void *opaque, int ret)
         return;
     }
     /* The file system cannot punch: write real zeros. */
-    zeros = qed_aligned_zalloc(req->fallback_len);
+    zeros = qedi_aligned_zalloc(req->fallback_len);
     if (!zeros) {
         sub_done(req, -ENOMEM);
         return;
     }
     free(req->data_buf);
     req->data_buf = zeros;
-    io_pwrite(req->base.img->file, zeros, req->fallback_len, req->fallback_host,
+    qedi_io_pwrite(req->base.img->file, zeros, req->fallback_len, req->fallback_host,
               sub_done, req);
 }
 
@@ -338,7 +338,7 @@ static void write_in_place(struct qed_request *req)
             break;
         }
         req->pending++;
-        io_writev(req->base.img->file, req->chunk_iov, req->chunk_iovcnt, ext->host,
+        qedi_io_writev(req->base.img->file, req->chunk_iov, req->chunk_iovcnt, ext->host,
                   sub_done, req);
         break;
     case REQ_ZEROES:
@@ -395,7 +395,7 @@ static bool data_clusters_claimed(struct qed_request *req)
     uint64_t last = (end - 1) >> s->cluster_bits;
     uint64_t mask = s->table_entries - 1;
 
-    return !alloc_wait_unclaimed(req, lookup_l1_index(req->base.img, req->pos),
+    return !qedi_alloc_wait_unclaimed(req, qedi_lookup_l1_index(req->base.img, req->pos),
                                  first & mask, last - first + 1,
                                  write_retry);
 }
@@ -405,9 +405,9 @@ static void write_chunk(struct qed_request *req)
     struct extent *ext = &req->ext;
     int ret;
 
-    lookup_extent(req->base.img, req->l2, req->pos, request_end(req) - req->pos,
+    qedi_lookup_extent(req->base.img, req->l2, req->pos, request_end(req) - req->pos,
                   ext);
-    ret = lookup_validate_extent(req->base.img, req->l1_index, req->pos, ext,
+    ret = qedi_lookup_validate_extent(req->base.img, req->l1_index, req->pos, ext,
                                  true, &req->base.err);
     if (ret < 0) {
         complete(req, ret);
@@ -437,7 +437,7 @@ static void write_retry(struct qed_request *req)
 static void write_commit(struct qed_request *req)
 {
     enter(req, QRS_COMMIT);
-    alloc_commit(req, write_chunk_done);
+    qedi_alloc_commit(req, write_chunk_done);
 }
 
 static void write_data_written(struct qed_request *req)
@@ -453,11 +453,11 @@ static int build_data_vector(struct qed_request *req, struct iovec **out,
     struct iovec *v;
 
     if (req->base.kind == REQ_WRITE) {
-        if (iov_slice(req->base.iov, req->base.iovcnt, req->pos - req->base.offset,
+        if (qedi_iov_slice(req->base.iov, req->base.iovcnt, req->pos - req->base.offset,
                       req->chunk_len, &body, &bodycnt) < 0)
             return -ENOMEM;
     } else {
-        req->data_buf = qed_aligned_zalloc(req->chunk_len);
+        req->data_buf = qedi_aligned_zalloc(req->chunk_len);
         if (!req->data_buf)
             return -ENOMEM;
     }
@@ -495,7 +495,7 @@ static void write_data(struct qed_request *req)
     }
     begin_subs(req, write_data_written);
     req->pending++;
-    io_writev(req->base.img->file, req->chunk_iov, req->chunk_iovcnt, start,
+    qedi_io_writev(req->base.img->file, req->chunk_iov, req->chunk_iovcnt, start,
               sub_done, req);
     end_subs(req);
 }
@@ -514,14 +514,14 @@ static void write_extend(struct qed_request *req)
     begin_subs(req, write_data);
     if (run_end > s->size_ensured && (!s->no_fallocate || unwritten_tail)) {
         req->pending++;
-        alloc_extend_file(req->base.img, run_end, unwritten_tail, sub_done, req);
+        qedi_alloc_extend_file(req->base.img, run_end, unwritten_tail, sub_done, req);
     }
     end_subs(req);
 }
 
 static void *cow_buffer(struct qed_request *req, uint64_t len, uint64_t pos)
 {
-    uint8_t *buf = qed_aligned_alloc(len);
+    uint8_t *buf = qedi_aligned_alloc(len);
     struct iovec v = { buf, len };
     if (buf)
         read_backing(req, &v, 1, pos, len);
@@ -540,7 +540,7 @@ static void plan_chunk(struct qed_request *req)
     uint64_t first, run_end;
 
     req->new_entry_value = 0;
-    req->l1_index = lookup_l1_index(req->base.img, req->pos);
+    req->l1_index = qedi_lookup_l1_index(req->base.img, req->pos);
     if (req->base.kind == REQ_ZEROES) {
         if (cluster_offset_in(s, req->pos) == 0 &&
             req->ext.length >= s->cluster_size) {
@@ -573,18 +573,18 @@ static void write_allocate(struct qed_request *req)
     plan_chunk(req);
     if (req->base.kind == REQ_ZEROES && req->new_entry_value != QED_ENTRY_ZERO &&
         (req->base.flags & QED_ZERO_NO_FALLBACK)) {
-        qed_fail(&req->base.err, ENOTSUP, "zeroing part of a cluster at offset %"
+        qedi_fail(&req->base.err, ENOTSUP, "zeroing part of a cluster at offset %"
                  PRIu64 " needs written zeros", req->pos);
         complete(req, -ENOTSUP);
         return;
     }
     enter(req, QRS_CLAIM);
-    if (!alloc_begin(req, write_retry))
+    if (!qedi_alloc_begin(req, write_retry))
         return;
     /* Dirty before the file grows or a table changes: a crash after that
      * leaves nothing the check on open would not find. */
     enter(req, QRS_MARK_DIRTY);
-    alloc_make_dirty(req, write_allocate_space);
+    qedi_alloc_make_dirty(req, write_allocate_space);
 }
 
 /* Gives the claimed clusters their table and their space. */
@@ -592,7 +592,7 @@ static void write_allocate_space(struct qed_request *req)
 {
     bool cow;
 
-    if (alloc_table(req) < 0) {
+    if (qedi_alloc_table(req) < 0) {
         complete(req, -req->base.err.code);
         return;
     }
@@ -600,7 +600,7 @@ static void write_allocate_space(struct qed_request *req)
         write_commit(req);
         return;
     }
-    req->alloc_host = alloc_clusters(req->base.img, req->alloc_count);
+    req->alloc_host = qedi_alloc_clusters(req->base.img, req->alloc_count);
     req->space = SPACE_CLAIMED;
     req->new_entry_value = req->alloc_host;
     cow = req->ext.kind == EXTENT_UNALLOCATED && req->base.img->backing;
@@ -642,7 +642,7 @@ static void status_from_backing(void *opaque, int ret, const qed_error *err)
     struct qed_block_status *st = req->base.status;
 
     if (ret < 0) {
-        qed_error_copy(&req->base.err, err);
+        qedi_error_copy(&req->base.err, err);
         complete(req, ret);
         return;
     }
@@ -658,8 +658,8 @@ static void status_chunk(struct qed_request *req)
     int ret;
 
     enter(req, QRS_STATUS);
-    lookup_extent(req->base.img, req->l2, req->pos, req->base.length, ext);
-    ret = lookup_validate_extent(req->base.img, req->l1_index, req->pos, ext,
+    qedi_lookup_extent(req->base.img, req->l2, req->pos, req->base.length, ext);
+    ret = qedi_lookup_validate_extent(req->base.img, req->l1_index, req->pos, ext,
                                  false, &req->base.err);
     if (ret < 0) {
         complete(req, ret);
@@ -693,13 +693,13 @@ static void status_chunk(struct qed_request *req)
 
 /* A failed request's new clusters go back (or the image is marked dirty
  * for them) before it completes: true while that is under way. */
-bool qed_request_finish(struct request *base, int ret)
+bool qedi_qed_request_finish(struct request *base, int ret)
 {
     struct qed_request *req = qed_request_of(base);
 
     if (ret < 0 && req->state != QRS_ABANDON) {
         enter(req, QRS_ABANDON);
-        if (alloc_abandon(req, ret))
+        if (qedi_alloc_abandon(req, ret))
             return true;
     }
     enter(req, QRS_DONE);
@@ -707,7 +707,7 @@ bool qed_request_finish(struct request *base, int ret)
     return false;
 }
 
-void qed_request_start(struct request *base)
+void qedi_qed_request_start(struct request *base)
 {
     struct qed_request *req = qed_request_of(base);
 
@@ -724,7 +724,7 @@ void qed_request_start(struct request *base)
         break;
     case REQ_FLUSH:
         enter(req, QRS_FLUSH);
-        io_sync(req->base.img->file, flush_done, req);
+        qedi_io_sync(req->base.img->file, flush_done, req);
         break;
     case REQ_STATUS:
         lookup(req, status_chunk);

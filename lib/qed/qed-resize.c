@@ -23,19 +23,19 @@
 static int check_qed_size(const struct qed_state *s, uint64_t size,
                           qed_error *err)
 {
-    uint64_t max = header_max_image_size(s->cluster_size,
+    uint64_t max = qedi_header_max_image_size(s->cluster_size,
                                          s->header.table_size);
 
     if (size % QED_SECTOR_SIZE != 0)
-        return qed_fail(err, EINVAL, "image size %" PRIu64
+        return qedi_fail(err, EINVAL, "image size %" PRIu64
                         " is not a multiple of 512", size);
     if (size > max)
-        return qed_fail(err, EINVAL, "image size %" PRIu64 " exceeds the "
+        return qedi_fail(err, EINVAL, "image size %" PRIu64 " exceeds the "
                         "maximum %" PRIu64 " the tables address (cluster size "
                         "%" PRIu32 ", table size %" PRIu32 ")",
                         size, max, s->cluster_size, s->header.table_size);
     if (size > QED_MAX_VIRTUAL_SIZE)
-        return qed_fail(err, EINVAL, "image size %" PRIu64 " exceeds the "
+        return qedi_fail(err, EINVAL, "image size %" PRIu64 " exceeds the "
                         "largest supported size %" PRIu64, size,
                         (uint64_t)QED_MAX_VIRTUAL_SIZE);
     return 0;
@@ -49,10 +49,10 @@ static int write_size(qed_image *img, uint64_t size, uint64_t features,
     int ret;
 
     s->header.image_size = size;
-    ret = image_write_header(img, features);
+    ret = qedi_image_write_header(img, features);
     if (ret < 0) {
         s->header.image_size = old;
-        return qed_fail(err, -ret, "writing the header of '%s': %s",
+        return qedi_fail(err, -ret, "writing the header of '%s': %s",
                         img->filename, strerror(-ret));
     }
     return 0;
@@ -71,7 +71,7 @@ static int zero_range(qed_image *img, uint64_t from, uint64_t to,
         if (ret < 0)
             return ret;
         if (st.length == 0 || st.length > to - from)
-            return qed_fail(err, EIO, "block status at offset %" PRIu64
+            return qedi_fail(err, EIO, "block status at offset %" PRIu64
                             " returned an invalid length %" PRIu64, from,
                             st.length);
         if (!st.zero && (!only_own || (st.depth == 0 && st.present))) {
@@ -117,50 +117,50 @@ static int clear_tables(qed_image *img, uint64_t keep_end, qed_error *err)
 
     if (keep_end % span != 0) {
         uint64_t index = first_full;
-        uint64_t offset = table_entry(s->l1, index);
+        uint64_t offset = qedi_table_entry(s->l1, index);
         uint64_t from = (keep_end % span) >> s->cluster_bits;
         bool any = false;
 
         first_full++;
         if (offset != 0) {
-            table = qed_aligned_alloc(s->table_bytes);
+            table = qedi_aligned_alloc(s->table_bytes);
             if (!table)
-                return qed_fail(err, ENOMEM, "out of memory for an L2 table");
-            ret = table_read_sync(img, offset, table, err);
+                return qedi_fail(err, ENOMEM, "out of memory for an L2 table");
+            ret = qedi_table_read_sync(img, offset, table, err);
             if (ret < 0)
                 goto out;
             for (uint64_t i = from; i < s->table_entries; i++) {
-                if (table_entry(table, i) != QED_ENTRY_UNALLOCATED) {
-                    table_set_entry(table, i, QED_ENTRY_UNALLOCATED);
+                if (qedi_table_entry(table, i) != QED_ENTRY_UNALLOCATED) {
+                    qedi_table_set_entry(table, i, QED_ENTRY_UNALLOCATED);
                     any = true;
                 }
             }
             if (any)
-                ret = table_write_sync(img, offset, table, err);
+                ret = qedi_table_write_sync(img, offset, table, err);
             if (ret < 0)
                 goto out;
         }
     }
     for (uint64_t i = first_full; i < s->table_entries; i++) {
-        uint64_t offset = table_entry(s->l1, i);
+        uint64_t offset = qedi_table_entry(s->l1, i);
         if (offset == 0)
             continue;
-        l2cache_forget(s->l2cache, offset);
-        table_set_entry(s->l1, i, 0);
+        qedi_l2cache_forget(s->l2cache, offset);
+        qedi_table_set_entry(s->l1, i, 0);
         l1_changed++;
     }
     if (l1_changed) {
-        ret = io_pwrite_sync(img->file, s->l1, s->table_bytes,
+        ret = qedi_io_pwrite_sync(img->file, s->l1, s->table_bytes,
                              s->header.l1_table_offset);
         if (ret < 0) {
-            ret = qed_fail(err, -ret, "writing the L1 table: %s",
+            ret = qedi_fail(err, -ret, "writing the L1 table: %s",
                            strerror(-ret));
             goto out;
         }
     }
-    ret = io_sync_sync(img->file);
+    ret = qedi_io_sync_sync(img->file);
     if (ret < 0)
-        ret = qed_fail(err, -ret, "flush after clearing tables: %s",
+        ret = qedi_fail(err, -ret, "flush after clearing tables: %s",
                        strerror(-ret));
 out:
     free(table);
@@ -178,9 +178,9 @@ static int check_straddling_table(const qed_image *img, uint64_t keep_end,
 
     if (keep_end % span == 0 || index >= s->table_entries)
         return 0;
-    offset = table_entry(s->l1, index);
-    if (offset != 0 && !qed_offset_valid(s, offset, s->table_bytes))
-        return qed_fail(err, EIO, "corrupt image: L1 entry %" PRIu64
+    offset = qedi_table_entry(s->l1, index);
+    if (offset != 0 && !qedi_offset_valid(s, offset, s->table_bytes))
+        return qedi_fail(err, EIO, "corrupt image: L1 entry %" PRIu64
                         " points at invalid L2 table offset 0x%" PRIx64
                         " (file end 0x%" PRIx64 "); repair it first (qed "
                         "check -r all)", index, offset, s->file_end);
@@ -210,13 +210,13 @@ static int shrink(qed_image *img, uint64_t size, qed_error *err)
     ret = clear_tables(img, keep_end, err);
     if (ret < 0)
         return ret;
-    ret = qed_driver_check(img, QED_CHECK_REPAIR_LEAKS, &res, err);
+    ret = qedi_qed_check(img, QED_CHECK_REPAIR_LEAKS, &res, err);
     if (ret < 0) {
-        qed_error_prefix(err, "reclaiming the clusters past the new end: ");
+        qedi_error_prefix(err, "reclaiming the clusters past the new end: ");
         return ret;
     }
     if (res.check_errors)
-        return qed_fail(err, EIO, "reclaiming the clusters past the new end: "
+        return qedi_fail(err, EIO, "reclaiming the clusters past the new end: "
                         "%" PRIu64 " check errors", res.check_errors);
     return 0;
 }
@@ -248,7 +248,7 @@ static uint64_t clusters_to_fill(const struct qed_state *s,
     if (!table)
         return to - from;
     for (uint64_t c = from; c < to; c++)
-        n += needs_cluster(table_entry(table, c & (s->table_entries - 1)));
+        n += needs_cluster(qedi_table_entry(table, c & (s->table_entries - 1)));
     return n;
 }
 
@@ -263,8 +263,8 @@ static void link_clusters(const struct qed_state *s, const struct grown *g,
     for (uint64_t c = from; c < to; c++) {
         uint64_t i = c & (s->table_entries - 1);
 
-        if (needs_cluster(table_entry(table, i))) {
-            table_set_entry(table, i, *next);
+        if (needs_cluster(qedi_table_entry(table, i))) {
+            qedi_table_set_entry(table, i, *next);
             *next += s->cluster_size;
         }
     }
@@ -279,7 +279,7 @@ static int count_needs(qed_image *img, const struct grown *g,
 
     *tables = *clusters = 0;
     for (uint64_t t = g->first_table; t < g->end_table; t++) {
-        uint64_t offset = table_entry(s->l1, t);
+        uint64_t offset = qedi_table_entry(s->l1, t);
         int ret;
 
         if (offset == 0) {
@@ -290,7 +290,7 @@ static int count_needs(qed_image *img, const struct grown *g,
         }
         if (mode < QED_PREALLOC_FALLOC)
             continue;
-        ret = table_read_sync(img, offset, table, err);
+        ret = qedi_table_read_sync(img, offset, table, err);
         if (ret < 0)
             return ret;
         *clusters += clusters_to_fill(s, g, t, table);
@@ -317,22 +317,22 @@ static int preallocate_grown(qed_image *img, uint64_t old_size,
         return 0;
     g.first_table = g.first >> s->table_bits;
     g.end_table = ((g.end - 1) >> s->table_bits) + 1;
-    table = qed_aligned_alloc(s->table_bytes);
+    table = qedi_aligned_alloc(s->table_bytes);
     if (!table)
-        return qed_fail(err, ENOMEM, "out of memory for an L2 table");
+        return qedi_fail(err, ENOMEM, "out of memory for an L2 table");
     ret = count_needs(img, &g, mode, table, &new_tables, &clusters, err);
     if (ret < 0)
         goto out;
     end_before = s->file_end;
-    tables_at = alloc_clusters(img, new_tables * s->header.table_size);
-    data_at = alloc_clusters(img, clusters);
-    ret = image_preallocate(img, data_at, clusters << s->cluster_bits, mode, err);
+    tables_at = qedi_alloc_clusters(img, new_tables * s->header.table_size);
+    data_at = qedi_alloc_clusters(img, clusters);
+    ret = qedi_image_preallocate(img, data_at, clusters << s->cluster_bits, mode, err);
     next = data_at;
     /* New tables: not reachable until L1 points at them. */
     for (uint64_t t = g.first_table; ret == 0 && t < g.end_table; t++) {
-        if (table_entry(s->l1, t) != 0) {
+        if (qedi_table_entry(s->l1, t) != 0) {
             if (mode >= QED_PREALLOC_FALLOC) {
-                ret = table_read_sync(img, table_entry(s->l1, t), table, err);
+                ret = qedi_table_read_sync(img, qedi_table_entry(s->l1, t), table, err);
                 next += clusters_to_fill(s, &g, t, table) << s->cluster_bits;
             }
             continue;
@@ -340,11 +340,11 @@ static int preallocate_grown(qed_image *img, uint64_t old_size,
         memset(table, 0, s->table_bytes);
         if (mode >= QED_PREALLOC_FALLOC)
             link_clusters(s, &g, t, table, &next);
-        ret = table_write_sync(img, tables_at + made * s->table_bytes, table, err);
+        ret = qedi_table_write_sync(img, tables_at + made * s->table_bytes, table, err);
         made++;
     }
     if (ret == 0)
-        ret = image_flush(img, err);
+        ret = qedi_image_flush(img, err);
     if (ret < 0) {
         /* Nothing links the new space: give it back (the close trims the
          * file to file_end). */
@@ -356,48 +356,48 @@ static int preallocate_grown(qed_image *img, uint64_t old_size,
     next = data_at;
     made = 0;
     for (uint64_t t = g.first_table; ret == 0 && t < g.end_table; t++) {
-        uint64_t offset = table_entry(s->l1, t);
+        uint64_t offset = qedi_table_entry(s->l1, t);
 
         if (offset == 0) {
             offset = tables_at + made++ * s->table_bytes;
-            ret = table_index_add(s, offset);
+            ret = qedi_table_index_add(s, offset);
             if (ret < 0) {
-                ret = qed_fail(err, -ret, "out of memory");
+                ret = qedi_fail(err, -ret, "out of memory");
                 break;
             }
-            table_set_entry(s->l1, t, offset);
+            qedi_table_set_entry(s->l1, t, offset);
             l1_changed = true;
             next += clusters_to_fill(s, &g, t, NULL) << s->cluster_bits;
             continue;
         }
         if (mode < QED_PREALLOC_FALLOC)
             continue;
-        ret = table_read_sync(img, offset, table, err);
+        ret = qedi_table_read_sync(img, offset, table, err);
         if (ret == 0 && clusters_to_fill(s, &g, t, table) > 0) {
             link_clusters(s, &g, t, table, &next);
-            ret = table_write_sync(img, offset, table, err);
+            ret = qedi_table_write_sync(img, offset, table, err);
         }
     }
     if (ret == 0 && l1_changed) {
-        ret = io_pwrite_sync(img->file, s->l1, s->table_bytes,
+        ret = qedi_io_pwrite_sync(img->file, s->l1, s->table_bytes,
                              s->header.l1_table_offset);
         if (ret < 0)
-            ret = qed_fail(err, -ret, "writing the L1 table: %s",
+            ret = qedi_fail(err, -ret, "writing the L1 table: %s",
                            strerror(-ret));
     }
     if (ret == 0)
-        ret = image_flush(img, err);
+        ret = qedi_image_flush(img, err);
 out:
     free(table);
     if (ret < 0)
-        qed_error_prefix(err, "resized to %" PRIu64 " bytes, but preallocating "
+        qedi_error_prefix(err, "resized to %" PRIu64 " bytes, but preallocating "
                          "the new range failed: ", img->size);
     return ret;
 }
 
 /* The format's part of qed_resize (ops/resize.c checked the flags, the
  * preallocation mode, that the image is writable and idle). */
-int qed_driver_resize(qed_image *img, uint64_t size, unsigned flags,
+int qedi_qed_resize(qed_image *img, uint64_t size, unsigned flags,
                       qed_error *err)
 {
     enum qed_preallocation mode = (flags & QED_RESIZE_PREALLOC_MASK) >> 4;
@@ -410,11 +410,11 @@ int qed_driver_resize(qed_image *img, uint64_t size, unsigned flags,
     if (size == img->size)
         return 0;
     if (size < img->size && !(flags & QED_RESIZE_SHRINK))
-        return qed_fail(err, EINVAL, "shrinking from %" PRIu64 " to %" PRIu64
+        return qedi_fail(err, EINVAL, "shrinking from %" PRIu64 " to %" PRIu64
                         " bytes deletes data: it needs the shrink flag "
                         "(--shrink)", img->size, size);
     /* Header rewrites must not race the idle timer's. */
-    alloc_quiesce(img);
+    qedi_alloc_quiesce(img);
     if (size < img->size)
         return shrink(img, size, err);
     ret = grow(img, size, err);

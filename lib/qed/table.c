@@ -8,25 +8,25 @@
 
 #include "qed-image.h"
 
-uint64_t table_entry(const uint8_t *table, uint64_t index)
+uint64_t qedi_table_entry(const uint8_t *table, uint64_t index)
 {
     return load_le64(table + index * QED_ENTRY_SIZE);
 }
 
-void table_set_entry(uint8_t *table, uint64_t index, uint64_t value)
+void qedi_table_set_entry(uint8_t *table, uint64_t index, uint64_t value)
 {
     store_le64(table + index * QED_ENTRY_SIZE, value);
 }
 
 /* An offset from a table is trusted only if it is cluster aligned, past the
  * header, and [offset, offset + length) lies inside the allocated file. */
-bool qed_offset_valid(const struct qed_state *s, uint64_t offset,
+bool qedi_offset_valid(const struct qed_state *s, uint64_t offset,
                       uint64_t length)
 {
-    return qed_offset_valid_below(s, offset, length, s->file_end);
+    return qedi_offset_valid_below(s, offset, length, s->file_end);
 }
 
-bool qed_offset_valid_below(const struct qed_state *s, uint64_t offset,
+bool qedi_offset_valid_below(const struct qed_state *s, uint64_t offset,
                             uint64_t length, uint64_t limit)
 {
     uint64_t end;
@@ -53,18 +53,18 @@ bool qed_offset_valid_below(const struct qed_state *s, uint64_t offset,
  * clusters allocated for something else.  They are marked in memory
  * (QED_ENTRY_POISON) so every use fails as corrupt,
  * which is also what the check reports for them. */
-void table_poison_invalid(const struct qed_state *s, uint8_t *table,
+void qedi_table_poison_invalid(const struct qed_state *s, uint8_t *table,
                           uint64_t entries, uint64_t span)
 {
     for (uint64_t i = 0; i < entries; i++) {
-        uint64_t e = table_entry(table, i);
+        uint64_t e = qedi_table_entry(table, i);
         if (e > QED_ENTRY_ZERO && !(e & (s->cluster_size - 1)) &&
-            !qed_offset_valid(s, e, span))
-            table_set_entry(table, i, e | QED_ENTRY_POISON);
+            !qedi_offset_valid(s, e, span))
+            qedi_table_set_entry(table, i, e | QED_ENTRY_POISON);
     }
 }
 
-uint64_t table_entry_on_disk(const struct qed_state *s, uint64_t entry)
+uint64_t qedi_table_entry_on_disk(const struct qed_state *s, uint64_t entry)
 {
     /* Marked entries were cluster aligned: the mark is all that is left of
      * the low bits. */
@@ -75,13 +75,13 @@ uint64_t table_entry_on_disk(const struct qed_state *s, uint64_t entry)
 
 /* ---- whole tables of an idle image ----------------------------------------- */
 
-int table_read_sync(qed_image *img, uint64_t offset, uint8_t *table,
+int qedi_table_read_sync(qed_image *img, uint64_t offset, uint8_t *table,
                     qed_error *err)
 {
-    int ret = io_pread_sync(img->file, table, qed_of(img)->table_bytes, offset);
+    int ret = qedi_io_pread_sync(img->file, table, qed_of(img)->table_bytes, offset);
 
     if (ret < 0)
-        return qed_fail(err, -ret, "reading the L2 table at offset 0x%" PRIx64
+        return qedi_fail(err, -ret, "reading the L2 table at offset 0x%" PRIx64
                         ": %s", offset, strerror(-ret));
     return 0;
 }
@@ -89,15 +89,15 @@ int table_read_sync(qed_image *img, uint64_t offset, uint8_t *table,
 /* The cached copy goes first: whether the write lands or not, the next
  * use loads what is on disk (and marks its invalid entries again), never a
  * copy that may differ from it. */
-int table_write_sync(qed_image *img, uint64_t offset, const uint8_t *table,
+int qedi_table_write_sync(qed_image *img, uint64_t offset, const uint8_t *table,
                      qed_error *err)
 {
     int ret;
 
-    l2cache_forget(qed_of(img)->l2cache, offset);
-    ret = io_pwrite_sync(img->file, table, qed_of(img)->table_bytes, offset);
+    qedi_l2cache_forget(qed_of(img)->l2cache, offset);
+    ret = qedi_io_pwrite_sync(img->file, table, qed_of(img)->table_bytes, offset);
     if (ret < 0)
-        return qed_fail(err, -ret, "writing the L2 table at offset 0x%" PRIx64
+        return qedi_fail(err, -ret, "writing the L2 table at offset 0x%" PRIx64
                         ": %s", offset, strerror(-ret));
     return 0;
 }
@@ -110,7 +110,7 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-int table_index_add(struct qed_state *s, uint64_t offset)
+int qedi_table_index_add(struct qed_state *s, uint64_t offset)
 {
     size_t i;
 
@@ -130,11 +130,11 @@ int table_index_add(struct qed_state *s, uint64_t offset)
 }
 
 /* From the L1 table as loaded (invalid entries already marked). */
-int table_index_build(struct qed_state *s)
+int qedi_table_index_build(struct qed_state *s)
 {
     s->ntables = 0;
     for (uint64_t i = 0; i < s->table_entries; i++) {
-        uint64_t e = table_entry(s->l1, i);
+        uint64_t e = qedi_table_entry(s->l1, i);
         if (e == 0 || (e & (s->cluster_size - 1)))
             continue;
         if (s->ntables == s->tables_cap) {
@@ -152,12 +152,12 @@ int table_index_build(struct qed_state *s)
     return 0;
 }
 
-bool qed_data_offset_valid(const struct qed_state *s, uint64_t offset,
+bool qedi_data_offset_valid(const struct qed_state *s, uint64_t offset,
                            uint64_t length)
 {
     size_t lo = 0, hi = s->ntables;
 
-    if (!qed_offset_valid(s, offset, length))
+    if (!qedi_offset_valid(s, offset, length))
         return false;
     /* The last table starting before the range's end must end before it. */
     while (lo < hi) {

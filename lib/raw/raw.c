@@ -73,7 +73,7 @@ static void write_zero_bytes(struct request *req)
     struct raw_zero *z = calloc(1, sizeof(*z));
 
     if (z) {
-        z->zeros = qed_aligned_zalloc(ZERO_CHUNK);
+        z->zeros = qedi_aligned_zalloc(ZERO_CHUNK);
         z->iov = calloc(n, sizeof(*z->iov));
     }
     if (!z || !z->zeros || !z->iov) {
@@ -91,7 +91,7 @@ static void write_zero_bytes(struct request *req)
         z->iov[i].iov_len = QED_MIN((uint64_t)ZERO_CHUNK,
                                     req->length - i * ZERO_CHUNK);
     }
-    io_writev(req->img->file, z->iov, (int)n, req->offset, raw_zero_written, z);
+    qedi_io_writev(req->img->file, z->iov, (int)n, req->offset, raw_zero_written, z);
 }
 
 static void raw_zeroed(void *opaque, int ret)
@@ -171,7 +171,7 @@ static int first_sector_after(struct request *req, uint8_t *candidate)
 
     if (pr->unknown && !(req->offset == 0 && len == PROBE_SECTOR_SIZE &&
                          req->kind == REQ_WRITE))
-        return qed_fail(&req->err, EPERM, "the first sector of this raw "
+        return qedi_fail(&req->err, EPERM, "the first sector of this raw "
                         "image (format probed) is in an unknown state after "
                         "a failed write: only a write of the whole sector is "
                         "allowed; give the format (-f raw) to lift this "
@@ -180,7 +180,7 @@ static int first_sector_after(struct request *req, uint8_t *candidate)
     /* Write-zeroes and discard leave zeros (discard may also leave the old
      * bytes: those were checked when they were written). */
     if (req->kind == REQ_WRITE)
-        iov_to_buf(req->iov, req->iovcnt, 0, candidate + req->offset, len);
+        qedi_iov_to_buf(req->iov, req->iovcnt, 0, candidate + req->offset, len);
     else
         memset(candidate + req->offset, 0, len);
     return 0;
@@ -193,9 +193,9 @@ static int check_first_sector(struct request *req, uint8_t *candidate)
 
     if (ret < 0)
         return ret;
-    format = probe_is_qed(candidate) ? "qed" : probe_foreign_format(candidate);
+    format = qedi_probe_is_qed(candidate) ? "qed" : qedi_probe_foreign_format(candidate);
     if (format)
-        return qed_fail(&req->err, EPERM, "write to the first sector refused: "
+        return qedi_fail(&req->err, EPERM, "write to the first sector refused: "
                         "this raw image's format was probed, and the data "
                         "would make it probe as %s; give the format (-f raw) "
                         "to allow it", format);
@@ -268,24 +268,24 @@ static void raw_submit(struct request *req)
 
     switch (req->kind) {
     case REQ_READ:
-        io_readv(file, req->iov, req->iovcnt, req->offset, raw_done, req);
+        qedi_io_readv(file, req->iov, req->iovcnt, req->offset, raw_done, req);
         break;
     case REQ_WRITE:
-        io_writev(file, req->iov, req->iovcnt, req->offset, raw_done, req);
+        qedi_io_writev(file, req->iov, req->iovcnt, req->offset, raw_done, req);
         break;
     case REQ_ZEROES:
-        io_fallocate(file,
+        qedi_io_fallocate(file,
                      ((req->flags & QED_ZERO_MAY_UNMAP) ? FALLOC_FL_PUNCH_HOLE
                                                         : FALLOC_FL_ZERO_RANGE) |
                          FALLOC_FL_KEEP_SIZE,
                      req->offset, req->length, raw_zeroed, req);
         break;
     case REQ_DISCARD:
-        io_fallocate(file, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+        qedi_io_fallocate(file, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                      req->offset, req->length, raw_discarded, req);
         break;
     case REQ_FLUSH:
-        io_sync(file, raw_done, req);
+        qedi_io_sync(file, raw_done, req);
         break;
     case REQ_STATUS:
         raw_status(req);
@@ -311,11 +311,11 @@ static int guard_probed_raw(qed_image *img, const uint8_t *first_block,
     struct probed_raw *pr = calloc(1, sizeof(*pr));
 
     if (!pr)
-        return qed_fail(err, ENOMEM, "out of memory");
+        return qedi_fail(err, ENOMEM, "out of memory");
     memcpy(pr->sector, first_block, PROBE_SECTOR_SIZE);
     pr->queue_tail = &pr->queue;
     img->driver_state = pr;
-    image_warn(img, "the format was not given and probing guessed raw: "
+    qedi_image_warn(img, "the format was not given and probing guessed raw: "
                "writes that would make the first sector look like another "
                "image format are refused; give the format (-f raw) to lift "
                "this restriction");
@@ -328,7 +328,7 @@ static int raw_open(qed_image *img, const struct format_open *how,
     int ret = img->file->ops->get_size(img->file, &img->size);
 
     if (ret < 0)
-        return qed_fail(err, -ret, "%s", strerror(-ret));
+        return qedi_fail(err, -ret, "%s", strerror(-ret));
     /* Like qemu, a raw image is a whole number of 512-byte sectors; the
      * partial last one reads as zeros past the end of the file. */
     img->size = round_up_u64(img->size, QED_SECTOR_SIZE);
@@ -339,10 +339,10 @@ static int raw_open(qed_image *img, const struct format_open *how,
 
 static int raw_close(qed_image *img, qed_error *err)
 {
-    int ret = io_sync_sync(img->file);
+    int ret = qedi_io_sync_sync(img->file);
 
     if (ret < 0)
-        return qed_fail(err, -ret, "flush: %s", strerror(-ret));
+        return qedi_fail(err, -ret, "flush: %s", strerror(-ret));
     return 0;
 }
 
@@ -355,26 +355,26 @@ static int resize_raw(qed_image *img, uint64_t size, unsigned flags,
     int ret = img->file->ops->get_size(img->file, &current);
 
     if (ret < 0)
-        return qed_fail(err, -ret, "size of '%s': %s", img->filename,
+        return qedi_fail(err, -ret, "size of '%s': %s", img->filename,
                         strerror(-ret));
     if (size < current && !(flags & QED_RESIZE_SHRINK))
-        return qed_fail(err, EINVAL, "shrinking from %" PRIu64 " to %" PRIu64
+        return qedi_fail(err, EINVAL, "shrinking from %" PRIu64 " to %" PRIu64
                         " bytes deletes data: it needs the shrink flag "
                         "(--shrink)", current, size);
     if (size > QED_MAX_VIRTUAL_SIZE)
-        return qed_fail(err, EFBIG, "size %" PRIu64 " exceeds the largest "
+        return qedi_fail(err, EFBIG, "size %" PRIu64 " exceeds the largest "
                         "supported size %" PRIu64, size,
                         (uint64_t)QED_MAX_VIRTUAL_SIZE);
     if (size != current) {
         ret = img->file->ops->truncate(img->file, size);
         if (ret < 0)
-            return qed_fail(err, -ret, "truncating '%s' to %" PRIu64
+            return qedi_fail(err, -ret, "truncating '%s' to %" PRIu64
                             " bytes: %s", img->filename, size,
                             strerror(-ret));
     }
-    ret = io_sync_sync(img->file);
+    ret = qedi_io_sync_sync(img->file);
     if (ret < 0)
-        return qed_fail(err, -ret, "flushing '%s': %s", img->filename,
+        return qedi_fail(err, -ret, "flushing '%s': %s", img->filename,
                         strerror(-ret));
     /* As the open does: whole sectors, the partial last one reads zeros. */
     img->size = round_up_u64(size, QED_SECTOR_SIZE);
@@ -393,13 +393,13 @@ static int preallocate_raw(qed_image *img, uint64_t old_size,
         return 0;
     ret = img->file->ops->get_size(img->file, &size);
     if (ret < 0)
-        return qed_fail(err, -ret, "size of '%s': %s", img->filename,
+        return qedi_fail(err, -ret, "size of '%s': %s", img->filename,
                         strerror(-ret));
     if (size <= old_size)
         return 0;
-    ret = image_preallocate(img, old_size, size - old_size, mode, err);
+    ret = qedi_image_preallocate(img, old_size, size - old_size, mode, err);
     if (ret == 0)
-        ret = image_flush(img, err);
+        ret = qedi_image_flush(img, err);
     return ret;
 }
 
@@ -414,7 +414,7 @@ static int raw_resize(qed_image *img, uint64_t size, unsigned flags,
     /* The file's own length: what is past it is what grows. */
     if (mode != QED_PREALLOC_OFF &&
         (ret = img->file->ops->get_size(img->file, &old_size)) < 0)
-        return qed_fail(err, -ret, "size of '%s': %s", img->filename,
+        return qedi_fail(err, -ret, "size of '%s': %s", img->filename,
                         strerror(-ret));
     ret = resize_raw(img, size, flags, err);
     return ret < 0 ? ret : preallocate_raw(img, old_size, mode, err);
@@ -426,7 +426,7 @@ static void raw_free(qed_image *img)
     img->driver_state = NULL;
 }
 
-const struct format_driver raw_format_driver = {
+const struct format_driver qedi_raw_format_driver = {
     .name = "raw",
     .format = QED_FORMAT_RAW,
     .request_size = sizeof(struct raw_request),

@@ -120,12 +120,12 @@ static void direct_readv(struct io_file *file, const struct iovec *iov,
     struct direct_read *r;
 
     if (aligned(d, iov, iovcnt, offset)) {
-        io_readv(lower_of(d), iov, iovcnt, offset, cb, opaque);
+        qedi_io_readv(lower_of(d), iov, iovcnt, offset, cb, opaque);
         return;
     }
     r = calloc(1, sizeof(*r));
     if (r) {
-        r->bounce = qed_aligned_alloc(hi - lo);
+        r->bounce = qedi_aligned_alloc(hi - lo);
         r->iov = malloc(sizeof(*iov) * (size_t)(iovcnt ? iovcnt : 1));
     }
     if (!r || !r->bounce || !r->iov) {
@@ -134,7 +134,7 @@ static void direct_readv(struct io_file *file, const struct iovec *iov,
             free(r->iov);
         }
         free(r);
-        storage_complete_later(file, cb, opaque, -ENOMEM);
+        qedi_storage_complete_later(file, cb, opaque, -ENOMEM);
         return;
     }
     memcpy(r->iov, iov, sizeof(*iov) * (size_t)iovcnt);
@@ -142,7 +142,7 @@ static void direct_readv(struct io_file *file, const struct iovec *iov,
     r->skip = offset - lo;
     r->cb = cb;
     r->opaque = opaque;
-    io_pread(lower_of(d), r->bounce, hi - lo, lo, read_done, r);
+    qedi_io_pread(lower_of(d), r->bounce, hi - lo, lo, read_done, r);
 }
 
 /* ---- writes ------------------------------------------------------------------ */
@@ -211,7 +211,7 @@ static void rmw_read_done(void *opaque, int ret)
         return;
     }
     copy_from_iov(w->bounce + (w->offset - w->lo), w->iov, w->iovcnt);
-    io_pwrite(lower_of(w->file), w->bounce, w->hi - w->lo, w->lo, write_done,
+    qedi_io_pwrite(lower_of(w->file), w->bounce, w->hi - w->lo, w->lo, write_done,
               w);
 }
 
@@ -221,16 +221,16 @@ static void start_write(struct direct_write *w)
 
     w->started = true;
     if (w->fallocate) {
-        io_fallocate(lower, w->mode, w->offset, w->length, write_done, w);
+        qedi_io_fallocate(lower, w->mode, w->offset, w->length, write_done, w);
     } else if (w->rmw) {
         /* Reading the whole range keeps this simple; it is the rare case. */
-        io_pread(lower, w->bounce, w->hi - w->lo, w->lo, rmw_read_done, w);
+        qedi_io_pread(lower, w->bounce, w->hi - w->lo, w->lo, rmw_read_done, w);
     } else if (w->bounce) {
         /* Aligned range, unaligned memory: copy into the bounce buffer. */
         copy_from_iov(w->bounce, w->iov, w->iovcnt);
-        io_pwrite(lower, w->bounce, w->hi - w->lo, w->lo, write_done, w);
+        qedi_io_pwrite(lower, w->bounce, w->hi - w->lo, w->lo, write_done, w);
     } else {
-        io_writev(lower, w->iov, w->iovcnt, w->offset, write_done, w);
+        qedi_io_writev(lower, w->iov, w->iovcnt, w->offset, write_done, w);
     }
 }
 
@@ -268,7 +268,7 @@ static struct direct_write *new_write(struct direct_file *d,
     w->opaque = opaque;
     w->iov = malloc(sizeof(*iov) * (size_t)(iovcnt ? iovcnt : 1));
     if (w->iov && !aligned(d, iov, iovcnt, offset))
-        w->bounce = qed_aligned_alloc(w->hi - w->lo);
+        w->bounce = qedi_aligned_alloc(w->hi - w->lo);
     if (!w->iov || (!w->bounce && !aligned(d, iov, iovcnt, offset))) {
         free(w->iov);
         free(w->bounce);
@@ -289,7 +289,7 @@ static void direct_writev(struct io_file *file, const struct iovec *iov,
                                        cb, opaque);
 
     if (!w) {
-        storage_complete_later(file, cb, opaque, -ENOMEM);
+        qedi_storage_complete_later(file, cb, opaque, -ENOMEM);
         return;
     }
     track(w);
@@ -309,12 +309,12 @@ static void direct_fallocate(struct io_file *file, int mode, uint64_t offset,
     struct direct_write *w;
 
     if (mode == 0) {
-        io_fallocate(lower_of(d), mode, offset, length, cb, opaque);
+        qedi_io_fallocate(lower_of(d), mode, offset, length, cb, opaque);
         return;
     }
     w = calloc(1, sizeof(*w));
     if (!w) {
-        storage_complete_later(file, cb, opaque, -ENOMEM);
+        qedi_storage_complete_later(file, cb, opaque, -ENOMEM);
         return;
     }
     w->file = d;
@@ -336,24 +336,24 @@ static const struct storage_ops direct_ops = {
     .name = "direct",
     .readv = direct_readv,
     .writev = direct_writev,
-    .flush = storage_layer_flush,
+    .flush = qedi_storage_layer_flush,
     .fallocate = direct_fallocate,
-    .get_size = storage_layer_get_size,
-    .truncate = storage_layer_truncate,
-    .allocated_bytes = storage_layer_allocated_bytes,
-    .seek = storage_layer_seek,
-    .close = storage_layer_close,
+    .get_size = qedi_storage_layer_get_size,
+    .truncate = qedi_storage_layer_truncate,
+    .allocated_bytes = qedi_storage_layer_allocated_bytes,
+    .seek = qedi_storage_layer_seek,
+    .close = qedi_storage_layer_close,
 };
 
-int io_direct_stack(struct io_file *lower, struct io_file **out,
+int qedi_io_direct_stack(struct io_file *lower, struct io_file **out,
                     qed_error *err)
 {
     struct direct_file *d = calloc(1, sizeof(*d));
 
     *out = NULL;
     if (!d)
-        return qed_fail(err, ENOMEM, "out of memory");
-    storage_layer_init(&d->layer, &direct_ops, lower);
+        return qedi_fail(err, ENOMEM, "out of memory");
+    qedi_storage_layer_init(&d->layer, &direct_ops, lower);
     d->align = lower->align;
     *out = &d->layer.base;
     return 0;

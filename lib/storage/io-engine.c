@@ -19,7 +19,7 @@ struct engine_slot {
 /* Its address finds the slot. */
 static const char engine_key;
 
-void io_engine_completed(struct io_engine *engine, struct io_op *op)
+void qedi_io_engine_completed(struct io_engine *engine, struct io_op *op)
 {
     engine->in_flight--;
     op->complete(op);
@@ -44,12 +44,12 @@ static int make_engine(qed_loop *loop, enum qed_engine engine,
 
     engine = engine_from_environment(engine);
     if (engine == QED_ENGINE_THREADS)
-        return io_engine_threads_new(loop, out, err);
-    ret = io_engine_uring_new(loop, out, err);
+        return qedi_io_engine_threads_new(loop, out, err);
+    ret = qedi_io_engine_uring_new(loop, out, err);
     if (ret == 0 || engine == QED_ENGINE_URING)
         return ret;
     /* Containers often forbid io_uring: fall back quietly. */
-    return io_engine_threads_new(loop, out, err);
+    return qedi_io_engine_threads_new(loop, out, err);
 }
 
 static void engine_ready(void *opaque, int fd, unsigned events)
@@ -79,14 +79,14 @@ static void slot_destroy(void *opaque)
 
 static struct engine_slot *slot_of(qed_loop *loop, qed_error *err)
 {
-    struct engine_slot *s = loop_slot(loop, &engine_key);
+    struct engine_slot *s = qedi_loop_slot(loop, &engine_key);
 
     if (s)
         return s;
     s = calloc(1, sizeof(*s));
-    if (!s || loop_slot_fill(loop, &engine_key, s, slot_destroy) < 0) {
+    if (!s || qedi_loop_slot_fill(loop, &engine_key, s, slot_destroy) < 0) {
         free(s);
-        qed_fail(err, ENOMEM, "out of memory creating the I/O engine");
+        qedi_fail(err, ENOMEM, "out of memory creating the I/O engine");
         return NULL;
     }
     return s;
@@ -102,8 +102,8 @@ static int start(qed_loop *loop, enum qed_engine choice,
     if (!s)
         return -ENOMEM;
     if (!s->hooked) {
-        if (loop_add_before_wait(loop, engine_flush, s) < 0)
-            return qed_fail(err, ENOMEM, "out of memory creating the I/O "
+        if (qedi_loop_add_before_wait(loop, engine_flush, s) < 0)
+            return qedi_fail(err, ENOMEM, "out of memory creating the I/O "
                             "engine");
         s->hooked = true;
     }
@@ -114,16 +114,16 @@ static int start(qed_loop *loop, enum qed_engine choice,
                             engine_ready, s);
     if (ret < 0) {
         engine->ops->destroy(engine);
-        return qed_fail(err, -ret, "epoll_ctl: %s", strerror(-ret));
+        return qedi_fail(err, -ret, "epoll_ctl: %s", strerror(-ret));
     }
     s->engine = engine;
     *out = engine;
     return 0;
 }
 
-int io_engine_of(qed_loop *loop, struct io_engine **out, qed_error *err)
+int qedi_io_engine_of(qed_loop *loop, struct io_engine **out, qed_error *err)
 {
-    struct engine_slot *s = loop_slot(loop, &engine_key);
+    struct engine_slot *s = qedi_loop_slot(loop, &engine_key);
 
     if (s && s->engine) {
         *out = s->engine;
@@ -136,7 +136,7 @@ int qed_loop_new(enum qed_engine engine, qed_loop **out, qed_error *err)
 {
     struct io_engine *started;
     qed_loop *loop;
-    int ret = loop_new(&loop, err);
+    int ret = qedi_loop_new(&loop, err);
 
     *out = NULL;
     if (ret < 0)
@@ -152,6 +152,6 @@ int qed_loop_new(enum qed_engine engine, qed_loop **out, qed_error *err)
 
 const char *qed_loop_engine_name(const qed_loop *loop)
 {
-    const struct engine_slot *s = loop_slot(loop, &engine_key);
+    const struct engine_slot *s = qedi_loop_slot(loop, &engine_key);
     return s && s->engine ? s->engine->ops->name : "none";
 }

@@ -29,15 +29,15 @@ struct io_engine {
     unsigned in_flight; /* ops accepted and not yet completed */
 };
 
-int io_engine_uring_new(qed_loop *loop, struct io_engine **out, qed_error *err);
-int io_engine_threads_new(qed_loop *loop, struct io_engine **out,
+int qedi_io_engine_uring_new(qed_loop *loop, struct io_engine **out, qed_error *err);
+int qedi_io_engine_threads_new(qed_loop *loop, struct io_engine **out,
                           qed_error *err);
 /* Used by engines: hands a finished op back on the loop thread. */
-void io_engine_completed(struct io_engine *engine, struct io_op *op);
+void qedi_io_engine_completed(struct io_engine *engine, struct io_op *op);
 
 /* The loop's engine, started on first use when qed_loop_new did not start
- * it (a loop made by loop_new): the choice is then AUTO.  Returns 0 or a
+ * it (a loop made by qedi_loop_new): the choice is then AUTO.  Returns 0 or a
  * negative errno with err filled. */
-int io_engine_of(qed_loop *loop, struct io_engine **out, qed_error *err);
+int qedi_io_engine_of(qed_loop *loop, struct io_engine **out, qed_error *err);
 
 #endif

@@ -2,7 +2,7 @@
 /* The local file driver: a file or block device behind a descriptor, its
  * operations run by the loop's engine (io_uring or a thread pool), its
  * images locked as QEMU locks them.  Opened with O_DIRECT it asks for
- * aligned requests, and storage_open stacks the aligning layer over it. */
+ * aligned requests, and qedi_storage_open stacks the aligning layer over it. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -38,25 +38,25 @@ static void fd_readv(struct io_file *file, const struct iovec *iov,
                      int iovcnt, uint64_t offset, io_callback *cb,
                      void *opaque)
 {
-    io_op_readv(file, fd_submit, iov, iovcnt, offset, cb, opaque);
+    qedi_io_op_readv(file, fd_submit, iov, iovcnt, offset, cb, opaque);
 }
 
 static void fd_writev(struct io_file *file, const struct iovec *iov,
                       int iovcnt, uint64_t offset, io_callback *cb,
                       void *opaque)
 {
-    io_op_writev(file, fd_submit, iov, iovcnt, offset, cb, opaque);
+    qedi_io_op_writev(file, fd_submit, iov, iovcnt, offset, cb, opaque);
 }
 
 static void fd_flush(struct io_file *file, io_callback *cb, void *opaque)
 {
-    io_op_flush(file, fd_submit, cb, opaque);
+    qedi_io_op_flush(file, fd_submit, cb, opaque);
 }
 
 static void fd_fallocate(struct io_file *file, int mode, uint64_t offset,
                          uint64_t length, io_callback *cb, void *opaque)
 {
-    io_op_fallocate(file, fd_submit, mode, offset, length, cb, opaque);
+    qedi_io_op_fallocate(file, fd_submit, mode, offset, length, cb, opaque);
 }
 
 static int fd_get_size(struct io_file *file, uint64_t *size)
@@ -106,8 +106,8 @@ static int fd_lock(struct io_file *file, const char *path, unsigned flags,
     struct fd_file *f = fd_file_of(file);
     struct io_lock want;
 
-    io_lock_role(file->writable, (flags & IO_OPEN_SHARE_ALL) != 0, &want);
-    return io_lock_open_fd(f->fd, path, flags, &want, &f->lock,
+    qedi_io_lock_role(file->writable, (flags & IO_OPEN_SHARE_ALL) != 0, &want);
+    return qedi_io_lock_open_fd(f->fd, path, flags, &want, &f->lock,
                            &file->lock_unsupported, err);
 }
 
@@ -157,7 +157,7 @@ static int refuse_kind(mode_t mode, unsigned kinds, qed_error *err)
     const char *want = (kinds & IO_KIND_BLOCK)
                            ? "regular files and block devices"
                            : "regular files";
-    return qed_fail(err, EINVAL, "%s; images are only %s",
+    return qedi_fail(err, EINVAL, "%s; images are only %s",
                     file_kind_name(mode), want);
 }
 
@@ -166,7 +166,7 @@ static int refuse_kind(mode_t mode, unsigned kinds, qed_error *err)
  * O_NONBLOCK makes either return at once so the kind can be checked.  A
  * path's kind is looked at first too, so that O_CREAT or O_TRUNC never
  * reach a file that would be refused. */
-int io_open_fd(const char *path, int oflags, mode_t mode, unsigned kinds,
+int qedi_io_open_fd(const char *path, int oflags, mode_t mode, unsigned kinds,
                qed_error *err)
 {
     struct stat st;
@@ -177,7 +177,7 @@ int io_open_fd(const char *path, int oflags, mode_t mode, unsigned kinds,
     fd = open(path, oflags | O_NONBLOCK | O_CLOEXEC, mode);
     if (fd < 0) {
         code = errno;
-        return qed_fail(err, code, "%s", strerror(code));
+        return qedi_fail(err, code, "%s", strerror(code));
     }
     if (fstat(fd, &st) < 0)
         goto fail_errno;
@@ -193,7 +193,7 @@ int io_open_fd(const char *path, int oflags, mode_t mode, unsigned kinds,
 fail_errno:
     code = errno;
     close(fd);
-    return qed_fail(err, code, "%s", strerror(code));
+    return qedi_fail(err, code, "%s", strerror(code));
 }
 
 /* The alignment O_DIRECT accepts on fd: a sector where the device allows
@@ -223,7 +223,7 @@ static int fd_open(const struct storage_driver *driver, qed_loop *loop,
 
     (void)driver;
     *out = NULL;
-    ret = io_engine_of(loop, &engine, err);
+    ret = qedi_io_engine_of(loop, &engine, err);
     if (ret < 0)
         return ret;
     if (flags & IO_OPEN_DIRECT)
@@ -232,13 +232,13 @@ static int fd_open(const struct storage_driver *driver, qed_loop *loop,
         oflags |= O_CREAT;
     /* Images live in regular files; a block device may hold one too (a raw
      * disk, or a QED image on a logical volume), but nothing else can. */
-    fd = io_open_fd(path, oflags, 0644, IO_KIND_REGULAR | IO_KIND_BLOCK, err);
+    fd = qedi_io_open_fd(path, oflags, 0644, IO_KIND_REGULAR | IO_KIND_BLOCK, err);
     if (fd < 0)
         return fd;
     f = calloc(1, sizeof(*f));
     if (!f) {
         close(fd);
-        return qed_fail(err, ENOMEM, "out of memory");
+        return qedi_fail(err, ENOMEM, "out of memory");
     }
     f->base.ops = &fd_ops;
     f->base.loop = loop;
@@ -250,7 +250,7 @@ static int fd_open(const struct storage_driver *driver, qed_loop *loop,
     return 0;
 }
 
-const struct storage_driver storage_file_driver = {
+const struct storage_driver qedi_storage_file_driver = {
     .name = "file",
     .open = fd_open,
 };

@@ -21,7 +21,7 @@ static int real_fcntl(int fd, int cmd, struct flock *fl)
     return fcntl(fd, cmd, fl);
 }
 
-io_lock_fcntl_fn *qed_io_lock_fcntl = real_fcntl;
+io_lock_fcntl_fn *qedi_io_lock_fcntl = real_fcntl;
 
 static const char *const perm_names[PERM_COUNT] = {
     "consistent read",
@@ -30,7 +30,7 @@ static const char *const perm_names[PERM_COUNT] = {
     "resize",
 };
 
-const char *io_lock_perm_name(unsigned perm)
+const char *qedi_io_lock_perm_name(unsigned perm)
 {
     for (unsigned i = 0; i < PERM_COUNT; i++)
         if (perm == 1u << i)
@@ -38,7 +38,7 @@ const char *io_lock_perm_name(unsigned perm)
     return "unknown";
 }
 
-void io_lock_role(bool writer, bool share_all, struct io_lock *out)
+void qedi_io_lock_role(bool writer, bool share_all, struct io_lock *out)
 {
     /* A writer also resizes (the image grows as clusters are allocated);
      * neither a reader nor a writer lets others write or resize under it,
@@ -50,7 +50,7 @@ void io_lock_role(bool writer, bool share_all, struct io_lock *out)
                                          : IO_PERM_WRITE | IO_PERM_RESIZE;
 }
 
-void io_lock_create_role(struct io_lock *out)
+void qedi_io_lock_create_role(struct io_lock *out)
 {
     /* Creating writes and truncates the file; others may go on reading or
      * writing it, as QEMU's create lets them, but not resize it. */
@@ -58,7 +58,7 @@ void io_lock_create_role(struct io_lock *out)
     out->unshared = IO_PERM_RESIZE;
 }
 
-bool io_lock_unsupported(int errnum)
+bool qedi_io_lock_unsupported(int errnum)
 {
     return errnum == EINVAL || errnum == ENOTSUP || errnum == EOPNOTSUPP ||
            errnum == ENOLCK;
@@ -73,7 +73,7 @@ static int lock_byte(int fd, int byte, short type)
         .l_len = 1,
     };
 
-    return qed_io_lock_fcntl(fd, F_OFD_SETLK, &fl) < 0 ? -errno : 0;
+    return qedi_io_lock_fcntl(fd, F_OFD_SETLK, &fl) < 0 ? -errno : 0;
 }
 
 /* 1 when another open file holds byte (in any mode that a write lock would
@@ -87,7 +87,7 @@ static int byte_taken(int fd, int byte)
         .l_len = 1,
     };
 
-    if (qed_io_lock_fcntl(fd, F_OFD_GETLK, &fl) < 0)
+    if (qedi_io_lock_fcntl(fd, F_OFD_GETLK, &fl) < 0)
         return -errno;
     return fl.l_type != F_UNLCK;
 }
@@ -128,9 +128,9 @@ static int apply(int fd, struct io_lock *have, const struct io_lock *want,
 static int conflict(const char *path, bool shared, unsigned perm,
                     qed_error *err)
 {
-    return qed_fail(err, EAGAIN, "Failed to get %s\"%s\" lock. Is another "
+    return qedi_fail(err, EAGAIN, "Failed to get %s\"%s\" lock. Is another "
                     "process using the image [%s]?", shared ? "shared " : "",
-                    io_lock_perm_name(perm), path);
+                    qedi_io_lock_perm_name(perm), path);
 }
 
 /* QEMU's order: the permissions to hold first (is any of them not shared
@@ -149,7 +149,7 @@ static int test_conflicts(int fd, const char *path, const struct io_lock *want,
                 continue;
             taken = byte_taken(fd, base + (int)i);
             if (taken < 0)
-                return qed_fail(err, -taken, "testing lock byte %d: %s",
+                return qedi_fail(err, -taken, "testing lock byte %d: %s",
                                 base + (int)i, strerror(-taken));
             if (taken)
                 return conflict(path, pass == 1, 1u << i, err);
@@ -158,7 +158,7 @@ static int test_conflicts(int fd, const char *path, const struct io_lock *want,
     return 0;
 }
 
-int io_lock_change(int fd, const char *path, struct io_lock *current,
+int qedi_io_lock_change(int fd, const char *path, struct io_lock *current,
                    const struct io_lock *want, qed_error *err)
 {
     struct io_lock before = *current;
@@ -169,7 +169,7 @@ int io_lock_change(int fd, const char *path, struct io_lock *current,
     int ret = apply(fd, current, &both, false);
 
     if (ret < 0)
-        ret = qed_fail(err, -ret, "locking: %s", strerror(-ret));
+        ret = qedi_fail(err, -ret, "locking: %s", strerror(-ret));
     else
         ret = test_conflicts(fd, path, want, err);
     if (ret < 0) {
@@ -180,11 +180,11 @@ int io_lock_change(int fd, const char *path, struct io_lock *current,
     }
     ret = apply(fd, current, want, true);
     if (ret < 0)
-        return qed_fail(err, -ret, "unlocking: %s", strerror(-ret));
+        return qedi_fail(err, -ret, "unlocking: %s", strerror(-ret));
     return 0;
 }
 
-int io_lock_open_fd(int fd, const char *path, unsigned io_flags,
+int qedi_io_lock_open_fd(int fd, const char *path, unsigned io_flags,
                     const struct io_lock *want, struct io_lock *current,
                     bool *unsupported, qed_error *err)
 {
@@ -194,15 +194,15 @@ int io_lock_open_fd(int fd, const char *path, unsigned io_flags,
     *unsupported = false;
     if (io_flags & IO_OPEN_LOCK_OFF)
         return 0;
-    ret = io_lock_change(fd, path, current, want, &lock_err);
+    ret = qedi_io_lock_change(fd, path, current, want, &lock_err);
     if (ret == 0)
         return 0;
-    if (ret == -EAGAIN || !io_lock_unsupported(-ret)) {
-        qed_error_copy(err, &lock_err);
+    if (ret == -EAGAIN || !qedi_io_lock_unsupported(-ret)) {
+        qedi_error_copy(err, &lock_err);
         return ret;
     }
     if (io_flags & IO_OPEN_LOCK_REQUIRED)
-        return qed_fail(err, -ret, "locking was required but the file "
+        return qedi_fail(err, -ret, "locking was required but the file "
                         "system does not support OFD locks (%s)",
                         strerror(-ret));
     *unsupported = true;

@@ -120,7 +120,7 @@ static struct io_req *req_new(struct io_file *file, io_op_submit_fn *submit,
                               int iovcnt, uint64_t offset, io_callback *cb,
                               void *opaque)
 {
-    struct io_req *req = qed_io_calloc(1, sizeof(*req));
+    struct io_req *req = qedi_io_calloc(1, sizeof(*req));
     if (!req)
         return NULL;
     req->file = file;
@@ -132,7 +132,7 @@ static struct io_req *req_new(struct io_file *file, io_op_submit_fn *submit,
     req->op.complete = req_complete;
     req->op.fd = -1;
     if (iovcnt > INLINE_IOVS) {
-        req->heap_iov = qed_io_calloc((size_t)iovcnt, sizeof(*iov));
+        req->heap_iov = qedi_io_calloc((size_t)iovcnt, sizeof(*iov));
         if (!req->heap_iov) {
             free(req);
             return NULL;
@@ -157,13 +157,13 @@ static void start(struct io_req *req, io_callback *cb, void *opaque,
     int ret;
 
     if (!req) {
-        storage_complete_later(file, cb, opaque, -ENOMEM);
+        qedi_storage_complete_later(file, cb, opaque, -ENOMEM);
         return;
     }
     ret = req_submit(req);
     if (ret < 0) {
         req_free(req);
-        storage_complete_later(file, cb, opaque, ret);
+        qedi_storage_complete_later(file, cb, opaque, ret);
     }
 }
 
@@ -176,34 +176,34 @@ static void start_transfer(struct io_file *file, io_op_submit_fn *submit,
                                  opaque);
     if (req && req->remaining == 0) {
         req_free(req);
-        storage_complete_later(file, cb, opaque, 0);
+        qedi_storage_complete_later(file, cb, opaque, 0);
         return;
     }
     start(req, cb, opaque, file);
 }
 
-void io_op_readv(struct io_file *file, io_op_submit_fn *submit,
+void qedi_io_op_readv(struct io_file *file, io_op_submit_fn *submit,
                  const struct iovec *iov, int iovcnt, uint64_t offset,
                  io_callback *cb, void *opaque)
 {
     start_transfer(file, submit, IO_READ, iov, iovcnt, offset, cb, opaque);
 }
 
-void io_op_writev(struct io_file *file, io_op_submit_fn *submit,
+void qedi_io_op_writev(struct io_file *file, io_op_submit_fn *submit,
                   const struct iovec *iov, int iovcnt, uint64_t offset,
                   io_callback *cb, void *opaque)
 {
     start_transfer(file, submit, IO_WRITE, iov, iovcnt, offset, cb, opaque);
 }
 
-void io_op_flush(struct io_file *file, io_op_submit_fn *submit,
+void qedi_io_op_flush(struct io_file *file, io_op_submit_fn *submit,
                  io_callback *cb, void *opaque)
 {
     start(req_new(file, submit, IO_SYNC, NULL, 0, 0, cb, opaque), cb, opaque,
           file);
 }
 
-void io_op_fallocate(struct io_file *file, io_op_submit_fn *submit, int mode,
+void qedi_io_op_fallocate(struct io_file *file, io_op_submit_fn *submit, int mode,
                      uint64_t offset, uint64_t length, io_callback *cb,
                      void *opaque)
 {

@@ -37,15 +37,15 @@ typedef int io_op_submit_fn(struct io_file *file, struct io_op *op);
 /* The storage operations over submit.  A short read on a storage with an
  * alignment (O_DIRECT) ends at its end, which need not be aligned: the
  * rest reads as zeros without asking again. */
-void io_op_readv(struct io_file *file, io_op_submit_fn *submit,
+void qedi_io_op_readv(struct io_file *file, io_op_submit_fn *submit,
                  const struct iovec *iov, int iovcnt, uint64_t offset,
                  io_callback *cb, void *opaque);
-void io_op_writev(struct io_file *file, io_op_submit_fn *submit,
+void qedi_io_op_writev(struct io_file *file, io_op_submit_fn *submit,
                   const struct iovec *iov, int iovcnt, uint64_t offset,
                   io_callback *cb, void *opaque);
-void io_op_flush(struct io_file *file, io_op_submit_fn *submit,
+void qedi_io_op_flush(struct io_file *file, io_op_submit_fn *submit,
                  io_callback *cb, void *opaque);
-void io_op_fallocate(struct io_file *file, io_op_submit_fn *submit, int mode,
+void qedi_io_op_fallocate(struct io_file *file, io_op_submit_fn *submit, int mode,
                      uint64_t offset, uint64_t length, io_callback *cb,
                      void *opaque);
 

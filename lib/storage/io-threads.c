@@ -108,7 +108,7 @@ static void threads_reap(struct io_engine *engine)
     pthread_mutex_unlock(&t->lock);
     while (done) {
         struct io_op *next = done->next;
-        io_engine_completed(engine, done);
+        qedi_io_engine_completed(engine, done);
         done = next;
     }
 }
@@ -136,18 +136,18 @@ static const struct io_engine_ops threads_ops = {
     .destroy = threads_destroy,
 };
 
-int io_engine_threads_new(qed_loop *loop, struct io_engine **out,
+int qedi_io_engine_threads_new(qed_loop *loop, struct io_engine **out,
                           qed_error *err)
 {
     struct threads_engine *t = calloc(1, sizeof(*t));
 
     if (!t)
-        return qed_fail(err, ENOMEM, "out of memory creating thread pool");
+        return qedi_fail(err, ENOMEM, "out of memory creating thread pool");
     t->base.event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (t->base.event_fd < 0) {
         int code = errno;
         free(t);
-        return qed_fail(err, code, "eventfd: %s", strerror(code));
+        return qedi_fail(err, code, "eventfd: %s", strerror(code));
     }
     pthread_mutex_init(&t->lock, NULL);
     pthread_cond_init(&t->work_ready, NULL);
@@ -160,7 +160,7 @@ int io_engine_threads_new(qed_loop *loop, struct io_engine **out,
     }
     if (t->nworkers == 0) {
         threads_destroy(&t->base);
-        return qed_fail(err, EAGAIN, "cannot start I/O threads");
+        return qedi_fail(err, EAGAIN, "cannot start I/O threads");
     }
     *out = &t->base;
     return 0;

@@ -96,7 +96,7 @@ static void uring_reap(struct io_engine *engine)
         struct io_op *op = io_uring_cqe_get_data(cqe);
         op->result = cqe->res;
         io_uring_cqe_seen(&u->ring, cqe);
-        io_engine_completed(engine, op);
+        qedi_io_engine_completed(engine, op);
     }
     drain_backlog(u);
     uring_flush(engine);
@@ -118,17 +118,17 @@ static const struct io_engine_ops uring_ops = {
     .destroy = uring_destroy,
 };
 
-int io_engine_uring_new(qed_loop *loop, struct io_engine **out, qed_error *err)
+int qedi_io_engine_uring_new(qed_loop *loop, struct io_engine **out, qed_error *err)
 {
     struct uring_engine *u = calloc(1, sizeof(*u));
     int ret;
 
     if (!u)
-        return qed_fail(err, ENOMEM, "out of memory creating io_uring");
+        return qedi_fail(err, ENOMEM, "out of memory creating io_uring");
     ret = io_uring_queue_init(RING_ENTRIES, &u->ring, 0);
     if (ret < 0) {
         free(u);
-        return qed_fail(err, -ret, "io_uring unavailable: %s", strerror(-ret));
+        return qedi_fail(err, -ret, "io_uring unavailable: %s", strerror(-ret));
     }
     u->base.event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (u->base.event_fd < 0 ||
@@ -138,7 +138,7 @@ int io_engine_uring_new(qed_loop *loop, struct io_engine **out, qed_error *err)
             close(u->base.event_fd);
         io_uring_queue_exit(&u->ring);
         free(u);
-        return qed_fail(err, code, "io_uring eventfd: %s", strerror(code));
+        return qedi_fail(err, code, "io_uring eventfd: %s", strerror(code));
     }
     u->base.ops = &uring_ops;
     u->base.loop = loop;

@@ -9,7 +9,7 @@
 #include "io-direct.h"
 #include "storage.h"
 
-void *(*qed_io_calloc)(size_t count, size_t size) = calloc;
+void *(*qedi_io_calloc)(size_t count, size_t size) = calloc;
 
 /* ---- results reported from the loop ---------------------------------------- */
 
@@ -51,20 +51,20 @@ static void pool_destroy(void *opaque)
  * on a later one if memory ran out meanwhile). */
 static int pool_ensure(qed_loop *loop, qed_error *err)
 {
-    struct report_pool *pool = loop_slot(loop, &report_key);
+    struct report_pool *pool = qedi_loop_slot(loop, &report_key);
 
     if (!pool) {
-        pool = qed_io_calloc(1, sizeof(*pool));
+        pool = qedi_io_calloc(1, sizeof(*pool));
         if (!pool ||
-            loop_slot_fill(loop, &report_key, pool, pool_destroy) < 0) {
+            qedi_loop_slot_fill(loop, &report_key, pool, pool_destroy) < 0) {
             free(pool);
-            return qed_fail(err, ENOMEM, "out of memory");
+            return qedi_fail(err, ENOMEM, "out of memory");
         }
     }
     while (pool->count < REPORT_RESERVE) {
-        struct report *r = qed_io_calloc(1, sizeof(*r));
+        struct report *r = qedi_io_calloc(1, sizeof(*r));
         if (!r)
-            return qed_fail(err, ENOMEM, "out of memory");
+            return qedi_fail(err, ENOMEM, "out of memory");
         r->pool = pool;
         r->next_free = pool->free;
         pool->free = r;
@@ -97,7 +97,7 @@ static struct report *report_alloc(void)
     struct timespec pause = { 0, 1000000 };
 
     for (;;) {
-        struct report *r = qed_io_calloc(1, sizeof(*r));
+        struct report *r = qedi_io_calloc(1, sizeof(*r));
         if (r)
             return r;
         nanosleep(&pause, NULL);
@@ -106,10 +106,10 @@ static struct report *report_alloc(void)
     }
 }
 
-void storage_complete_later(struct io_file *file, io_callback *cb,
+void qedi_storage_complete_later(struct io_file *file, io_callback *cb,
                             void *opaque, int ret)
 {
-    struct report_pool *pool = loop_slot(file->loop, &report_key);
+    struct report_pool *pool = qedi_loop_slot(file->loop, &report_key);
     struct report *r = pool ? pool->free : NULL;
 
     if (r) {
@@ -124,7 +124,7 @@ void storage_complete_later(struct io_file *file, io_callback *cb,
     r->cb = cb;
     r->opaque = opaque;
     r->ret = ret;
-    loop_defer(file->loop, &r->task);
+    qedi_loop_defer(file->loop, &r->task);
 }
 
 /* ---- the engine's calls ------------------------------------------------------- */
@@ -137,44 +137,44 @@ static bool empty(const struct iovec *iov, int iovcnt)
     return true;
 }
 
-void io_readv(struct io_file *file, const struct iovec *iov, int iovcnt,
+void qedi_io_readv(struct io_file *file, const struct iovec *iov, int iovcnt,
               uint64_t offset, io_callback *cb, void *opaque)
 {
     if (empty(iov, iovcnt))
-        storage_complete_later(file, cb, opaque, 0);
+        qedi_storage_complete_later(file, cb, opaque, 0);
     else
         file->ops->readv(file, iov, iovcnt, offset, cb, opaque);
 }
 
-void io_writev(struct io_file *file, const struct iovec *iov, int iovcnt,
+void qedi_io_writev(struct io_file *file, const struct iovec *iov, int iovcnt,
                uint64_t offset, io_callback *cb, void *opaque)
 {
     if (empty(iov, iovcnt))
-        storage_complete_later(file, cb, opaque, 0);
+        qedi_storage_complete_later(file, cb, opaque, 0);
     else
         file->ops->writev(file, iov, iovcnt, offset, cb, opaque);
 }
 
-void io_pread(struct io_file *file, void *buf, size_t len, uint64_t offset,
+void qedi_io_pread(struct io_file *file, void *buf, size_t len, uint64_t offset,
               io_callback *cb, void *opaque)
 {
     struct iovec v = { buf, len };
-    io_readv(file, &v, 1, offset, cb, opaque);
+    qedi_io_readv(file, &v, 1, offset, cb, opaque);
 }
 
-void io_pwrite(struct io_file *file, const void *buf, size_t len,
+void qedi_io_pwrite(struct io_file *file, const void *buf, size_t len,
                uint64_t offset, io_callback *cb, void *opaque)
 {
     struct iovec v = { (void *)buf, len };
-    io_writev(file, &v, 1, offset, cb, opaque);
+    qedi_io_writev(file, &v, 1, offset, cb, opaque);
 }
 
-void io_sync(struct io_file *file, io_callback *cb, void *opaque)
+void qedi_io_sync(struct io_file *file, io_callback *cb, void *opaque)
 {
     file->ops->flush(file, cb, opaque);
 }
 
-void io_fallocate(struct io_file *file, int mode, uint64_t offset,
+void qedi_io_fallocate(struct io_file *file, int mode, uint64_t offset,
                   uint64_t length, io_callback *cb, void *opaque)
 {
     file->ops->fallocate(file, mode, offset, length, cb, opaque);
@@ -204,39 +204,39 @@ static int wait_for(qed_loop *loop, struct sync_wait *w)
     return w->ret;
 }
 
-int io_pread_sync(struct io_file *file, void *buf, size_t len, uint64_t offset)
+int qedi_io_pread_sync(struct io_file *file, void *buf, size_t len, uint64_t offset)
 {
     struct sync_wait w = { 0 };
-    io_pread(file, buf, len, offset, sync_done, &w);
+    qedi_io_pread(file, buf, len, offset, sync_done, &w);
     return wait_for(file->loop, &w);
 }
 
-int io_pwrite_sync(struct io_file *file, const void *buf, size_t len,
+int qedi_io_pwrite_sync(struct io_file *file, const void *buf, size_t len,
                    uint64_t offset)
 {
     struct sync_wait w = { 0 };
-    io_pwrite(file, buf, len, offset, sync_done, &w);
+    qedi_io_pwrite(file, buf, len, offset, sync_done, &w);
     return wait_for(file->loop, &w);
 }
 
-int io_fallocate_sync(struct io_file *file, int mode, uint64_t offset,
+int qedi_io_fallocate_sync(struct io_file *file, int mode, uint64_t offset,
                       uint64_t length)
 {
     struct sync_wait w = { 0 };
-    io_fallocate(file, mode, offset, length, sync_done, &w);
+    qedi_io_fallocate(file, mode, offset, length, sync_done, &w);
     return wait_for(file->loop, &w);
 }
 
-int io_sync_sync(struct io_file *file)
+int qedi_io_sync_sync(struct io_file *file)
 {
     struct sync_wait w = { 0 };
-    io_sync(file, sync_done, &w);
+    qedi_io_sync(file, sync_done, &w);
     return wait_for(file->loop, &w);
 }
 
 /* ---- opening and closing ------------------------------------------------------ */
 
-int storage_open(const struct storage_driver *driver, qed_loop *loop,
+int qedi_storage_open(const struct storage_driver *driver, qed_loop *loop,
                  const char *path, unsigned flags, struct io_file **out,
                  qed_error *err)
 {
@@ -245,7 +245,7 @@ int storage_open(const struct storage_driver *driver, qed_loop *loop,
 
     *out = NULL;
     if (!driver)
-        driver = &storage_file_driver;
+        driver = &qedi_storage_file_driver;
     ret = pool_ensure(loop, err);
     if (ret < 0)
         return ret;
@@ -255,14 +255,14 @@ int storage_open(const struct storage_driver *driver, qed_loop *loop,
     if (file->ops->lock) {
         ret = file->ops->lock(file, path, flags, err);
         if (ret < 0) {
-            io_file_close(file);
+            qedi_io_file_close(file);
             return ret;
         }
     }
     if (file->align > 1) {
-        ret = io_direct_stack(file, &aligned, err);
+        ret = qedi_io_direct_stack(file, &aligned, err);
         if (ret < 0) {
-            io_file_close(file);
+            qedi_io_file_close(file);
             return ret;
         }
         file = aligned;
@@ -271,13 +271,13 @@ int storage_open(const struct storage_driver *driver, qed_loop *loop,
     return 0;
 }
 
-int io_file_open(qed_loop *loop, const char *path, unsigned flags,
+int qedi_io_file_open(qed_loop *loop, const char *path, unsigned flags,
                  struct io_file **out, qed_error *err)
 {
-    return storage_open(&storage_file_driver, loop, path, flags, out, err);
+    return qedi_storage_open(&qedi_storage_file_driver, loop, path, flags, out, err);
 }
 
-void io_file_close(struct io_file *file)
+void qedi_io_file_close(struct io_file *file)
 {
     if (file)
         file->ops->close(file);
@@ -290,7 +290,7 @@ static struct io_file *lower_of(struct io_file *file)
     return ((struct storage_layer *)file)->lower;
 }
 
-void storage_layer_init(struct storage_layer *layer,
+void qedi_storage_layer_init(struct storage_layer *layer,
                         const struct storage_ops *ops, struct io_file *lower)
 {
     layer->base.ops = ops;
@@ -301,58 +301,58 @@ void storage_layer_init(struct storage_layer *layer,
     layer->lower = lower;
 }
 
-void storage_layer_readv(struct io_file *file, const struct iovec *iov,
+void qedi_storage_layer_readv(struct io_file *file, const struct iovec *iov,
                          int iovcnt, uint64_t offset, io_callback *cb,
                          void *opaque)
 {
-    io_readv(lower_of(file), iov, iovcnt, offset, cb, opaque);
+    qedi_io_readv(lower_of(file), iov, iovcnt, offset, cb, opaque);
 }
 
-void storage_layer_writev(struct io_file *file, const struct iovec *iov,
+void qedi_storage_layer_writev(struct io_file *file, const struct iovec *iov,
                           int iovcnt, uint64_t offset, io_callback *cb,
                           void *opaque)
 {
-    io_writev(lower_of(file), iov, iovcnt, offset, cb, opaque);
+    qedi_io_writev(lower_of(file), iov, iovcnt, offset, cb, opaque);
 }
 
-void storage_layer_flush(struct io_file *file, io_callback *cb, void *opaque)
+void qedi_storage_layer_flush(struct io_file *file, io_callback *cb, void *opaque)
 {
-    io_sync(lower_of(file), cb, opaque);
+    qedi_io_sync(lower_of(file), cb, opaque);
 }
 
-void storage_layer_fallocate(struct io_file *file, int mode, uint64_t offset,
+void qedi_storage_layer_fallocate(struct io_file *file, int mode, uint64_t offset,
                              uint64_t length, io_callback *cb, void *opaque)
 {
-    io_fallocate(lower_of(file), mode, offset, length, cb, opaque);
+    qedi_io_fallocate(lower_of(file), mode, offset, length, cb, opaque);
 }
 
-int storage_layer_get_size(struct io_file *file, uint64_t *size)
+int qedi_storage_layer_get_size(struct io_file *file, uint64_t *size)
 {
     struct io_file *lower = lower_of(file);
     return lower->ops->get_size(lower, size);
 }
 
-int storage_layer_truncate(struct io_file *file, uint64_t size)
+int qedi_storage_layer_truncate(struct io_file *file, uint64_t size)
 {
     struct io_file *lower = lower_of(file);
     return lower->ops->truncate(lower, size);
 }
 
-int storage_layer_allocated_bytes(struct io_file *file, uint64_t *bytes)
+int qedi_storage_layer_allocated_bytes(struct io_file *file, uint64_t *bytes)
 {
     struct io_file *lower = lower_of(file);
     return lower->ops->allocated_bytes(lower, bytes);
 }
 
-int storage_layer_seek(struct io_file *file, uint64_t offset, bool data,
+int qedi_storage_layer_seek(struct io_file *file, uint64_t offset, bool data,
                        uint64_t *out)
 {
     struct io_file *lower = lower_of(file);
     return lower->ops->seek(lower, offset, data, out);
 }
 
-void storage_layer_close(struct io_file *file)
+void qedi_storage_layer_close(struct io_file *file)
 {
-    io_file_close(lower_of(file));
+    qedi_io_file_close(lower_of(file));
     free(file);
 }

@@ -3,7 +3,7 @@
  *
  * A storage driver opens a name into a storage (struct io_file, the name the
  * engine has always used for it) whose operations a format calls through
- * io.h (io_readv, io_writev, io_sync, io_fallocate ...).  Drivers: local
+ * io.h (qedi_io_readv, qedi_io_writev, qedi_io_sync, qedi_io_fallocate ...).  Drivers: local
  * files (io-file.c, on the loop's io_uring or thread-pool engine), and
  * layers stacked over another storage: aligned requests for O_DIRECT
  * (io-direct.c) and flushes that return at once (qemu-img's cache=unsafe,
@@ -12,7 +12,7 @@
  * What every driver guarantees to the engine:
  *   - readv, writev, flush and fallocate complete through their callback on
  *     the loop's thread, from qed_loop_run, never from inside the call that
- *     submitted them (storage_complete_later reports a result known at
+ *     submitted them (qedi_storage_complete_later reports a result known at
  *     submission, such as -ENOMEM);
  *   - whole-buffer semantics: a read fills every byte asked for, bytes past
  *     the end of the storage reading as zeros; a write completes whole or
@@ -71,7 +71,7 @@ struct storage_ops {
      * arbitrates its clients itself): takes the locks of the role that the
      * open flags (IO_OPEN_LOCK_*, IO_OPEN_SHARE_ALL) and file->writable ask
      * for, or sets file->lock_unsupported when locking was AUTO and cannot
-     * be done.  Called by storage_open once the driver opened the file;
+     * be done.  Called by qedi_storage_open once the driver opened the file;
      * -EAGAIN with a message naming the conflict when another holder
      * refuses.  Calling it again with the same flags changes nothing. */
     int (*lock)(struct io_file *file, const char *path, unsigned flags,
@@ -94,7 +94,7 @@ struct io_file {
 /* Opens a name into a storage.  ctx is the driver's (a simulated file
  * system, say).  The driver fills writable, align and loop, and applies
  * IO_OPEN_WRITE, IO_OPEN_CREATE and IO_OPEN_DIRECT as far as they mean
- * something to it; storage_open does the rest. */
+ * something to it; qedi_storage_open does the rest. */
 struct storage_driver {
     const char *name;
     int (*open)(const struct storage_driver *driver, qed_loop *loop,
@@ -104,14 +104,14 @@ struct storage_driver {
 };
 
 /* Local files and block devices (io-file.c): the default. */
-extern const struct storage_driver storage_file_driver;
+extern const struct storage_driver qedi_storage_file_driver;
 
-/* Opens path through driver (NULL: storage_file_driver), takes its locks
+/* Opens path through driver (NULL: qedi_storage_file_driver), takes its locks
  * (ops->lock) and, when the storage wants aligned requests, stacks the
  * aligning layer (io-direct.c) over it, so the engine may issue any
  * request.  A driver that builds on another opens that one through here
  * and returns a layer of its own over it. */
-int storage_open(const struct storage_driver *driver, qed_loop *loop,
+int qedi_storage_open(const struct storage_driver *driver, qed_loop *loop,
                  const char *path, unsigned flags, struct io_file **out,
                  qed_error *err);
 
@@ -120,12 +120,12 @@ int storage_open(const struct storage_driver *driver, qed_loop *loop,
  * Needs no memory of its own: a reserve taken when the first storage was
  * opened on the loop covers it, and when that is spent too it waits for
  * memory rather than lose the completion. */
-void storage_complete_later(struct io_file *file, io_callback *cb,
+void qedi_storage_complete_later(struct io_file *file, io_callback *cb,
                             void *opaque, int ret);
 
 /* The allocator of the memory a request needs on the submission path (and
  * of the reserve above); tests substitute one that fails. */
-QED_INTERNAL extern void *(*qed_io_calloc)(size_t count, size_t size);
+QED_INTERNAL extern void *(*qedi_io_calloc)(size_t count, size_t size);
 
 /* ---- layers stacked over another storage ---------------------------------- */
 
@@ -136,26 +136,26 @@ struct storage_layer {
 
 /* Fills the layer's io_file from lower: loop, writable, lock_unsupported;
  * align 1 (a layer takes requests of every shape unless it says so). */
-void storage_layer_init(struct storage_layer *layer,
+void qedi_storage_layer_init(struct storage_layer *layer,
                         const struct storage_ops *ops, struct io_file *lower);
 /* Operations that pass straight through to the lower storage. */
-void storage_layer_readv(struct io_file *file, const struct iovec *iov,
+void qedi_storage_layer_readv(struct io_file *file, const struct iovec *iov,
                          int iovcnt, uint64_t offset, io_callback *cb,
                          void *opaque);
-void storage_layer_writev(struct io_file *file, const struct iovec *iov,
+void qedi_storage_layer_writev(struct io_file *file, const struct iovec *iov,
                           int iovcnt, uint64_t offset, io_callback *cb,
                           void *opaque);
-void storage_layer_flush(struct io_file *file, io_callback *cb, void *opaque);
-void storage_layer_fallocate(struct io_file *file, int mode, uint64_t offset,
+void qedi_storage_layer_flush(struct io_file *file, io_callback *cb, void *opaque);
+void qedi_storage_layer_fallocate(struct io_file *file, int mode, uint64_t offset,
                              uint64_t length, io_callback *cb, void *opaque);
-int storage_layer_get_size(struct io_file *file, uint64_t *size);
-int storage_layer_truncate(struct io_file *file, uint64_t size);
-int storage_layer_allocated_bytes(struct io_file *file, uint64_t *bytes);
-int storage_layer_seek(struct io_file *file, uint64_t offset, bool data,
+int qedi_storage_layer_get_size(struct io_file *file, uint64_t *size);
+int qedi_storage_layer_truncate(struct io_file *file, uint64_t size);
+int qedi_storage_layer_allocated_bytes(struct io_file *file, uint64_t *bytes);
+int qedi_storage_layer_seek(struct io_file *file, uint64_t offset, bool data,
                        uint64_t *out);
 /* Closes the lower storage and frees the layer (allocated with malloc,
  * the storage_layer first). */
-void storage_layer_close(struct io_file *file);
+void qedi_storage_layer_close(struct io_file *file);
 
 /* ---- the engine's calls (io.c) ------------------------------------------- */
 /* Asynchronous I/O on a storage, as the engine calls it.
@@ -189,69 +189,69 @@ struct io_lock {
 
 /* What a reader, a writer and a creator hold: a force-sharing reader shares
  * everything. */
-void io_lock_role(bool writer, bool share_all, struct io_lock *out);
-void io_lock_create_role(struct io_lock *out);
+void qedi_io_lock_role(bool writer, bool share_all, struct io_lock *out);
+void qedi_io_lock_create_role(struct io_lock *out);
 /* Moves the locks on fd from *current to *want: first takes every byte
  * either needs, then tests that no other open file holds a byte that
  * conflicts with want, then releases what want does not need.  On a
  * conflict everything is as before and -EAGAIN is returned with QEMU's
  * message naming the permission and path; other lock failures return their
- * -errno (see io_lock_unsupported). */
-int io_lock_change(int fd, const char *path, struct io_lock *current,
+ * -errno (see qedi_io_lock_unsupported). */
+int qedi_io_lock_change(int fd, const char *path, struct io_lock *current,
                    const struct io_lock *want, qed_error *err);
 /* Is errnum (positive) a lock call's way of saying that the file system
  * has no OFD locks? */
-bool io_lock_unsupported(int errnum);
+bool qedi_io_lock_unsupported(int errnum);
 /* Name of one permission bit as QEMU spells it ("write"). */
-const char *io_lock_perm_name(unsigned perm);
+const char *qedi_io_lock_perm_name(unsigned perm);
 /* The fcntl(2) the lock code calls; tests substitute one that fails. */
 typedef int io_lock_fcntl_fn(int fd, int cmd, struct flock *fl);
-QED_INTERNAL extern io_lock_fcntl_fn *qed_io_lock_fcntl;
+QED_INTERNAL extern io_lock_fcntl_fn *qedi_io_lock_fcntl;
 
-/* Kinds of file an image may live in, for io_open_fd. */
+/* Kinds of file an image may live in, for qedi_io_open_fd. */
 #define IO_KIND_REGULAR 0x1u
 #define IO_KIND_BLOCK 0x2u
 
 /* open(2) that never blocks on a FIFO or a device and refuses every kind of
  * file not in kinds, naming the kind it found.  Returns the descriptor (in
  * blocking mode again) or -errno. */
-int io_open_fd(const char *path, int oflags, mode_t mode, unsigned kinds,
+int qedi_io_open_fd(const char *path, int oflags, mode_t mode, unsigned kinds,
                qed_error *err);
 
-/* Opens a local file (storage_open with storage_file_driver) and takes the
+/* Opens a local file (qedi_storage_open with qedi_storage_file_driver) and takes the
  * locks of its role (IO_OPEN_LOCK_*).  When the file system has no OFD
  * locks and locking is not required, the file is opened without them and
  * (*out)->lock_unsupported says so. */
-int io_file_open(qed_loop *loop, const char *path, unsigned flags,
+int qedi_io_file_open(qed_loop *loop, const char *path, unsigned flags,
                  struct io_file **out, qed_error *err);
 /* Takes the locks io_flags ask for on fd (for files opened by other
  * means).  Returns 0 (*unsupported set when AUTO found no OFD locks),
  * -EAGAIN on a conflict, or another -errno. */
-int io_lock_open_fd(int fd, const char *path, unsigned io_flags,
+int qedi_io_lock_open_fd(int fd, const char *path, unsigned io_flags,
                     const struct io_lock *want, struct io_lock *current,
                     bool *unsupported, qed_error *err);
-void io_file_close(struct io_file *file);
+void qedi_io_file_close(struct io_file *file);
 
-void io_readv(struct io_file *file, const struct iovec *iov, int iovcnt,
+void qedi_io_readv(struct io_file *file, const struct iovec *iov, int iovcnt,
               uint64_t offset, io_callback *cb, void *opaque);
-void io_writev(struct io_file *file, const struct iovec *iov, int iovcnt,
+void qedi_io_writev(struct io_file *file, const struct iovec *iov, int iovcnt,
                uint64_t offset, io_callback *cb, void *opaque);
-void io_pread(struct io_file *file, void *buf, size_t len, uint64_t offset,
+void qedi_io_pread(struct io_file *file, void *buf, size_t len, uint64_t offset,
               io_callback *cb, void *opaque);
-void io_pwrite(struct io_file *file, const void *buf, size_t len,
+void qedi_io_pwrite(struct io_file *file, const void *buf, size_t len,
                uint64_t offset, io_callback *cb, void *opaque);
-void io_sync(struct io_file *file, io_callback *cb, void *opaque);
-void io_fallocate(struct io_file *file, int mode, uint64_t offset,
+void qedi_io_sync(struct io_file *file, io_callback *cb, void *opaque);
+void qedi_io_fallocate(struct io_file *file, int mode, uint64_t offset,
                   uint64_t length, io_callback *cb, void *opaque);
 
 /* Runs the loop until one asynchronous io call completes; for start-up
  * paths (open, create) that have nothing else to do. */
-int io_pread_sync(struct io_file *file, void *buf, size_t len,
+int qedi_io_pread_sync(struct io_file *file, void *buf, size_t len,
                   uint64_t offset);
-int io_pwrite_sync(struct io_file *file, const void *buf, size_t len,
+int qedi_io_pwrite_sync(struct io_file *file, const void *buf, size_t len,
                    uint64_t offset);
-int io_sync_sync(struct io_file *file);
-int io_fallocate_sync(struct io_file *file, int mode, uint64_t offset,
+int qedi_io_sync_sync(struct io_file *file);
+int qedi_io_fallocate_sync(struct io_file *file, int mode, uint64_t offset,
                       uint64_t length);
 
 #endif

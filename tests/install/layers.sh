@@ -14,7 +14,7 @@
 #   calls: every symbol an object of lib/L uses that the library defines is
 #     defined in L or a layer below it (nm), so nothing calls up except
 #     through a callback it was given; the front and the operations name a
-#     format driver only by its table (qed_format_driver, raw_format_driver).
+#     format driver only by its table (qedi_qed_format_driver, qedi_raw_format_driver).
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 . "$ROOT/tests/interop/lib.sh"
 require_cmd make nm perl flock

@@ -581,7 +581,7 @@ static void run_mop(struct loop_task *task)
 static void defer_mop(struct mop *m)
 {
     m->task.run = run_mop;
-    loop_defer(m->h->base.loop, &m->task);
+    qedi_loop_defer(m->h->base.loop, &m->task);
 }
 
 static void do_crash(struct memfs *fs, uint64_t seed);
@@ -621,25 +621,25 @@ static void sim_readv(struct io_file *file, const struct iovec *iov,
                       int iovcnt, uint64_t offset, io_callback *cb,
                       void *opaque)
 {
-    io_op_readv(file, sim_submit, iov, iovcnt, offset, cb, opaque);
+    qedi_io_op_readv(file, sim_submit, iov, iovcnt, offset, cb, opaque);
 }
 
 static void sim_writev(struct io_file *file, const struct iovec *iov,
                        int iovcnt, uint64_t offset, io_callback *cb,
                        void *opaque)
 {
-    io_op_writev(file, sim_submit, iov, iovcnt, offset, cb, opaque);
+    qedi_io_op_writev(file, sim_submit, iov, iovcnt, offset, cb, opaque);
 }
 
 static void sim_flush(struct io_file *file, io_callback *cb, void *opaque)
 {
-    io_op_flush(file, sim_submit, cb, opaque);
+    qedi_io_op_flush(file, sim_submit, cb, opaque);
 }
 
 static void sim_fallocate(struct io_file *file, int mode, uint64_t offset,
                           uint64_t length, io_callback *cb, void *opaque)
 {
-    io_op_fallocate(file, sim_submit, mode, offset, length, cb, opaque);
+    qedi_io_op_fallocate(file, sim_submit, mode, offset, length, cb, opaque);
 }
 
 static bool handle_dead(const struct mhandle *h)
@@ -735,16 +735,16 @@ static int sim_open(const struct storage_driver *driver, qed_loop *loop,
 
     *out = NULL;
     if (fs->crashed)
-        return qed_fail(err, EIO, "%s (the simulated machine is down)",
+        return qedi_fail(err, EIO, "%s (the simulated machine is down)",
                         strerror(EIO));
     f = find_file(fs, path);
     if (!f && (io_flags & IO_OPEN_CREATE))
         f = new_file(fs, path);
     if (!f)
-        return qed_fail(err, ENOENT, "%s", strerror(ENOENT));
+        return qedi_fail(err, ENOENT, "%s", strerror(ENOENT));
     h = calloc(1, sizeof(*h));
     if (!h)
-        return qed_fail(err, ENOMEM, "out of memory");
+        return qedi_fail(err, ENOMEM, "out of memory");
     h->base.ops = &sim_file_ops;
     h->base.loop = loop;
     h->base.writable = (io_flags & IO_OPEN_WRITE) != 0;

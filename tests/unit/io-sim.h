@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* Simulated files for tests: an in-memory "file system" of named files that
- * images open through image_open() as a storage driver (storage.h), with
+ * images open through qedi_image_open() as a storage driver (storage.h), with
  * power-loss simulation and fault injection.
  *
  * Every operation completes asynchronously from the loop (a task of the loop),
@@ -51,7 +51,7 @@ int memfs_pread(struct memfs *fs, const char *name, void *buf, size_t len,
                 uint64_t off);
 bool memfs_exists(struct memfs *fs, const char *name);
 
-/* The storage driver for image_open() and storage_open(): files are looked
+/* The storage driver for qedi_image_open() and qedi_storage_open(): files are looked
  * up by the exact path given. */
 struct storage_driver memfs_opener(struct memfs *fs);
 

@@ -110,5 +110,5 @@ int support_template_open(struct memfs *fs, qed_loop *loop,
     };
     struct storage_driver opener = memfs_opener(fs);
 
-    return image_open("top.qed", &o, &opener, out, err);
+    return qedi_image_open("top.qed", &o, &opener, out, err);
 }

@@ -244,7 +244,7 @@ static bool closed_without_leaks(struct run *r, bool dirty_ok,
             return false;
         }
     }
-    if (image_open("top.qed", &ro, &opener, &img, &err) < 0) {
+    if (qedi_image_open("top.qed", &ro, &opener, &img, &err) < 0) {
         tap_diag("%s: open read-only: %s", r->v->name, err.message);
         return false;
     }

@@ -155,7 +155,7 @@ static void content_read(const char *path, const struct storage_driver *opener,
 
     ct->bytes = malloc(VSIZE);
     ct->readable = calloc(NCLUSTERS, sizeof(bool));
-    if (image_open(path, &o, opener, &img, &err) < 0)
+    if (qedi_image_open(path, &o, opener, &img, &err) < 0)
         img = NULL;
     content_read_image(img, ct);
     if (img)
@@ -1095,7 +1095,7 @@ static void test_read_error(void)
     make_std(path);
     set_host(path, 0, 0); /* a leak that must not be counted */
     if (!ok(memfs_load(fs, "io.qed", path) == 0 &&
-                image_open("io.qed", &o, &opener, &img, &err) == 0,
+                qedi_image_open("io.qed", &o, &opener, &img, &err) == 0,
             "I/O error: open from memory")) {
         memfs_free(fs);
         return;
@@ -1214,9 +1214,9 @@ static void crash_case(const char *name, bool (*make)(const char *path),
         memfs_set_volatile(fs, true);
         if (on_open) {
             memfs_crash_at(fs, cut, runs * 7919 + 1);
-            ret = image_open("m.qed", &rw, &opener, &img, &err);
+            ret = qedi_image_open("m.qed", &rw, &opener, &img, &err);
         } else {
-            ret = image_open("m.qed", &nocheck, &opener, &img, &err);
+            ret = qedi_image_open("m.qed", &nocheck, &opener, &img, &err);
             memfs_crash_at(fs, cut, runs * 7919 + 1);
             if (ret == 0)
                 ret = qed_check(img, QED_CHECK_REPAIR_ALL, &r, &err);
@@ -1243,7 +1243,7 @@ static void crash_case(const char *name, bool (*make)(const char *path),
         dirty = memfs_features(fs, "m.qed") & QED_F_NEED_CHECK;
         same = memfs_same_as(fs, "m.qed", original, original_len);
         img = NULL;
-        ret = image_open("m.qed", &rw, &opener, &img, &err);
+        ret = qedi_image_open("m.qed", &rw, &opener, &img, &err);
         if (ret == 0)
             ret = qed_check(img, 0, &r, &err);
         clean = ret == 0 && !r.corruptions && !r.leaks && !r.check_errors;

@@ -19,7 +19,7 @@ static qed_image *open_mem(struct memfs *fs, unsigned flags, qed_error *err)
     struct storage_driver opener = memfs_opener(fs);
     struct qed_open_options o = { .flags = flags };
     qed_image *img = NULL;
-    if (image_open("c.qed", &o, &opener, &img, err) < 0)
+    if (qedi_image_open("c.qed", &o, &opener, &img, err) < 0)
         return NULL;
     return img;
 }

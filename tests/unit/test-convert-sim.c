@@ -57,7 +57,7 @@ static int open_source(struct memfs *fs, qed_loop *loop, qed_image **img,
     struct qed_open_options o = { .format = QED_FORMAT_RAW, .loop = loop };
     struct storage_driver opener = memfs_opener(fs);
 
-    return image_open("src.raw", &o, &opener, img, err);
+    return qedi_image_open("src.raw", &o, &opener, img, err);
 }
 
 /* Does the QED image at path read as data? */

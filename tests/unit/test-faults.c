@@ -443,7 +443,7 @@ static void check_closed(struct run *r)
     int ret;
 
     snprintf(r->where, sizeof(r->where), "read-only check after the close");
-    ret = image_open("top.qed", &o, &opener, &img, &err);
+    ret = qedi_image_open("top.qed", &o, &opener, &img, &err);
     if (ret < 0) {
         failure(r, "open read-only failed: %s", err.message);
         return;
@@ -676,7 +676,7 @@ static int sim_fallocate(qed_loop *loop, struct io_file *f, int mode,
                          uint64_t off, uint64_t len)
 {
     struct cb_state st = { 0 };
-    io_fallocate(f, mode, off, len, cb_done, &st);
+    qedi_io_fallocate(f, mode, off, len, cb_done, &st);
     return run_until(loop, &st);
 }
 
@@ -696,26 +696,26 @@ static void memfs_selftest(qed_loop *loop)
     memset(a, 0xaa, sizeof(a));
     memset(b, 0xbb, sizeof(b));
     ok(fs && memfs_add(fs, "f", a, 4096) == 0 &&
-       storage_open(&o, loop, "f", IO_OPEN_WRITE, &f, &err) == 0,
+       qedi_storage_open(&o, loop, "f", IO_OPEN_WRITE, &f, &err) == 0,
        "memfs: a file added and opened");
-    ok(storage_open(&o, loop, "nothere", 0, &g, &err) == -ENOENT &&
+    ok(qedi_storage_open(&o, loop, "nothere", 0, &g, &err) == -ENOENT &&
        err.code == ENOENT, "memfs: a missing file does not open (ENOENT)");
-    io_pwrite(f, b, 4096, 4096, cb_done, &st);
+    qedi_io_pwrite(f, b, 4096, 4096, cb_done, &st);
     ok(!st.done, "memfs: completions never arrive inside submit");
     ok(run_until(loop, &st) == 0 && f->ops->get_size(f, &size) == 0 &&
        size == 8192, "memfs: a write past the end extends the file");
     memset(got, 0x11, sizeof(got));
-    ok(io_pread_sync(f, got, 12288, 0) == 0 && memcmp(got, a, 4096) == 0 &&
+    ok(qedi_io_pread_sync(f, got, 12288, 0) == 0 && memcmp(got, a, 4096) == 0 &&
        memcmp(got + 4096, b, 4096) == 0 &&
        support_first_nonzero(got + 8192, 4096) == 4096,
        "memfs: reads see the data, zeros past the end (short read)");
     ok(sim_fallocate(loop, f, 0, 0, 65536) == 0 &&
        f->ops->get_size(f, &size) == 0 && size == 65536 &&
-       io_pread_sync(f, got, 4096, 0) == 0 && memcmp(got, a, 4096) == 0,
+       qedi_io_pread_sync(f, got, 4096, 0) == 0 && memcmp(got, a, 4096) == 0,
        "memfs: fallocate mode 0 extends and keeps the data");
     ok(sim_fallocate(loop, f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                      1024, 4096) == 0 &&
-       io_pread_sync(f, got, 8192, 0) == 0 && got[1023] == 0xaa &&
+       qedi_io_pread_sync(f, got, 8192, 0) == 0 && got[1023] == 0xaa &&
        support_first_nonzero(got + 1024, 4096) == 4096 && got[5120] == 0xbb &&
        f->ops->get_size(f, &size) == 0 && size == 65536,
        "memfs: punching a hole zeros the range and keeps the size");
@@ -723,28 +723,28 @@ static void memfs_selftest(qed_loop *loop)
            -EOPNOTSUPP,
        "memfs: other fallocate modes fail with EOPNOTSUPP");
     memfs_set_max_file_size(fs, 1 * MiB);
-    ok(io_pwrite_sync(f, b, 4096, MiB - 2048) == -ENOSPC &&
+    ok(qedi_io_pwrite_sync(f, b, 4096, MiB - 2048) == -ENOSPC &&
        f->ops->truncate(f, 2 * MiB) == -ENOSPC,
        "memfs: growing past the size limit fails with ENOSPC");
     memfs_fail_nth(fs, 2, EIO);
-    ok(io_pread_sync(f, got, 512, 0) == 0 &&
-       io_pwrite_sync(f, b, 512, 0) == -EIO &&
-       io_pread_sync(f, got, 512, 0) == 0 && got[0] == 0xaa &&
+    ok(qedi_io_pread_sync(f, got, 512, 0) == 0 &&
+       qedi_io_pwrite_sync(f, b, 512, 0) == -EIO &&
+       qedi_io_pread_sync(f, got, 512, 0) == 0 && got[0] == 0xaa &&
        memfs_faults_fired(fs) == 1,
        "memfs: the 2nd operation fails as asked, changes nothing, and the "
        "next works");
 
     /* Power loss: what was synced stays; the rest lands in part or not. */
     memfs_set_volatile(fs, true);
-    ok(io_pwrite_sync(f, a, 8192, 16384) == 0 && io_sync_sync(f) == 0 &&
-       io_pwrite_sync(f, b, 8192, 16384) == 0 &&
-       io_pread_sync(f, got, 8192, 16384) == 0 && memcmp(got, b, 8192) == 0,
+    ok(qedi_io_pwrite_sync(f, a, 8192, 16384) == 0 && qedi_io_sync_sync(f) == 0 &&
+       qedi_io_pwrite_sync(f, b, 8192, 16384) == 0 &&
+       qedi_io_pread_sync(f, got, 8192, 16384) == 0 && memcmp(got, b, 8192) == 0,
        "memfs: volatile writes are seen at once");
     memfs_crash(fs, 42);
-    ok(memfs_crashed(fs) && io_pread_sync(f, got, 512, 0) == -EIO &&
-       io_sync_sync(f) == -EIO && f->ops->truncate(f, 0) == -EIO,
+    ok(memfs_crashed(fs) && qedi_io_pread_sync(f, got, 512, 0) == -EIO &&
+       qedi_io_sync_sync(f) == -EIO && f->ops->truncate(f, 0) == -EIO,
        "memfs: after a crash every operation of an old file fails with EIO");
-    ok(storage_open(&o, loop, "f", 0, &g, &err) == -EIO,
+    ok(qedi_storage_open(&o, loop, "f", 0, &g, &err) == -EIO,
        "memfs: nothing opens until the next boot");
     memfs_revive(fs);
     ok(memfs_get(fs, "f", &data, &len) == 0 && len == 65536,
@@ -759,12 +759,12 @@ static void memfs_selftest(qed_loop *loop)
     ok(a_whole && b_none_or_sectors, "memfs: synced data survives; the "
        "unsynced write lands whole, torn in 512-byte sectors, or not");
     free(data);
-    io_file_close(f);
+    qedi_io_file_close(f);
     f = NULL;
-    ok(storage_open(&o, loop, "f", IO_OPEN_WRITE, &f, &err) == 0 &&
-       io_pread_sync(f, got, 512, 16384) == 0,
+    ok(qedi_storage_open(&o, loop, "f", IO_OPEN_WRITE, &f, &err) == 0 &&
+       qedi_io_pread_sync(f, got, 512, 16384) == 0,
        "memfs: opens work again after the reboot");
-    io_file_close(f);
+    qedi_io_file_close(f);
     memfs_free(fs);
 }
 

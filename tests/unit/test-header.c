@@ -39,7 +39,7 @@ static void check_accepted(const struct qed_header *h, uint64_t file_size,
                            const char *what)
 {
     qed_error err = { 0 };
-    int ret = header_validate(h, file_size, &err);
+    int ret = qedi_header_validate(h, file_size, &err);
 
     if (!ok(ret == 0 && err.code == 0, "accepted: %s", what))
         tap_diag("ret %d, message: %s", ret, err.message);
@@ -50,7 +50,7 @@ static void check_rejected(const struct qed_header *h, uint64_t file_size,
                            int code, const char *substr, const char *what)
 {
     qed_error err = { 0 };
-    int ret = header_validate(h, file_size, &err);
+    int ret = qedi_header_validate(h, file_size, &err);
 
     is_u64(ret, (uint64_t)-code, "rejected with -%d: %s", code, what);
     is_u64(err.code, code, "err.code is %d: %s", code, what);
@@ -63,7 +63,7 @@ static void check_message(const struct qed_header *h, uint64_t file_size,
 {
     qed_error err = { 0 };
 
-    header_validate(h, file_size, &err);
+    qedi_header_validate(h, file_size, &err);
     is_str(err.message, want, "exact message: %s", what);
 }
 
@@ -100,7 +100,7 @@ static void test_encode_layout(void)
     uint8_t buf[QED_HEADER_BYTES + 8];
 
     memset(buf, 0xee, sizeof(buf));
-    header_encode(&h, buf);
+    qedi_header_encode(&h, buf);
     ok(memcmp(buf, "QED\0", 4) == 0, "magic is stored as the bytes 'QED\\0'");
     is_u64(load_le32(buf + 0), QED_MAGIC, "magic at byte 0");
     is_u64(load_le32(buf + 4), h.cluster_size, "cluster_size at byte 4");
@@ -132,7 +132,7 @@ static void test_decode_layout(void)
 
     for (unsigned i = 0; i < sizeof(buf); i++)
         buf[i] = (uint8_t)i;
-    header_decode(buf, &h);
+    qedi_header_decode(buf, &h);
     is_u64(h.magic, 0x03020100, "decode magic from bytes 0-3");
     is_u64(h.cluster_size, 0x07060504, "decode cluster_size from bytes 4-7");
     is_u64(h.table_size, 0x0b0a0908, "decode table_size from bytes 8-11");
@@ -159,24 +159,24 @@ static void test_round_trip(void)
     struct qed_header ones, ones_out;
     uint8_t buf[QED_HEADER_BYTES], buf2[QED_HEADER_BYTES];
 
-    header_encode(&in, buf);
+    qedi_header_encode(&in, buf);
     memset(&out, 0, sizeof(out));
-    header_decode(buf, &out);
+    qedi_header_decode(buf, &out);
     ok(memcmp(&in, &out, sizeof(in)) == 0,
        "decode(encode(h)) == h for distinct field values");
-    header_encode(&out, buf2);
+    qedi_header_encode(&out, buf2);
     ok(memcmp(buf, buf2, sizeof(buf)) == 0,
        "encode(decode(bytes)) == bytes");
 
     memset(&ones, 0xff, sizeof(ones));
-    header_encode(&ones, buf);
-    header_decode(buf, &ones_out);
+    qedi_header_encode(&ones, buf);
+    qedi_header_decode(buf, &ones_out);
     ok(memcmp(&ones, &ones_out, sizeof(ones)) == 0,
        "round trip with every field all ones");
 
     in = good_header(65536, 4);
-    header_encode(&in, buf);
-    header_decode(buf, &out);
+    qedi_header_encode(&in, buf);
+    qedi_header_decode(buf, &out);
     ok(memcmp(&in, &out, sizeof(in)) == 0, "round trip of a valid header");
     check_accepted(&out, file_end(&out), "decoded valid header");
 }
@@ -209,11 +209,11 @@ static void test_size_predicates(void)
     };
 
     for (size_t i = 0; i < QED_ARRAY_SIZE(cluster); i++)
-        ok(header_cluster_size_valid(cluster[i].size) == cluster[i].valid,
+        ok(qedi_header_cluster_size_valid(cluster[i].size) == cluster[i].valid,
            "cluster size %" PRIu64 " is %s", cluster[i].size,
            cluster[i].valid ? "valid" : "invalid");
     for (size_t i = 0; i < QED_ARRAY_SIZE(table); i++)
-        ok(header_table_size_valid(table[i].size) == table[i].valid,
+        ok(qedi_header_table_size_valid(table[i].size) == table[i].valid,
            "table size %" PRIu64 " is %s", table[i].size,
            table[i].valid ? "valid" : "invalid");
 }
@@ -239,7 +239,7 @@ static void test_max_image_size(void)
     for (size_t c = 0; c < QED_ARRAY_SIZE(valid_cluster_sizes); c++) {
         for (size_t t = 0; t < QED_ARRAY_SIZE(valid_table_sizes); t++) {
             uint32_t cs = valid_cluster_sizes[c], ts = valid_table_sizes[t];
-            uint64_t got = header_max_image_size(cs, ts);
+            uint64_t got = qedi_header_max_image_size(cs, ts);
 
             ok(got != 0, "max image size nonzero for cluster %u table %u",
                cs, ts);
@@ -247,29 +247,29 @@ static void test_max_image_size(void)
                    "max image size for cluster %u table %u", cs, ts);
         }
     }
-    is_u64(header_max_image_size(65536, 4), UINT64_C(1) << 46,
+    is_u64(qedi_header_max_image_size(65536, 4), UINT64_C(1) << 46,
            "64 KiB clusters, 4-cluster tables: 64 TiB (2^46)");
-    is_u64(header_max_image_size(65536, 4), 64 * TiB,
+    is_u64(qedi_header_max_image_size(65536, 4), 64 * TiB,
            "64 KiB / 4 is 64 TiB");
-    is_u64(header_max_image_size(4096, 1), GiB,
+    is_u64(qedi_header_max_image_size(4096, 1), GiB,
            "4 KiB clusters, 1-cluster tables: 1 GiB (2^30), the smallest");
-    is_u64(header_max_image_size(4096, 16), UINT64_C(1) << 38,
+    is_u64(qedi_header_max_image_size(4096, 16), UINT64_C(1) << 38,
            "4 KiB / 16: 2^38");
-    is_u64(header_max_image_size(65536, 1), UINT64_C(1) << 42,
+    is_u64(qedi_header_max_image_size(65536, 1), UINT64_C(1) << 42,
            "64 KiB / 1: 2^42");
-    is_u64(header_max_image_size(8 * MiB, 1), UINT64_C(1) << 63,
+    is_u64(qedi_header_max_image_size(8 * MiB, 1), UINT64_C(1) << 63,
            "8 MiB / 1: 2^63, the largest that does not saturate");
-    is_u64(header_max_image_size(8 * MiB, 2), UINT64_MAX,
+    is_u64(qedi_header_max_image_size(8 * MiB, 2), UINT64_MAX,
            "8 MiB / 2 (2^65) saturates");
-    is_u64(header_max_image_size(16 * MiB, 1), UINT64_MAX,
+    is_u64(qedi_header_max_image_size(16 * MiB, 1), UINT64_MAX,
            "16 MiB / 1 (2^66) saturates, QEMU's 32-bit sum wraps to 0");
-    is_u64(header_max_image_size(16 * MiB, 16), UINT64_MAX,
+    is_u64(qedi_header_max_image_size(16 * MiB, 16), UINT64_MAX,
            "16 MiB / 16 saturates instead of wrapping");
-    is_u64(header_max_image_size(64 * MiB, 16), UINT64_MAX,
+    is_u64(qedi_header_max_image_size(64 * MiB, 16), UINT64_MAX,
            "64 MiB / 16 (2^80) saturates");
 }
 
-/* ---- header_validate: magic and features ---------------------------------- */
+/* ---- qedi_header_validate: magic and features ---------------------------------- */
 
 static void test_magic(void)
 {
@@ -333,7 +333,7 @@ static void test_features(void)
                    "unknown autoclear features are left to the opener");
 }
 
-/* ---- header_validate: geometry -------------------------------------------- */
+/* ---- qedi_header_validate: geometry -------------------------------------------- */
 
 static void test_cluster_size(void)
 {
@@ -562,7 +562,7 @@ static void test_l1_table(void)
                    "L1 offset is checked before the backing name");
 }
 
-/* ---- header_validate: backing name placement ------------------------------- */
+/* ---- qedi_header_validate: backing name placement ------------------------------- */
 
 static struct qed_header backing_header(uint32_t offset, uint32_t size)
 {
@@ -636,18 +636,18 @@ static void test_null_error(void)
 {
     struct qed_header h = good_header(65536, 4);
 
-    is_u64(header_validate(&h, file_end(&h), NULL), 0,
+    is_u64(qedi_header_validate(&h, file_end(&h), NULL), 0,
            "valid header without an error object");
     h.features = 0x100;
-    is_u64(header_validate(&h, file_end(&h), NULL), (uint64_t)-ENOTSUP,
+    is_u64(qedi_header_validate(&h, file_end(&h), NULL), (uint64_t)-ENOTSUP,
            "unknown feature without an error object");
     h.features = 0;
     h.table_size = 3;
-    is_u64(header_validate(&h, file_end(&h), NULL), (uint64_t)-EINVAL,
+    is_u64(qedi_header_validate(&h, file_end(&h), NULL), (uint64_t)-EINVAL,
            "bad table size without an error object");
 }
 
-/* ---- header_backing_name --------------------------------------------------- */
+/* ---- qedi_header_backing_name --------------------------------------------------- */
 
 static void test_backing_name(void)
 {
@@ -660,34 +660,34 @@ static void test_backing_name(void)
     memset(buf, 'x', sizeof(buf));
     memcpy(buf + 64, "base.qcow2", 10);
 
-    ret = header_backing_name(&h, buf, sizeof(buf), out, sizeof(out), &err);
+    ret = qedi_header_backing_name(&h, buf, sizeof(buf), out, sizeof(out), &err);
     is_u64(ret, 0, "backing name read");
     is_str(out, "base.qcow2", "backing name copied and NUL-terminated");
 
     memset(out, '?', sizeof(out));
-    ret = header_backing_name(&h, buf, 74, out, 11, &err);
+    ret = qedi_header_backing_name(&h, buf, 74, out, 11, &err);
     is_u64(ret, 0, "buffer ending exactly at the name, output of size+1");
     is_str(out, "base.qcow2", "name read at both exact limits");
 
     err.code = 0;
-    ret = header_backing_name(&h, buf, 73, out, sizeof(out), &err);
+    ret = qedi_header_backing_name(&h, buf, 73, out, sizeof(out), &err);
     is_u64(ret, (uint64_t)-EINVAL, "buffer one byte short of the name");
     is_u64(err.code, EINVAL, "short buffer sets EINVAL");
     has_substr(err.message, "73", "short buffer message gives its length");
 
-    ret = header_backing_name(&h, buf, 10, out, sizeof(out), &err);
+    ret = qedi_header_backing_name(&h, buf, 10, out, sizeof(out), &err);
     is_u64(ret, (uint64_t)-EINVAL, "buffer ending before the name starts");
 
     err.code = 0;
-    ret = header_backing_name(&h, buf, sizeof(buf), out, 10, &err);
+    ret = qedi_header_backing_name(&h, buf, sizeof(buf), out, 10, &err);
     is_u64(ret, (uint64_t)-EINVAL, "output without room for the NUL");
     is_u64(err.code, EINVAL, "small output sets EINVAL");
-    ret = header_backing_name(&h, buf, sizeof(buf), out, 0, &err);
+    ret = qedi_header_backing_name(&h, buf, sizeof(buf), out, 0, &err);
     is_u64(ret, (uint64_t)-EINVAL, "output of size 0");
 
     buf[68] = '\0';
     err.code = 0;
-    ret = header_backing_name(&h, buf, sizeof(buf), out, sizeof(out), &err);
+    ret = qedi_header_backing_name(&h, buf, sizeof(buf), out, sizeof(out), &err);
     is_u64(ret, (uint64_t)-EINVAL, "NUL inside the name is rejected");
     is_u64(err.code, EINVAL, "NUL inside the name sets EINVAL");
     has_substr(err.message, "NUL", "message names the NUL byte");
@@ -695,40 +695,40 @@ static void test_backing_name(void)
     buf[68] = '.';
 
     buf[73] = '\0';
-    ret = header_backing_name(&h, buf, sizeof(buf), out, sizeof(out), &err);
+    ret = qedi_header_backing_name(&h, buf, sizeof(buf), out, sizeof(out), &err);
     is_u64(ret, (uint64_t)-EINVAL, "NUL as the last name byte is rejected");
     buf[73] = '2';
     buf[74] = '\0';
-    ret = header_backing_name(&h, buf, sizeof(buf), out, sizeof(out), &err);
+    ret = qedi_header_backing_name(&h, buf, sizeof(buf), out, sizeof(out), &err);
     is_u64(ret, 0, "NUL right after the name is not part of it");
     buf[74] = 'x';
 
     buf[64] = 0xc3;
     buf[65] = 0xa9;
-    ret = header_backing_name(&h, buf, sizeof(buf), out, sizeof(out), &err);
+    ret = qedi_header_backing_name(&h, buf, sizeof(buf), out, sizeof(out), &err);
     ok(ret == 0 && (uint8_t)out[0] == 0xc3 && (uint8_t)out[1] == 0xa9,
        "non-ASCII name bytes copied verbatim");
     memcpy(buf + 64, "ba", 2);
 
     h = backing_header(64, QED_MAX_BACKING_NAME);
     memset(buf + 64, 'n', QED_MAX_BACKING_NAME);
-    ret = header_backing_name(&h, buf, sizeof(buf), out, sizeof(out), &err);
+    ret = qedi_header_backing_name(&h, buf, sizeof(buf), out, sizeof(out), &err);
     is_u64(ret, 0, "4095-byte name read");
     is_u64(strlen(out), QED_MAX_BACKING_NAME, "4095-byte name length");
 
     h = backing_header(64, 10);
     h.features = 0;
     out[0] = 'z';
-    ret = header_backing_name(&h, buf, sizeof(buf), out, sizeof(out), &err);
+    ret = qedi_header_backing_name(&h, buf, sizeof(buf), out, sizeof(out), &err);
     is_u64(ret, 0, "no BACKING_FILE feature: succeeds");
     is_str(out, "", "no BACKING_FILE feature: empty name");
 
     h = backing_header(64, 10);
-    ret = header_backing_name(&h, buf, 10, out, sizeof(out), NULL);
+    ret = qedi_header_backing_name(&h, buf, 10, out, sizeof(out), NULL);
     is_u64(ret, (uint64_t)-EINVAL, "short buffer without an error object");
 }
 
-/* ---- header_init_new ------------------------------------------------------- */
+/* ---- qedi_header_init_new ------------------------------------------------------- */
 
 static void test_init_new_layout(void)
 {
@@ -737,7 +737,7 @@ static void test_init_new_layout(void)
     int ret;
 
     memset(&h, 0xaa, sizeof(h));
-    ret = header_init_new(&h, 10 * GiB, 65536, 4, 0, false, &err);
+    ret = qedi_header_init_new(&h, 10 * GiB, 65536, 4, 0, false, &err);
     is_u64(ret, 0, "new 10 GiB image, default geometry");
     is_u64(h.magic, QED_MAGIC, "new: magic");
     is_u64(h.cluster_size, 65536, "new: cluster size");
@@ -752,18 +752,18 @@ static void test_init_new_layout(void)
     is_u64(h.backing_filename_size, 0, "new without backing: size 0");
     check_accepted(&h, file_end(&h), "new header validates");
 
-    ret = header_init_new(&h, 0, 65536, 4, 0, true, &err);
+    ret = qedi_header_init_new(&h, 0, 65536, 4, 0, true, &err);
     is_u64(ret, 0, "new image of size 0");
     is_u64(h.features, 0, "NO_PROBE without a backing name sets nothing");
 
-    ret = header_init_new(&h, GiB, 65536, 4, 10, false, &err);
+    ret = qedi_header_init_new(&h, GiB, 65536, 4, 10, false, &err);
     is_u64(ret, 0, "new image with a backing name");
     is_u64(h.features, QED_F_BACKING_FILE, "backing name sets BACKING_FILE");
     is_u64(h.backing_filename_offset, 64, "backing name at byte 64");
     is_u64(h.backing_filename_size, 10, "backing name size stored");
     check_accepted(&h, file_end(&h), "new header with backing validates");
 
-    ret = header_init_new(&h, GiB, 65536, 4, 10, true, &err);
+    ret = qedi_header_init_new(&h, GiB, 65536, 4, 10, true, &err);
     is_u64(ret, 0, "new image with a raw backing file");
     is_u64(h.features, QED_F_BACKING_FILE | QED_F_BACKING_FORMAT_NO_PROBE,
            "raw backing sets BACKING_FILE | NO_PROBE");
@@ -780,7 +780,7 @@ static void init_new_fails(uint64_t size, uint32_t cs, uint32_t ts,
 
     memset(&h, 0x5a, sizeof(h));
     before = h;
-    ret = header_init_new(&h, size, cs, ts, name_len, false, &err);
+    ret = qedi_header_init_new(&h, size, cs, ts, name_len, false, &err);
     is_u64(ret, (uint64_t)-EINVAL, "new image refused: %s", what);
     is_u64(err.code, EINVAL, "err.code EINVAL: %s", what);
     is_str(err.message, want, "message: %s", what);
@@ -792,7 +792,7 @@ static void init_new_succeeds(uint64_t size, uint32_t cs, uint32_t ts,
 {
     struct qed_header h;
     qed_error err = { 0 };
-    int ret = header_init_new(&h, size, cs, ts, name_len, false, &err);
+    int ret = qedi_header_init_new(&h, size, cs, ts, name_len, false, &err);
 
     if (!ok(ret == 0, "new image accepted: %s", what))
         tap_diag("message: %s", err.message);
@@ -876,7 +876,7 @@ static void test_init_new_round_trip(void)
     for (size_t c = 0; c < QED_ARRAY_SIZE(valid_cluster_sizes); c++) {
         for (size_t t = 0; t < QED_ARRAY_SIZE(valid_table_sizes); t++) {
             uint32_t cs = valid_cluster_sizes[c], ts = valid_table_sizes[t];
-            uint64_t max = QED_MIN(header_max_image_size(cs, ts),
+            uint64_t max = QED_MIN(qedi_header_max_image_size(cs, ts),
                                    QED_MAX_VIRTUAL_SIZE);
             uint8_t buf[4096] = { 0 };
             struct qed_header h, back;
@@ -885,19 +885,19 @@ static void test_init_new_round_trip(void)
             int ret;
 
             count++;
-            ret = header_init_new(&h, max & ~UINT64_C(511), cs, ts, len,
+            ret = qedi_header_init_new(&h, max & ~UINT64_C(511), cs, ts, len,
                                   true, &err);
             if (ret != 0) {
                 failures++;
                 tap_diag("cluster %u table %u: %s", cs, ts, err.message);
                 continue;
             }
-            header_encode(&h, buf);
+            qedi_header_encode(&h, buf);
             memcpy(buf + h.backing_filename_offset, name, len);
-            header_decode(buf, &back);
-            ret = header_validate(&back, file_end(&back), &err);
+            qedi_header_decode(buf, &back);
+            ret = qedi_header_validate(&back, file_end(&back), &err);
             if (ret == 0)
-                ret = header_backing_name(&back, buf, sizeof(buf), out,
+                ret = qedi_header_backing_name(&back, buf, sizeof(buf), out,
                                           sizeof(out), &err);
             if (ret != 0 || strcmp(out, name) != 0 ||
                 memcmp(&h, &back, sizeof(h)) != 0) {

@@ -35,15 +35,15 @@ static void put_table(bool broken)
     struct l2cache *cache;
     struct table *t;
 
-    if (l2cache_new(1u << 20, 65536, &cache) < 0)
+    if (qedi_l2cache_new(1u << 20, 65536, &cache) < 0)
         _exit(2);
-    t = l2cache_insert(cache, 1u << 20, true);
+    t = qedi_l2cache_insert(cache, 1u << 20, true);
     if (!t)
         _exit(2);
-    l2cache_put(cache, t);
+    qedi_l2cache_put(cache, t);
     if (broken)
-        l2cache_put(cache, t);
-    l2cache_free(cache);
+        qedi_l2cache_put(cache, t);
+    qedi_l2cache_free(cache);
 }
 
 int main(void)

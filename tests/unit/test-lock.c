@@ -465,22 +465,22 @@ static void test_upgrade(const struct env *e)
 
     if (!ok(fd >= 0, "descriptor for the in-place changes"))
         return;
-    io_lock_role(false, false, &reader);
-    io_lock_role(true, false, &writer);
-    ret = io_lock_change(fd, e->other, &have, &reader, &err);
+    qedi_io_lock_role(false, false, &reader);
+    qedi_io_lock_role(true, false, &writer);
+    ret = qedi_io_lock_change(fd, e->other, &have, &reader, &err);
     ok(ret == 0 && have.held == reader.held &&
        have.unshared == reader.unshared, "a descriptor takes the reader "
        "locks");
-    ret = io_lock_change(fd, e->other, &have, &writer, &err);
+    ret = qedi_io_lock_change(fd, e->other, &have, &writer, &err);
     ok(ret == 0, "... and is upgraded to a writer's");
     locks_are(e->other, "100 101 103 201 203",
                "... holding the writer bytes");
-    ret = io_lock_change(fd, e->other, &have, &reader, &err);
+    ret = qedi_io_lock_change(fd, e->other, &have, &reader, &err);
     ok(ret == 0 && have.held == reader.held, "... and downgraded again");
     locks_are(e->other, "100 201 203",
                "... holding the reader bytes");
     if (hold(&h, e->other, 0, "the file read-only (for the upgrade)")) {
-        ret = io_lock_change(fd, e->other, &have, &writer, &err);
+        ret = qedi_io_lock_change(fd, e->other, &have, &writer, &err);
         ok(ret == -EAGAIN && have.held == reader.held &&
            have.unshared == reader.unshared,
            "an upgrade another reader conflicts with is refused and the "
@@ -519,19 +519,19 @@ static void test_unsupported(const struct env *e)
         { EIO, "EIO" },
     };
     struct qed_open_options o = { 0 };
-    io_lock_fcntl_fn *saved = qed_io_lock_fcntl;
+    io_lock_fcntl_fn *saved = qedi_io_lock_fcntl;
     qed_image *img = NULL;
     qed_error err = { 0 };
     int ret;
 
     for (size_t i = 0; i < sizeof(unsupported) / sizeof(*unsupported); i++)
-        ok(io_lock_unsupported(unsupported[i].code), "%s means no OFD locks",
+        ok(qedi_io_lock_unsupported(unsupported[i].code), "%s means no OFD locks",
            unsupported[i].name);
     for (size_t i = 0; i < sizeof(other) / sizeof(*other); i++)
-        ok(!io_lock_unsupported(other[i].code), "%s is not a missing-lock "
+        ok(!qedi_io_lock_unsupported(other[i].code), "%s is not a missing-lock "
            "answer", other[i].name);
 
-    qed_io_lock_fcntl = failing_fcntl;
+    qedi_io_lock_fcntl = failing_fcntl;
     fake_errno = ENOLCK;
     ret = qed_open(e->top, &o, &img, &err);
     if (ok(ret == 0, "AUTO opens where the file system has no OFD locks")) {
@@ -557,7 +557,7 @@ static void test_unsupported(const struct env *e)
     ok(ret == 0 && fake_calls == 0 && !qed_warnings(img),
        "OFF opens without asking for locks, and without a warning");
     qed_close(img, NULL);
-    qed_io_lock_fcntl = saved;
+    qedi_io_lock_fcntl = saved;
     o.locking = QED_LOCK_AUTO;
     ret = qed_open(e->top, &o, &img, &err);
     ok(ret == 0 && !qed_warnings(img), "with OFD locks, no warning");

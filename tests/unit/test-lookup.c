@@ -41,7 +41,7 @@ static void fake_init(struct fake *f, uint32_t cluster_size,
     s->table_bits = log2_u64(s->table_entries);
     s->header_bytes = (uint64_t)header_size * cluster_size;
     s->file_end = file_end;
-    f->img.driver = &qed_format_driver;
+    f->img.driver = &qedi_qed_format_driver;
     f->img.driver_state = s;
     f->img.size = s->header.image_size;
     if (with_table) {
@@ -78,14 +78,14 @@ static void check_extent(struct fake *f, bool with_l2, uint64_t pos,
 {
     struct extent ext = { .kind = 99, .length = 12345, .host = 777 };
 
-    lookup_extent(&f->img, with_l2 ? &f->t : NULL, pos, max_len, &ext);
+    qedi_lookup_extent(&f->img, with_l2 ? &f->t : NULL, pos, max_len, &ext);
     is_str(kind_name(ext.kind), kind_name(kind), "%s: kind", what);
     is_u64(ext.length, length, "%s: length", what);
     if (kind == EXTENT_DATA)
         is_u64(ext.host, host, "%s: host offset", what);
 }
 
-/* ---- lookup_extent ------------------------------------------------------- */
+/* ---- qedi_lookup_extent ------------------------------------------------------- */
 
 static void test_extent_runs(void)
 {
@@ -99,17 +99,17 @@ static void test_extent_runs(void)
     t = f.t.bytes;
     /* 0-2 unallocated, 3-4 zero, 5-7 data contiguous, 8-9 data elsewhere,
      * 10 data before them, 11-508 unallocated, 509 zero, 510-511 data. */
-    table_set_entry(t, 3, 1);
-    table_set_entry(t, 4, 1);
-    table_set_entry(t, 5, H);
-    table_set_entry(t, 6, H + cs);
-    table_set_entry(t, 7, H + 2 * cs);
-    table_set_entry(t, 8, H + 10 * cs);
-    table_set_entry(t, 9, H + 11 * cs);
-    table_set_entry(t, 10, H + 3 * cs);
-    table_set_entry(t, 509, 1);
-    table_set_entry(t, 510, H + 20 * cs);
-    table_set_entry(t, 511, H + 21 * cs);
+    qedi_table_set_entry(t, 3, 1);
+    qedi_table_set_entry(t, 4, 1);
+    qedi_table_set_entry(t, 5, H);
+    qedi_table_set_entry(t, 6, H + cs);
+    qedi_table_set_entry(t, 7, H + 2 * cs);
+    qedi_table_set_entry(t, 8, H + 10 * cs);
+    qedi_table_set_entry(t, 9, H + 11 * cs);
+    qedi_table_set_entry(t, 10, H + 3 * cs);
+    qedi_table_set_entry(t, 509, 1);
+    qedi_table_set_entry(t, 510, H + 20 * cs);
+    qedi_table_set_entry(t, 511, H + 21 * cs);
 
     is_u64(f.s.table_entries, 512, "4k clusters, table_size 1: 512 entries");
     check_extent(&f, true, 0, UINT64_MAX, EXTENT_UNALLOCATED, 3 * cs, 0,
@@ -191,9 +191,9 @@ static void test_extent_runs_64k(void)
     is_u64(f.s.table_entries, entries, "64k clusters, table_size 4: entries");
     /* Everything zero from 100 to the end; a data run at the very end. */
     for (uint64_t i = 100; i < entries - 2; i++)
-        table_set_entry(t, i, 1);
-    table_set_entry(t, entries - 2, 4 * GiB);
-    table_set_entry(t, entries - 1, 4 * GiB + cs);
+        qedi_table_set_entry(t, i, 1);
+    qedi_table_set_entry(t, entries - 2, 4 * GiB);
+    qedi_table_set_entry(t, entries - 1, 4 * GiB + cs);
     check_extent(&f, true, 0, UINT64_MAX, EXTENT_UNALLOCATED, 100 * cs, 0,
                  "64k: unallocated head");
     check_extent(&f, true, 100 * cs, UINT64_MAX, EXTENT_ZERO,
@@ -216,9 +216,9 @@ static void test_extent_kinds(void)
     struct fake f;
 
     fake_init(&f, 4096, 1, 1, 64 * KiB, true);
-    table_set_entry(f.t.bytes, 0, 8192);
-    table_set_entry(f.t.bytes, 1, 1);
-    table_set_entry(f.t.bytes, 2, 12288);
+    qedi_table_set_entry(f.t.bytes, 0, 8192);
+    qedi_table_set_entry(f.t.bytes, 1, 1);
+    qedi_table_set_entry(f.t.bytes, 2, 12288);
     check_extent(&f, true, 0, UINT64_MAX, EXTENT_DATA, 4096, 8192,
                  "data entry followed by a zero entry: one cluster");
     check_extent(&f, true, 4096, UINT64_MAX, EXTENT_ZERO, 4096, 0,
@@ -228,13 +228,13 @@ static void test_extent_kinds(void)
     fake_free(&f);
 }
 
-/* ---- lookup_validate_extent --------------------------------------------- */
+/* ---- qedi_lookup_validate_extent --------------------------------------------- */
 
 static int validate_at(struct fake *f, uint64_t pos, qed_error *err)
 {
     struct extent ext;
-    lookup_extent(&f->img, &f->t, pos, UINT64_MAX, &ext);
-    return lookup_validate_extent(&f->img, lookup_l1_index(&f->img, pos), pos,
+    qedi_lookup_extent(&f->img, &f->t, pos, UINT64_MAX, &ext);
+    return qedi_lookup_validate_extent(&f->img, qedi_lookup_l1_index(&f->img, pos), pos,
                                   &ext, true, err);
 }
 
@@ -265,25 +265,25 @@ static void test_validate(void)
     fake_init(&f, 4096, 2, 4, 64 * KiB, true);
     t = f.t.bytes;
     is_u64(f.s.header.l1_table_offset, 16 * KiB, "validate: L1 at 16k");
-    table_set_entry(t, 0, 24 * KiB);          /* first usable cluster */
-    table_set_entry(t, 1, 60 * KiB);          /* last cluster of the file */
-    table_set_entry(t, 2, 100 * KiB);         /* past file_end */
-    table_set_entry(t, 3, 24 * KiB + 512);    /* misaligned */
-    table_set_entry(t, 4, 4 * KiB);           /* inside the header */
-    table_set_entry(t, 5, 12 * KiB);          /* last header cluster */
-    table_set_entry(t, 6, 16 * KiB);          /* the L1 table itself */
-    table_set_entry(t, 7, 20 * KiB);          /* second L1 cluster */
-    table_set_entry(t, 10, 56 * KiB);         /* run 56k, 60k: valid */
-    table_set_entry(t, 11, 60 * KiB);
-    table_set_entry(t, 13, 60 * KiB);         /* run 60k, 64k: past end */
-    table_set_entry(t, 14, 64 * KiB);
-    table_set_entry(t, 16, 12 * KiB);         /* run 12k,16k: into L1 */
-    table_set_entry(t, 17, 16 * KiB);
-    table_set_entry(t, 19, 20 * KiB);         /* run 20k, 24k: L1 + data */
-    table_set_entry(t, 20, 24 * KiB);
-    table_set_entry(t, 22, 1);                /* zero */
-    table_set_entry(t, 24, 2 * GiB);          /* far past the end */
-    table_set_entry(t, 25, UINT64_MAX & ~(cs - 1)); /* offset + len wraps */
+    qedi_table_set_entry(t, 0, 24 * KiB);          /* first usable cluster */
+    qedi_table_set_entry(t, 1, 60 * KiB);          /* last cluster of the file */
+    qedi_table_set_entry(t, 2, 100 * KiB);         /* past file_end */
+    qedi_table_set_entry(t, 3, 24 * KiB + 512);    /* misaligned */
+    qedi_table_set_entry(t, 4, 4 * KiB);           /* inside the header */
+    qedi_table_set_entry(t, 5, 12 * KiB);          /* last header cluster */
+    qedi_table_set_entry(t, 6, 16 * KiB);          /* the L1 table itself */
+    qedi_table_set_entry(t, 7, 20 * KiB);          /* second L1 cluster */
+    qedi_table_set_entry(t, 10, 56 * KiB);         /* run 56k, 60k: valid */
+    qedi_table_set_entry(t, 11, 60 * KiB);
+    qedi_table_set_entry(t, 13, 60 * KiB);         /* run 60k, 64k: past end */
+    qedi_table_set_entry(t, 14, 64 * KiB);
+    qedi_table_set_entry(t, 16, 12 * KiB);         /* run 12k,16k: into L1 */
+    qedi_table_set_entry(t, 17, 16 * KiB);
+    qedi_table_set_entry(t, 19, 20 * KiB);         /* run 20k, 24k: L1 + data */
+    qedi_table_set_entry(t, 20, 24 * KiB);
+    qedi_table_set_entry(t, 22, 1);                /* zero */
+    qedi_table_set_entry(t, 24, 2 * GiB);          /* far past the end */
+    qedi_table_set_entry(t, 25, UINT64_MAX & ~(cs - 1)); /* offset + len wraps */
 
     check_valid(&f, 0, "first cluster after the L1 table");
     check_valid(&f, 100, "first cluster after L1, mid-cluster position");
@@ -314,21 +314,21 @@ static void test_validate(void)
     {
         struct extent ext = { EXTENT_DATA, 2 * cs, 56 * KiB + 100 };
         qed_error err = { 0 };
-        int ret = lookup_validate_extent(&f.img, 0, 100, &ext, true, &err);
+        int ret = qedi_lookup_validate_extent(&f.img, 0, 100, &ext, true, &err);
         is_u64(ret, (uint64_t)-EIO,
                "extent of 2 clusters from 56k+100 ends past file_end");
         ext.length = 2 * cs - 100;
-        ret = lookup_validate_extent(&f.img, 0, 100, &ext, true, &err);
+        ret = qedi_lookup_validate_extent(&f.img, 0, 100, &ext, true, &err);
         is_u64(ret, 0, "extent of 2 clusters minus 100 from 56k+100 fits");
         ext.kind = EXTENT_ZERO;
         ext.host = 3;
-        ret = lookup_validate_extent(&f.img, 0, 100, &ext, true, &err);
+        ret = qedi_lookup_validate_extent(&f.img, 0, 100, &ext, true, &err);
         is_u64(ret, 0, "non-data extents are not validated");
     }
     fake_free(&f);
 }
 
-/* ---- lookup_l1_index / lookup_table_end ------------------------------------ */
+/* ---- qedi_lookup_l1_index / qedi_lookup_table_end ------------------------------------ */
 
 static void check_geometry(uint32_t cs, uint32_t ts, unsigned span_bits)
 {
@@ -340,30 +340,30 @@ static void check_geometry(uint32_t cs, uint32_t ts, unsigned span_bits)
     fake_init(&f, cs, ts, 1, 0, false);
     is_u64(f.s.table_bits + f.s.cluster_bits, span_bits,
            "%s: a table spans 2^%u bytes", name, span_bits);
-    is_u64(lookup_l1_index(&f.img, 0), 0, "%s: l1_index(0)", name);
-    is_u64(lookup_l1_index(&f.img, span - 1), 0, "%s: l1_index(span-1)",
+    is_u64(qedi_lookup_l1_index(&f.img, 0), 0, "%s: l1_index(0)", name);
+    is_u64(qedi_lookup_l1_index(&f.img, span - 1), 0, "%s: l1_index(span-1)",
            name);
-    is_u64(lookup_l1_index(&f.img, span), 1, "%s: l1_index(span)", name);
-    is_u64(lookup_l1_index(&f.img, 5 * span + 3), 5,
+    is_u64(qedi_lookup_l1_index(&f.img, span), 1, "%s: l1_index(span)", name);
+    is_u64(qedi_lookup_l1_index(&f.img, 5 * span + 3), 5,
            "%s: l1_index(5 span + 3)", name);
-    is_u64(lookup_table_end(&f.img, 0), span, "%s: table_end(0)", name);
-    is_u64(lookup_table_end(&f.img, span - 1), span,
+    is_u64(qedi_lookup_table_end(&f.img, 0), span, "%s: table_end(0)", name);
+    is_u64(qedi_lookup_table_end(&f.img, span - 1), span,
            "%s: table_end(span-1)", name);
-    is_u64(lookup_table_end(&f.img, span), 2 * span, "%s: table_end(span)",
+    is_u64(qedi_lookup_table_end(&f.img, span), 2 * span, "%s: table_end(span)",
            name);
     /* The largest virtual size libqed accepts. */
     {
         uint64_t top = INT64_MAX & ~(uint64_t)511;
         uint64_t idx = top >> span_bits;
-        is_u64(lookup_l1_index(&f.img, top), idx,
+        is_u64(qedi_lookup_l1_index(&f.img, top), idx,
                "%s: l1_index of the largest virtual offset", name);
         if (span_bits < 63)
-            is_u64(lookup_table_end(&f.img, top), (idx + 1) << span_bits,
+            is_u64(qedi_lookup_table_end(&f.img, top), (idx + 1) << span_bits,
                    "%s: table_end of the largest virtual offset", name);
     }
-    is_u64(lookup_table_end(&f.img, UINT64_MAX), UINT64_MAX,
+    is_u64(qedi_lookup_table_end(&f.img, UINT64_MAX), UINT64_MAX,
            "%s: table_end(UINT64_MAX) saturates instead of wrapping", name);
-    ok(lookup_table_end(&f.img, UINT64_MAX - span / 2) > UINT64_MAX - span,
+    ok(qedi_lookup_table_end(&f.img, UINT64_MAX - span / 2) > UINT64_MAX - span,
        "%s: table_end near 2^64 does not wrap to a small value", name);
 }
 
@@ -377,7 +377,7 @@ static void test_geometry(void)
     check_geometry(64u * 1024 * 1024, 1, 49);   /* 512 TiB */
     check_geometry(64u * 1024 * 1024, 16, 53);  /* 8 PiB */
 
-    /* lookup_extent without a table on the largest geometry. */
+    /* qedi_lookup_extent without a table on the largest geometry. */
     {
         struct fake f;
         uint64_t top = (INT64_MAX & ~(uint64_t)511) - 511;
@@ -424,15 +424,15 @@ static void test_real_image(enum qed_engine engine, const char *dir)
     is_u64(s->header_bytes, cs, "%s: real image header_bytes", en);
     is_u64(s->table_bytes, 2 * cs, "%s: real image table_bytes", en);
     is_u64(s->file_end, 3 * cs, "%s: real image file_end after create", en);
-    is_u64(lookup_table_end(img, 0), 4 * MiB, "%s: real table_end(0)", en);
-    is_u64(lookup_l1_index(img, 9 * MiB), 2, "%s: real l1_index(9M)", en);
+    is_u64(qedi_lookup_table_end(img, 0), 4 * MiB, "%s: real table_end(0)", en);
+    is_u64(qedi_lookup_l1_index(img, 9 * MiB), 2, "%s: real l1_index(9M)", en);
 
     /* Three clusters in one write: one data run. */
     support_fill(buf, 3 * cs, 42, 4 * MiB + 5 * cs);
     ret = qed_pwrite(img, buf, 3 * cs, 4 * MiB + 5 * cs, &err);
     is_u64(ret, 0, "%s: write 3 clusters at 4M + 20k", en);
-    is_u64(table_entry(s->l1, 0), 0, "%s: L1 entry 0 still empty", en);
-    l2_offset = table_entry(s->l1, 1);
+    is_u64(qedi_table_entry(s->l1, 0), 0, "%s: L1 entry 0 still empty", en);
+    l2_offset = qedi_table_entry(s->l1, 1);
     ok(l2_offset >= 3 * cs && l2_offset % cs == 0,
        "%s: L1 entry 1 points at a new aligned table", en);
     t.offset = l2_offset;
@@ -440,18 +440,18 @@ static void test_real_image(enum qed_engine engine, const char *dir)
     ret = support_pread(path, t.bytes, s->table_bytes, l2_offset);
     is_u64(ret, 0, "%s: read the L2 table from the file", en);
 
-    lookup_extent(img, &t, 4 * MiB, UINT64_MAX, &ext);
+    qedi_lookup_extent(img, &t, 4 * MiB, UINT64_MAX, &ext);
     is_str(kind_name(ext.kind), "unallocated", "%s: table 1 head kind", en);
     is_u64(ext.length, 5 * cs, "%s: table 1 head is 5 clusters", en);
-    lookup_extent(img, &t, 4 * MiB + 5 * cs + 10, UINT64_MAX, &ext);
+    qedi_lookup_extent(img, &t, 4 * MiB + 5 * cs + 10, UINT64_MAX, &ext);
     is_str(kind_name(ext.kind), "data", "%s: written range is data", en);
     is_u64(ext.length, 3 * cs - 10, "%s: one contiguous 3-cluster run", en);
-    ret = lookup_validate_extent(img, 1, 4 * MiB + 5 * cs + 10, &ext, true, &err);
+    ret = qedi_lookup_validate_extent(img, 1, 4 * MiB + 5 * cs + 10, &ext, true, &err);
     is_u64(ret, 0, "%s: the run validates against the real file", en);
     ret = support_pread(path, back, 3 * cs - 10, ext.host);
     ok(ret == 0 && memcmp(back, buf + 10, 3 * cs - 10) == 0,
        "%s: host bytes at the looked-up offset are the written data", en);
-    lookup_extent(img, &t, 4 * MiB + 8 * cs, UINT64_MAX, &ext);
+    qedi_lookup_extent(img, &t, 4 * MiB + 8 * cs, UINT64_MAX, &ext);
     is_str(kind_name(ext.kind), "unallocated", "%s: after the run", en);
     is_u64(ext.length, 1024 * cs - 8 * cs,
            "%s: unallocated to the end of table 1", en);
@@ -462,10 +462,10 @@ static void test_real_image(enum qed_engine engine, const char *dir)
                            &err);
     is_u64(ret, 0, "%s: write zeroes over the middle cluster", en);
     ret = support_pread(path, t.bytes, s->table_bytes, l2_offset);
-    lookup_extent(img, &t, 4 * MiB + 5 * cs, UINT64_MAX, &ext);
+    qedi_lookup_extent(img, &t, 4 * MiB + 5 * cs, UINT64_MAX, &ext);
     ok(ext.kind == EXTENT_DATA && ext.length >= cs,
        "%s: the cluster before the zeroed one is still data", en);
-    lookup_extent(img, &t, 4 * MiB + 7 * cs, UINT64_MAX, &ext);
+    qedi_lookup_extent(img, &t, 4 * MiB + 7 * cs, UINT64_MAX, &ext);
     ok(ext.kind == EXTENT_DATA && ext.length == cs,
        "%s: the cluster after the zeroed one is still data", en);
     memset(back, 0xff, cs);

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* The event loop knows nothing of storage: a bare loop (loop_new) has no
+/* The event loop knows nothing of storage: a bare loop (qedi_loop_new) has no
  * I/O engine; the layers above keep their state in its slots, destroyed
  * with it (after its queued tasks ran, the last filled first), and hook in
  * before it waits; qed_loop_new puts the engine into a slot. */
@@ -42,7 +42,7 @@ static void test_bare_loop(void)
     qed_loop *loop = NULL;
     qed_error err = { 0 };
 
-    if (!ok(loop_new(&loop, &err) == 0 && loop, "loop_new makes a loop"))
+    if (!ok(qedi_loop_new(&loop, &err) == 0 && loop, "qedi_loop_new makes a loop"))
         return;
     is_str(qed_loop_engine_name(loop), "none",
            "a bare loop has no I/O engine");
@@ -56,16 +56,16 @@ static void test_slots(void)
     qed_loop *loop = NULL;
     qed_error err = { 0 };
 
-    if (loop_new(&loop, &err) < 0)
+    if (qedi_loop_new(&loop, &err) < 0)
         return;
-    ok(loop_slot(loop, &key_a) == NULL, "an unfilled slot is NULL");
-    ok(loop_slot_fill(loop, &key_a, &a, destroy_note) == 0 &&
-       loop_slot_fill(loop, &key_b, &b, destroy_note) == 0,
+    ok(qedi_loop_slot(loop, &key_a) == NULL, "an unfilled slot is NULL");
+    ok(qedi_loop_slot_fill(loop, &key_a, &a, destroy_note) == 0 &&
+       qedi_loop_slot_fill(loop, &key_b, &b, destroy_note) == 0,
        "two slots are filled");
-    ok(loop_slot(loop, &key_a) == &a && loop_slot(loop, &key_b) == &b,
+    ok(qedi_loop_slot(loop, &key_a) == &a && qedi_loop_slot(loop, &key_b) == &b,
        "each slot is found by its key");
     memset(trail, 0, sizeof(trail));
-    loop_defer_call(loop, deferred_note, &t);
+    qedi_loop_defer_call(loop, deferred_note, &t);
     qed_loop_free(loop);
     is_str(trail, "tba", "freeing the loop runs its queued tasks, then "
            "destroys the slots, the last filled first");
@@ -77,9 +77,9 @@ static void test_before_wait(void)
     qed_error err = { 0 };
     unsigned calls = 0;
 
-    if (loop_new(&loop, &err) < 0)
+    if (qedi_loop_new(&loop, &err) < 0)
         return;
-    ok(loop_add_before_wait(loop, hook_count, &calls) == 0,
+    ok(qedi_loop_add_before_wait(loop, hook_count, &calls) == 0,
        "a before-wait hook is added");
     qed_loop_run(loop, 0);
     is_u64(calls, 2, "one round calls the hook before waiting and before "

@@ -47,7 +47,7 @@ static qed_image *open_probed(struct memfs *fs, qed_loop *loop)
     struct storage_driver opener = memfs_opener(fs);
     qed_error err = { 0 };
     qed_image *img = NULL;
-    int ret = image_open("guest.raw", &o, &opener, &img, &err);
+    int ret = qedi_image_open("guest.raw", &o, &opener, &img, &err);
 
     if (!ok(ret == 0, "open guest.raw read-write, format probed"))
         tap_diag("ret %d: %s", ret, err.message);
@@ -196,7 +196,7 @@ static void test_explicit_raw_is_not_guarded(qed_loop *loop)
     qed_error err = { 0 };
     qed_image *img = NULL;
 
-    if (!ok(image_open("guest.raw", &o, &opener, &img, &err) == 0,
+    if (!ok(qedi_image_open("guest.raw", &o, &opener, &img, &err) == 0,
             "open guest.raw read-write as raw")) {
         memfs_free(fs);
         return;

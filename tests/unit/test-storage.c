@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* The storage driver interface (lib/storage.h): a driver written here, in
- * memory, plugs in through storage_open; one that asks for aligned requests
+ * memory, plugs in through qedi_storage_open; one that asks for aligned requests
  * gets the aligning layer over it and sees nothing else; its lock hook runs
  * once, and a refusal closes it.  Requests that cannot get memory complete
  * with -ENOMEM through their callback, from the loop, never inside the
@@ -64,7 +64,7 @@ static void mem_readv(struct io_file *file, const struct iovec *iov,
         for (size_t j = 0; j < iov[i].iov_len; j++, offset++)
             dst[j] = offset < m->size ? m->data[offset] : 0;
     }
-    storage_complete_later(file, cb, opaque, 0);
+    qedi_storage_complete_later(file, cb, opaque, 0);
 }
 
 static void mem_writev(struct io_file *file, const struct iovec *iov,
@@ -85,12 +85,12 @@ static void mem_writev(struct io_file *file, const struct iovec *iov,
         if (offset > m->size)
             m->size = offset;
     }
-    storage_complete_later(file, cb, opaque, ret);
+    qedi_storage_complete_later(file, cb, opaque, ret);
 }
 
 static void mem_flush(struct io_file *file, io_callback *cb, void *opaque)
 {
-    storage_complete_later(file, cb, opaque, 0);
+    qedi_storage_complete_later(file, cb, opaque, 0);
 }
 
 static void mem_fallocate(struct io_file *file, int mode, uint64_t offset,
@@ -99,7 +99,7 @@ static void mem_fallocate(struct io_file *file, int mode, uint64_t offset,
     (void)mode;
     (void)offset;
     (void)length;
-    storage_complete_later(file, cb, opaque, -EOPNOTSUPP);
+    qedi_storage_complete_later(file, cb, opaque, -EOPNOTSUPP);
 }
 
 static int mem_get_size(struct io_file *file, uint64_t *size)
@@ -140,7 +140,7 @@ static int mem_lock(struct io_file *file, const char *path, unsigned flags,
     (void)flags;
     ctx->locks++;
     if (ctx->lock_ret < 0)
-        return qed_fail(err, -ctx->lock_ret, "%s is taken", path);
+        return qedi_fail(err, -ctx->lock_ret, "%s is taken", path);
     return 0;
 }
 
@@ -173,7 +173,7 @@ static int mem_open(const struct storage_driver *driver, qed_loop *loop,
 
     (void)path;
     if (!m)
-        return qed_fail(err, ENOMEM, "out of memory");
+        return qedi_fail(err, ENOMEM, "out of memory");
     m->base.ops = &mem_ops;
     m->base.loop = loop;
     m->base.writable = (flags & IO_OPEN_WRITE) != 0;
@@ -208,7 +208,7 @@ static int wait_result(qed_loop *loop, struct result *r)
     return r->ret;
 }
 
-/* An allocator for qed_io_calloc that fails the next fail_next calls, and
+/* An allocator for qedi_io_calloc that fails the next fail_next calls, and
  * every call above fail_above bytes. */
 static unsigned fail_next;
 static size_t fail_above = SIZE_MAX;
@@ -226,7 +226,7 @@ static void *failing_calloc(size_t count, size_t size)
 
 static void allocations_work(void)
 {
-    qed_io_calloc = calloc;
+    qedi_io_calloc = calloc;
     fail_next = 0;
     fail_above = SIZE_MAX;
 }
@@ -242,19 +242,19 @@ static void test_plugged_driver(qed_loop *loop)
     qed_error err = { 0 };
     uint8_t buf[100], back[150];
 
-    ok(storage_open(&drv, loop, "m", IO_OPEN_WRITE, &f, &err) == 0 && f,
-       "a driver of the test's own opens through storage_open");
+    ok(qedi_storage_open(&drv, loop, "m", IO_OPEN_WRITE, &f, &err) == 0 && f,
+       "a driver of the test's own opens through qedi_storage_open");
     if (!f)
         return;
     ok(f->ops == &mem_ops, "without an alignment it is used as it is");
     is_u64(ctx.locks, 1, "its lock hook ran once");
     memset(buf, 0x5a, sizeof(buf));
-    ok(io_pwrite_sync(f, buf, sizeof(buf), 10) == 0 &&
-       io_pread_sync(f, back, sizeof(back), 0) == 0 && back[9] == 0 &&
+    ok(qedi_io_pwrite_sync(f, buf, sizeof(buf), 10) == 0 &&
+       qedi_io_pread_sync(f, back, sizeof(back), 0) == 0 && back[9] == 0 &&
        back[10] == 0x5a && back[109] == 0x5a && back[110] == 0,
        "the engine's calls reach it: write, then a read past its end");
-    io_file_close(f);
-    is_u64(ctx.closes, 1, "io_file_close closes it");
+    qedi_io_file_close(f);
+    is_u64(ctx.closes, 1, "qedi_io_file_close closes it");
 }
 
 static void test_aligning_layer(qed_loop *loop)
@@ -268,7 +268,7 @@ static void test_aligning_layer(qed_loop *loop)
     uint64_t size = 0;
     bool same = true;
 
-    ok(storage_open(&drv, loop, "m", IO_OPEN_WRITE, &f, &err) == 0 && f,
+    ok(qedi_storage_open(&drv, loop, "m", IO_OPEN_WRITE, &f, &err) == 0 && f,
        "a driver asking for 4096-byte alignment opens");
     if (!f || !buf || !back)
         goto out;
@@ -276,21 +276,21 @@ static void test_aligning_layer(qed_loop *loop)
        "the aligning layer is stacked over it and takes any request");
     for (unsigned i = 0; i < 20000; i++)
         buf[i] = (uint8_t)(i * 7 + 1);
-    ok(io_pwrite_sync(f, buf + 1, 10000, 4097) == 0 &&
-       io_pwrite_sync(f, buf + 3, 513, 100) == 0,
+    ok(qedi_io_pwrite_sync(f, buf + 1, 10000, 4097) == 0 &&
+       qedi_io_pwrite_sync(f, buf + 3, 513, 100) == 0,
        "unaligned writes of unaligned buffers succeed");
-    ok(io_pread_sync(f, back + 5, 10000, 4097) == 0,
+    ok(qedi_io_pread_sync(f, back + 5, 10000, 4097) == 0,
        "an unaligned read succeeds");
     for (unsigned i = 0; i < 10000; i++)
         same = same && back[5 + i] == buf[1 + i];
     ok(same, "it reads back what was written");
-    ok(io_pread_sync(f, back, 513, 100) == 0 && memcmp(back, buf + 3, 513) == 0,
+    ok(qedi_io_pread_sync(f, back, 513, 100) == 0 && memcmp(back, buf + 3, 513) == 0,
        "a write inside one block kept its neighbours (read-modify-write)");
     is_u64(ctx.misaligned, 0, "the driver saw only aligned requests (of %u)",
            ctx.transfers);
     ok(f->ops->get_size(f, &size) == 0 && size == 16384,
        "sizes pass through the layer (the file ends on a block)");
-    io_file_close(f);
+    qedi_io_file_close(f);
     is_u64(ctx.closes, 1, "closing the layer closes the driver's file");
 out:
     free(buf);
@@ -304,7 +304,7 @@ static void test_lock_refused(qed_loop *loop)
                                   .ctx = &ctx };
     struct io_file *f = NULL;
     qed_error err = { 0 };
-    int ret = storage_open(&drv, loop, "busy", IO_OPEN_WRITE, &f, &err);
+    int ret = qedi_storage_open(&drv, loop, "busy", IO_OPEN_WRITE, &f, &err);
 
     ok(ret == -EAGAIN && f == NULL, "a lock hook's refusal fails the open");
     is_str(err.message, "busy is taken", "with the hook's message");
@@ -315,7 +315,7 @@ static void test_empty_transfer(qed_loop *loop, struct io_file *f)
 {
     struct result r = { 0 };
 
-    io_pread(f, NULL, 0, 0, record, &r);
+    qedi_io_pread(f, NULL, 0, 0, record, &r);
     ok(!r.done, "an empty read does not complete inside the call");
     ok(wait_result(loop, &r) == 0, "it completes with 0 from the loop");
 }
@@ -325,16 +325,16 @@ static void test_no_memory(qed_loop *loop, struct io_file *f)
     struct result r = { 0 };
     uint8_t buf[512];
 
-    qed_io_calloc = failing_calloc;
+    qedi_io_calloc = failing_calloc;
     fail_next = 1;
-    io_pread(f, buf, sizeof(buf), 0, record, &r);
+    qedi_io_pread(f, buf, sizeof(buf), 0, record, &r);
     allocations_work();
     ok(!r.done, "a read that cannot get memory does not complete inside "
        "the call");
     is_u64(wait_result(loop, &r), (uint64_t)-ENOMEM,
            "its callback gets -ENOMEM from the loop");
     r.done = false;
-    io_pread(f, buf, sizeof(buf), 0, record, &r);
+    qedi_io_pread(f, buf, sizeof(buf), 0, record, &r);
     ok(wait_result(loop, &r) == 0, "the next read works");
 }
 
@@ -349,11 +349,11 @@ static void test_many_without_memory(qed_loop *loop, struct io_file *f)
 
     if (!ok(r != NULL, "room for %d results", N))
         return;
-    qed_io_calloc = failing_calloc;
+    qedi_io_calloc = failing_calloc;
     fail_above = 128;
     for (int i = 0; i < N; i++) {
         r[i].count = &done;
-        io_pread(f, buf, sizeof(buf), 0, record, &r[i]);
+        qedi_io_pread(f, buf, sizeof(buf), 0, record, &r[i]);
     }
     allocations_work();
     is_u64(done, 0, "%d reads without memory: none completes inside its "
@@ -377,11 +377,11 @@ static void test_reserve_spent(qed_loop *loop, struct io_file *f)
     uint8_t buf[512];
 
     memset(r, 0, sizeof(r));
-    qed_io_calloc = failing_calloc;
+    qedi_io_calloc = failing_calloc;
     fail_next = N + 3;
     for (int i = 0; i < N; i++) {
         r[i].count = &done;
-        io_pread(f, buf, sizeof(buf), 0, record, &r[i]);
+        qedi_io_pread(f, buf, sizeof(buf), 0, record, &r[i]);
     }
     allocations_work();
     is_u64(done, 0, "%d reads with no memory at all: none completes inside "
@@ -414,13 +414,13 @@ int main(void)
     ok(fd >= 0 && ftruncate(fd, 65536) == 0, "a 64 KiB file");
     if (fd >= 0)
         close(fd);
-    if (ok(io_file_open(loop, path, IO_OPEN_WRITE, &f, &err) == 0,
+    if (ok(qedi_io_file_open(loop, path, IO_OPEN_WRITE, &f, &err) == 0,
            "the file opens through the local file driver")) {
         test_reserve_spent(loop, f);
         test_no_memory(loop, f);
         test_many_without_memory(loop, f);
         test_empty_transfer(loop, f);
-        io_file_close(f);
+        qedi_io_file_close(f);
     }
     test_plugged_driver(loop);
     test_aligning_layer(loop);
