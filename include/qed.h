@@ -129,6 +129,20 @@ void qed_loop_cancel_timer(qed_loop *loop, uint64_t id);
  * Returns 0, or -ENOMEM (nothing is queued).  Does not block. */
 int qed_loop_call_soon(qed_loop *loop, qed_timer_callback *cb, void *opaque);
 
+/* ---- tracing --------------------------------------------------------------- */
+
+/* Receives one line (without a newline) per event the engine traces: an
+ * image opened or closed, a request submitted or completed, each state a
+ * QED request enters and each phase of a table's group write (the names
+ * docs/architecture.md gives).  It runs on the thread of the event, inside
+ * the engine: it must not call libqed. */
+typedef void qed_trace_callback(void *opaque, const char *line);
+/* Turns tracing on for the whole process (cb) or off (NULL); off costs
+ * one predictable branch per event.  Set it while no image is in use: the
+ * switch is not synchronised with other threads.  `qed` turns it on when
+ * the environment has QED_TRACE=1. */
+void qed_set_trace(qed_trace_callback *cb, void *opaque);
+
 /* ---- images --------------------------------------------------------------- */
 
 typedef struct qed_image qed_image;

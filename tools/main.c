@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common.h"
@@ -75,6 +76,21 @@ static int finish_output(int status)
     return status;
 }
 
+/* QED_TRACE=1: the engine's trace lines on stderr, one per event. */
+static void print_trace(void *opaque, const char *line)
+{
+    (void)opaque;
+    fprintf(stderr, "qed: trace: %s\n", line);
+}
+
+static void trace_from_environment(void)
+{
+    const char *v = getenv("QED_TRACE");
+
+    if (v && *v && strcmp(v, "0") != 0)
+        qed_set_trace(print_trace, NULL);
+}
+
 int main(int argc, char **argv)
 {
     const struct tool_command *cmd;
@@ -96,6 +112,7 @@ int main(int argc, char **argv)
         printf("qed (libqed) " QED_VERSION_STRING "\n");
         return finish_output(0);
     }
+    trace_from_environment();
     cmd = find_command(name);
     if (!cmd) {
         tool_error(NULL, "unknown subcommand '%s' (see 'qed --help')", name);

@@ -28,6 +28,15 @@ QED_INTERNAL void qedi_error_prefix(qed_error *err, const char *fmt, ...) QED_PR
 QED_INTERNAL void qedi_error_clear(qed_error *err);
 QED_INTERNAL void qedi_error_copy(qed_error *dst, const qed_error *src);
 
+/* trace.c: one line to the trace callback, when there is one. */
+extern qed_trace_callback *qedi_trace_callback;
+void qedi_trace_line(const char *fmt, ...) QED_PRINTF(1, 2);
+#define QEDI_TRACE(...)                                                        \
+    do {                                                                       \
+        if (__builtin_expect(qedi_trace_callback != NULL, 0))                  \
+            qedi_trace_line(__VA_ARGS__);                                      \
+    } while (0)
+
 static inline uint32_t load_le32(const uint8_t *p)
 {
     uint32_t v;

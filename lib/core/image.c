@@ -280,6 +280,9 @@ static int open_internal(const char *path, const struct qed_open_options *o,
         ret = img->driver->activate(img, o, err);
     if (ret < 0)
         goto fail;
+    QEDI_TRACE("open '%s': %s, %s, %" PRIu64 " bytes", img->filename,
+               img->driver->name, img->writable ? "read-write" : "read-only",
+               img->size);
     *out = img;
     return 0;
 fail:
@@ -364,6 +367,7 @@ int qed_close(qed_image *img, qed_error *err)
      * the loop that runs them.  The image stays open then. */
     if (qedi_image_refuse_nested(img, "qed_close", err) < 0)
         return -EDEADLK;
+    QEDI_TRACE("close '%s'", img->filename);
     loop = img->loop;
     owns_loop = img->owns_loop;
     r = drain(img);

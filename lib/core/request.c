@@ -22,6 +22,8 @@ static void run_completion(struct loop_task *task)
 
     assert(img->in_flight > 0);
     img->in_flight--;
+    QEDI_TRACE("request %p done: %s", (void *)req,
+               ret ? req->err.message : "ok");
     req->cb(req->opaque, ret, ret ? &req->err : NULL);
     free(req->iov);
     free(req);
@@ -71,8 +73,21 @@ static int check_range(const qed_image *img, uint64_t offset, uint64_t length)
     return 0;
 }
 
+static const char *kind_name(enum request_kind kind)
+{
+    static const char *const names[] = {
+        [REQ_READ] = "read",       [REQ_WRITE] = "write",
+        [REQ_ZEROES] = "write-zeroes", [REQ_DISCARD] = "discard",
+        [REQ_FLUSH] = "flush",     [REQ_STATUS] = "block-status",
+    };
+    return (unsigned)kind < QED_ARRAY_SIZE(names) ? names[kind] : "?";
+}
+
 static void dispatch(struct request *req)
 {
+    QEDI_TRACE("request %p: %s %" PRIu64 "+%" PRIu64 " on '%s'", (void *)req,
+               kind_name(req->kind), req->offset, req->length,
+               req->img->filename);
     req->img->in_flight++;
     req->img->driver->start(req);
 }

@@ -720,6 +720,8 @@ const char *qedi_slot_phase_name(enum slot_phase phase)
 static void slot_enter(struct table_slot *slot, enum slot_phase phase)
 {
     slot->phase = phase;
+    QEDI_TRACE("qed table %" PRIu64 " group write: %s", slot->l1_index,
+               qedi_slot_phase_name(phase));
 }
 
 static void slot_group_done(struct qed_state *s, struct table_slot *slot,

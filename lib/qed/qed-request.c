@@ -63,6 +63,8 @@ const char *qedi_qed_req_state_name(enum qed_req_state state)
 static void enter(struct qed_request *req, enum qed_req_state state)
 {
     req->state = state;
+    QEDI_TRACE("qed request %p: %s at %" PRIu64, (void *)req,
+               qedi_qed_req_state_name(state), req->pos);
 }
 
 /* Loads the chunk's table, then runs next. */
