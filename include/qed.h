@@ -95,6 +95,22 @@ const char *qed_loop_engine_name(const qed_loop *loop);
  * callbacks. */
 int qed_loop_run(qed_loop *loop, int timeout_ms);
 
+/* Driving the loop from another event loop (glib, libuv, a server's own
+ * epoll or poll) instead of qed_loop_run, all on the loop's thread:
+ *   1. qed_loop_get_timeout: call it right before waiting.  It hands the
+ *      I/O queued since the last dispatch to the kernel, and returns how
+ *      long the caller may wait at most: 0 when work is ready, the time to
+ *      the next timer in milliseconds, or -1 for no limit;
+ *   2. wait until qed_loop_get_fd's descriptor is readable (POLLIN) or that
+ *      time has passed;
+ *   3. qed_loop_dispatch: runs whatever is ready without blocking, and
+ *      returns the number of events dispatched or a negative errno.
+ * The descriptor stays the same for the loop's life; it is the loop's own,
+ * not to be read or closed.  Callbacks run from qed_loop_dispatch. */
+int qed_loop_get_fd(const qed_loop *loop);
+int qed_loop_get_timeout(qed_loop *loop);
+int qed_loop_dispatch(qed_loop *loop);
+
 /* File-descriptor watches, for servers that share the image's loop. */
 #define QED_LOOP_READ 1u
 #define QED_LOOP_WRITE 2u

@@ -380,6 +380,24 @@ static int run_once(qed_loop *loop, int timeout_ms)
     return n;
 }
 
+int qed_loop_get_fd(const qed_loop *loop)
+{
+    return loop->epoll_fd;
+}
+
+int qed_loop_get_timeout(qed_loop *loop)
+{
+    /* What the layers above queued (io_uring submissions) goes out before
+     * the caller sleeps, as it does before qed_loop_run's wait. */
+    run_wait_hooks(loop);
+    return wait_timeout(loop, -1);
+}
+
+int qed_loop_dispatch(qed_loop *loop)
+{
+    return qed_loop_run(loop, 0);
+}
+
 /* The depth tells callbacks apart from the code that runs the loop: a
  * synchronous call made from a callback would run the loop inside itself
  * and wait for work queued behind the callback (sync wrappers refuse it). */

@@ -29,7 +29,7 @@ cd ex || exit 1
 # ---- build -------------------------------------------------------------------------
 for cc in gcc clang; do
     command -v "$cc" >/dev/null || { skip "$cc builds the examples" "$cc is not installed"; continue; }
-    for prog in qed-cat raw2qed; do
+    for prog in qed-cat raw2qed qed-poll-sum; do
         # shellcheck disable=SC2046
         tap_cmd "$cc -std=c11 -pedantic -Wall -Wextra -Werror: $prog.c with pkg-config" \
             "$cc" -std=c11 -pedantic -Wall -Wextra -Wshadow -Werror -O2 -o "$prog-$cc" "$prog.c" \
@@ -64,6 +64,15 @@ for cc in gcc clang; do
     tap_like "$RC $(cat "$OUT")" "^0 out-$cc.qed: $((20 * MiB + 777)) bytes, " "raw2qed ($cc) copies a raw file"
 done
 tap_cmd "qed check: the image raw2qed wrote is clean" "$QEDI" check out-gcc.qed
+# qed-poll-sum drives the image from its own poll() loop.
+for cc in gcc clang; do
+    [ -x qed-poll-sum-$cc ] || continue
+    run "${RUNENV[@]}" ./qed-poll-sum-$cc in.raw
+    want="$RC $(cat "$OUT")"
+    run "${RUNENV[@]}" ./qed-poll-sum-$cc out-gcc.qed
+    tap_is "$RC $(cat "$OUT")" "$want" "qed-poll-sum ($cc): the QED copy sums like the raw file ($want)"
+    tap_like "$want" '^0 [0-9]+ bytes, fnv1a [0-9a-f]{16}$' "qed-poll-sum ($cc) reads the raw file through its poll loop"
+done
 if command -v qemu-img >/dev/null; then
     tap_cmd "qemu-img check: clean too" qemu-img check out-gcc.qed
     tap_cmd "qemu-img compare: it reads like the raw file" qemu-img compare -f qed -F raw out-gcc.qed in.raw
