@@ -32,7 +32,32 @@
 extern "C" {
 #endif
 
-#define QED_VERSION_STRING "0.1.0"
+/* ---- version and features -------------------------------------------------
+ *
+ * The version of this header; qed_version() and qed_version_number() give
+ * the library's, which may be newer (never older: the soname changes when
+ * a release drops or changes anything).  QED_HAVE_* says that this header
+ * offers a capability added after 2.0, for code built against several. */
+#define QED_VERSION_MAJOR 2
+#define QED_VERSION_MINOR 0
+#define QED_VERSION_MICRO 0
+#define QED_VERSION_STRING "2.0.0"
+#define QED_VERSION_ENCODE(major, minor, micro)                                \
+    (((unsigned)(major) << 16) | ((unsigned)(minor) << 8) | (unsigned)(micro))
+#define QED_VERSION_NUMBER                                                     \
+    QED_VERSION_ENCODE(QED_VERSION_MAJOR, QED_VERSION_MINOR, QED_VERSION_MICRO)
+/* True when this header is at least major.minor.micro. */
+#define QED_CHECK_VERSION(major, minor, micro)                                 \
+    (QED_VERSION_NUMBER >= QED_VERSION_ENCODE(major, minor, micro))
+
+#define QED_HAVE_LOOP_FD 1        /* qed_loop_get_fd, _get_timeout, _dispatch */
+#define QED_HAVE_LOOP_CALL_SOON 1 /* qed_loop_call_soon */
+#define QED_HAVE_TRACE 1          /* qed_set_trace */
+
+/* The library's version, as "major.minor.micro" (a static string) and as
+ * QED_VERSION_ENCODE would give it. */
+const char *qed_version(void);
+unsigned qed_version_number(void);
 
 /* ---- errors -------------------------------------------------------------- */
 

@@ -109,7 +109,7 @@ int main(int argc, char **argv)
     if (strcmp(name, "help") == 0)
         return finish_output(run_help(argc - 1, argv + 1));
     if (strcmp(name, "--version") == 0 || strcmp(name, "-V") == 0) {
-        printf("qed (libqed) " QED_VERSION_STRING "\n");
+        printf("qed (libqed) %s\n", qed_version());
         return finish_output(0);
     }
     trace_from_environment();
