@@ -68,10 +68,10 @@ TESTLIB_OBJS := $(TESTLIB_SRCS:%.c=$(BUILD)/%.o)
 UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
 LIBQED := $(BUILD)/libqed.a
-# The shared library: soname libqed.so.1; the version script (lib/libqed.map)
-# exports the public API (qed_*) under the node LIBQED_1.0 and nothing else.
-LIBQED_SONAME  := libqed.so.1
-LIBQED_SO_FILE := libqed.so.1.0.0
+# The shared library: soname libqed.so.2; the version script (lib/libqed.map)
+# exports the public API (qed_*) under the node LIBQED_2.0 and nothing else.
+LIBQED_SONAME  := libqed.so.2
+LIBQED_SO_FILE := libqed.so.2.0.0
 LIBQED_SO      := $(BUILD)/$(LIBQED_SO_FILE)
 LIBNBD := $(BUILD)/libqednbd.a
 QED    := $(BUILD)/qed

@@ -47,7 +47,7 @@ else
     pass "STATIC=1: qed-cat does not need libqed.so"
 fi
 env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -B -s CFLAGS="-O2" >/dev/null 2>&1
-tap_like "$(readelf -d raw2qed 2>&1)" 'NEEDED.*\[libqed\.so\.1\]' "raw2qed is linked against libqed.so.1"
+tap_like "$(readelf -d raw2qed 2>&1)" 'NEEDED.*\[libqed\.so\.2\]' "raw2qed is linked against libqed.so.2"
 
 # ---- run ---------------------------------------------------------------------------------
 # A raw file: random data, holes, a run of zeros written out, data straddling

@@ -37,29 +37,29 @@ want_file() { # want_file PATH MODE
     tap_is "$mode" "$2" "installs $P/$1 (mode $2)"
 }
 want_file bin/qed 755
-want_file lib/libqed.so.1.0.0 755
+want_file lib/libqed.so.2.0.0 755
 want_file lib/libqed.a 644
 want_file include/qed.h 644
 want_file lib/pkgconfig/libqed.pc 644
 want_file share/man/man1/qed.1 644
 want_file share/man/man3/libqed.3 644
-tap_is "$(readlink "$D$P/lib/libqed.so.1")" libqed.so.1.0.0 "libqed.so.1 -> libqed.so.1.0.0"
-tap_is "$(readlink "$D$P/lib/libqed.so")" libqed.so.1.0.0 "libqed.so (for -lqed) -> libqed.so.1.0.0"
+tap_is "$(readlink "$D$P/lib/libqed.so.2")" libqed.so.2.0.0 "libqed.so.2 -> libqed.so.2.0.0"
+tap_is "$(readlink "$D$P/lib/libqed.so")" libqed.so.2.0.0 "libqed.so (for -lqed) -> libqed.so.2.0.0"
 tap_is "$(cd "$D" && find . \( -type f -o -type l \) | sort | tr '\n' ' ')" \
-    "./usr/local/bin/qed ./usr/local/include/qed.h ./usr/local/lib/libqed.a ./usr/local/lib/libqed.so ./usr/local/lib/libqed.so.1 ./usr/local/lib/libqed.so.1.0.0 ./usr/local/lib/pkgconfig/libqed.pc ./usr/local/share/man/man1/qed.1 ./usr/local/share/man/man3/libqed.3 " \
+    "./usr/local/bin/qed ./usr/local/include/qed.h ./usr/local/lib/libqed.a ./usr/local/lib/libqed.so ./usr/local/lib/libqed.so.2 ./usr/local/lib/libqed.so.2.0.0 ./usr/local/lib/pkgconfig/libqed.pc ./usr/local/share/man/man1/qed.1 ./usr/local/share/man/man3/libqed.3 " \
     "nothing else is installed"
 run cmp "$ROOT/include/qed.h" "$D$P/include/qed.h"
 ok "$RC" "the installed qed.h is include/qed.h"
 
 # ---- the shared library --------------------------------------------------------------
-dyn=$(readelf -d "$D$P/lib/libqed.so.1.0.0" 2>&1)
-tap_like "$dyn" 'SONAME.*\[libqed\.so\.1\]' "soname is libqed.so.1"
+dyn=$(readelf -d "$D$P/lib/libqed.so.2.0.0" 2>&1)
+tap_like "$dyn" 'SONAME.*\[libqed\.so\.2\]' "soname is libqed.so.2"
 tap_like "$dyn" 'NEEDED.*\[liburing\.so' "libqed.so links liburing"
-tap_is "$(readelf -h "$D$P/lib/libqed.so.1.0.0" | awk '/Type:/ {print $2}')" DYN \
-    "libqed.so.1.0.0 is a shared object"
-tap_is "$(readelf -V "$D$P/lib/libqed.so.1.0.0" | grep -c 'Name: LIBQED_1.0')" 1 \
-    "symbol version node LIBQED_1.0 is defined"
-if readelf -d "$D$P/lib/libqed.so.1.0.0" | grep -q TEXTREL; then
+tap_is "$(readelf -h "$D$P/lib/libqed.so.2.0.0" | awk '/Type:/ {print $2}')" DYN \
+    "libqed.so.2.0.0 is a shared object"
+tap_is "$(readelf -V "$D$P/lib/libqed.so.2.0.0" | grep -c 'Name: LIBQED_2.0')" 1 \
+    "symbol version node LIBQED_2.0 is defined"
+if readelf -d "$D$P/lib/libqed.so.2.0.0" | grep -q TEXTREL; then
     fail "no text relocations (position-independent code)"
 else
     pass "no text relocations (position-independent code)"
@@ -96,7 +96,7 @@ fi
 
 # ---- again over the first install; other directories -----------------------------------
 make_in_tree "a second make install over the first" install DESTDIR="$D" PREFIX="$P"
-tap_is "$(readlink "$D$P/lib/libqed.so")" libqed.so.1.0.0 "the symlinks survive a second install"
+tap_is "$(readlink "$D$P/lib/libqed.so")" libqed.so.2.0.0 "the symlinks survive a second install"
 
 D2=$T/dest2
 make_in_tree "make install PREFIX=/usr LIBDIR=/usr/lib/x86_64-linux-gnu MANDIR=/usr/share/man" \
@@ -105,13 +105,13 @@ pc2=$D2/usr/lib/x86_64-linux-gnu/pkgconfig/libqed.pc
 tap_is "$(grep -E '^(prefix|libdir|includedir)=' "$pc2" 2>&1 | tr '\n' ' ')" \
     'prefix=/usr libdir=${exec_prefix}/lib/x86_64-linux-gnu includedir=${prefix}/include ' \
     "libqed.pc follows PREFIX and LIBDIR"
-[ -f "$D2/usr/share/man/man1/qed.1" ] && [ -f "$D2/usr/lib/x86_64-linux-gnu/libqed.so.1.0.0" ] &&
+[ -f "$D2/usr/share/man/man1/qed.1" ] && [ -f "$D2/usr/lib/x86_64-linux-gnu/libqed.so.2.0.0" ] &&
     [ -f "$D2/usr/bin/qed" ] && [ -f "$D2/usr/include/qed.h" ]
 ok $? "files go to the LIBDIR and MANDIR given"
 
 D3="$T/dest with spaces"
 make_in_tree "make install into a DESTDIR with spaces" install DESTDIR="$D3" PREFIX="$P"
-[ -f "$D3$P/lib/libqed.so.1.0.0" ]
+[ -f "$D3$P/lib/libqed.so.2.0.0" ]
 ok $? "installs under a DESTDIR with spaces"
 
 # ---- uninstall ------------------------------------------------------------------------

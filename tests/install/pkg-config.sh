@@ -72,19 +72,19 @@ export PKG_CONFIG_SYSROOT_DIR=$D
 # shellcheck disable=SC2046
 run cc -std=c11 -Wall -Wextra -Werror -o prog prog.c $(pkg-config --cflags --libs libqed)
 ok "$RC" "cc prog.c \$(pkg-config --cflags --libs libqed) builds outside the tree" "$(head -c 2000 "$ERR")"
-tap_like "$(readelf -d prog 2>&1)" 'NEEDED.*\[libqed\.so\.1\]' "prog is linked against libqed.so.1"
+tap_like "$(readelf -d prog 2>&1)" 'NEEDED.*\[libqed\.so\.2\]' "prog is linked against libqed.so.2"
 "$D$P/bin/qed" create -q -o cluster_size=4k img.qed 3M
 run env LD_LIBRARY_PATH="$D$P/lib" ./prog img.qed
 tap_like "$RC $(cat "$OUT")" '^0 qed 3145728 4096 (io_uring|threads)$' "prog runs with LD_LIBRARY_PATH into the DESTDIR"
 run env LD_LIBRARY_PATH="$D$P/lib" QED_IO_ENGINE=threads ./prog img.qed
 tap_like "$RC $(cat "$OUT")" '^0 qed 3145728 4096 threads$' "QED_IO_ENGINE=threads reaches the installed library"
-# Unless one is installed system-wide, the program finds no libqed.so.1 on
+# Unless one is installed system-wide, the program finds no libqed.so.2 on
 # its own: the one it ran with above is the staged copy.
-if [ -e "$P/lib/libqed.so.1" ] || ldconfig -p 2>/dev/null | grep -q 'libqed\.so\.1 '; then
-    skip "without LD_LIBRARY_PATH, libqed.so.1 is not found" "a libqed.so.1 is installed on this system"
+if [ -e "$P/lib/libqed.so.2" ] || ldconfig -p 2>/dev/null | grep -q 'libqed\.so\.2 '; then
+    skip "without LD_LIBRARY_PATH, libqed.so.2 is not found" "a libqed.so.2 is installed on this system"
 else
     run ./prog img.qed
-    tap_like "$RC $(cat "$ERR")" '^127 .*libqed\.so\.1' "without LD_LIBRARY_PATH, libqed.so.1 is not found"
+    tap_like "$RC $(cat "$ERR")" '^127 .*libqed\.so\.2' "without LD_LIBRARY_PATH, libqed.so.2 is not found"
 fi
 run env LD_LIBRARY_PATH="$D$P/lib" ./prog missing.qed
 tap_like "$RC $(cat "$ERR")" '^1 missing.qed: .*No such file' "errors come back through qed_error"

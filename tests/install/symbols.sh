@@ -1,7 +1,7 @@
 #!/bin/bash
 # SPDX-License-Identifier: MIT
 # The ABI of libqed.so: the version script (lib/libqed.map) exports the
-# qed_* symbols, all under the version node LIBQED_1.0, and nothing else;
+# qed_* symbols, all under the version node LIBQED_2.0, and nothing else;
 # every function include/qed.h declares is exported and links; the
 # library's internal functions do not.
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -9,7 +9,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 require_cmd make nm readelf cc flock perl
 
 B=${BUILD:-$ROOT/build}
-SO=$B/libqed.so.1.0.0
+SO=$B/libqed.so.2.0.0
 mkdir -p "$B"
 tap_cmd "make shared" flock "$B/.install.lock" env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
     make -C "$ROOT" ${BUILD:+BUILD="$BUILD"} shared || done_testing
@@ -23,18 +23,18 @@ perl -0777 -ne '
 tap_like "$(wc -l <declared)" '^[1-9][0-9]+$' "qed.h declares functions ($(wc -l <declared))"
 
 # Dynamic symbols the library defines.  The version node itself shows up as
-# an absolute symbol named LIBQED_1.0: that is the version definition, not a
+# an absolute symbol named LIBQED_2.0: that is the version definition, not a
 # symbol of the API.
 nm -D --defined-only "$SO" >dynsyms 2>nm.err
 ok $? "nm -D --defined-only $(basename "$SO")" "$(cat nm.err)"
-awk '!($2 == "A" && $3 == "LIBQED_1.0") {print $3}' dynsyms >exported
+awk '!($2 == "A" && $3 == "LIBQED_2.0") {print $3}' dynsyms >exported
 sed 's/@.*//' exported | sort -u >exported-names
 
 others=$(grep -v '^qed_' exported-names)
 tap_is "$others" "" "only qed_* symbols are exported"
-unversioned=$(grep -v '@@LIBQED_1\.0$' exported)
-tap_is "$unversioned" "" "every exported symbol is versioned LIBQED_1.0"
-tap_is "$(awk '$2 == "A" {print $3}' dynsyms)" "LIBQED_1.0" "the only version node is LIBQED_1.0"
+unversioned=$(grep -v '@@LIBQED_2\.0$' exported)
+tap_is "$unversioned" "" "every exported symbol is versioned LIBQED_2.0"
+tap_is "$(awk '$2 == "A" {print $3}' dynsyms)" "LIBQED_2.0" "the only version node is LIBQED_2.0"
 
 missing=$(comm -23 declared exported-names)
 tap_is "$missing" "" "every function qed.h declares is exported"
@@ -46,7 +46,7 @@ tap_is "$extra" "" "every exported qed_* symbol is declared in qed.h"
 # Link a program that takes the address of every declared function.
 mkdir lib
 ln -s "$SO" lib/libqed.so
-ln -s "$SO" lib/libqed.so.1
+ln -s "$SO" lib/libqed.so.2
 {
     echo '#include <qed.h>'
     echo '#include <stdio.h>'
@@ -60,7 +60,7 @@ run cc -std=gnu11 -Wall -Werror -I"$ROOT/include" -o all all.c -Llib -lqed
 ok "$RC" "a program using every declared function links against libqed.so" "$(head -c 2000 "$ERR")"
 run env LD_LIBRARY_PATH="$PWD/lib" ./all
 ok "$RC" "... and runs (LD_LIBRARY_PATH)" "$(head -c 2000 "$ERR")"
-tap_like "$(readelf -d all 2>&1)" 'NEEDED.*\[libqed\.so\.1\]' "it records the soname libqed.so.1"
+tap_like "$(readelf -d all 2>&1)" 'NEEDED.*\[libqed\.so\.2\]' "it records the soname libqed.so.2"
 
 # The tests' simulated file system (tests/unit/io-sim.c) is built into the
 # test programs and fuzzers only: neither library carries it.
