@@ -18,6 +18,9 @@
 
 struct chain {
     const struct storage_driver *driver; /* NULL: local files */
+    /* A failed open's message already names the backing file that failed:
+     * the images above it must not name theirs in front. */
+    bool failure_named;
     unsigned depth;
     dev_t dev[QED_MAX_CHAIN_DEPTH + 1];
     ino_t ino[QED_MAX_CHAIN_DEPTH + 1];
@@ -229,8 +232,10 @@ static int open_backing(qed_image *img, const struct qed_open_options *o,
     ret = open_internal(img->backing_path, &bo, img->loop, format, chain,
                         &img->backing, err);
     /* Deep in a chain, only the file that failed is named. */
-    if (ret < 0 && err && strncmp(err->message, "backing file '", 14) != 0)
+    if (ret < 0 && !chain->failure_named) {
         qedi_error_prefix(err, "backing file '%s': ", img->backing_path);
+        chain->failure_named = true;
+    }
     if (ret == 0)
         take_backing_warnings(img);
     return ret;

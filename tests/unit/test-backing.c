@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core.h"
 #include "qed.h"
 #include "support-image.h"
 #include "support-tap.h"
@@ -568,6 +569,53 @@ static void test_missing(const struct ctx *c)
                "%s: create: the message names the missing file", c->en);
 }
 
+/* A storage whose open of "the-base.raw" fails with a message that happens
+ * to start like the name of a failed backing file. */
+static int failing_open(const struct storage_driver *driver, qed_loop *loop,
+                        const char *path, unsigned flags, struct io_file **out,
+                        qed_error *err)
+{
+    (void)driver;
+    if (strstr(path, "the-base.raw"))
+        return qedi_fail(err, EIO, "backing file 'elsewhere' of the "
+                        "storage: unreachable");
+    return qedi_storage_file_driver.open(&qedi_storage_file_driver, loop, path, flags,
+                                    out, err);
+}
+
+/* Which file of a chain failed is told by the open itself, not guessed
+ * from the message: a message that starts like a named backing file still
+ * gets the name of the backing file that failed in front, once. */
+static void test_failure_named_once(const struct ctx *c)
+{
+    const struct storage_driver failing = { "failing", failing_open, NULL };
+    const char *base = support_path(c->dir, "the-base.raw");
+    const char *mid = support_path(c->dir, "the-mid.qed");
+    const char *top = support_path(c->dir, "the-top.qed");
+    struct qed_open_options o = { .engine = c->engine };
+    uint8_t block[4096] = { 0 };
+    qed_image *img = NULL;
+    qed_error err = { 0 };
+    char want[512];
+    int ret;
+
+    support_write_file(base, block, sizeof(block));
+    if (!support_tap_create(c->en, mid, 0, 0, "the-base.raw",
+                            QED_FORMAT_RAW, "mid over the-base.raw") ||
+        !support_tap_create(c->en, top, 0, 0, "the-mid.qed", QED_FORMAT_QED,
+                            "top over the-mid.qed"))
+        return;
+    ret = qedi_image_open(top, &o, &failing, &img, &err);
+    is_u64(ret, (uint64_t)-EIO, "%s: a failing base fails the chain's open",
+           c->en);
+    snprintf(want, sizeof(want), "backing file '%s': backing file 'elsewhere' "
+             "of the storage: unreachable", base);
+    is_str(err.message, want, "%s: the message names the failing file once, "
+           "in front of its own message", c->en);
+    if (img)
+        qed_close(img, NULL);
+}
+
 static void check_loop(const struct ctx *c, const char *path,
                        const char *what)
 {
@@ -953,6 +1001,7 @@ int main(void)
         test_short_backing(&c);
         test_relative_names(&c);
         test_missing(&c);
+        test_failure_named_once(&c);
         test_loops(&c);
         test_depth(&c);
         test_no_backing_writes(&c);
