@@ -91,9 +91,9 @@ typedef struct qed_error {
 typedef struct qed_loop qed_loop;
 
 enum qed_engine {
-    QED_ENGINE_AUTO = 0, /* io_uring when the kernel allows it, else threads;
-                            QED_IO_ENGINE=uring|threads in the environment
-                            overrides AUTO */
+    QED_ENGINE_AUTO = 0, /* io_uring when the kernel allows it, else
+                            threads (the library reads no environment:
+                            the qed tool maps QED_IO_ENGINE to these) */
     QED_ENGINE_URING,
     QED_ENGINE_THREADS,
 };

@@ -317,7 +317,7 @@ static int bench_main(const struct tool_command *cmd, int argc, char **argv)
     opts.flags = (b.write ? QED_OPEN_RDWR : 0) |
                  (force_share ? QED_OPEN_FORCE_SHARE : 0);
     opts.format = format;
-    if (qed_open(file, &opts, &b.image, &b.err) < 0) {
+    if (tool_qed_open(file, &opts, &b.image, &b.err) < 0) {
         tool_report(file, NULL, &b.err);
         return 1;
     }

@@ -25,6 +25,7 @@ static int commit_run(const struct tool_command *cmd, int argc, char **argv)
     const char *path;
     int ch, ret;
 
+    o.engine = tool_engine();
     while ((ch = getopt_long(argc, argv, ":hpqdf:b:", long_options, NULL)) !=
            -1) {
         switch (ch) {

@@ -315,7 +315,7 @@ bool tool_open(const char *path, enum qed_format format, unsigned flags,
     };
     qed_error err = {0};
 
-    if (qed_open(path, &options, out, &err) < 0) {
+    if (tool_qed_open(path, &options, out, &err) < 0) {
         tool_report(path, NULL, &err);
         *out = NULL;
         return false;
@@ -564,4 +564,25 @@ void tool_progress_finish(struct tool_progress *progress)
     fputc('\n', stderr);
     fflush(stderr);
     progress->active = false;
+}
+
+enum qed_engine tool_engine(void)
+{
+    const char *env = getenv("QED_IO_ENGINE");
+
+    if (!env)
+        return QED_ENGINE_AUTO;
+    if (strcmp(env, "threads") == 0)
+        return QED_ENGINE_THREADS;
+    if (strcmp(env, "uring") == 0 || strcmp(env, "io_uring") == 0)
+        return QED_ENGINE_URING;
+    return QED_ENGINE_AUTO;
+}
+
+int tool_qed_open(const char *path, struct qed_open_options *options,
+              qed_image **out, qed_error *err)
+{
+    if (!options->loop && options->engine == QED_ENGINE_AUTO)
+        options->engine = tool_engine();
+    return qed_open(path, options, out, err);
 }

@@ -165,4 +165,13 @@ void tool_progress_update(struct tool_progress *progress, uint64_t done,
                           uint64_t total);
 void tool_progress_finish(struct tool_progress *progress);
 
+/* The I/O engine QED_IO_ENGINE asks for ("uring" or "io_uring",
+ * "threads"; unset or anything else: AUTO).  The library itself reads no
+ * environment: the tool passes it on. */
+enum qed_engine tool_engine(void);
+/* qed_open with the engine from the environment, unless the options name
+ * one (or a loop) themselves. */
+int tool_qed_open(const char *path, struct qed_open_options *options,
+              qed_image **out, qed_error *err);
+
 #endif

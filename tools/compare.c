@@ -26,7 +26,7 @@ static bool open_second(const char *path, enum qed_format format,
     };
     qed_error err = {0};
 
-    if (qed_open(path, &o, out, &err) < 0) {
+    if (tool_qed_open(path, &o, out, &err) < 0) {
         tool_report(path, NULL, &err);
         *out = NULL;
         return false;

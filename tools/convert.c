@@ -66,7 +66,7 @@ static bool open_source(struct convert_args *args, qed_image **out)
     };
     qed_error err = {0};
 
-    if (qed_open(args->source.filename, &options, out, &err) < 0) {
+    if (tool_qed_open(args->source.filename, &options, out, &err) < 0) {
         tool_report(args->source.filename, NULL, &err);
         *out = NULL;
         return false;

@@ -186,7 +186,7 @@ static bool open_output(const struct dd_args *args, qed_image *in,
     };
     qed_error err = {0};
 
-    if (qed_open(args->out, &o, out, &err) < 0) {
+    if (tool_qed_open(args->out, &o, out, &err) < 0) {
         tool_report(args->out, NULL, &err);
         *out = NULL;
         return false;

@@ -34,14 +34,14 @@ static bool open_for_info(const struct info_args *args, qed_image **image)
     qed_error err = {0};
     qed_error retry_err = {0};
 
-    if (qed_open(args->path, &options, image, &err) == 0)
+    if (tool_qed_open(args->path, &options, image, &err) == 0)
         return true;
     if (args->backing_chain) {
         tool_report(args->path, NULL, &err);
         return false;
     }
     options.flags |= QED_OPEN_NO_BACKING;
-    if (qed_open(args->path, &options, image, &retry_err) < 0) {
+    if (tool_qed_open(args->path, &options, image, &retry_err) < 0) {
         tool_report(args->path, NULL, &err);
         return false;
     }

@@ -171,7 +171,7 @@ static int serve_image(const struct serve_settings *s, const char *file)
         opts.flags |= QED_OPEN_RDWR;
     if (s->force_share)
         opts.flags |= QED_OPEN_FORCE_SHARE;
-    if (qed_open(file, &opts, &img, &err) < 0) {
+    if (tool_qed_open(file, &opts, &img, &err) < 0) {
         tool_report(file, NULL, &err);
         return 1;
     }

@@ -285,9 +285,10 @@ static int open_internal(const char *path, const struct qed_open_options *o,
         ret = img->driver->activate(img, o, err);
     if (ret < 0)
         goto fail;
-    QEDI_TRACE("open '%s': %s, %s, %" PRIu64 " bytes", img->filename,
-               img->driver->name, img->writable ? "read-write" : "read-only",
-               img->size);
+    QEDI_TRACE("open '%s': %s, %s, %" PRIu64 " bytes, %s engine",
+               img->filename, img->driver->name,
+               img->writable ? "read-write" : "read-only", img->size,
+               qed_loop_engine_name(img->loop));
     *out = img;
     return 0;
 fail:

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The loop's I/O engine for local files.  qed_loop_new makes a bare loop
- * (loop.c) and starts the engine asked for (QED_IO_ENGINE in the
- * environment decides AUTO) in a slot of it; the engine's completions come
+ * (loop.c) and starts the engine asked for (AUTO: io_uring where the
+ * kernel allows it, else threads) in a slot of it; the engine's completions come
  * through a descriptor watch and its submissions leave from a before-wait
  * hook, so the loop never calls into storage. */
 #include <errno.h>
@@ -25,24 +25,11 @@ void qedi_io_engine_completed(struct io_engine *engine, struct io_op *op)
     op->complete(op);
 }
 
-static enum qed_engine engine_from_environment(enum qed_engine engine)
-{
-    const char *env = getenv("QED_IO_ENGINE");
-    if (engine != QED_ENGINE_AUTO || !env)
-        return engine;
-    if (strcmp(env, "threads") == 0)
-        return QED_ENGINE_THREADS;
-    if (strcmp(env, "uring") == 0 || strcmp(env, "io_uring") == 0)
-        return QED_ENGINE_URING;
-    return QED_ENGINE_AUTO;
-}
-
 static int make_engine(qed_loop *loop, enum qed_engine engine,
                        struct io_engine **out, qed_error *err)
 {
     int ret;
 
-    engine = engine_from_environment(engine);
     if (engine == QED_ENGINE_THREADS)
         return qedi_io_engine_threads_new(loop, out, err);
     ret = qedi_io_engine_uring_new(loop, out, err);

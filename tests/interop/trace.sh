@@ -27,6 +27,10 @@ tap_like "$trace" 'request 0x[0-9a-f]+ done: ok' "the request's completion is tr
 tap_like "$trace" "qed: trace: close 'plain.qed'" "the close is traced"
 tap_is "$(grep -cv '^qed: trace: ' "$ERR")" 0 "every line on stderr is a trace line"
 
+# QED_IO_ENGINE is the tool's to read: it asks the library for that engine.
+run env QED_TRACE=1 QED_IO_ENGINE=threads "$QED" info plain.qed
+tap_like "$(cat "$ERR")" "open 'plain.qed': .* threads engine" "QED_IO_ENGINE=threads: the tool opens with the thread pool"
+
 # The same write without the trace: same output, same image, nothing on stderr.
 "$QED" create -q quiet.qed 4M
 run "$QED" io -c 'write -P 7 0 64k' quiet.qed
