@@ -72,8 +72,8 @@ static int usage(void)
 
 int main(int argc, char **argv)
 {
-    struct qed_create_options create = { 0 };
-    struct qed_open_options open_options = { 0 };
+    struct qed_create_options create;
+    struct qed_open_options open_options;
     struct qed_image_info info;
     qed_image *img = NULL;
     qed_error err;
@@ -108,9 +108,14 @@ int main(int argc, char **argv)
     }
     raw_size = (uint64_t)end;
 
+    /* Every struct the library takes or fills starts with its size: the
+     * init functions set it and the defaults (zeros). */
+    qed_create_options_init(&create);
+    qed_open_options_init(&open_options);
+    qed_image_info_init(&info);
     /* The virtual size must be a multiple of 512: the tail past the end of
      * RAW reads as zeros.  Cluster size 0 means the default, 64 KiB. */
-    create.size = (raw_size + 511) / 512 * 512;
+    create.virtual_size = (raw_size + 511) / 512 * 512;
     create.cluster_size = (uint32_t)cluster_size;
     if (qed_create(qed_path, &create, &err) < 0) {
         fprintf(stderr, "raw2qed: %s: %s\n", qed_path, err.message);

@@ -32,7 +32,7 @@ static void read_around(qed_image *img)
 
 static void map_some(qed_image *img)
 {
-    struct qed_block_status st;
+    struct qed_block_status st = { .size = sizeof(st) };
     uint64_t pos = 0, size = qed_size(img);
     qed_error err;
 
@@ -48,8 +48,8 @@ static void map_some(qed_image *img)
 static void exercise(struct memfs *fs, unsigned flags)
 {
     struct storage_driver opener = memfs_opener(fs);
-    struct qed_open_options o = { .flags = flags };
-    struct qed_check_result r;
+    struct qed_open_options o = { .size = sizeof(o), .flags = flags };
+    struct qed_check_result r = { .size = sizeof(r) };
     qed_image *img;
     qed_error err;
 

@@ -43,11 +43,12 @@ static struct nbd_tls *make_tls(void)
 static void setup(void)
 {
     static char path[] = "/tmp/qed-fuzz-nbd-XXXXXX";
-    struct qed_create_options co = { .size = 8 << 20, .cluster_size = 4096,
-                                     .table_size = 1 };
+    struct qed_create_options co = { .size = sizeof(co),
+                                     .virtual_size = 8 << 20,
+                                     .cluster_size = 4096, .table_size = 1 };
     struct nbd_server_options so = { .persistent = true,
                                      .handshake_timeout_ms = 1000 };
-    struct qed_open_options oo = { .flags = QED_OPEN_RDWR };
+    struct qed_open_options oo = { .size = sizeof(oo), .flags = QED_OPEN_RDWR };
     qed_error err;
     int fd = mkstemp(path);
 

@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/uio.h>
 
 #ifdef __cplusplus
@@ -58,6 +59,25 @@ extern "C" {
  * QED_VERSION_ENCODE would give it. */
 const char *qed_version(void);
 unsigned qed_version_number(void);
+
+/* ---- growable structs ------------------------------------------------------
+ *
+ * Every struct a program fills for the library (options) or receives from it
+ * (results, information) starts with a size_t size: the program sets it to
+ * sizeof the struct as it was compiled, with the struct's init function
+ * (qed_open_options_init(&o), ...), which also zeroes every field (zero is
+ * each field's default) before the program sets the ones it wants.  The
+ * struct then grows in later releases, at its end only, without breaking
+ * programs built against an older qed.h:
+ *   - a smaller size (an older program) is accepted: options it does not
+ *     have take their defaults, and results past its size are not written;
+ *   - a size below that of the struct's first version (2.0) fails with
+ *     EINVAL, err naming size and its value: size was not set;
+ *   - a larger size (a newer program with an older library) is accepted for
+ *     options when every byte past what the library knows is zero (options
+ *     left at their defaults), else EINVAL; results past what the library
+ *     knows are zeroed.
+ * qed_error never changes: it is code and message, as here. */
 
 /* ---- errors -------------------------------------------------------------- */
 
@@ -229,6 +249,7 @@ enum qed_lock_mode {
 };
 
 struct qed_open_options {
+    size_t size;               /* sizeof(struct qed_open_options) */
     unsigned flags;            /* QED_OPEN_* */
     enum qed_format format;    /* PROBE by default */
     enum qed_cache cache;
@@ -238,8 +259,17 @@ struct qed_open_options {
     enum qed_lock_mode locking; /* for the image and its backing chain */
 };
 
+/* Sets size and every option to its default (the init functions of the
+ * other structs below do the same for theirs). */
+static inline void qed_open_options_init(struct qed_open_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->size = sizeof(*o);
+}
+
 /* Opens an image and its backing chain.  options may be NULL (read-only,
- * probed format, own loop, locking AUTO).  On success stores the handle in
+ * probed format, own loop, locking AUTO); else options->size must be set
+ * (qed_open_options_init).  On success stores the handle in
  * *out and returns 0; on failure *out is NULL and a negative errno is
  * returned with err saying what is wrong (and with which backing file):
  * -EAGAIN when another open of one of the files conflicts (see
@@ -281,7 +311,8 @@ enum qed_preallocation {
 const char *qed_preallocation_name(enum qed_preallocation mode);
 
 struct qed_create_options {
-    uint64_t size;              /* virtual size in bytes, multiple of 512 */
+    size_t size;                /* sizeof(struct qed_create_options) */
+    uint64_t virtual_size;      /* in bytes, a multiple of 512 */
     bool size_from_backing;     /* take the size from the backing file */
     uint32_t cluster_size;      /* 0: 64 KiB */
     uint32_t table_size;        /* 0: 4 */
@@ -292,6 +323,12 @@ struct qed_create_options {
     enum qed_lock_mode locking; /* of the file while it is written (and of
                                    the backing file while it is read) */
 };
+
+static inline void qed_create_options_init(struct qed_create_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->size = sizeof(*o);
+}
 
 /* Creates (or truncates) a QED image at path.  Refuses non-regular files,
  * and (-EAGAIN, see qed_lock_mode) files another open is writing or
@@ -321,6 +358,8 @@ const char *qed_qemu_open_problem(uint64_t size, uint32_t cluster_size,
                                   uint32_t table_size);
 
 struct qed_image_info {
+    size_t size;               /* sizeof(struct qed_image_info), set by the
+                                  caller */
     enum qed_format format;
     char filename[4096];
     uint64_t virtual_size;
@@ -343,7 +382,15 @@ struct qed_image_info {
                                        (probed at every open) */
 };
 
-/* Fills *info with what `qed info` shows: format, file name, sizes, the
+/* Sets size (and zeroes the rest) before the struct is handed over. */
+static inline void qed_image_info_init(struct qed_image_info *info)
+{
+    memset(info, 0, sizeof(*info));
+    info->size = sizeof(*info);
+}
+
+/* Fills *info (its size set: qed_image_info_init) with what `qed info`
+ * shows: format, file name, sizes, the
  * dirty bit and, for QED, the header fields and the backing file as stored
  * and as resolved.  Does not run the loop (it only asks the file system
  * for sizes).  Returns 0 or a negative errno. */
@@ -380,6 +427,7 @@ typedef void qed_callback(void *opaque, int ret, const qed_error *err);
 /* Block status of the range starting at an offset, resolved through the
  * backing chain, with the meaning of `qemu-img map`. */
 struct qed_block_status {
+    size_t size;       /* sizeof(struct qed_block_status), set by the caller */
     uint64_t length;   /* bytes from the offset with the same status */
     unsigned depth;    /* layer that answered: 0 = this image */
     bool present;      /* allocated in some layer (reads come from it) */
@@ -388,6 +436,12 @@ struct qed_block_status {
     bool has_offset;   /* host offset known (in the layer at depth) */
     uint64_t offset;   /* host offset of the first byte */
 };
+
+static inline void qed_block_status_init(struct qed_block_status *status)
+{
+    memset(status, 0, sizeof(*status));
+    status->size = sizeof(*status);
+}
 
 /* Asynchronous requests.  None of them blocks.  Each returns 0 when the
  * request was accepted: cb(opaque, ret, err) then runs exactly once, later,
@@ -417,9 +471,10 @@ int qed_aio_discard(qed_image *image, uint64_t offset, uint64_t length,
                     qed_callback *cb, void *opaque);
 /* Makes the writes that completed before it durable. */
 int qed_aio_flush(qed_image *image, qed_callback *cb, void *opaque);
-/* Fills *status (which must stay valid until the callback) for the range at
- * offset, at most length bytes.  offset must be inside the image and
- * length > 0 (else -EINVAL). */
+/* Fills *status (which must stay valid until the callback; its size set:
+ * qed_block_status_init) for the range at offset, at most length bytes.
+ * offset must be inside the image and length > 0, and status->size valid
+ * (else -EINVAL). */
 int qed_aio_block_status(qed_image *image, uint64_t offset, uint64_t length,
                          struct qed_block_status *status, qed_callback *cb,
                          void *opaque);
@@ -447,6 +502,8 @@ int qed_block_status(qed_image *image, uint64_t offset, uint64_t length,
 /* ---- consistency check -------------------------------------------------- */
 
 struct qed_check_result {
+    size_t size;                  /* sizeof(struct qed_check_result), set by
+                                     the caller */
     uint64_t check_errors;        /* I/O errors that stopped parts of the check */
     uint64_t corruptions;         /* found (before any repair) */
     uint64_t leaks;               /* found (before any repair) */
@@ -458,6 +515,12 @@ struct qed_check_result {
                                      previous one */
     uint64_t image_end_offset;    /* end of the last cluster in use */
 };
+
+static inline void qed_check_result_init(struct qed_check_result *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->size = sizeof(*r);
+}
 
 #define QED_CHECK_REPAIR_LEAKS 0x1u /* reclaim clusters nothing references */
 #define QED_CHECK_REPAIR_ALL 0x3u   /* leaks and corruptions */
@@ -497,6 +560,7 @@ typedef void qed_progress_callback(void *opaque, uint64_t done,
 
 /* How an operation runs.  NULL or zeroed members mean the defaults. */
 struct qed_op_options {
+    size_t size;              /* sizeof(struct qed_op_options) */
     unsigned requests;        /* requests in flight at once: 0 = 8, at
                                  most 256 */
     uint32_t request_size;    /* bytes per request: 0 = 2 MiB; a multiple
@@ -505,19 +569,28 @@ struct qed_op_options {
     void *progress_opaque;
 };
 
+static inline void qed_op_options_init(struct qed_op_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->size = sizeof(*o);
+}
+
 struct qed_convert_options {
+    size_t size;              /* sizeof(struct qed_convert_options) */
     enum qed_format format;   /* output: RAW (PROBE means RAW) or QED */
-    /* QED output: cluster_size, table_size, backing_file, backing_format.
-     * size and size_from_backing are ignored: the output has the source's
-     * size (rounded up to 512).  With a backing file, the output holds
-     * only what differs from it, and reads exactly like the source. */
-    struct qed_create_options create;
+    /* QED output (NULL: the defaults): cluster_size, table_size,
+     * backing_file, backing_format.  virtual_size and size_from_backing
+     * are ignored: the output has the source's size (rounded up to 512).
+     * With a backing file, the output holds only what differs from it, and
+     * reads exactly like the source.  A pointer, so that either struct can
+     * grow. */
+    const struct qed_create_options *create;
     enum qed_cache cache;     /* how the output is opened */
     bool unsafe;              /* no flushes at all on the output, like
                                  qemu-img convert's default cache=unsafe:
                                  faster, but not durable until the system
                                  writes it back */
-    struct qed_op_options op;
+    const struct qed_op_options *op; /* NULL: the defaults */
     /* Write into the existing image at dst_path (opened as format, which
      * is not probed) instead of creating one: create is ignored, the
      * image must be at least as large as src, and ranges that read as
@@ -548,6 +621,12 @@ struct qed_convert_options {
     void *warning_opaque;
 };
 
+static inline void qed_convert_options_init(struct qed_convert_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->size = sizeof(*o);
+}
+
 /* Copies what src reads into a new image at dst_path (created, or
  * truncated; an existing block device is written in place and must be
  * large enough).  The output stays sparse: ranges the source reports as
@@ -560,11 +639,19 @@ int qed_convert(qed_image *src, const char *dst_path,
                 const struct qed_convert_options *options, qed_error *err);
 
 struct qed_compare_result {
+    size_t size;              /* sizeof(struct qed_compare_result), set by
+                                 the caller */
     bool identical;           /* same content (the larger image's extra
                                  part reads as zeros) */
     uint64_t mismatch_offset; /* first differing byte when not identical */
     uint64_t size_a, size_b;  /* virtual sizes */
 };
+
+static inline void qed_compare_result_init(struct qed_compare_result *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->size = sizeof(*r);
+}
 
 /* Compares what two images read (a and b on the same loop).  Ranges both
  * report as zeros are not read.  Returns 0 when the comparison ran to the
@@ -585,16 +672,23 @@ int qed_compare_strict(qed_image *a, qed_image *b,
                        bool *status_mismatch, qed_error *err);
 
 struct qed_commit_options {
+    size_t size;              /* sizeof(struct qed_commit_options) */
     enum qed_format format;   /* of the image at path: PROBE by default */
     enum qed_engine engine;
     enum qed_cache cache;
-    struct qed_op_options op;
+    const struct qed_op_options *op; /* NULL: the defaults */
     /* NULL: commit into the backing file.  Else a file of the backing
      * chain (below the image) to commit into, as `qemu-img commit -b`
      * names it: relative to the directory of the image above it. */
     const char *base;
     enum qed_lock_mode locking; /* of the image and its backing chain */
 };
+
+static inline void qed_commit_options_init(struct qed_commit_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->size = sizeof(*o);
+}
 
 /* Writes what the QED image at path holds itself (data and zero clusters)
  * into its backing file (QED or raw), which grows first when it is smaller
@@ -643,10 +737,18 @@ int qed_rebase(qed_image *img, const char *backing, enum qed_format format,
                qed_error *err);
 
 struct qed_compact_result {
+    size_t size;                    /* sizeof(struct qed_compact_result),
+                                       set by the caller */
     uint64_t zero_clusters_dropped; /* all-zero data clusters released */
     uint64_t leaks_reclaimed;       /* clusters moved or truncated away */
     uint64_t size_before, size_after; /* file size in bytes */
 };
+
+static inline void qed_compact_result_init(struct qed_compact_result *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->size = sizeof(*r);
+}
 
 /* Rewrites an idle QED image opened read-write in place without holes or
  * leaks: data clusters that read as all zeros become unallocated (zero

@@ -219,6 +219,7 @@ static void walk_step(struct nbd_command *cmd, void (*done)(struct nbd_command *
     }
     w->cmd = cmd;
     w->done = done;
+    qed_block_status_init(&cmd->st);
     ret = qed_aio_block_status(cmd->conn->srv->img, cmd->walk_pos,
                                cmd->walk_end - cmd->walk_pos, &cmd->st,
                                walk_answer, w);

@@ -60,6 +60,7 @@ int qedi_nbd_server_new(qed_image *image, const struct nbd_server_options *optio
     snprintf(srv->export_name, sizeof(srv->export_name), "%s",
              srv->opts.export_name ? srv->opts.export_name : "");
     srv->preferred_block = 4096;
+    qed_image_info_init(&info);
     if (qed_get_info(image, &info, NULL) == 0 && info.cluster_size > 4096)
         srv->preferred_block = info.cluster_size;
     if (srv->preferred_block > NBD_MAX_PAYLOAD)

@@ -216,7 +216,7 @@ static int bench_main(const struct tool_command *cmd, int argc, char **argv)
     struct bench b = { .total = 75000, .size = 4096, .depth = 64,
                        .drain_on_flush = true };
     enum qed_format format = QED_FORMAT_PROBE;
-    struct qed_open_options opts = { 0 };
+    struct qed_open_options opts = { .size = sizeof(opts) };
     uint64_t depth = 64, step = 0;
     int pattern = 0;
     bool quiet = false, force_share = false;

@@ -122,7 +122,7 @@ static int check_image(const struct check_args *args)
      * opens the image as it is, dirty or not, to look at it first. */
     unsigned flags = args->repair ? QED_OPEN_RDWR | QED_OPEN_NO_CHECK
                                   : QED_OPEN_NO_BACKING;
-    struct qed_check_result result = {0};
+    struct qed_check_result result = { .size = sizeof(result) };
     struct tool_progress progress;
 
     if (args->force_share)

@@ -18,7 +18,8 @@ static int commit_run(const struct tool_command *cmd, int argc, char **argv)
         {"help", no_argument, NULL, TOOL_OPT_HELP},
         {NULL, 0, NULL, 0},
     };
-    struct qed_commit_options o = {0};
+    struct qed_commit_options o = { .size = sizeof(o) };
+    struct qed_op_options op = { .size = sizeof(op) };
     struct tool_progress progress;
     bool quiet = false, show = false;
     qed_error err = {0};
@@ -59,8 +60,9 @@ static int commit_run(const struct tool_command *cmd, int argc, char **argv)
         return tool_bad_usage(cmd, "expected one image");
     path = argv[optind];
     tool_progress_start(&progress, show && !quiet);
-    o.op.progress = show_progress;
-    o.op.progress_opaque = &progress;
+    op.progress = show_progress;
+    op.progress_opaque = &progress;
+    o.op = &op;
     ret = qed_commit(path, &o, &err);
     tool_progress_finish(&progress);
     if (ret < 0) {

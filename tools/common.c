@@ -251,7 +251,7 @@ static bool apply_create_option(const char *name, const char *value,
 
     if (strcmp(name, "size") == 0) {
         settings->size_given = true;
-        return tool_parse_size(value, name, &o->size);
+        return tool_parse_size(value, name, &o->virtual_size);
     }
     if (strcmp(name, "cluster_size") == 0)
         return parse_u32_option(name, value, &o->cluster_size);
@@ -310,6 +310,7 @@ bool tool_open(const char *path, enum qed_format format, unsigned flags,
                qed_image **out)
 {
     struct qed_open_options options = {
+        .size = sizeof(options),
         .flags = flags,
         .format = format,
     };

@@ -12,7 +12,7 @@ static int compact_run(const struct tool_command *cmd, int argc, char **argv)
         { "help", no_argument, NULL, TOOL_OPT_HELP },
         { NULL, 0, NULL, 0 },
     };
-    struct qed_compact_result r;
+    struct qed_compact_result r = { .size = sizeof(r) };
     enum qed_format format = QED_FORMAT_PROBE;
     bool quiet = false;
     qed_error err = { 0 };

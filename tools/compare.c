@@ -20,6 +20,7 @@ static bool open_second(const char *path, enum qed_format format,
                         unsigned flags, qed_image *first, qed_image **out)
 {
     struct qed_open_options o = {
+        .size = sizeof(o),
         .format = format,
         .flags = flags,
         .loop = qed_image_loop(first),
@@ -77,9 +78,9 @@ static int report(const struct compare_args *args,
 
 static int compare(const struct compare_args *args)
 {
-    struct qed_compare_result result;
+    struct qed_compare_result result = { .size = sizeof(result) };
     struct tool_progress progress;
-    struct qed_op_options o = {0};
+    struct qed_op_options o = { .size = sizeof(o) };
     qed_image *a, *b;
     qed_error err = {0};
     bool status_mismatch = false;

@@ -40,6 +40,7 @@ struct convert_args {
     bool target_format_given;
     enum qed_cache source_cache;
     struct tool_create_settings settings;
+    struct qed_op_options op;
     struct qed_convert_options convert;
 };
 
@@ -58,6 +59,7 @@ static void show_warning(void *opaque, const char *message)
 static bool open_source(struct convert_args *args, qed_image **out)
 {
     struct qed_open_options options = {
+        .size = sizeof(options),
         .format = args->source.format,
         .cache = args->source.cache_given ? args->source.cache
                                           : args->source_cache,
@@ -84,10 +86,11 @@ static int convert(struct convert_args *args)
 
     if (!open_source(args, &source))
         return 1;
-    args->convert.create = args->settings.options;
+    args->convert.create = &args->settings.options;
     tool_progress_start(&progress, args->progress && !args->quiet);
-    args->convert.op.progress = show_progress;
-    args->convert.op.progress_opaque = &progress;
+    args->op.progress = show_progress;
+    args->op.progress_opaque = &progress;
+    args->convert.op = &args->op;
     if (!args->quiet)
         args->convert.warning = show_warning;
     args->convert.warning_opaque = (void *)args->source.filename;
@@ -96,7 +99,7 @@ static int convert(struct convert_args *args)
     if (ret < 0)
         tool_report(args->target.filename, NULL, &err);
     else if (args->convert.format == QED_FORMAT_QED)
-        tool_warn_qemu_incompatible(args->target.filename, &args->convert.create,
+        tool_warn_qemu_incompatible(args->target.filename, args->convert.create,
                                     (qed_size(source) + 511) & ~(uint64_t)511);
     if (!tool_close(args->source.filename, source))
         ret = -1;
@@ -461,7 +464,10 @@ static int parse_and_convert(const struct tool_command *cmd, int argc,
         {NULL, 0, NULL, 0},
     };
     struct convert_args args = {
-        .convert = {.format = QED_FORMAT_RAW, .unsafe = true},
+        .settings = {.options = {.size = sizeof(struct qed_create_options)}},
+        .op = {.size = sizeof(struct qed_op_options)},
+        .convert = {.size = sizeof(struct qed_convert_options),
+                    .format = QED_FORMAT_RAW, .unsafe = true},
     };
     enum qed_format backing_format;
     int ret;
@@ -518,7 +524,7 @@ static int parse_and_convert(const struct tool_command *cmd, int argc,
                 return 1;
             break;
         case 'm':
-            if (!parse_requests(optarg, &args.convert.op.requests))
+            if (!parse_requests(optarg, &args.op.requests))
                 return 1;
             break;
         case 'n':

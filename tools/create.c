@@ -51,7 +51,7 @@ static int create_image(const char *path, struct tool_create_settings *settings,
 {
     struct qed_create_options *o = &settings->options;
     qed_error err = {0};
-    uint64_t size = o->size;
+    uint64_t size = o->virtual_size;
 
     if (qed_create(path, o, &err) < 0) {
         tool_report(path, NULL, &err);
@@ -77,6 +77,8 @@ static int create_run(const struct tool_command *cmd, int argc, char **argv)
     enum qed_format format;
     const char *path;
     int ch;
+
+    qed_create_options_init(o);
 
     while ((ch = getopt_long(argc, argv, ":hqf:b:F:o:", long_options,
                              NULL)) != -1) {
@@ -137,18 +139,18 @@ static int create_run(const struct tool_command *cmd, int argc, char **argv)
             tool_error(path, "The image size must be specified only once");
             return 1;
         }
-        if (!tool_parse_size(argv[optind + 1], "size", &o->size))
+        if (!tool_parse_size(argv[optind + 1], "size", &o->virtual_size))
             return 1;
         settings.size_given = true;
     }
     if (settings.size_given) {
         /* Like qemu-img: the size is rounded up to whole 512-byte sectors. */
-        if (o->size > UINT64_MAX - 511) {
+        if (o->virtual_size > UINT64_MAX - 511) {
             tool_error(path, "image size %llu is too large",
-                       (unsigned long long)o->size);
+                       (unsigned long long)o->virtual_size);
             return 1;
         }
-        o->size = (o->size + 511) & ~(uint64_t)511;
+        o->virtual_size = (o->virtual_size + 511) & ~(uint64_t)511;
     } else if (has_backing(o)) {
         o->size_from_backing = true;
     } else {

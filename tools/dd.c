@@ -111,6 +111,7 @@ static bool output_is_input(const struct dd_args *args, qed_image *in)
     info = malloc(sizeof(*info));
     if (!info)
         return false;
+    qed_image_info_init(info);
     for (qed_image *layer = in; layer && !found; layer = qed_backing(layer)) {
         qed_error err = {0};
 
@@ -163,7 +164,7 @@ static bool create_raw(const char *path, uint64_t size)
 
 static bool create_output(const struct dd_args *args, uint64_t size)
 {
-    struct qed_create_options o = {.size = size};
+    struct qed_create_options o = { .size = sizeof(o), .virtual_size = size };
     qed_error err = {0};
 
     if (args->out_format != QED_FORMAT_QED)
@@ -179,6 +180,7 @@ static bool open_output(const struct dd_args *args, qed_image *in,
                         qed_image **out)
 {
     struct qed_open_options o = {
+        .size = sizeof(o),
         .flags = QED_OPEN_RDWR,
         .format = args->out_format == QED_FORMAT_QED ? QED_FORMAT_QED
                                                      : QED_FORMAT_RAW,

@@ -28,6 +28,7 @@ struct info_list {
 static bool open_for_info(const struct info_args *args, qed_image **image)
 {
     struct qed_open_options options = {
+        .size = sizeof(options),
         .format = args->format,
         .flags = args->force_share ? QED_OPEN_FORCE_SHARE : 0,
     };
@@ -64,6 +65,7 @@ static bool gather_layers(const struct info_args *args, qed_image *top,
         struct qed_image_info *info = &list->layers[list->count];
         qed_error err = {0};
 
+        qed_image_info_init(info);
         if (qed_get_info(layer, info, &err) < 0) {
             tool_report(args->path, NULL, &err);
             return false;

@@ -22,6 +22,7 @@ static int allocated_run(struct io_session *session, uint64_t offset,
     struct qed_block_status status;
     int ret;
 
+    qed_block_status_init(&status);
     if (qed_format_of(session->image) == QED_FORMAT_RAW) {
         *allocated = true;
         *length = max;
@@ -170,6 +171,7 @@ static int io_info(struct io_session *session, int argc, char **argv)
         tool_error(NULL, "out of memory");
         return 1;
     }
+    qed_image_info_init(info);
     if (qed_get_info(session->image, info, &err) < 0) {
         tool_report(session->path, NULL, &err);
         free(info);
@@ -219,6 +221,7 @@ static bool qed_truncate_ok(struct io_session *session, uint64_t size)
         tool_error(NULL, "out of memory");
         return false;
     }
+    qed_image_info_init(info);
     if (qed_get_info(session->image, info, &err) < 0)
         tool_report(session->path, NULL, &err);
     else if (size % 512 || size > max_qed_size(info))

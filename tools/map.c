@@ -44,6 +44,8 @@ static bool collect_layer_names(const char *path, qed_image *top,
     struct qed_image_info *info = malloc(sizeof(*info));
     bool ok = info != NULL;
 
+    if (info)
+        qed_image_info_init(info);
     printer->layer_names =
         calloc(QED_MAX_CHAIN_DEPTH + 1, sizeof(*printer->layer_names));
     ok = ok && printer->layer_names;
@@ -158,7 +160,7 @@ static bool entries_mergeable(const struct map_entry *a,
 static bool query_status(const char *path, qed_image *image, uint64_t offset,
                          uint64_t end, struct map_entry *entry)
 {
-    struct qed_block_status status = {0};
+    struct qed_block_status status = { .size = sizeof(status) };
     qed_error err = {0};
 
     if (qed_block_status(image, offset, end - offset, &status, &err) < 0) {

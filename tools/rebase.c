@@ -20,7 +20,7 @@ struct rebase_args {
 
 static int rebase(const struct rebase_args *args)
 {
-    struct qed_op_options o = {0};
+    struct qed_op_options o = { .size = sizeof(o) };
     struct tool_progress progress;
     qed_error err = {0};
     qed_image *img;

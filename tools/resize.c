@@ -103,7 +103,9 @@ static int resize_run(const struct tool_command *cmd, int argc, char **argv)
     current = qed_size(img);
     if (qed_format_of(img) == QED_FORMAT_RAW) {
         /* A raw file's own length, not its length in whole sectors. */
-        info = calloc(1, sizeof(*info));
+        info = malloc(sizeof(*info));
+        if (info)
+            qed_image_info_init(info);
         if (info && qed_get_info(img, info, &err) == 0)
             current = info->file_size;
         free(info);

@@ -161,7 +161,8 @@ static int serve(struct serve_settings *s, const char *file)
 
 static int serve_image(const struct serve_settings *s, const char *file)
 {
-    struct qed_open_options opts = { .format = s->format, .cache = s->cache };
+    struct qed_open_options opts = { .size = sizeof(opts), .format = s->format,
+                                     .cache = s->cache };
     struct nbd_server *srv;
     qed_image *img;
     qed_error err = { 0 };

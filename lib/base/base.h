@@ -5,6 +5,7 @@
 #ifndef QED_LIB_BASE_H
 #define QED_LIB_BASE_H
 
+#include "abi.h"
 #include "iov.h"
 #include "loop.h"
 #include "util.h"

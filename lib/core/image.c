@@ -310,9 +310,9 @@ int qedi_image_open(const char *path, const struct qed_open_options *options,
     int ret;
 
     *out = NULL;
-    if (options)
-        o = *options;
-    ret = qedi_image_validate_locking(&o, err);
+    ret = qedi_abi_take(&qedi_abi_open_options, &o, options, err);
+    if (ret == 0)
+        ret = qedi_image_validate_locking(&o, err);
     if (ret < 0)
         return ret;
     loop = o.loop;
@@ -400,11 +400,11 @@ static void copy_string(char *dst, size_t size, const char *src)
     snprintf(dst, size, "%s", src ? src : "");
 }
 
-int qed_get_info(qed_image *img, struct qed_image_info *info, qed_error *err)
+static int get_info(qed_image *img, struct qed_image_info *info,
+                    qed_error *err)
 {
     int ret;
 
-    memset(info, 0, sizeof(*info));
     info->format = img->format;
     copy_string(info->filename, sizeof(info->filename), img->filename);
     info->virtual_size = img->size;
@@ -427,4 +427,21 @@ int qed_get_info(qed_image *img, struct qed_image_info *info, qed_error *err)
     if (img->driver->get_info)
         img->driver->get_info(img, info);
     return 0;
+}
+
+/* Filled whole, then handed over up to the size the program knows. */
+int qed_get_info(qed_image *img, struct qed_image_info *info, qed_error *err)
+{
+    struct qed_image_info *full;
+    int ret = qedi_abi_check_out(&qedi_abi_image_info, info, err);
+
+    if (ret < 0)
+        return ret;
+    full = calloc(1, sizeof(*full));
+    if (!full)
+        return qedi_fail(err, ENOMEM, "out of memory");
+    ret = get_info(img, full, err);
+    qedi_abi_give(&qedi_abi_image_info, info, full);
+    free(full);
+    return ret;
 }

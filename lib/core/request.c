@@ -171,8 +171,12 @@ int qed_aio_block_status(qed_image *img, uint64_t offset, uint64_t length,
                          struct qed_block_status *status, qed_callback *cb,
                          void *opaque)
 {
-    if (offset >= img->size || length == 0)
+    if (offset >= img->size || length == 0 ||
+        qedi_abi_check_out(&qedi_abi_block_status, status, NULL) < 0)
         return -EINVAL;
+    /* Fields of a later release than this library's read as zero. */
+    qedi_abi_give(&qedi_abi_block_status, status,
+                  &(struct qed_block_status){ 0 });
     length = QED_MIN(length, img->size - offset);
     return submit_range(img, REQ_STATUS, offset, length, 0, status, cb,
                         opaque);
@@ -287,6 +291,9 @@ int qed_block_status(qed_image *img, uint64_t offset, uint64_t length,
 
     if (qedi_image_refuse_nested(img, "qed_block_status", err) < 0)
         return -EDEADLK;
+    /* Said here: the asynchronous call has no message for it. */
+    if (qedi_abi_check_out(&qedi_abi_block_status, status, err) < 0)
+        return -EINVAL;
     return sync_wait(img, qed_aio_block_status(img, offset, length, status,
                                                sync_done, &c),
                      &c, "block status");

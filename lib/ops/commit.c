@@ -131,6 +131,7 @@ static int open_base(struct commit *c, qed_image *above,
 {
     qed_image *ro_base = above->backing;
     struct qed_open_options bo = {
+        .size = sizeof(bo),
         .flags = QED_OPEN_RDWR,
         .cache = o->cache,
         .loop = qed_image_loop(c->top),
@@ -198,12 +199,13 @@ int qed_commit(const char *path, const struct qed_commit_options *options,
     qed_image *above;
     int ret, r;
 
-    if (options)
-        o = *options;
-    ret = qedi_ops_walk_configure(&w, &o.op, err);
+    ret = qedi_abi_take(&qedi_abi_commit_options, &o, options, err);
+    if (ret == 0)
+        ret = qedi_ops_walk_configure(&w, o.op, err);
     if (ret < 0)
         return ret;
     struct qed_open_options to = {
+        .size = sizeof(to),
         .format = o.format,
         .engine = o.engine,
         .cache = o.cache,

@@ -116,12 +116,11 @@ static int compare_content(qed_image *a, qed_image *b,
     return 0;
 }
 
-int qed_compare(qed_image *a, qed_image *b, const struct qed_op_options *o,
-                struct qed_compare_result *result, qed_error *err)
+static int compare(qed_image *a, qed_image *b, const struct qed_op_options *o,
+                   struct qed_compare_result *result, qed_error *err)
 {
     int ret;
 
-    memset(result, 0, sizeof(*result));
     ret = compare_ready(a, b, err);
     if (ret < 0)
         return ret;
@@ -180,7 +179,10 @@ static int query_flags(qed_image *img, uint64_t pos, uint64_t end,
                        unsigned *flags, uint64_t *len, qed_error *err)
 {
     struct qed_block_status st;
-    int ret = qed_block_status(img, pos, end - pos, &st, err);
+    int ret;
+
+    qed_block_status_init(&st);
+    ret = qed_block_status(img, pos, end - pos, &st, err);
 
     if (ret < 0) {
         qedi_error_prefix(err, "block status of '%s' at offset %" PRIu64 ": ",
@@ -222,15 +224,14 @@ static int first_status_difference(qed_image *a, qed_image *b, uint64_t *at,
     return 0;
 }
 
-int qed_compare_strict(qed_image *a, qed_image *b,
-                       const struct qed_op_options *o,
-                       struct qed_compare_result *result,
-                       bool *status_mismatch, qed_error *err)
+static int compare_strict(qed_image *a, qed_image *b,
+                          const struct qed_op_options *o,
+                          struct qed_compare_result *result,
+                          bool *status_mismatch, qed_error *err)
 {
     uint64_t at = 0;
     int differs, ret;
 
-    memset(result, 0, sizeof(*result));
     *status_mismatch = false;
     ret = compare_ready(a, b, err);
     if (ret < 0)
@@ -252,4 +253,34 @@ int qed_compare_strict(qed_image *a, qed_image *b,
     result->mismatch_offset = at;
     *status_mismatch = true;
     return 0;
+}
+
+/* Both run on a result of the library's own, handed over up to the size
+ * the program knows. */
+int qed_compare(qed_image *a, qed_image *b, const struct qed_op_options *o,
+                struct qed_compare_result *result, qed_error *err)
+{
+    struct qed_compare_result r = { 0 };
+    int ret = qedi_abi_check_out(&qedi_abi_compare_result, result, err);
+
+    if (ret < 0)
+        return ret;
+    ret = compare(a, b, o, &r, err);
+    qedi_abi_give(&qedi_abi_compare_result, result, &r);
+    return ret;
+}
+
+int qed_compare_strict(qed_image *a, qed_image *b,
+                       const struct qed_op_options *o,
+                       struct qed_compare_result *result,
+                       bool *status_mismatch, qed_error *err)
+{
+    struct qed_compare_result r = { 0 };
+    int ret = qedi_abi_check_out(&qedi_abi_compare_result, result, err);
+
+    if (ret < 0)
+        return ret;
+    ret = compare_strict(a, b, o, &r, status_mismatch, err);
+    qedi_abi_give(&qedi_abi_compare_result, result, &r);
+    return ret;
 }

@@ -276,6 +276,7 @@ static int open_output(const char *path, enum qed_format format,
                        qed_image **out, qed_error *err)
 {
     struct qed_open_options oo = {
+        .size = sizeof(oo),
         .flags = QED_OPEN_RDWR,
         .format = format,
         .cache = o->cache,
@@ -346,10 +347,10 @@ static int create_output(qed_image *src, const char *path,
         c->granularity = RAW_GRANULARITY;
         return 0;
     }
-    struct qed_create_options co = o->create;
-    co.size = round_up_u64(size, QED_SECTOR_SIZE);
+    struct qed_create_options co = *o->create;
+    co.virtual_size = round_up_u64(size, QED_SECTOR_SIZE);
     co.size_from_backing = false;
-    if (co.size < size)
+    if (co.virtual_size < size)
         return qedi_fail(err, EFBIG, "size %" PRIu64 " is too large", size);
     ret = qed_create(path, &co, err);
     if (ret == 0)
@@ -449,14 +450,20 @@ int qed_convert(qed_image *src, const char *dst_path,
                 const struct qed_convert_options *options, qed_error *err)
 {
     struct qed_convert_options o = { 0 };
+    struct qed_create_options create = { 0 };
     struct convert c = { .src = src, .shared_depth = -1 };
     struct ops_walk w = { 0 };
     enum qed_format format;
     qed_error close_err = { 0 };
     int ret, r;
 
-    if (options)
-        o = *options;
+    ret = qedi_abi_take(&qedi_abi_convert_options, &o, options, err);
+    if (ret == 0)
+        ret = qedi_abi_take(&qedi_abi_create_options, &create, o.create, err);
+    if (ret < 0)
+        return ret;
+    /* From here on, the options as this library knows them. */
+    o.create = &create;
     format = o.format == QED_FORMAT_PROBE ? QED_FORMAT_RAW : o.format;
     if (format != QED_FORMAT_RAW && format != QED_FORMAT_QED)
         return qedi_fail(err, EINVAL, "output format %d is neither raw nor "
@@ -464,17 +471,17 @@ int qed_convert(qed_image *src, const char *dst_path,
     if (o.min_sparse % QED_SECTOR_SIZE != 0)
         return qedi_fail(err, EINVAL, "minimum zero run %" PRIu32 " is not "
                         "a multiple of 512", o.min_sparse);
-    if (!o.existing && o.salvage && o.create.backing_file &&
-        o.create.backing_file[0])
+    if (!o.existing && o.salvage && create.backing_file &&
+        create.backing_file[0])
         return qedi_fail(err, EINVAL, "salvage needs an output without a "
                         "backing file (backing file '%s')",
-                        o.create.backing_file);
-    if (!o.existing && format == QED_FORMAT_RAW && o.create.backing_file &&
-        o.create.backing_file[0])
+                        create.backing_file);
+    if (!o.existing && format == QED_FORMAT_RAW && create.backing_file &&
+        create.backing_file[0])
         return qedi_fail(err, EINVAL, "a backing file needs qed output "
                         "(backing file '%s' for a raw output)",
-                        o.create.backing_file);
-    ret = qedi_ops_walk_configure(&w, &o.op, err);
+                        create.backing_file);
+    ret = qedi_ops_walk_configure(&w, o.op, err);
     if (ret == 0)
         ret = qedi_ops_require_idle(src, "convert", err);
     if (ret == 0)

@@ -12,6 +12,7 @@ static int backing_size(const char *image_path,
                         qed_error *err)
 {
     struct qed_open_options bo = {
+        .size = sizeof(bo),
         .format = o->backing_format,
         .locking = o->locking,
     };
@@ -36,10 +37,13 @@ static int backing_size(const char *image_path,
 int qed_create(const char *path, const struct qed_create_options *options,
                qed_error *err)
 {
-    struct qed_create_options o = *options;
-    bool has_backing = o.backing_file && o.backing_file[0];
-    int ret;
+    struct qed_create_options o = { 0 };
+    bool has_backing;
+    int ret = qedi_abi_take(&qedi_abi_create_options, &o, options, err);
 
+    if (ret < 0)
+        return ret;
+    has_backing = o.backing_file && o.backing_file[0];
     if (o.cluster_size == 0)
         o.cluster_size = QED_DEFAULT_CLUSTER_SIZE;
     if (o.table_size == 0)
@@ -72,7 +76,7 @@ int qed_create(const char *path, const struct qed_create_options *options,
         if (ret < 0)
             return ret;
         if (o.size_from_backing)
-            o.size = round_up_u64(bsize, QED_SECTOR_SIZE);
+            o.virtual_size = round_up_u64(bsize, QED_SECTOR_SIZE);
     }
     return qedi_qed_format_driver.create(path, &o, err);
 }

@@ -88,6 +88,7 @@ static int open_new_backing(qed_image *img, const char *name,
                             char **path_out, qed_error *err)
 {
     struct qed_open_options o = {
+        .size = sizeof(o),
         .format = format,
         .cache = img->cache,
         .loop = img->loop,
@@ -169,7 +170,8 @@ int qed_set_backing(qed_image *img, const char *name, enum qed_format format,
 int qed_set_backing_at(const char *path, const char *name,
                        enum qed_format format, qed_error *err)
 {
-    struct qed_open_options o = { .flags = QED_OPEN_NO_BACKING };
+    struct qed_open_options o = { .size = sizeof(o),
+                                  .flags = QED_OPEN_NO_BACKING };
     qed_image *img;
     int ret;
 

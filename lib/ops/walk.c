@@ -22,9 +22,10 @@ int qedi_ops_walk_configure(struct ops_walk *w, const struct qed_op_options *o,
                        qed_error *err)
 {
     struct qed_op_options d = { 0 };
+    int ret = qedi_abi_take(&qedi_abi_op_options, &d, o, err);
 
-    if (o)
-        d = *o;
+    if (ret < 0)
+        return ret;
     if (d.requests == 0)
         d.requests = OPS_DEFAULT_REQUESTS;
     if (d.request_size == 0)
@@ -187,7 +188,7 @@ static void start_query(struct ops_walk *w)
         struct qed_block_status *st = &w->q_st[i];
         int ret;
 
-        memset(st, 0, sizeof(*st));
+        qed_block_status_init(st);
         if (!img || w->pos >= qed_size(img)) {
             st->length = w->q_len;
             st->zero = true;

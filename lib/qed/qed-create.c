@@ -212,7 +212,7 @@ int qedi_qed_create(const char *path, const struct qed_create_options *o,
     bool existed;
     int fd, ret;
 
-    ret = qedi_header_init_new(&h, o->size, o->cluster_size, o->table_size,
+    ret = qedi_header_init_new(&h, o->virtual_size, o->cluster_size, o->table_size,
                           has_backing ? strlen(o->backing_file) : 0,
                           o->backing_format == QED_FORMAT_RAW, err);
     if (ret < 0)

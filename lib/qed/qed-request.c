@@ -667,7 +667,7 @@ static void status_chunk(struct qed_request *req)
         complete(req, ret);
         return;
     }
-    memset(st, 0, sizeof(*st));
+    qedi_abi_clear(&qedi_abi_block_status, st);
     st->length = ext->length;
     switch (ext->kind) {
     case EXTENT_DATA:

@@ -66,7 +66,10 @@ static int zero_range(qed_image *img, uint64_t from, uint64_t to,
 {
     while (from < to) {
         struct qed_block_status st;
-        int ret = img->front->block_status(img, from, to - from, &st, err);
+        int ret;
+
+        qed_block_status_init(&st);
+        ret = img->front->block_status(img, from, to - from, &st, err);
 
         if (ret < 0)
             return ret;

@@ -123,7 +123,7 @@ static void raw_status(struct request *req)
     uint64_t next;
     int ret;
 
-    memset(st, 0, sizeof(*st));
+    qedi_abi_clear(&qedi_abi_block_status, st);
     st->present = st->has_offset = true;
     st->offset = req->offset;
     ret = file->ops->seek(file, req->offset, true, &next);

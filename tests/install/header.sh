@@ -35,16 +35,37 @@ static void on_done(void *opaque, int ret, const qed_error *err)
 int main(void)
 {
     qed_error err = { 0, "" };
-    struct qed_open_options oo = { QED_OPEN_RDWR | QED_OPEN_NO_BACKING, QED_FORMAT_QED,
+    struct qed_open_options oo = { sizeof(struct qed_open_options),
+                                   QED_OPEN_RDWR | QED_OPEN_NO_BACKING, QED_FORMAT_QED,
                                    QED_CACHE_NONE, QED_ENGINE_THREADS, NULL, 0,
                                    QED_LOCK_ON };
-    struct qed_create_options co = { 1u << 20, false, QED_DEFAULT_CLUSTER_SIZE,
+    struct qed_create_options co = { sizeof(struct qed_create_options), 1u << 20, false,
+                                     QED_DEFAULT_CLUSTER_SIZE,
                                      QED_DEFAULT_TABLE_SIZE, NULL, QED_FORMAT_RAW,
                                      QED_PREALLOC_METADATA, QED_LOCK_OFF };
-    struct qed_block_status bs = { 0, 0, false, false, false, false, 0 };
-    struct qed_check_result cr = { 0, 0, 0, 0, 0, 0, 0, 0, 0 };
+    struct qed_block_status bs = { sizeof(struct qed_block_status), 0, 0, false, false,
+                                   false, false, 0 };
+    struct qed_check_result cr = { sizeof(struct qed_check_result), 0, 0, 0, 0, 0, 0, 0,
+                                   0, 0 };
+    struct qed_image_info info;
+    struct qed_op_options op;
+    struct qed_convert_options cv;
+    struct qed_compare_result cmp;
+    struct qed_commit_options cm;
+    struct qed_compact_result cp;
     qed_callback *cb = on_done;
     unsigned long long f = QED_FEATURE_MASK | QED_MAGIC;
+    /* The init functions are static inline: compiled here, with -Wconversion. */
+    qed_open_options_init(&oo);
+    qed_create_options_init(&co);
+    qed_block_status_init(&bs);
+    qed_check_result_init(&cr);
+    qed_image_info_init(&info);
+    qed_op_options_init(&op);
+    qed_convert_options_init(&cv);
+    qed_compare_result_init(&cmp);
+    qed_commit_options_init(&cm);
+    qed_compact_result_init(&cp);
     (void)oo; (void)co; (void)bs; (void)cr; (void)cb; (void)f;
     (void)QED_VERSION_STRING; (void)QED_CHECK_REPAIR_ALL; (void)QED_ZERO_MAY_UNMAP;
     (void)QED_LOOP_HANGUP; (void)QED_MAX_BACKING_NAME; (void)QED_MAX_CHAIN_DEPTH;

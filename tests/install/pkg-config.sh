@@ -56,6 +56,7 @@ int main(int argc, char **argv)
 
     if (argc != 2)
         return 2;
+    qed_image_info_init(&info);
     if (qed_open(argv[1], NULL, &img, &err) < 0 ||
         qed_get_info(img, &info, &err) < 0) {
         fprintf(stderr, "%s: %s\n", argv[1], err.message);

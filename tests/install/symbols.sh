@@ -14,13 +14,21 @@ mkdir -p "$B"
 tap_cmd "make shared" flock "$B/.install.lock" env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
     make -C "$ROOT" ${BUILD:+BUILD="$BUILD"} shared || done_testing
 
-# Functions declared in qed.h: comments and typedefs (function types such as
-# qed_callback) removed, then every qed_NAME( left.
+# Functions declared in qed.h: comments, typedefs (function types such as
+# qed_callback) and the static inline functions (the structs' init
+# functions, compiled into the program, never exported) removed, then every
+# qed_NAME( left.
 perl -0777 -ne '
     s{/\*.*?\*/}{}gs; s{//[^\n]*}{}g; s{\btypedef\b[^;]*;}{}gs;
+    s#\bstatic\s+inline\b[^{;]*\{.*?\n\}##gs;
     print "$1\n" while /\b(qed_\w+)\s*\(/g;
 ' "$ROOT/include/qed.h" | sort -u >declared
+perl -0777 -ne '
+    s{/\*.*?\*/}{}gs;
+    print "$1\n" while /\bstatic\s+inline\b[^{;(]*\b(qed_\w+)\s*\(/g;
+' "$ROOT/include/qed.h" | sort -u >inline
 tap_like "$(wc -l <declared)" '^[1-9][0-9]+$' "qed.h declares functions ($(wc -l <declared))"
+tap_like "$(wc -l <inline)" '^[1-9][0-9]*$' "qed.h defines static inline functions ($(echo $(cat inline)))"
 
 # Dynamic symbols the library defines.  The version node itself shows up as
 # an absolute symbol named LIBQED_2.0: that is the version definition, not a
@@ -38,6 +46,8 @@ tap_is "$(awk '$2 == "A" {print $3}' dynsyms)" "LIBQED_2.0" "the only version no
 
 missing=$(comm -23 declared exported-names)
 tap_is "$missing" "" "every function qed.h declares is exported"
+tap_is "$(comm -12 inline exported-names)" "" \
+    "no static inline function of qed.h is exported (they are the program's)"
 
 # Internal functions are named qedi_* (namespace.sh): none is exported.
 extra=$(comm -13 declared exported-names)

@@ -78,7 +78,8 @@ int support_create(const char *path, uint64_t size, uint32_t cluster_size,
                    enum qed_format backing_format, qed_error *err)
 {
     struct qed_create_options o = {
-        .size = size,
+        .size = sizeof(struct qed_create_options),
+        .virtual_size = size,
         .size_from_backing = size == 0 && backing != NULL,
         .cluster_size = cluster_size,
         .table_size = table_size,
@@ -91,7 +92,8 @@ int support_create(const char *path, uint64_t size, uint32_t cluster_size,
 int support_open(const char *path, unsigned flags, enum qed_engine engine,
                  qed_image **out, qed_error *err)
 {
-    struct qed_open_options o = { .flags = flags, .engine = engine };
+    struct qed_open_options o = { .size = sizeof(o),
+                                  .flags = flags, .engine = engine };
     return qed_open(path, &o, out, err);
 }
 
@@ -388,4 +390,13 @@ int support_run_until(qed_loop *loop, const unsigned *counter, unsigned target,
             return -ETIMEDOUT;
     }
     return 0;
+}
+
+struct qed_image_info *support_image_info_new(void)
+{
+    struct qed_image_info *info = malloc(sizeof(*info));
+
+    if (info)
+        qed_image_info_init(info);
+    return info;
 }

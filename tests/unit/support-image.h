@@ -42,6 +42,9 @@ const char *support_path(const char *dir, const char *name);
 int support_create(const char *path, uint64_t size, uint32_t cluster_size,
                    uint32_t table_size, const char *backing,
                    enum qed_format backing_format, qed_error *err);
+/* A zeroed qed_image_info with its size set (qed_image_info_init), for
+ * qed_get_info; NULL when out of memory.  free() it. */
+struct qed_image_info *support_image_info_new(void);
 /* Opens an image with the given engine and QED_OPEN_* flags. */
 int support_open(const char *path, unsigned flags, enum qed_engine engine,
                  qed_image **out, qed_error *err);

@@ -103,6 +103,7 @@ int support_template_open(struct memfs *fs, qed_loop *loop,
                           qed_image **out, qed_error *err)
 {
     struct qed_open_options o = {
+        .size = sizeof(struct qed_open_options),
         .flags = QED_OPEN_RDWR,
         .cache = cache,
         .loop = loop,

@@ -218,9 +218,9 @@ static void idle_for(struct run *r, int ms)
 static bool closed_without_leaks(struct run *r, bool dirty_ok,
                                  bool *was_dirty)
 {
-    struct qed_open_options ro = { .loop = r->loop };
+    struct qed_open_options ro = { .size = sizeof(ro), .loop = r->loop };
     struct storage_driver opener = memfs_opener(r->fs);
-    struct qed_check_result res;
+    struct qed_check_result res = { .size = sizeof(res) };
     qed_error err = { 0 };
     qed_image *img = NULL;
     bool good = true;
@@ -248,7 +248,7 @@ static bool closed_without_leaks(struct run *r, bool dirty_ok,
         tap_diag("%s: open read-only: %s", r->v->name, err.message);
         return false;
     }
-    memset(&res, 0, sizeof(res));
+    qed_check_result_init(&res);
     if (qed_check(img, 0, &res, &err) < 0 || res.leaks || res.corruptions ||
         res.check_errors) {
         tap_diag("%s: check: %" PRIu64 " leaks, %" PRIu64 " corruptions "
@@ -327,7 +327,8 @@ static void failure_at_the_end(struct run *r)
 {
     const char *n = r->v->name;
     bool was_dirty = false, reused;
-    struct qed_block_status st0 = { 0 }, st8 = { 0 };
+    struct qed_block_status st0 = { .size = sizeof(st0) };
+    struct qed_block_status st8 = { .size = sizeof(st8) };
     qed_error err = { 0 };
     int ret;
 

@@ -29,7 +29,8 @@ struct ctx {
 static bool open_image(const struct ctx *c, const char *path, unsigned flags,
                        qed_image **img, const char *what)
 {
-    struct qed_open_options o = { .flags = flags, .engine = c->engine };
+    struct qed_open_options o = { .size = sizeof(o),
+                                  .flags = flags, .engine = c->engine };
     return support_tap_open(c->en, path, &o, img, what);
 }
 
@@ -69,8 +70,8 @@ static void test_raw_backing(const struct ctx *c)
     const char *path = support_path(c->dir, "over-raw.qed");
     const uint64_t size = 1 * MiB;
     uint8_t *model = malloc(size), *data = malloc(4 * CS), *buf = malloc(CS);
-    struct qed_image_info *info = calloc(1, sizeof(*info));
-    struct qed_block_status st;
+    struct qed_image_info *info = support_image_info_new();
+    struct qed_block_status st = { .size = sizeof(st) };
     qed_image *img = NULL, *ro = NULL;
     qed_error err = { 0 };
     int ret;
@@ -193,8 +194,8 @@ static void test_qed_backing(const struct ctx *c)
     const char *top = support_path(c->dir, "chain2.qed");
     const uint64_t size = 2 * MiB;
     uint8_t *model = malloc(size), *data = malloc(2 * CS);
-    struct qed_image_info *info = calloc(1, sizeof(*info));
-    struct qed_block_status st;
+    struct qed_image_info *info = support_image_info_new();
+    struct qed_block_status st = { .size = sizeof(st) };
     qed_image *img = NULL;
     qed_error err = { 0 };
     int ret;
@@ -288,7 +289,7 @@ static void test_zero_cluster_cow(const struct ctx *c)
     const char *path = support_path(c->dir, "zcow.qed");
     const uint64_t size = 1 * MiB;
     uint8_t *model = malloc(size), *data = malloc(CS);
-    struct qed_block_status st;
+    struct qed_block_status st = { .size = sizeof(st) };
     qed_image *img = NULL;
     qed_error err = { 0 };
     int ret;
@@ -419,7 +420,7 @@ qed_part:
     ok(reads_as(img, model, 0, size),
        "%s: short qed: COW across the end: backing data, then zeros", c->en);
     {
-        struct qed_block_status st;
+        struct qed_block_status st = { .size = sizeof(st) };
         ret = qed_block_status(img, 2 * CS, CS, &st, &err);
         ok(ret == 0 && st.zero && !st.data && st.length == CS,
            "%s: short qed: status past the backing end reads zeros", c->en);
@@ -437,7 +438,7 @@ static void test_relative_names(const struct ctx *c)
     char cwd[PATH_MAX], sub[512], other[512], bdir[512];
     const uint64_t size = 256 * KiB;
     uint8_t *good = malloc(size), *decoy = malloc(size);
-    struct qed_image_info *info = calloc(1, sizeof(*info));
+    struct qed_image_info *info = support_image_info_new();
     qed_image *img = NULL;
     qed_error err = { 0 };
     int ret;
@@ -592,7 +593,7 @@ static void test_failure_named_once(const struct ctx *c)
     const char *base = support_path(c->dir, "the-base.raw");
     const char *mid = support_path(c->dir, "the-mid.qed");
     const char *top = support_path(c->dir, "the-top.qed");
-    struct qed_open_options o = { .engine = c->engine };
+    struct qed_open_options o = { .size = sizeof(o), .engine = c->engine };
     uint8_t block[4096] = { 0 };
     qed_image *img = NULL;
     qed_error err = { 0 };
@@ -743,7 +744,7 @@ static void test_depth(const struct ctx *c)
         ok(reads_as(img, base, 0, size),
            "%s: depth: reads reach the raw file at the bottom", c->en);
         {
-            struct qed_block_status st;
+            struct qed_block_status st = { .size = sizeof(st) };
             ret = qed_block_status(img, 0, size, &st, &err);
             ok(ret == 0 && st.present && st.depth == QED_MAX_CHAIN_DEPTH,
                "%s: depth: status answered at depth %u", c->en,

@@ -149,7 +149,7 @@ static void content_read_image(qed_image *img, struct content *ct)
 static void content_read(const char *path, const struct storage_driver *opener,
                          struct content *ct)
 {
-    struct qed_open_options o = { 0 };
+    struct qed_open_options o = { .size = sizeof(o) };
     qed_image *img = NULL;
     qed_error err;
 
@@ -196,7 +196,7 @@ static int check_file(const char *path, unsigned repair,
     qed_error cerr;
     int ret;
 
-    memset(r, 0, sizeof(*r));
+    qed_check_result_init(r);
     ret = open_image(path, flags, &img, err);
     if (ret < 0)
         return ret;
@@ -238,7 +238,7 @@ static void show(const char *name, const struct qed_check_result *r)
 static void repair_case(const char *name, const char *path,
                         uint64_t corruptions, uint64_t leaks, uint64_t fixed)
 {
-    struct qed_check_result r;
+    struct qed_check_result r = { .size = sizeof(r) };
     struct content before, after;
     qed_error err = { 0 };
     uint64_t bad = 0;
@@ -311,7 +311,7 @@ static void test_api_errors(void)
     const char *path = support_path(dir, "api.qed");
     const char *raw = support_path(dir, "api.raw");
     uint8_t buf[4096] = { 0 };
-    struct qed_check_result r;
+    struct qed_check_result r = { .size = sizeof(r) };
     qed_image *img;
     qed_error err = { 0 };
     int ret;
@@ -355,7 +355,7 @@ static void test_api_errors(void)
 static void test_clean(void)
 {
     const char *path = support_path(dir, "clean.qed");
-    struct qed_check_result r;
+    struct qed_check_result r = { .size = sizeof(r) };
     qed_error err = { 0 };
     int ret;
 
@@ -381,7 +381,7 @@ static void test_fragmented(void)
 {
     const char *path = support_path(dir, "frag.qed");
     static const uint64_t vcs[] = { 0, 1, 5, 4, 2 };
-    struct qed_check_result r;
+    struct qed_check_result r = { .size = sizeof(r) };
     qed_error err = { 0 };
 
     make_image(path, vcs, 5);
@@ -718,7 +718,7 @@ static void test_table_into_gap(void)
 static void test_leaks_only(void)
 {
     const char *path = support_path(dir, "leaks-only.qed");
-    struct qed_check_result r;
+    struct qed_check_result r = { .size = sizeof(r) };
     struct content before, after;
     qed_error err = { 0 };
     uint64_t bad = 0, h5;
@@ -770,7 +770,7 @@ static void test_random(void)
 
     for (unsigned run = 0; run < runs; run++) {
         uint64_t vcs[64], nvcs = 8 + support_rand_below(&rng, 56);
-        struct qed_check_result r;
+        struct qed_check_result r = { .size = sizeof(r) };
         struct content before, after;
         qed_error err = { 0 };
         uint64_t size, damage = 1 + support_rand_below(&rng, 10);
@@ -843,7 +843,7 @@ static void test_random(void)
 static void test_dirty_open(void)
 {
     const char *path = support_path(dir, "dirty.qed");
-    struct qed_check_result r;
+    struct qed_check_result r = { .size = sizeof(r) };
     struct content before, after;
     qed_image *img;
     qed_error err = { 0 };
@@ -883,7 +883,7 @@ static void test_dirty_open(void)
 static void test_dirty_check(void)
 {
     const char *path = support_path(dir, "dirty2.qed");
-    struct qed_check_result r;
+    struct qed_check_result r = { .size = sizeof(r) };
     qed_image *img;
     qed_error err = { 0 };
 
@@ -911,7 +911,7 @@ static void test_live_state(void)
 {
     const char *path = support_path(dir, "live.qed");
     uint8_t a[CS], b[CS], data[CS];
-    struct qed_check_result r;
+    struct qed_check_result r = { .size = sizeof(r) };
     qed_image *img;
     qed_error err = { 0 };
     bool good;
@@ -978,7 +978,7 @@ static void test_big_virtual(void)
     const char *path = support_path(dir, "big.qed");
     const uint64_t size = UINT64_C(64) << 40;
     uint8_t data[65536];
-    struct qed_check_result r;
+    struct qed_check_result r = { .size = sizeof(r) };
     qed_image *img;
     qed_error err = { 0 };
     double t0, t;
@@ -1026,7 +1026,7 @@ static void test_hostile_sharing(void)
     const char *path = support_path(dir, "hostile.qed");
     const uint64_t entries = 16 * 4096 / 8;
     uint8_t *table = malloc(16 * 4096), data[4096];
-    struct qed_check_result r;
+    struct qed_check_result r = { .size = sizeof(r) };
     struct timespec t0, t1;
     qed_image *img;
     qed_error err = { 0 };
@@ -1086,8 +1086,8 @@ static void test_read_error(void)
     const char *path = support_path(dir, "ioerr.qed");
     struct memfs *fs = memfs_new();
     struct storage_driver opener = memfs_opener(fs);
-    struct qed_open_options o = { 0 };
-    struct qed_check_result r;
+    struct qed_open_options o = { .size = sizeof(o) };
+    struct qed_check_result r = { .size = sizeof(r) };
     qed_image *img;
     qed_error err = { 0 };
     int ret;
@@ -1180,9 +1180,10 @@ static void crash_case(const char *name, bool (*make)(const char *path),
                        bool on_open, unsigned seeds)
 {
     char path[512];
-    struct qed_open_options nocheck = { .flags = QED_OPEN_RDWR |
+    struct qed_open_options nocheck = { .size = sizeof(nocheck),
+                                        .flags = QED_OPEN_RDWR |
                                                  QED_OPEN_NO_CHECK };
-    struct qed_open_options rw = { .flags = QED_OPEN_RDWR };
+    struct qed_open_options rw = { .size = sizeof(rw), .flags = QED_OPEN_RDWR };
     struct content before;
     uint8_t *original = NULL;
     size_t original_len = 0;
@@ -1201,7 +1202,7 @@ static void crash_case(const char *name, bool (*make)(const char *path),
     for (runs = 0; runs < 5000 && !finished; runs++) {
         struct memfs *fs = memfs_new();
         struct storage_driver opener = memfs_opener(fs);
-        struct qed_check_result r;
+        struct qed_check_result r = { .size = sizeof(r) };
         struct content after;
         qed_image *img = NULL;
         qed_error err = { 0 };

@@ -17,7 +17,7 @@
 static qed_image *open_mem(struct memfs *fs, unsigned flags, qed_error *err)
 {
     struct storage_driver opener = memfs_opener(fs);
-    struct qed_open_options o = { .flags = flags };
+    struct qed_open_options o = { .size = sizeof(o), .flags = flags };
     qed_image *img = NULL;
     if (qedi_image_open("c.qed", &o, &opener, &img, err) < 0)
         return NULL;
@@ -39,9 +39,10 @@ static bool read_all(struct memfs *fs, uint8_t *out)
 static bool make_image(const char *dir, struct memfs *fs)
 {
     char path[256];
-    struct qed_create_options co = { .size = SIZE, .cluster_size = CS,
+    struct qed_create_options co = { .size = sizeof(co),
+                                     .virtual_size = SIZE, .cluster_size = CS,
                                      .table_size = 1 };
-    struct qed_open_options oo = { .flags = QED_OPEN_RDWR };
+    struct qed_open_options oo = { .size = sizeof(oo), .flags = QED_OPEN_RDWR };
     uint8_t buf[64 * 1024];
     qed_image *img;
     qed_error err;
@@ -85,17 +86,17 @@ int main(void)
     /* How many operations a whole compaction takes. */
     {
         struct memfs *fs = memfs_new();
-        struct qed_compact_result r;
+        struct qed_compact_result r = { .size = sizeof(r) };
         qed_error err;
         qed_image *img;
         uint64_t before;
         memfs_add(fs, "c.qed", image_bytes, image_len);
-        struct qed_check_result cr0;
+        struct qed_check_result cr0 = { .size = sizeof(cr0) };
         img = open_mem(fs, QED_OPEN_RDWR, &err);
         if (img && qed_check(img, 0, &cr0, &err) == 0)
             leaks_before = cr0.leaks;
         before = memfs_op_count(fs);
-        memset(&r, 0, sizeof(r));
+        qed_compact_result_init(&r);
         int ret = img ? qed_compact(img, &r, &err) : -1;
         ok(ret == 0 && r.zero_clusters_dropped > 0 && r.leaks_reclaimed > 0,
            "compact runs: %" PRIu64 " zero clusters released, %" PRIu64
@@ -111,8 +112,8 @@ int main(void)
     for (uint64_t n = 1; n <= total_ops + 1; n++) {
         for (uint64_t seed = 1; seed <= 3; seed++) {
             struct memfs *fs = memfs_new();
-            struct qed_compact_result r;
-            struct qed_check_result cr;
+            struct qed_compact_result r = { .size = sizeof(r) };
+            struct qed_check_result cr = { .size = sizeof(cr) };
             qed_error err;
             qed_image *img;
 

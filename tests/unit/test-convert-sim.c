@@ -54,7 +54,8 @@ static struct memfs *make_source(const uint8_t *data)
 static int open_source(struct memfs *fs, qed_loop *loop, qed_image **img,
                        qed_error *err)
 {
-    struct qed_open_options o = { .format = QED_FORMAT_RAW, .loop = loop };
+    struct qed_open_options o = { .size = sizeof(o),
+                                  .format = QED_FORMAT_RAW, .loop = loop };
     struct storage_driver opener = memfs_opener(fs);
 
     return qedi_image_open("src.raw", &o, &opener, img, err);
@@ -90,7 +91,7 @@ static int clusters_out_of_order(const char *path)
     if (qed_open(path, NULL, &img, &err) < 0)
         return -1;
     for (uint64_t off = 0; off < qed_size(img); off += CLUSTER) {
-        struct qed_block_status st;
+        struct qed_block_status st = { .size = sizeof(st) };
 
         if (qed_block_status(img, off, CLUSTER, &st, &err) < 0) {
             inversions = -1;
@@ -112,10 +113,13 @@ static int convert_shuffled(const uint8_t *data, const char *dst,
                             bool out_of_order, uint64_t seed, qed_loop *loop)
 {
     struct memfs *fs = make_source(data);
+    struct qed_op_options op = { .size = sizeof(op), .requests = 16,
+                                 .request_size = CLUSTER };
     struct qed_convert_options o = {
+        .size = sizeof(struct qed_convert_options),
         .format = QED_FORMAT_QED,
         .out_of_order = out_of_order,
-        .op = { .requests = 16, .request_size = CLUSTER },
+        .op = &op,
     };
     qed_image *src = NULL;
     qed_error err = { 0 };
@@ -171,6 +175,7 @@ static void test_transient_error(const char *dir, const uint8_t *data,
         struct memfs *fs = make_source(data);
         struct warnings w = { 0 };
         struct qed_convert_options o = {
+            .size = sizeof(struct qed_convert_options),
             .format = QED_FORMAT_QED,
             .salvage = salvage,
             .warning = collect_warning,
@@ -212,6 +217,7 @@ static bool make_broken(const char *path, const uint8_t *data)
     bool good = support_create(path, SRC_SIZE, CLUSTER, 0, NULL, 0,
                                &err) == 0 &&
                 qed_open(path, &(struct qed_open_options){
+                                   .size = sizeof(struct qed_open_options),
                                    .flags = QED_OPEN_RDWR }, &img,
                          &err) == 0 &&
                 qed_pwrite(img, data, SRC_SIZE, 0, &err) == 0;
@@ -234,6 +240,7 @@ static void test_unreadable_cluster(const char *dir, uint8_t *data)
     const char *dst = support_path(dir, "salvaged.qed");
     struct warnings w = { 0 };
     struct qed_convert_options o = {
+        .size = sizeof(struct qed_convert_options),
         .format = QED_FORMAT_QED,
         .warning = collect_warning,
         .warning_opaque = &w,

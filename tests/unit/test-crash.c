@@ -602,7 +602,7 @@ static void dump_files(struct campaign *c)
 /* After the reboot: check the image and read every sector back. */
 static bool verify_image(struct campaign *c)
 {
-    struct qed_check_result res;
+    struct qed_check_result res = { .size = sizeof(res) };
     qed_error err = { 0 };
     uint8_t *buf;
     uint64_t chunk = 256 * KiB, bad_sectors = 0;
@@ -611,7 +611,7 @@ static bool verify_image(struct campaign *c)
 
     snprintf(c->where, sizeof(c->where), "check after reopen (cut at op %"
              PRIu64 ")", c->cut);
-    memset(&res, 0, sizeof(res));
+    qed_check_result_init(&res);
     ret = qed_check(c->img, 0, &res, &err);
     if (ret < 0 || res.corruptions || res.check_errors) {
         dump_files(c);

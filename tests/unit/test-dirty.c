@@ -26,7 +26,8 @@ struct ctx {
 static bool open_image(const struct ctx *c, const char *path, unsigned flags,
                        qed_image **img, const char *what)
 {
-    struct qed_open_options o = { .flags = flags, .engine = c->engine };
+    struct qed_open_options o = { .size = sizeof(o),
+                                  .flags = flags, .engine = c->engine };
     return support_tap_open(c->en, path, &o, img, what);
 }
 
@@ -42,7 +43,7 @@ static bool disk_dirty(const char *path)
 
 static bool info_dirty(qed_image *img)
 {
-    struct qed_image_info *info = calloc(1, sizeof(*info));
+    struct qed_image_info *info = support_image_info_new();
     bool dirty = info && qed_get_info(img, info, NULL) == 0 && info->dirty;
     free(info);
     return dirty;
@@ -436,7 +437,7 @@ static void test_autoclear(const struct ctx *c)
 {
     const char *path = support_path(c->dir, "autoclear.qed");
     const uint64_t bits = UINT64_C(0x8000000000000041);
-    struct qed_image_info *info = calloc(1, sizeof(*info));
+    struct qed_image_info *info = support_image_info_new();
     struct snapshot s;
     qed_image *img = NULL;
     qed_error err = { 0 };
@@ -473,7 +474,7 @@ static void test_compat(const struct ctx *c)
 {
     const char *path = support_path(c->dir, "compat.qed");
     const uint64_t bits = UINT64_C(0x4000000000000104);
-    struct qed_image_info *info = calloc(1, sizeof(*info));
+    struct qed_image_info *info = support_image_info_new();
     uint8_t data[1000];
     qed_image *img = NULL;
     qed_error err = { 0 };

@@ -71,7 +71,8 @@ static int wait_call(qed_image *img, struct call *cl)
 static bool open_image(const struct ctx *c, const char *path, unsigned flags,
                        qed_image **img, const char *what)
 {
-    struct qed_open_options o = { .flags = flags, .engine = c->engine,
+    struct qed_open_options o = { .size = sizeof(o),
+                                  .flags = flags, .engine = c->engine,
                                   .cache = c->cache,
                                   .l2_cache_bytes = c->l2_cache_bytes };
     return support_tap_open(c->en, path, &o, img, what);
@@ -115,8 +116,9 @@ static bool image_matches(qed_image *img, const uint8_t *want, uint64_t offset,
 static void test_round_trip(const struct ctx *c)
 {
     const char *path = support_path(c->dir, "roundtrip.qed");
-    struct qed_create_options co = { .size = 10 * MiB };
-    struct qed_image_info *info = calloc(1, sizeof(*info));
+    struct qed_create_options co = { .size = sizeof(co),
+                                     .virtual_size = 10 * MiB };
+    struct qed_image_info *info = support_image_info_new();
     qed_image *img = NULL;
     qed_error err = { 0 };
     uint8_t buf[4096], back[4096];
@@ -330,7 +332,7 @@ static void test_table_size_1(const struct ctx *c)
                "%s: table_size 1: L1 entry 4 (past the image) stays 0", c->en);
     }
     if (open_image(c, path, 0, &img, "the table_size 1 image again")) {
-        struct qed_block_status st;
+        struct qed_block_status st = { .size = sizeof(st) };
         ok(image_matches(img, model, 0, size),
            "%s: table_size 1: whole image matches after reopening", c->en);
         is_u64(qed_block_status(img, span - 4096, 8192, &st, &err), 0,
@@ -746,7 +748,7 @@ static void test_odd_size(const struct ctx *c)
     ok(image_matches(img, model, 0, size),
        "%s: odd size: the image matches", c->en);
     {
-        struct qed_block_status st;
+        struct qed_block_status st = { .size = sizeof(st) };
         ret = qed_block_status(img, 64 * KiB, size, &st, &err);
         ok(ret == 0 && st.data && st.length == size - 64 * KiB,
            "%s: odd size: status of the partial last cluster stops at the "
@@ -819,11 +821,12 @@ static void check_status(const struct ctx *c, qed_image *img, uint64_t off,
                          uint64_t want_len, const char *what,
                          struct qed_block_status *out)
 {
-    struct qed_block_status st;
+    struct qed_block_status st = { .size = sizeof(st) };
     qed_error err = { 0 };
     int ret;
 
     memset(&st, 0xa5, sizeof(st));
+    st.size = sizeof(st);
     ret = qed_block_status(img, off, len, &st, &err);
     if (!ok(ret == 0, "%s: status of %s succeeds", c->en, what))
         tap_diag("%s", err.message);
@@ -843,7 +846,7 @@ static void test_block_status(const struct ctx *c)
     const char *path = support_path(c->dir, "status.qed");
     const uint64_t cs = 64 * KiB, size = 4 * MiB;
     uint8_t *buf = malloc(2 * cs), *back = malloc(2 * cs);
-    struct qed_block_status st;
+    struct qed_block_status st = { .size = sizeof(st) };
     qed_image *img = NULL;
     qed_error err = { 0 };
     int ret;
@@ -914,7 +917,7 @@ static void test_zero_clusters(const struct ctx *c)
     const char *path = support_path(c->dir, "zero.qed");
     const uint64_t cs = 64 * KiB, bsize = 1 * MiB, size = 2 * MiB;
     uint8_t *model = malloc(size), *buf = malloc(size);
-    struct qed_block_status st;
+    struct qed_block_status st = { .size = sizeof(st) };
     qed_image *img = NULL;
     qed_error err = { 0 };
     int ret;
@@ -1131,7 +1134,7 @@ static void test_shared_loop(const struct ctx *c)
     qed_loop *loop = NULL;
     qed_image *a = NULL, *b = NULL;
     qed_error err = { 0 };
-    struct qed_open_options o = { .flags = QED_OPEN_RDWR };
+    struct qed_open_options o = { .size = sizeof(o), .flags = QED_OPEN_RDWR };
     uint8_t *wa = malloc(MiB), *wb = malloc(MiB), *ra = malloc(MiB),
             *rb = malloc(MiB);
     unsigned completed = 0;

@@ -434,10 +434,11 @@ static void run_steps(struct run *r)
  * repairs it, which verify_after checks). */
 static void check_closed(struct run *r)
 {
-    struct qed_open_options o = { .cache = r->v->cache, .loop = r->loop };
+    struct qed_open_options o = { .size = sizeof(o),
+                                  .cache = r->v->cache, .loop = r->loop };
     struct storage_driver opener = memfs_opener(r->fs);
-    struct qed_check_result res;
-    struct qed_image_info info;
+    struct qed_check_result res = { .size = sizeof(res) };
+    struct qed_image_info info = { .size = sizeof(info) };
     qed_error err = { 0 };
     qed_image *img = NULL;
     int ret;
@@ -448,7 +449,7 @@ static void check_closed(struct run *r)
         failure(r, "open read-only failed: %s", err.message);
         return;
     }
-    memset(&res, 0, sizeof(res));
+    qed_check_result_init(&res);
     ret = qed_get_info(img, &info, &err);
     if (ret == 0 && info.dirty) {
         r->closed_dirty++;
@@ -468,7 +469,7 @@ static void check_closed(struct run *r)
 /* After the run: reopen without faults, check, read everything back. */
 static void verify_after(struct run *r)
 {
-    struct qed_check_result res;
+    struct qed_check_result res = { .size = sizeof(res) };
     qed_error err = { 0 };
     uint64_t chunk = 256 * KiB;
     uint8_t *buf;
@@ -481,7 +482,7 @@ static void verify_after(struct run *r)
         return;
     }
     snprintf(r->where, sizeof(r->where), "check after reopen");
-    memset(&res, 0, sizeof(res));
+    qed_check_result_init(&res);
     ret = qed_check(r->img, 0, &res, &err);
     if (ret < 0 || res.corruptions || res.check_errors) {
         failure(r, "qed_check: ret %d (%s), corruptions %" PRIu64 ", check "

@@ -36,8 +36,10 @@ static void lifecycle(const char *dir, enum qed_engine engine,
                       const char *ename)
 {
     char path[256];
-    struct qed_create_options co = { .size = 16 << 20 };
-    struct qed_open_options oo = { .flags = QED_OPEN_RDWR, .engine = engine };
+    struct qed_create_options co = { .size = sizeof(co),
+                                     .virtual_size = 16 << 20 };
+    struct qed_open_options oo = { .size = sizeof(oo),
+                                   .flags = QED_OPEN_RDWR, .engine = engine };
     char buf[4096];
     qed_image *img;
     qed_error err;

@@ -128,7 +128,7 @@ static void holder_stop(struct holder *h)
 static bool hold(struct holder *h, const char *path, unsigned flags,
                  const char *what)
 {
-    struct qed_open_options o = { .flags = flags };
+    struct qed_open_options o = { .size = sizeof(o), .flags = flags };
 
     if (!holder_start(h, path, &o) || h->ret != 0) {
         ok(0, "a child holds %s", what);
@@ -145,7 +145,8 @@ static bool hold(struct holder *h, const char *path, unsigned flags,
 static int try_open(const char *path, unsigned flags, enum qed_lock_mode mode,
                     qed_error *err)
 {
-    struct qed_open_options o = { .flags = flags, .locking = mode };
+    struct qed_open_options o = { .size = sizeof(o),
+                                  .flags = flags, .locking = mode };
     qed_image *img = NULL;
     int ret;
 
@@ -359,7 +360,7 @@ static void test_backing_refused(const struct env *e)
 
 static void test_options(const struct env *e)
 {
-    struct qed_open_options o = { .flags = QED_OPEN_RDWR |
+    struct qed_open_options o = { .size = sizeof(o), .flags = QED_OPEN_RDWR |
                                            QED_OPEN_FORCE_SHARE };
     qed_image *img = NULL;
     qed_error err = { 0 };
@@ -393,7 +394,8 @@ static void test_lock_off(const struct env *e)
 
 static void test_create(const struct env *e)
 {
-    struct qed_create_options co = { .size = 1 * MiB };
+    struct qed_create_options co = { .size = sizeof(co),
+                                     .virtual_size = 1 * MiB };
     struct holder h;
     qed_error err = { 0 };
     uint8_t *before = NULL, *after = NULL;
@@ -443,7 +445,7 @@ static void test_error_paths(const struct env *e)
     memset(junk, 0xa5, sizeof(junk));
     support_write_file(bad, junk, sizeof(junk));
     {
-        struct qed_open_options o = { .flags = QED_OPEN_RDWR,
+        struct qed_open_options o = { .size = sizeof(o), .flags = QED_OPEN_RDWR,
                                       .format = QED_FORMAT_QED };
         qed_image *img = NULL;
         ret = qed_open(bad, &o, &img, &err);
@@ -518,7 +520,7 @@ static void test_unsupported(const struct env *e)
         { EAGAIN, "EAGAIN" }, { EACCES, "EACCES" }, { EBADF, "EBADF" },
         { EIO, "EIO" },
     };
-    struct qed_open_options o = { 0 };
+    struct qed_open_options o = { .size = sizeof(o) };
     io_lock_fcntl_fn *saved = qedi_io_lock_fcntl;
     qed_image *img = NULL;
     qed_error err = { 0 };
@@ -593,7 +595,8 @@ static void test_commit_rebase(const struct env *e)
                "the backing file");
 
     {
-        struct qed_open_options o = { .flags = QED_OPEN_RDWR };
+        struct qed_open_options o = { .size = sizeof(o),
+                                      .flags = QED_OPEN_RDWR };
         ret = qed_open(e->top, &o, &img, &err);
     }
     if (!ok(ret == 0, "open the image read-write for rebase")) {

@@ -54,7 +54,7 @@ static void run_engine(const char *dir, enum qed_engine engine)
     const char *path = support_path(dir, en);
     static uint8_t wbuf[LEN], rbuf[LEN];
     struct iovec wv = { wbuf, LEN }, rv = { rbuf, LEN };
-    struct qed_open_options o = { .flags = QED_OPEN_RDWR };
+    struct qed_open_options o = { .size = sizeof(o), .flags = QED_OPEN_RDWR };
     struct done w = { 0 }, r = { 0 };
     qed_error err = { 0 };
     qed_loop *loop = NULL;

@@ -27,7 +27,7 @@ static void record(struct nested *n, int i, int ret, const qed_error *err)
 static void from_callback(void *opaque, int ret, const qed_error *err)
 {
     struct nested *n = opaque;
-    struct qed_block_status st;
+    struct qed_block_status st = { .size = sizeof(st) };
     uint8_t buf[512] = { 0x5a };
     qed_error e[8] = { { 0 } };
 

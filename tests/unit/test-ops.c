@@ -34,6 +34,7 @@ static qed_image *open_img(const struct ctx *c, const char *path,
                            qed_loop *loop)
 {
     struct qed_open_options o = {
+        .size = sizeof(struct qed_open_options),
         .flags = flags, .format = format, .engine = c->engine, .loop = loop,
     };
     qed_error err = { 0 };
@@ -224,11 +225,16 @@ static void test_convert_matrix(const struct ctx *c)
 
     for (size_t i = 0; i < ARRAY_SIZE(sources); i++) {
         for (size_t j = 0; j < ARRAY_SIZE(outputs); j++) {
+            struct qed_create_options co = {
+                .size = sizeof(co),
+                .cluster_size = 4096,
+                .backing_file = outputs[j].backing,
+                .backing_format = outputs[j].bfmt,
+            };
             struct qed_convert_options o = {
+                .size = sizeof(struct qed_convert_options),
                 .format = outputs[j].fmt,
-                .create = { .cluster_size = 4096,
-                            .backing_file = outputs[j].backing,
-                            .backing_format = outputs[j].bfmt },
+                .create = &co,
             };
             char name[128];
             qed_error err = { 0 };
@@ -252,8 +258,10 @@ static void test_convert_matrix(const struct ctx *c)
 
 static void test_convert_sparse(const struct ctx *c)
 {
-    struct qed_convert_options o = { .format = QED_FORMAT_QED };
-    struct qed_block_status st;
+    struct qed_create_options co = { .size = sizeof(co) };
+    struct qed_convert_options o = { .size = sizeof(o),
+                                     .format = QED_FORMAT_QED, .create = &co };
+    struct qed_block_status st = { .size = sizeof(st) };
     qed_error err = { 0 };
     qed_image *img;
     int ret;
@@ -275,7 +283,7 @@ static void test_convert_sparse(const struct ctx *c)
 
     /* Over a different backing file: zero clusters where the source reads
      * zeros and the backing file does not. */
-    o.create.backing_file = "other.qed";
+    co.backing_file = "other.qed";
     ret = convert(c, P(c, "raw.img"), QED_FORMAT_RAW, P(c, "sparse-b.qed"),
                   &o, &err);
     ok(ret == 0, "%s: convert raw.img -> qed over other.qed", c->en);
@@ -307,10 +315,14 @@ static void log_progress(void *opaque, uint64_t done, uint64_t total)
 static void test_convert_options(const struct ctx *c)
 {
     struct progress_log log = { 0 };
+    struct qed_op_options op = {
+        .size = sizeof(op), .requests = 1, .request_size = 4096,
+        .progress = log_progress, .progress_opaque = &log,
+    };
     struct qed_convert_options o = {
+        .size = sizeof(struct qed_convert_options),
         .format = QED_FORMAT_QED,
-        .op = { .requests = 1, .request_size = 4096,
-                .progress = log_progress, .progress_opaque = &log },
+        .op = &op,
     };
     qed_error err = { 0 };
     int ret;
@@ -325,9 +337,12 @@ static void test_convert_options(const struct ctx *c)
        "%s: progress runs forward to the total (%u calls, %" PRIu64 "/%"
        PRIu64 ")", c->en, log.calls, log.last, log.total);
 
+    op = (struct qed_op_options){ .size = sizeof(op), .requests = 256,
+                                  .request_size = 64 * 1024 * 1024 };
     o = (struct qed_convert_options){
+        .size = sizeof(struct qed_convert_options),
         .format = QED_FORMAT_RAW,
-        .op = { .requests = 256, .request_size = 64 * 1024 * 1024 },
+        .op = &op,
     };
     ret = convert(c, P(c, "top.qed"), QED_FORMAT_QED, P(c, "big.raw"), &o,
                   &err);
@@ -335,23 +350,27 @@ static void test_convert_options(const struct ctx *c)
                                 P(c, "big.raw"), QED_FORMAT_RAW),
        "%s: 256 requests of 64 MiB give the same image", c->en);
 
-    o.op.request_size = 1000;
+    op.request_size = 1000;
     ret = convert(c, P(c, "top.qed"), QED_FORMAT_QED, P(c, "x.raw"), &o, &err);
     ok(ret == -EINVAL, "%s: a request size that is not 4 KiB-aligned fails",
        c->en);
     has_substr(err.message, "request size 1000", "%s: ... naming it", c->en);
-    o.op.request_size = 0;
-    o.op.requests = 257;
+    op.request_size = 0;
+    op.requests = 257;
     ret = convert(c, P(c, "top.qed"), QED_FORMAT_QED, P(c, "x.raw"), &o, &err);
     ok(ret == -EINVAL, "%s: 257 requests in flight fail", c->en);
 
     o = (struct qed_convert_options){
+        .size = sizeof(struct qed_convert_options),
         .format = QED_FORMAT_RAW,
-        .create = { .backing_file = "mid.qed" },
+        .create = &(struct qed_create_options){
+            .size = sizeof(struct qed_create_options),
+            .backing_file = "mid.qed" },
     };
     ret = convert(c, P(c, "top.qed"), QED_FORMAT_QED, P(c, "x.raw"), &o, &err);
     ok(ret == -EINVAL, "%s: a backing file for raw output fails", c->en);
-    o = (struct qed_convert_options){ .format = QED_FORMAT_RAW };
+    o = (struct qed_convert_options){ .size = sizeof(o),
+                                      .format = QED_FORMAT_RAW };
     ret = convert(c, P(c, "top.qed"), QED_FORMAT_QED, P(c, "mid.qed"), &o,
                   &err);
     ok(ret == -EINVAL, "%s: converting onto a backing file of the source "
@@ -385,7 +404,7 @@ static int compare(const struct ctx *c, const char *a, enum qed_format fa,
 
 static void test_compare(const struct ctx *c)
 {
-    struct qed_compare_result r;
+    struct qed_compare_result r = { .size = sizeof(r) };
     uint8_t byte = 0xaa;
     int ret;
 
@@ -431,7 +450,7 @@ static void test_compare(const struct ctx *c)
 static void test_commit(const struct ctx *c, const char *backing,
                         enum qed_format bf, const char *what)
 {
-    struct qed_commit_options o = { .engine = c->engine };
+    struct qed_commit_options o = { .size = sizeof(o), .engine = c->engine };
     qed_error err = { 0 };
     uint8_t *before = NULL, *after = NULL;
     size_t lb = 0, la = 0;
@@ -443,9 +462,9 @@ static void test_commit(const struct ctx *c, const char *backing,
         !zero(c, P(c, "cimg.qed"), 256 * KiB, 128 * KiB) ||
         !fill(c, P(c, "cimg.qed"), QED_FORMAT_QED, 21, 2 * MiB + 100, 100))
         return;
-    o.op.progress = NULL;
     {
-        struct qed_convert_options co = { .format = QED_FORMAT_RAW };
+        struct qed_convert_options co = { .size = sizeof(co),
+                                          .format = QED_FORMAT_RAW };
         convert(c, P(c, "cimg.qed"), QED_FORMAT_QED, P(c, "cview.raw"), &co,
                 &err);
     }
@@ -587,7 +606,7 @@ static void test_rebase(const struct ctx *c)
                    qed_size(qed_backing(img)) == 3 * MiB,
                "%s: ... and opens as the backing file", c->en);
             if (img) {
-                struct qed_image_info *info = calloc(1, sizeof(*info));
+                struct qed_image_info *info = support_image_info_new();
                 ok(info && qed_get_info(img, info, &err) == 0 &&
                        strcmp(info->backing_file, path) == 0,
                    "%s: ... stored whole", c->en);
@@ -604,7 +623,7 @@ static void test_rebase(const struct ctx *c)
 static void test_resize(const struct ctx *c)
 {
     const uint64_t max = GiB; /* 4k clusters, table_size 1: 512^2 * 4 KiB */
-    struct qed_check_result res;
+    struct qed_check_result res = { .size = sizeof(res) };
     qed_error err = { 0 };
     uint8_t sector[512], got[512];
     qed_image *img;

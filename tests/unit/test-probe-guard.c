@@ -43,7 +43,8 @@ static void run_until_done(qed_image *img, struct result *r, unsigned n)
 /* Opens "guest.raw" of fs read-write with the format probed. */
 static qed_image *open_probed(struct memfs *fs, qed_loop *loop)
 {
-    struct qed_open_options o = { .flags = QED_OPEN_RDWR, .loop = loop };
+    struct qed_open_options o = { .size = sizeof(o),
+                                  .flags = QED_OPEN_RDWR, .loop = loop };
     struct storage_driver opener = memfs_opener(fs);
     qed_error err = { 0 };
     qed_image *img = NULL;
@@ -189,6 +190,7 @@ static void test_explicit_raw_is_not_guarded(qed_loop *loop)
 {
     struct memfs *fs = fresh_disk();
     struct qed_open_options o = {
+        .size = sizeof(struct qed_open_options),
         .flags = QED_OPEN_RDWR, .loop = loop, .format = QED_FORMAT_RAW,
     };
     struct storage_driver opener = memfs_opener(fs);

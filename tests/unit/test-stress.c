@@ -282,9 +282,11 @@ static void stress(const char *dir, enum qed_engine engine, bool backing,
     const char *ename = engine == QED_ENGINE_URING ? "io_uring" : "threads";
     const char *bname = backing ? "with a backing file" : "without a backing file";
     char path[512], base[512], ref[512];
-    struct qed_create_options co = { .size = IMAGE_SIZE, .cluster_size = 4096,
-                                     .table_size = 4 };
-    struct qed_open_options oo = { .flags = QED_OPEN_RDWR, .engine = engine };
+    struct qed_create_options co = { .size = sizeof(co),
+                                     .virtual_size = IMAGE_SIZE,
+                                     .cluster_size = 4096, .table_size = 4 };
+    struct qed_open_options oo = { .size = sizeof(oo),
+                                   .flags = QED_OPEN_RDWR, .engine = engine };
     struct stress st = { .rng = 0x9e3779b97f4a7c15ull ^ (uint64_t)backing ^
                                 ((uint64_t)engine << 8) };
     qed_error err;
