@@ -5,6 +5,7 @@
  * destroys. */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <time.h>
 #include <unistd.h>
@@ -16,7 +17,6 @@ struct fd_watch {
     unsigned events;
     qed_fd_callback *cb;
     void *opaque;
-    struct fd_watch *next;
 };
 
 struct timer {
@@ -51,7 +51,10 @@ struct qed_loop {
     struct slot *slots;           /* last filled first */
     struct wait_hook *wait_hooks; /* in the order they were added */
     struct loop_task *tasks_head, *tasks_tail;
-    struct fd_watch *watches;
+    /* Indexed by descriptor: a server with thousands of sockets finds the
+     * watch of each event without a search. */
+    struct fd_watch **watches;
+    size_t nwatches;      /* slots in watches[] */
     struct timer *timers; /* sorted by due time */
     uint64_t next_timer_id;
     unsigned depth;       /* qed_loop_run calls in progress */
@@ -110,11 +113,9 @@ void qed_loop_free(qed_loop *loop)
         loop->wait_hooks = h->next;
         free(h);
     }
-    while (loop->watches) {
-        struct fd_watch *w = loop->watches;
-        loop->watches = w->next;
-        free(w);
-    }
+    for (size_t i = 0; i < loop->nwatches; i++)
+        free(loop->watches[i]);
+    free(loop->watches);
     while (loop->timers) {
         struct timer *t = loop->timers;
         loop->timers = t->next;
@@ -226,10 +227,29 @@ static int run_tasks(qed_loop *loop)
 
 static struct fd_watch *find_watch(qed_loop *loop, int fd)
 {
-    for (struct fd_watch *w = loop->watches; w; w = w->next)
-        if (w->fd == fd)
-            return w;
-    return NULL;
+    if (fd < 0 || (size_t)fd >= loop->nwatches)
+        return NULL;
+    return loop->watches[fd];
+}
+
+/* Makes room in the table for descriptor fd. */
+static int grow_watches(qed_loop *loop, int fd)
+{
+    size_t want = loop->nwatches ? loop->nwatches : 64;
+    struct fd_watch **table;
+
+    while (want <= (size_t)fd)
+        want *= 2;
+    if (want == loop->nwatches)
+        return 0;
+    table = realloc(loop->watches, want * sizeof(*table));
+    if (!table)
+        return -ENOMEM;
+    memset(table + loop->nwatches, 0,
+           (want - loop->nwatches) * sizeof(*table));
+    loop->watches = table;
+    loop->nwatches = want;
+    return 0;
 }
 
 static uint32_t epoll_events_of(unsigned events)
@@ -245,37 +265,40 @@ int qed_loop_watch_fd(qed_loop *loop, int fd, unsigned events,
     struct epoll_event ev = { .events = epoll_events_of(events) };
     int op = w ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
 
-    ev.data.u64 = (uint64_t)fd;
-    if (epoll_ctl(loop->epoll_fd, op, fd, &ev) < 0)
-        return -errno;
+    if (fd < 0)
+        return -EBADF;
     if (!w) {
-        w = calloc(1, sizeof(*w));
-        if (!w) {
-            epoll_ctl(loop->epoll_fd, EPOLL_CTL_DEL, fd, NULL);
+        if (grow_watches(loop, fd) < 0)
             return -ENOMEM;
-        }
-        w->fd = fd;
-        w->next = loop->watches;
-        loop->watches = w;
+        w = calloc(1, sizeof(*w));
+        if (!w)
+            return -ENOMEM;
     }
+    ev.data.u64 = (uint64_t)fd;
+    if (epoll_ctl(loop->epoll_fd, op, fd, &ev) < 0) {
+        int ret = -errno;
+        if (op == EPOLL_CTL_ADD)
+            free(w);
+        return ret;
+    }
+    w->fd = fd;
     w->events = events;
     w->cb = cb;
     w->opaque = opaque;
+    loop->watches[fd] = w;
     return 0;
 }
 
 int qed_loop_unwatch_fd(qed_loop *loop, int fd)
 {
-    for (struct fd_watch **p = &loop->watches; *p; p = &(*p)->next) {
-        if ((*p)->fd == fd) {
-            struct fd_watch *w = *p;
-            *p = w->next;
-            free(w);
-            epoll_ctl(loop->epoll_fd, EPOLL_CTL_DEL, fd, NULL);
-            return 0;
-        }
-    }
-    return -ENOENT;
+    struct fd_watch *w = find_watch(loop, fd);
+
+    if (!w)
+        return -ENOENT;
+    loop->watches[fd] = NULL;
+    free(w);
+    epoll_ctl(loop->epoll_fd, EPOLL_CTL_DEL, fd, NULL);
+    return 0;
 }
 
 uint64_t qed_loop_add_timer(qed_loop *loop, uint64_t delay_ms,
