@@ -47,7 +47,7 @@ static void setup(void)
                                      .virtual_size = 8 << 20,
                                      .cluster_size = 4096, .table_size = 1 };
     struct nbd_server_options so = { .persistent = true,
-                                     .handshake_timeout_ms = 1000 };
+                                     .handshake_limit_ms = 1000 };
     struct qed_open_options oo = { .size = sizeof(oo), .flags = QED_OPEN_RDWR };
     qed_error err;
     int fd = mkstemp(path);

@@ -47,6 +47,9 @@ static bool wants_input(const struct nbd_conn *c)
 {
     if (c->closed || c->phase == PHASE_CLOSING || c->srv->shutting_down)
         return false;
+    /* Waiting for a client slot: its GO is answered first. */
+    if (c->queue == QUEUE_WAITING)
+        return false;
     /* Between STARTTLS and the end of the TLS handshake no byte is read as
      * NBD: what a client (or someone in the middle) sent in plaintext after
      * STARTTLS goes to the TLS handshake, which rejects it. */
@@ -117,9 +120,6 @@ void qedi_conn_close(struct nbd_conn *c, bool hard)
     }
     c->closed = true;
     qedi_commands_abandon_payload(c);
-    if (c->handshake_timer)
-        qed_loop_cancel_timer(c->srv->loop, c->handshake_timer);
-    c->handshake_timer = 0;
     qed_loop_unwatch_fd(c->srv->loop, c->fd);
     if (c->tls) {
         if (c->tls_state == TLS_ACTIVE && !hard)
@@ -489,14 +489,6 @@ static void on_socket(void *opaque, int fd, unsigned events)
         read_input(c);
 }
 
-static void handshake_timeout(void *opaque)
-{
-    struct nbd_conn *c = opaque;
-    c->handshake_timer = 0;
-    if (c->phase != PHASE_TRANSMISSION)
-        qedi_conn_close(c, true);
-}
-
 void qedi_conn_start(struct nbd_server *srv, int fd)
 {
     struct nbd_conn *c = calloc(1, sizeof(*c));
@@ -509,12 +501,11 @@ void qedi_conn_start(struct nbd_server *srv, int fd)
     c->fd = fd;
     srv->live_conns++;
     c->next = srv->conns;
+    if (srv->conns)
+        srv->conns->prev = c;
     srv->conns = c;
     srv->nconns++;
-    srv->had_client = true;
-    c->handshake_timer = qed_loop_add_timer(srv->loop,
-                                            srv->opts.handshake_timeout_ms,
-                                            handshake_timeout, c);
+    qedi_admission_joined(c);
     qedi_handshake_start(c);
     qedi_conn_update_watch(c);
 }

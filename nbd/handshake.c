@@ -63,10 +63,6 @@ static void enter_transmission(struct nbd_conn *c)
 {
     c->tx_flags = transmission_flags(c);
     c->phase = PHASE_TRANSMISSION;
-    if (c->handshake_timer) {
-        qed_loop_cancel_timer(c->srv->loop, c->handshake_timer);
-        c->handshake_timer = 0;
-    }
     free(c->payload);
     c->payload = NULL;
     qedi_conn_expect_header(c, NBD_REQUEST_SIZE);
@@ -167,6 +163,8 @@ static void option_export_name(struct nbd_conn *c)
         qedi_conn_close(c, true);
         return;
     }
+    if (!qedi_admission_claim_slot(c))
+        return; /* answered once a client leaves */
     c->structured = false; /* EXPORT_NAME cannot carry structured replies */
     nbd_put64(head, qed_size(c->srv->img));
     nbd_put16(head + 8, transmission_flags(c));
@@ -218,6 +216,8 @@ static void option_info_or_go(struct nbd_conn *c, bool go)
         reply_error(c, NBD_REP_ERR_UNKNOWN, "no such export");
         return;
     }
+    if (go && !qedi_admission_claim_slot(c))
+        return; /* answered once a client leaves */
     send_info_export(c);
     if (want_name)
         send_info_string(c, NBD_INFO_NAME, c->srv->export_name);
@@ -373,7 +373,7 @@ static void handle_option(struct nbd_conn *c)
     case NBD_OPT_INFO:
     case NBD_OPT_GO:
         option_info_or_go(c, c->option == NBD_OPT_GO);
-        if (c->phase == PHASE_TRANSMISSION)
+        if (c->phase == PHASE_TRANSMISSION || c->queue == QUEUE_WAITING)
             return;
         break;
     case NBD_OPT_STRUCTURED_REPLY:
@@ -447,4 +447,13 @@ void qedi_handshake_header(struct nbd_conn *c)
 void qedi_handshake_payload(struct nbd_conn *c)
 {
     handle_option(c);
+}
+
+void qedi_handshake_resume(struct nbd_conn *c)
+{
+    /* The option and its data are still held: answering it now goes the
+     * same way as answering it then, the slot being taken. */
+    handle_option(c);
+    if (!c->closed)
+        qedi_conn_update_watch(c);
 }

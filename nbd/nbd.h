@@ -19,11 +19,25 @@ struct nbd_server_options {
     bool read_only;
     const char *export_name;       /* NULL: "" */
     const char *description;       /* NULL: none */
+    /* Clients at once: connections that finished negotiating.  A client
+     * that asks to start transmission when all are taken waits for one. */
     unsigned max_connections;      /* 0: 16 */
+    /* Connections still negotiating (TLS handshake included) have their
+     * own cap: when it is full, the one negotiating longest is dropped to
+     * make room for a newcomer. */
+    unsigned max_negotiating;      /* 0: the larger of max_connections and
+                                      NBD_DEFAULT_MAX_NEGOTIATING */
     bool persistent;               /* keep serving after the last client */
-    unsigned handshake_timeout_ms; /* 0: 10 s */
+    unsigned handshake_limit_ms;   /* negotiation time allowed; 0: none */
     const struct nbd_tls *tls;     /* NULL: no TLS (STARTTLS unsupported) */
+    /* Conditions an operator should hear of (descriptors running out), at
+     * most one line every few seconds; NULL: not reported. */
+    void (*notice)(void *opaque, const char *message);
+    void *notice_opaque;
 };
+
+#define NBD_DEFAULT_MAX_NEGOTIATING 1024u
+#define NBD_DEFAULT_HANDSHAKE_LIMIT_MS 10000u
 
 struct nbd_server;
 
@@ -49,6 +63,9 @@ unsigned qedi_nbd_server_connections(const struct nbd_server *srv);
  * finished); does not close the image. */
 void qedi_nbd_server_free(struct nbd_server *srv);
 
+/* Options with every default filled in (handshake limit 10 s). */
+void qedi_nbd_server_options_init(struct nbd_server_options *options);
+
 /* ---- internal ------------------------------------------------------------- */
 
 #define NBD_MAX_PAYLOAD (32u * 1024 * 1024)
@@ -73,10 +90,26 @@ enum nbd_tls_state {
     TLS_ACTIVE,          /* every byte either way goes through the session */
 };
 
+/* Where a connection stands in the admission order (admission.c). */
+enum nbd_queue {
+    QUEUE_NONE,          /* holding a client slot, or closed */
+    QUEUE_NEGOTIATING,   /* negotiating, under the handshake limit */
+    QUEUE_WAITING,       /* negotiated; waiting for a client slot */
+};
+
+struct nbd_conn_list {
+    struct nbd_conn *head, *tail;
+    unsigned count;
+};
+
 struct nbd_conn {
     struct nbd_server *srv;
     int fd;
     enum nbd_phase phase;
+    enum nbd_queue queue;
+    bool has_slot;            /* counted among the clients at once */
+    uint64_t started_ms;      /* when it connected */
+    struct nbd_conn *queue_prev, *queue_next;
     enum nbd_tls_state tls_state;
     struct nbd_tls_session *tls;
     bool pending_read_scheduled; /* TLS data already decrypted: read it */
@@ -108,8 +141,7 @@ struct nbd_conn {
 
     unsigned in_flight;
     size_t buffered;          /* payload bytes of requests in flight */
-    uint64_t handshake_timer;
-    struct nbd_conn *next;
+    struct nbd_conn *prev, *next; /* every open connection */
 };
 
 struct nbd_server {
@@ -121,8 +153,18 @@ struct nbd_server {
     char *unix_paths[16];
     unsigned nlisteners;
     bool accepting;           /* listeners are watched */
+    bool accept_paused;       /* out of descriptors: wait for a close */
+    uint64_t accept_retry_timer;
+    uint64_t last_notice_ms;
+    unsigned notices_held;    /* conditions not reported since */
     struct nbd_conn *conns;
     unsigned nconns;          /* open connections */
+    unsigned nclients;        /* connections holding a client slot */
+    struct nbd_conn_list negotiating; /* oldest first */
+    struct nbd_conn_list waiting;     /* oldest first */
+    uint64_t handshake_timer;
+    uint64_t resume_timer;    /* waiting clients get freed slots */
+    uint64_t last_client_timer; /* without -t: the last client left */
     unsigned live_conns;      /* connection objects not yet destroyed: a
                                  closed one may still have requests in
                                  flight that will come back to it */
@@ -147,7 +189,24 @@ int qedi_conn_expect_payload(struct nbd_conn *c, size_t len, bool discard);
 void qedi_conn_request_done(struct nbd_conn *c, size_t buffered);
 void qedi_server_connection_gone(struct nbd_server *srv, struct nbd_conn *c);
 
+/* admission.c: who may connect, negotiate and become a client. */
+void qedi_admission_joined(struct nbd_conn *c);
+void qedi_admission_left(struct nbd_conn *c);
+/* Room for one more negotiating connection, dropping the one negotiating
+ * longest if the cap is reached; false when none could be dropped. */
+bool qedi_admission_make_room(struct nbd_server *srv, bool out_of_descriptors);
+/* A client slot for c, which asked to start transmission; false when all
+ * are taken: c waits, and qedi_handshake_resume runs once it has one. */
+bool qedi_admission_claim_slot(struct nbd_conn *c);
+void qedi_admission_free(struct nbd_server *srv);
+uint64_t qedi_nbd_now_ms(void);
+/* A rate-limited line through opts.notice. */
+void qedi_server_notice(struct nbd_server *srv, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 /* handshake.c */
+/* A waiting connection got its client slot: its GO is answered now. */
+void qedi_handshake_resume(struct nbd_conn *c);
 void qedi_handshake_start(struct nbd_conn *c);
 void qedi_handshake_header(struct nbd_conn *c);   /* a header arrived */
 void qedi_handshake_payload(struct nbd_conn *c);  /* an option's data arrived */

@@ -10,6 +10,7 @@
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -18,12 +19,24 @@
 #include "nbd.h"
 #include "proto.h"
 
+/* Connections the kernel queues before accept: as many as it allows, so a
+ * burst of clients is not refused while the loop is busy. */
+#define LISTEN_BACKLOG SOMAXCONN
+/* Connections accepted per wake-up: the ones already open get their turn
+ * between batches. */
+#define ACCEPT_BATCH 64
+/* Out of descriptors with nothing to drop: try accepting again after this
+ * long, or as soon as a connection closes. */
+#define ACCEPT_RETRY_MS 200u
+
 static void on_listener(void *opaque, int fd, unsigned events);
 
+/* Listeners are watched unless the server is shutting down or out of
+ * descriptors.  The connection limits do not stop accepting: a newcomer
+ * always gets in, and the admission rules decide who makes room. */
 static void update_accepting(struct nbd_server *srv)
 {
-    bool want = !srv->shutting_down &&
-                srv->nconns < srv->opts.max_connections;
+    bool want = !srv->shutting_down && !srv->accept_paused;
 
     if (want == srv->accepting)
         return;
@@ -35,6 +48,14 @@ static void update_accepting(struct nbd_server *srv)
             qed_loop_unwatch_fd(srv->loop, srv->listeners[i]);
     }
     srv->accepting = want;
+}
+
+void qedi_nbd_server_options_init(struct nbd_server_options *options)
+{
+    *options = (struct nbd_server_options){
+        .max_connections = 16,
+        .handshake_limit_ms = NBD_DEFAULT_HANDSHAKE_LIMIT_MS,
+    };
 }
 
 int qedi_nbd_server_new(qed_image *image, const struct nbd_server_options *options,
@@ -53,10 +74,17 @@ int qedi_nbd_server_new(qed_image *image, const struct nbd_server_options *optio
     srv->loop = qed_image_loop(image);
     if (options)
         srv->opts = *options;
+    else
+        qedi_nbd_server_options_init(&srv->opts);
     if (!srv->opts.max_connections)
         srv->opts.max_connections = 16;
-    if (!srv->opts.handshake_timeout_ms)
-        srv->opts.handshake_timeout_ms = 10000;
+    /* Room for every client to negotiate at once: a burst of honest
+     * clients (all reconnecting after a restart) is not cut down. */
+    if (!srv->opts.max_negotiating)
+        srv->opts.max_negotiating = srv->opts.max_connections >
+                                            NBD_DEFAULT_MAX_NEGOTIATING
+                                        ? srv->opts.max_connections
+                                        : NBD_DEFAULT_MAX_NEGOTIATING;
     snprintf(srv->export_name, sizeof(srv->export_name), "%s",
              srv->opts.export_name ? srv->opts.export_name : "");
     srv->preferred_block = 4096;
@@ -168,7 +196,7 @@ int qedi_nbd_server_listen_unix(struct nbd_server *srv, const char *path,
         close(fd);
         return -err->code;
     }
-    if (listen(fd, 64) < 0) {
+    if (listen(fd, LISTEN_BACKLOG) < 0) {
         int ret = fail_errno(err, "listening on", path);
         close(fd);
         return ret;
@@ -200,7 +228,7 @@ int qedi_nbd_server_listen_tcp(struct nbd_server *srv, const char *address,
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
         if (ai->ai_family == AF_INET6)
             setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 64) < 0) {
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
             fail_errno(err, "listening on port", port);
             close(fd);
             continue;
@@ -230,8 +258,40 @@ int qedi_nbd_server_add_client(struct nbd_server *srv, int fd, qed_error *err)
     (void)err;
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     qedi_conn_start(srv, fd);
-    update_accepting(srv);
     return 0;
+}
+
+static void resume_accepting(void *opaque)
+{
+    struct nbd_server *srv = opaque;
+
+    srv->accept_retry_timer = 0;
+    srv->accept_paused = false;
+    update_accepting(srv);
+}
+
+/* accept failed for want of descriptors (or kernel memory).  The pending
+ * connection stays in the backlog and the listener stays readable, so
+ * retrying at once would spin: drop the connection negotiating longest and
+ * retry, or, with none to drop, stop watching the listeners until a
+ * connection closes or a short timer runs out.  Returns whether to retry
+ * now. */
+static bool out_of_descriptors(struct nbd_server *srv, int err)
+{
+    bool dropped = qedi_admission_make_room(srv, true);
+
+    qedi_server_notice(srv, "accept: %s with %u connections open; %s",
+                       strerror(err), srv->nconns,
+                       dropped ? "dropping the connections negotiating longest"
+                               : "waiting for a connection to close");
+    if (dropped)
+        return true;
+    srv->accept_paused = true;
+    update_accepting(srv);
+    if (!srv->accept_retry_timer)
+        srv->accept_retry_timer = qed_loop_add_timer(srv->loop, ACCEPT_RETRY_MS,
+                                                     resume_accepting, srv);
+    return false;
 }
 
 static void on_listener(void *opaque, int lfd, unsigned events)
@@ -239,26 +299,44 @@ static void on_listener(void *opaque, int lfd, unsigned events)
     struct nbd_server *srv = opaque;
     (void)events;
 
-    while (srv->accepting) {
-        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
+    for (int i = 0; i < ACCEPT_BATCH && srv->accepting; i++) {
+        int fd;
+
+        /* A newcomer always gets in: the negotiating cap drops the
+         * connection negotiating longest instead. */
+        qedi_admission_make_room(srv, false);
+        fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if ((errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+                 errno == ENOMEM) &&
+                out_of_descriptors(srv, errno))
+                continue;
             return;
+        }
         tune_socket(fd);
         qedi_conn_start(srv, fd);
-        update_accepting(srv);
     }
 }
 
 void qedi_server_connection_gone(struct nbd_server *srv, struct nbd_conn *c)
 {
-    for (struct nbd_conn **p = &srv->conns; *p; p = &(*p)->next) {
-        if (*p == c) {
-            *p = c->next;
-            srv->nconns--;
-            break;
-        }
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        srv->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    srv->nconns--;
+    qedi_admission_left(c);
+    /* A descriptor is free again. */
+    if (srv->accept_paused) {
+        if (srv->accept_retry_timer)
+            qed_loop_cancel_timer(srv->loop, srv->accept_retry_timer);
+        resume_accepting(srv);
     }
-    update_accepting(srv);
 }
 
 #define DRAIN_TIMEOUT_MS 1000u
@@ -315,6 +393,9 @@ void qedi_nbd_server_free(struct nbd_server *srv)
         return;
     if (srv->drain_timer)
         qed_loop_cancel_timer(srv->loop, srv->drain_timer);
+    if (srv->accept_retry_timer)
+        qed_loop_cancel_timer(srv->loop, srv->accept_retry_timer);
+    qedi_admission_free(srv);
     for (unsigned i = 0; i < srv->nlisteners; i++) {
         if (srv->accepting)
             qed_loop_unwatch_fd(srv->loop, srv->listeners[i]);

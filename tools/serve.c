@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -145,6 +146,23 @@ static void warn_if_exposed(const struct serve_settings *s)
 
 static int serve_image(const struct serve_settings *s, const char *file);
 
+/* Every connection costs a descriptor: take all the system allows this
+ * process (the hard limit) rather than the soft limit's 1024. */
+static void raise_descriptor_limit(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static void print_notice(void *opaque, const char *message)
+{
+    tool_error((const char *)opaque, "warning: %s", message);
+}
+
 static int serve(struct serve_settings *s, const char *file)
 {
     struct nbd_tls *tls;
@@ -153,6 +171,7 @@ static int serve(struct serve_settings *s, const char *file)
     if (!load_tls(s, &tls))
         return 1;
     warn_if_exposed(s);
+    raise_descriptor_limit();
     s->server.tls = tls;
     status = serve_image(s, file);
     qedi_nbd_tls_free(tls);
@@ -163,6 +182,7 @@ static int serve_image(const struct serve_settings *s, const char *file)
 {
     struct qed_open_options opts = { .size = sizeof(opts), .format = s->format,
                                      .cache = s->cache };
+    struct nbd_server_options server_options;
     struct nbd_server *srv;
     qed_image *img;
     qed_error err = { 0 };
@@ -177,7 +197,10 @@ static int serve_image(const struct serve_settings *s, const char *file)
         return 1;
     }
     tool_report_warnings(file, img);
-    if (qedi_nbd_server_new(img, &s->server, &srv, &err) < 0) {
+    server_options = s->server;
+    server_options.notice = print_notice;
+    server_options.notice_opaque = (void *)file;
+    if (qedi_nbd_server_new(img, &server_options, &srv, &err) < 0) {
         tool_report(file, NULL, &err);
         tool_close(file, img);
         return 1;
@@ -209,25 +232,29 @@ static int serve_image(const struct serve_settings *s, const char *file)
     return status;
 }
 
+/* More than any descriptor limit allows: the descriptors are the bound. */
+#define MAX_CLIENTS 1000000
+
 static bool parse_connections(const char *text, unsigned *out)
 {
     char *end;
     long v = strtol(text, &end, 10);
-    if (*end || end == text || v < 1 || v > 1024) {
-        tool_error(NULL, "invalid connection count '%s' (1 to 1024)", text);
+    if (*end || end == text || v < 1 || v > MAX_CLIENTS) {
+        tool_error(NULL, "invalid connection count '%s' (1 to %d)", text,
+                   MAX_CLIENTS);
         return false;
     }
     *out = (unsigned)v;
     return true;
 }
 
-static bool parse_timeout(const char *text, unsigned *ms)
+static bool parse_handshake_limit(const char *text, unsigned *ms)
 {
     char *end;
     long v = strtol(text, &end, 10);
-    if (*end || end == text || v < 1 || v > 3600) {
-        tool_error(NULL, "invalid handshake timeout '%s' (1 to 3600 seconds)",
-                   text);
+    if (*end || end == text || v < 0 || v > 3600) {
+        tool_error(NULL, "invalid handshake limit '%s' (0 to 3600 seconds; "
+                   "0: none)", text);
         return false;
     }
     *ms = (unsigned)v * 1000;
@@ -287,7 +314,7 @@ static bool parse_port(const char *text)
 enum {
     OPT_CACHE = TOOL_OPT_HELP + 1, OPT_DESCRIPTION, OPT_TLS, OPT_TLS_CERTS,
     OPT_TLS_PSK, OPT_TLS_VERIFY, OPT_TLS_AUTHZ, OPT_TLS_PRIORITY,
-    OPT_HANDSHAKE_TIMEOUT,
+    OPT_HANDSHAKE_LIMIT,
 };
 
 static int serve_main(const struct tool_command *cmd, int argc, char **argv)
@@ -311,13 +338,14 @@ static int serve_main(const struct tool_command *cmd, int argc, char **argv)
         { "tls-verify-peer", no_argument, NULL, OPT_TLS_VERIFY },
         { "tls-authz", required_argument, NULL, OPT_TLS_AUTHZ },
         { "tls-priority", required_argument, NULL, OPT_TLS_PRIORITY },
-        { "handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT },
+        { "handshake-limit", required_argument, NULL, OPT_HANDSHAKE_LIMIT },
+        { "handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_LIMIT },
         { NULL, 0, NULL, 0 },
     };
-    struct serve_settings s = { .bind_address = "127.0.0.1",
-                                .server = { .max_connections = 16 } };
+    struct serve_settings s = { .bind_address = "127.0.0.1" };
     int ch, r;
 
+    qedi_nbd_server_options_init(&s.server);
     s.tls.authz = s.authz;
     while ((ch = getopt_long(argc, argv, ":hrx:e:tk:b:p:f:D:U", longopts,
                              NULL)) != -1) {
@@ -398,8 +426,8 @@ static int serve_main(const struct tool_command *cmd, int argc, char **argv)
         case OPT_TLS_PRIORITY:
             s.tls.priority = optarg;
             break;
-        case OPT_HANDSHAKE_TIMEOUT:
-            if (!parse_timeout(optarg, &s.server.handshake_timeout_ms))
+        case OPT_HANDSHAKE_LIMIT:
+            if (!parse_handshake_limit(optarg, &s.server.handshake_limit_ms))
                 return 1;
             break;
         default:
@@ -433,15 +461,17 @@ const struct tool_command serve_command = {
         "                         then read inconsistent data)\n"
         "  -x, --export-name=NAME export name (default empty)\n"
         "  -D, --description=TEXT export description\n"
-        "  -e, --shared=N         clients at once (default 16)\n"
+        "  -e, --shared=N         clients at once (default 16); connections\n"
+        "                         still negotiating are not counted\n"
         "  -t, --persistent       keep serving after the last client leaves\n"
         "  -k, --socket=PATH      listen on a Unix socket\n"
         "  -b, --bind=ADDR        TCP address (default 127.0.0.1)\n"
         "  -p, --port=PORT        listen on a TCP port\n"
         "  -f, --format=FMT       image format (qed or raw; default probed)\n"
         "  --cache=none|writeback none opens the image with O_DIRECT\n"
-        "  --handshake-timeout=S  drop clients still negotiating after S\n"
-        "                         seconds, TLS handshake included (default 10)\n"
+        "  --handshake-limit=S    drop clients still negotiating after S\n"
+        "                         seconds, TLS handshake included (default 10;\n"
+        "                         0: no limit); also --handshake-timeout\n"
         "TLS (GnuTLS, upgraded with NBD_OPT_STARTTLS):\n"
         "  --tls=off|on|require   on: offered; require: nothing but STARTTLS\n"
         "                         and ABORT before TLS (the default when\n"

@@ -283,18 +283,32 @@ tap_cmd "-e 1: a new client works when the others are gone" nbdinfo --size "$(ur
 stop_server "$SRV_PID"
 tap_is "$SRV_RC" 0 "-e 1 server exits 0"
 
-# Without -t the server exits when the first client leaves, and a client that
-# was waiting gets the connection closed without a greeting.
+# Without -t the server exits when its last client leaves: a client that was
+# waiting for the slot is served first, then the server exits.
 start_server e1b "$SOCK" -e 1 f.qed
 python3 "$RAW" -k "$SOCK" hello go: sleep:1 read:0:16 >"$T/a.out" 2>&1 &
 A=$!
 wait_line "$T/a.out" '^go:'
-run python3 "$RAW" -t 8 -k "$SOCK" greeting
+run python3 "$RAW" -t 8 -k "$SOCK" hello go: read:0:16
 wait "$A"
-tap_is "$(resline=$(head -1 "$OUT"); echo "${resline#* -> }")" eof \
-    "-e 1 without -t: a waiting client is dropped when the server exits after the first client"
+tap_like "$(sed -n 3p "$OUT")" '-> error=0 ' \
+    "-e 1 without -t: a client waiting for the slot is served once the first leaves"
 for ((i = 0; i < 300; i++)); do kill -0 "$SRV_PID" 2>/dev/null || break; sleep 0.01; done
 wait "$SRV_PID"
-tap_is "$?" 0 "-e 1 without -t: the server exited 0 after its client left"
+tap_is "$?" 0 "-e 1 without -t: the server exited 0 after its last client left"
+
+# A connection that never negotiates is not a client: its leaving does not
+# end a server started without -t.
+start_server e1c "$SOCK" f.qed
+run python3 "$RAW" -t 8 -k "$SOCK" greeting
+run python3 "$RAW" -t 8 -k "$SOCK" hello abort
+sleep 0.2
+kill -0 "$SRV_PID" 2>/dev/null
+ok $? "without -t: connections that leave before negotiating do not end the server"
+run python3 "$RAW" -t 8 -k "$SOCK" hello go: read:0:16
+tap_like "$(sed -n 3p "$OUT")" '-> error=0 ' "without -t: ... and a client is served after them"
+for ((i = 0; i < 300; i++)); do kill -0 "$SRV_PID" 2>/dev/null || break; sleep 0.01; done
+wait "$SRV_PID"
+tap_is "$?" 0 "without -t: the server exited 0 after that client left"
 
 done_testing
