@@ -682,6 +682,52 @@ static void execute(struct nbd_command *cmd)
     }
 }
 
+/* The bytes a request makes its connection hold: a READ's data, a WRITE's
+ * data (from the moment it starts arriving).  Replies without data are
+ * counted as they are queued. */
+static size_t budget_cost(const struct nbd_command *cmd)
+{
+    if (cmd->error)
+        return 0; /* answered at once; a refused WRITE's data is skipped */
+    if (cmd->type == NBD_CMD_READ || cmd->type == NBD_CMD_WRITE)
+        return cmd->length;
+    return 0;
+}
+
+/* Executes cmd, or for a WRITE starts reading its data. */
+static void admit(struct nbd_command *cmd)
+{
+    struct nbd_conn *c = cmd->conn;
+
+    if (cmd->type == NBD_CMD_WRITE && cmd->length > 0) {
+        /* The data follows the header whatever we think of the request;
+         * a request we refuse has its data read and thrown away. */
+        bool discard = cmd->error != 0;
+        if (qedi_conn_expect_payload(c, cmd->length, discard) < 0) {
+            free(cmd);
+            qedi_conn_close(c, true);
+            qedi_conn_request_done(c, 0);
+            return;
+        }
+        if (!discard) {
+            cmd->buffered = cmd->length;
+            c->buffered += cmd->length;
+        }
+        c->writing = cmd;
+        return;
+    }
+    execute(cmd);
+}
+
+void qedi_commands_release_held(struct nbd_conn *c)
+{
+    struct nbd_command *cmd = c->held;
+
+    c->held = NULL;
+    if (cmd)
+        admit(cmd);
+}
+
 void qedi_commands_header(struct nbd_conn *c)
 {
     const uint8_t *h = c->header;
@@ -710,24 +756,14 @@ void qedi_commands_header(struct nbd_conn *c)
     }
     c->in_flight++;
     cmd->error = validate(cmd);
-    if (cmd->type == NBD_CMD_WRITE && cmd->length > 0) {
-        /* The data follows the header whatever we think of the request;
-         * a request we refuse has its data read and thrown away. */
-        bool discard = cmd->error != 0;
-        if (qedi_conn_expect_payload(c, cmd->length, discard) < 0) {
-            qedi_conn_close(c, true);
-            qedi_conn_request_done(c, 0);
-            free(cmd);
-            return;
-        }
-        if (!discard) {
-            cmd->buffered = cmd->length;
-            c->buffered += cmd->length;
-        }
-        c->writing = cmd;
+    if (!qedi_conn_fits(c, budget_cost(cmd))) {
+        /* Nothing more is read until the replies queued drain (the client
+         * reads them) and it fits. */
+        c->held = cmd;
+        c->held_cost = budget_cost(cmd);
         return;
     }
-    execute(cmd);
+    admit(cmd);
 }
 
 void qedi_commands_payload(struct nbd_conn *c)
@@ -746,6 +782,11 @@ void qedi_commands_abandon_payload(struct nbd_conn *c)
 {
     struct nbd_command *cmd = c->writing;
 
+    if (c->held) {
+        struct nbd_command *held = c->held;
+        c->held = NULL;
+        finish(held);
+    }
     if (!cmd)
         return;
     c->writing = NULL;

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* One client connection: non-blocking socket input split into fixed-size
  * headers and payloads, and an output queue flushed as the socket allows.
- * A connection stops reading while it holds too many requests or too many
- * bytes, so a client that sends faster than it reads replies cannot make the
- * server grow without bound. */
+ * A connection stops reading while it holds too many requests or its
+ * budget of bytes (data in flight plus replies not taken), so a client that
+ * sends faster than it reads replies holds at most that much memory, and
+ * the server at most clients times budget. */
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -13,7 +14,6 @@
 #include "proto.h"
 
 #define OUT_INLINE 64
-#define MAX_QUEUED_OUTPUT (64u * 1024 * 1024)
 
 struct nbd_out {
     struct nbd_out *next;
@@ -30,7 +30,9 @@ static void schedule_pending_read(struct nbd_conn *c);
 
 static void free_out(struct nbd_conn *c, struct nbd_out *o)
 {
-    c->out_bytes -= o->owned_extra;
+    /* The queue entry itself counts: a flood of small replies is memory
+     * too. */
+    c->out_bytes -= o->owned_extra + sizeof(*o);
     free(o->head_heap);
     free(o->owned);
     free(o);
@@ -55,9 +57,22 @@ static bool wants_input(const struct nbd_conn *c)
      * STARTTLS goes to the TLS handshake, which rejects it. */
     if (c->tls_state == TLS_STARTING || c->tls_state == TLS_HANDSHAKING)
         return false;
-    if (c->in_flight >= NBD_MAX_REQUESTS || c->buffered >= NBD_MAX_BUFFERED)
+    if (c->held)
         return false;
-    return c->out_bytes < MAX_QUEUED_OUTPUT;
+    /* The data of a request already admitted is always read. */
+    if (c->payload_need > c->payload_have)
+        return true;
+    if (c->in_flight >= NBD_MAX_REQUESTS)
+        return false;
+    return c->buffered + c->out_bytes < c->srv->opts.conn_budget;
+}
+
+bool qedi_conn_fits(const struct nbd_conn *c, size_t cost)
+{
+    size_t holding = c->buffered + c->out_bytes;
+
+    return holding == 0 || (holding < c->srv->opts.conn_budget &&
+                            cost <= c->srv->opts.conn_budget - holding);
 }
 
 void qedi_conn_update_watch(struct nbd_conn *c)
@@ -259,7 +274,8 @@ void qedi_conn_send(struct nbd_conn *c, const void *head, size_t head_len,
     if (data_len)
         o->iov[o->iovcnt++] = (struct iovec){ (void *)data, data_len };
     if (o->iovcnt == 0) { /* nothing to send */
-        free_out(c, o);
+        free(o->head_heap);
+        free(o);
         free(owned);
         return;
     }
@@ -267,7 +283,7 @@ void qedi_conn_send(struct nbd_conn *c, const void *head, size_t head_len,
     /* A buffer held until this is sent counts against the output limit,
      * whatever part of it goes out. */
     o->owned_extra = owned && owned_size > data_len ? owned_size - data_len : 0;
-    c->out_bytes += head_len + data_len + o->owned_extra;
+    c->out_bytes += head_len + data_len + o->owned_extra + sizeof(*o);
     if (c->out_tail)
         c->out_tail->next = o;
     else
@@ -377,8 +393,21 @@ static bool read_some(struct nbd_conn *c)
     return !c->closed;
 }
 
+/* The request held back by the budget fits now (or never will: the
+ * connection is closing). */
+static bool held_may_go(const struct nbd_conn *c)
+{
+    return c->held && !c->closed && c->phase == PHASE_TRANSMISSION &&
+           !c->srv->shutting_down && qedi_conn_fits(c, c->held_cost);
+}
+
 static void read_input(struct nbd_conn *c)
 {
+    if (held_may_go(c)) {
+        qedi_commands_release_held(c);
+        if (c->closed)
+            return;
+    }
     /* A bounded number of reads per wake-up keeps one busy client from
      * starving the others. */
     for (int i = 0; i < 64 && wants_input(c); i++)
@@ -454,11 +483,15 @@ static void pending_read(void *opaque)
 }
 
 /* Readiness of the socket says nothing about records GnuTLS has already
- * decrypted: when some wait and input is wanted, read them from the loop. */
+ * decrypted, nor about a held request that fits now that replies went out:
+ * either is handled from the loop (never inside the send that freed the
+ * room, which may be a command's completion). */
 static void schedule_pending_read(struct nbd_conn *c)
 {
-    if (c->tls_state != TLS_ACTIVE || c->pending_read_scheduled ||
-        !wants_input(c) || qedi_nbd_tls_pending(c->tls) == 0)
+    bool tls_data = c->tls_state == TLS_ACTIVE && wants_input(c) &&
+                    qedi_nbd_tls_pending(c->tls) > 0;
+
+    if (c->pending_read_scheduled || (!tls_data && !held_may_go(c)))
         return;
     if (qed_loop_call_soon(c->srv->loop, pending_read, c) == 0)
         c->pending_read_scheduled = true;

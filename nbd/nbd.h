@@ -34,6 +34,13 @@ struct nbd_server_options {
      * most one line every few seconds; NULL: not reported. */
     void (*notice)(void *opaque, const char *message);
     void *notice_opaque;
+    /* Bytes one connection may hold: WRITE data received or being written,
+     * READ data read or waiting to be sent, and every reply not yet taken
+     * by the client.  A request that would pass it waits (and the
+     * connection reads nothing more) until replies drain, unless the
+     * connection holds nothing: one request of any allowed size always
+     * goes through. */
+    size_t conn_budget;            /* 0: NBD_MAX_PAYLOAD */
 };
 
 #define NBD_DEFAULT_MAX_NEGOTIATING 1024u
@@ -71,7 +78,6 @@ void qedi_nbd_server_options_init(struct nbd_server_options *options);
 #define NBD_MAX_PAYLOAD (32u * 1024 * 1024)
 #define NBD_MAX_OPTION (64u * 1024)
 #define NBD_MAX_REQUESTS 64u          /* in flight per connection */
-#define NBD_MAX_BUFFERED (64u * 1024 * 1024) /* payload bytes held per conn */
 
 struct nbd_out;
 struct nbd_command;
@@ -112,7 +118,9 @@ struct nbd_conn {
     struct nbd_conn *queue_prev, *queue_next;
     enum nbd_tls_state tls_state;
     struct nbd_tls_session *tls;
-    bool pending_read_scheduled; /* TLS data already decrypted: read it */
+    bool pending_read_scheduled; /* input to handle from the loop: TLS data
+                                    already decrypted, or a held request
+                                    that now fits the budget */
     bool read_stopped;        /* not reading: limits reached or closing */
     bool hard_close;          /* protocol violation: drop the output too */
     bool closed;
@@ -141,6 +149,10 @@ struct nbd_conn {
 
     unsigned in_flight;
     size_t buffered;          /* payload bytes of requests in flight */
+    /* A request read but held back: executing it (or reading its data)
+     * would pass the connection's budget. */
+    struct nbd_command *held;
+    size_t held_cost;
     struct nbd_conn *prev, *next; /* every open connection */
 };
 
@@ -186,6 +198,8 @@ void qedi_conn_send(struct nbd_conn *c, const void *head, size_t head_len,
                size_t owned_size);
 void qedi_conn_expect_header(struct nbd_conn *c, size_t len);
 int qedi_conn_expect_payload(struct nbd_conn *c, size_t len, bool discard);
+/* Whether a request needing cost more bytes may go now (the budget). */
+bool qedi_conn_fits(const struct nbd_conn *c, size_t cost);
 void qedi_conn_request_done(struct nbd_conn *c, size_t buffered);
 void qedi_server_connection_gone(struct nbd_server *srv, struct nbd_conn *c);
 
@@ -214,7 +228,10 @@ void qedi_handshake_payload(struct nbd_conn *c);  /* an option's data arrived */
 /* commands.c */
 void qedi_commands_header(struct nbd_conn *c);    /* a request header arrived */
 void qedi_commands_payload(struct nbd_conn *c);   /* a WRITE's data arrived */
-/* The connection ends before a WRITE's data arrived: drop that WRITE. */
+/* The connection ends before a WRITE's data arrived: drop that WRITE (and
+ * a request held back by the budget). */
 void qedi_commands_abandon_payload(struct nbd_conn *c);
+/* The held request fits now: execute it or start reading its data. */
+void qedi_commands_release_held(struct nbd_conn *c);
 
 #endif

@@ -78,6 +78,8 @@ int qedi_nbd_server_new(qed_image *image, const struct nbd_server_options *optio
         qedi_nbd_server_options_init(&srv->opts);
     if (!srv->opts.max_connections)
         srv->opts.max_connections = 16;
+    if (!srv->opts.conn_budget)
+        srv->opts.conn_budget = NBD_MAX_PAYLOAD;
     /* Room for every client to negotiate at once: a burst of honest
      * clients (all reconnecting after a restart) is not cut down. */
     if (!srv->opts.max_negotiating)
