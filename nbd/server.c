@@ -302,12 +302,8 @@ static void on_listener(void *opaque, int lfd, unsigned events)
     (void)events;
 
     for (int i = 0; i < ACCEPT_BATCH && srv->accepting; i++) {
-        int fd;
+        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
-        /* A newcomer always gets in: the negotiating cap drops the
-         * connection negotiating longest instead. */
-        qedi_admission_make_room(srv, false);
-        fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
@@ -317,6 +313,9 @@ static void on_listener(void *opaque, int lfd, unsigned events)
                 continue;
             return;
         }
+        /* A newcomer always gets in: at the negotiating cap the
+         * connection negotiating longest makes room. */
+        qedi_admission_make_room(srv, false);
         tune_socket(fd);
         qedi_conn_start(srv, fd);
     }
