@@ -778,6 +778,19 @@ void qedi_commands_payload(struct nbd_conn *c)
     execute(cmd);
 }
 
+void qedi_commands_refuse_held(struct nbd_conn *c)
+{
+    struct nbd_command *cmd = c->held;
+
+    if (!cmd)
+        return;
+    c->held = NULL;
+    /* Its header was read: it gets an answer, though its data (a WRITE's)
+     * is never read; the connection closes after the reply. */
+    reply_error(cmd, NBD_ESHUTDOWN, "the server is shutting down");
+    finish(cmd);
+}
+
 void qedi_commands_abandon_payload(struct nbd_conn *c)
 {
     struct nbd_command *cmd = c->writing;

@@ -231,6 +231,8 @@ void qedi_commands_payload(struct nbd_conn *c);   /* a WRITE's data arrived */
 /* The connection ends before a WRITE's data arrived: drop that WRITE (and
  * a request held back by the budget). */
 void qedi_commands_abandon_payload(struct nbd_conn *c);
+/* Shutting down: the held request is answered with ESHUTDOWN. */
+void qedi_commands_refuse_held(struct nbd_conn *c);
 /* The held request fits now: execute it or start reading its data. */
 void qedi_commands_release_held(struct nbd_conn *c);
 

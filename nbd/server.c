@@ -367,7 +367,10 @@ void qedi_nbd_server_shutdown(struct nbd_server *srv)
         next = c->next;
         /* A WRITE whose data is still arriving was never acknowledged:
          * drop it.  Mid-handshake clients are dropped; the others get the
-         * answers to what is in flight first. */
+         * answers to what is in flight first, and one held back by the
+         * budget is refused. */
+        if (c->phase == PHASE_TRANSMISSION)
+            qedi_commands_refuse_held(c);
         qedi_commands_abandon_payload(c);
         qedi_conn_close(c, c->phase != PHASE_TRANSMISSION);
     }

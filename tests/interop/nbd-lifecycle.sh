@@ -54,8 +54,9 @@ for sig in TERM INT; do
     start_server "$sig" "$SOCK" -t l.qed
     ok $? "SIG$sig: qed serve -t starts" "$(cat "$T/$sig.err")"
     pid=$SRV_PID
-    # 40 MiB of writes go through the socket before the signal, so all but
-    # what the socket buffer holds are in the server; then 40 reads.
+    # 40 MiB of writes go into the socket before the signal; the server
+    # takes at least its per-connection budget (32 MiB) of them, the rest
+    # may still sit in the socket buffer; then 40 reads.
     byte=$([ "$sig" = TERM ] && echo 0x33 || echo 0x44)
     bg "$sig-client" hello go: "sendwrites:40:1M:$byte" sendreads:40:1M replies:8
     client=$BG
@@ -65,13 +66,20 @@ for sig in TERM INT; do
     tap_is "$SRV_RC" 0 "SIG$sig with 80 requests pipelined: the server exits 0"
     wait "$client"
     r=$(sed -n 's/^replies:8 -> //p' "$T/$sig-client.out")
-    tap_like "$r" '^replies=(39|[4-7][0-9]|80)/80 errors=(none|ESHUTDOWN) then eof$' \
+    tap_like "$r" '^replies=(3[1-9]|[4-7][0-9]|80)/80 errors=(none|ESHUTDOWN) then eof$' \
         "SIG$sig: every request the server took is answered (no error or ESHUTDOWN), then the connection closes"
+    # The writes taken are the first ones sent, and all are answered before
+    # any read is (the reads come after them on the socket); one held back
+    # by the budget is answered ESHUTDOWN.
+    n=$(sed -n 's/^replies=\([0-9]*\).*/\1/p' <<<"$r")
+    n=${n:-0}
+    [ "$n" -gt 40 ] && n=40
+    [[ $r == *ESHUTDOWN* ]] && [ "$n" -lt 40 ] && n=$((n - 1))
     socket_gone "SIG$sig: the socket file is removed" "$SOCK"
     need_check_clear "SIG$sig: NEED_CHECK clear in the image" l.qed
     tap_cmd "SIG$sig: qemu-img check finds the image clean" "$CHECK_CLEAN" l.qed
-    run qemu-io -f qed -r -c "read -P $byte 0 39M" l.qed
-    ok "$RC" "SIG$sig: the answered writes are in the image" "$(cat "$OUT" "$ERR")"
+    run qemu-io -f qed -r -c "read -P $byte 0 ${n}M" l.qed
+    ok "$RC" "SIG$sig: the $n answered writes are in the image" "$(cat "$OUT" "$ERR")"
 done
 
 # fio keeping 16 writes in flight on 4 connections when SIGTERM comes.
