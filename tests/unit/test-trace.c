@@ -17,10 +17,9 @@ static void collect(void *opaque, const char *line)
     size_t used = strlen(l->all);
 
     l->count++;
-    if (used + strlen(line) + 2 < sizeof(l->all)) {
-        strcat(l->all, line);
-        strcat(l->all, "\n");
-    }
+    /* Lines that do not fit whole are left out. */
+    if (used + strlen(line) + 2 < sizeof(l->all))
+        snprintf(l->all + used, sizeof(l->all) - used, "%s\n", line);
 }
 
 int main(void)
