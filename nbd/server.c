@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* Listening sockets (Unix, TCP, or inherited through socket activation),
- * the connection limit, and the server's life cycle: it is finished once it
- * was asked to shut down, or (when not persistent) the last client left,
- * and every connection has closed. */
+ * accepting (paused while descriptors run out; who gets a slot is
+ * admission.c's), and the server's life cycle: it is finished once it was
+ * asked to shut down, or (when not persistent) the last client left, and
+ * every connection has closed. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
