@@ -20,6 +20,9 @@ QED_LDLIBS   := -luring -lpthread
 # GnuTLS: the NBD server's TLS (nbd/tls.c); libqed itself does not need it.
 QED_CPPFLAGS += $(shell pkg-config --cflags gnutls)
 NBD_LDLIBS := $(shell pkg-config --libs gnutls)
+# libfuse3: `qed mount` (fuse/); libqed itself does not need it.
+FUSE_CFLAGS := $(shell pkg-config --cflags fuse3)
+FUSE_LDLIBS := $(shell pkg-config --libs fuse3)
 
 QED_CFLAGS += $(EXTRA_CFLAGS)
 
@@ -39,12 +42,14 @@ INC_raw     := $(INC_driver) -Ilib/raw
 INC_core    := $(INC_driver) -Ilib/core
 INC_ops     := $(INC_core) -Ilib/ops
 INC_nbd     := -Inbd
-INC_tools   := -Inbd -Itools
+INC_fuse    := -Ifuse $(FUSE_CFLAGS)
+INC_tools   := -Inbd -Ifuse -Itools
 # Tests and fuzzers reach into every layer.
 INC_tests   := $(INC_ops) -Ilib/qed -Ilib/raw -Inbd -Itests/unit
 $(foreach l,base storage driver qed raw core ops,\
     $(eval $$(BUILD)/lib/$(l)/%.o: LAYER_INC = $$(INC_$(l))))
 $(BUILD)/nbd/%.o: LAYER_INC = $(INC_nbd)
+$(BUILD)/fuse/%.o: LAYER_INC = $(INC_fuse)
 $(BUILD)/tools/%.o: LAYER_INC = $(INC_tools)
 $(BUILD)/tests/%.o: LAYER_INC = $(INC_tests)
 $(BUILD)/examples/%.o: LAYER_INC =
@@ -54,6 +59,7 @@ LINK    = $(CC) $(QED_LDFLAGS) $(LDFLAGS)
 
 LIB_SRCS   := $(sort $(wildcard lib/*/*.c))
 NBD_SRCS   := $(sort $(wildcard nbd/*.c))
+FUSE_SRCS  := $(sort $(wildcard fuse/*.c))
 TOOL_SRCS  := $(sort $(wildcard tools/*.c))
 UNIT_SRCS  := $(sort $(wildcard tests/unit/test-*.c))
 # Test support, built into the test programs only: the simulated file
@@ -63,6 +69,7 @@ TESTLIB_SRCS := $(sort $(wildcard tests/unit/support-*.c)) $(SIM_SRCS)
 
 LIB_OBJS   := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 NBD_OBJS   := $(NBD_SRCS:%.c=$(BUILD)/%.o)
+FUSE_OBJS  := $(FUSE_SRCS:%.c=$(BUILD)/%.o)
 TOOL_OBJS  := $(TOOL_SRCS:%.c=$(BUILD)/%.o)
 TESTLIB_OBJS := $(TESTLIB_SRCS:%.c=$(BUILD)/%.o)
 UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
@@ -74,6 +81,7 @@ LIBQED_SONAME  := libqed.so.2
 LIBQED_SO_FILE := libqed.so.2.0.0
 LIBQED_SO      := $(BUILD)/$(LIBQED_SO_FILE)
 LIBNBD := $(BUILD)/libqednbd.a
+LIBFUSE := $(BUILD)/libqedfuse.a
 QED    := $(BUILD)/qed
 
 .PHONY: all deps check check-asan demo clean unit-tests fuzz fuzz-build fuzz-smoke \
@@ -109,8 +117,15 @@ $(LIBNBD): $(NBD_OBJS)
 	rm -f $@
 	ar rcs $@ $^
 
-$(QED): $(TOOL_OBJS) $(LIBNBD) $(LIBQED)
-	$(LINK) -o $@ $(TOOL_OBJS) $(LIBNBD) $(LIBQED) $(QED_LDLIBS) $(NBD_LDLIBS) $(LDLIBS)
+# The FUSE export, also on top of libqed.
+$(LIBFUSE): $(FUSE_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	ar rcs $@ $^
+
+$(QED): $(TOOL_OBJS) $(LIBNBD) $(LIBFUSE) $(LIBQED)
+	$(LINK) -o $@ $(TOOL_OBJS) $(LIBNBD) $(LIBFUSE) $(LIBQED) $(QED_LDLIBS) \
+	    $(NBD_LDLIBS) $(FUSE_LDLIBS) $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(TESTLIB_OBJS) $(LIBNBD) $(LIBQED)
 	@mkdir -p $(dir $@)

@@ -39,6 +39,7 @@ extern const struct tool_command commit_command;
 extern const struct tool_command rebase_command;
 extern const struct tool_command resize_command;
 extern const struct tool_command compact_command;
+extern const struct tool_command mount_command;
 
 /* Prints "usage: qed NAME SYNOPSIS" and the details. */
 void tool_print_help(FILE *out, const struct tool_command *cmd);

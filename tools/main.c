@@ -11,7 +11,7 @@
 static const struct tool_command *const commands[] = {
     &create_command, &info_command,    &map_command,
     &io_command,     &convert_command, &dd_command,    &bench_command,
-    &serve_command,
+    &serve_command,  &mount_command,
     &check_command,
     &compare_command, &commit_command, &rebase_command, &resize_command,
     &compact_command,

@@ -16,11 +16,13 @@ my %below = (
     'lib/core'    => ['include', 'lib/base', 'lib/storage', 'lib/driver'],
     'lib/ops'     => ['include', 'lib/base', 'lib/storage', 'lib/driver', 'lib/core'],
     'nbd'         => ['include'],
-    'tools'       => ['include', 'nbd'],
+    'fuse'        => ['include'],
+    'tools'       => ['include', 'nbd', 'fuse'],
 );
 my %face = ('include' => 'qed.h', 'lib/base' => 'base.h',
             'lib/storage' => 'storage.h', 'lib/driver' => 'driver.h',
-            'lib/core' => 'core.h', 'lib/ops' => 'ops.h', 'nbd' => 'nbd.h');
+            'lib/core' => 'core.h', 'lib/ops' => 'ops.h', 'nbd' => 'nbd.h',
+            'fuse' => 'mount.h');
 my @layers = sort keys %below;
 my ($bad, $files, %edge) = (0, 0);
 for my $layer (@layers) {

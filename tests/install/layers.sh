@@ -2,13 +2,13 @@
 # SPDX-License-Identifier: MIT
 # The layers (docs/architecture.md), bottom up: lib/base, lib/storage,
 # lib/driver, the two format drivers lib/qed and lib/raw, the front
-# lib/core, the image operations lib/ops; the NBD server nbd/ and the CLI
-# tools/ on the public header.  Two checks, both on what the code does
+# lib/core, the image operations lib/ops; the NBD server nbd/, the FUSE
+# export fuse/ and the CLI tools/ on the public header.  Two checks, both on what the code does
 # rather than on what it says:
 #   includes: every `#include "..."` of a layer resolves in its own folder
 #     or in one of the layers below it, and into another layer only through
 #     that layer's face header (base.h, storage.h, driver.h, core.h, ops.h,
-#     nbd.h, qed.h); the layers' include edges form no cycle (depth-first
+#     nbd.h, mount.h, qed.h); the layers' include edges form no cycle (depth-first
 #     search).  The Makefile gives each layer only these include paths, so
 #     an upward include does not even compile there;
 #   calls: every symbol an object of lib/L uses that the library defines is

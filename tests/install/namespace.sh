@@ -11,7 +11,8 @@ require_cmd make nm perl flock
 B=${BUILD:-$ROOT/build}
 mkdir -p "$B"
 tap_cmd "make the archives" flock "$B/.install.lock" env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
-    make -C "$ROOT" ${BUILD:+BUILD="$BUILD"} "${BUILD:-build}/libqed.a" "${BUILD:-build}/libqednbd.a" || done_testing
+    make -C "$ROOT" ${BUILD:+BUILD="$BUILD"} "${BUILD:-build}/libqed.a" "${BUILD:-build}/libqednbd.a" \
+    "${BUILD:-build}/libqedfuse.a" || done_testing
 
 perl -0777 -ne '
     s{/\*.*?\*/}{}gs; s{//[^\n]*}{}g; s{\btypedef\b[^;]*;}{}gs;
@@ -24,7 +25,7 @@ globals() {
     nm -g --defined-only "$1" 2>/dev/null | awk 'NF == 3 && $2 ~ /^[TDBRCVWG]$/ {print $3}' | sort -u
 }
 
-for a in libqed.a libqednbd.a; do
+for a in libqed.a libqednbd.a libqedfuse.a; do
     globals "$B/$a" >"$a.globals"
     tap_like "$(wc -l <"$a.globals")" '^[1-9][0-9]*$' "$a defines global symbols ($(wc -l <"$a.globals"))"
     stray=$(grep -Ev '^(qed_|qedi_)' "$a.globals")
@@ -35,5 +36,6 @@ done
 
 # The NBD server's library is internal to the tool: it adds no public name.
 tap_is "$(grep '^qed_' libqednbd.a.globals)" "" "libqednbd.a defines no public (qed_) symbol"
+tap_is "$(grep '^qed_' libqedfuse.a.globals)" "" "libqedfuse.a defines no public (qed_) symbol"
 
 done_testing
