@@ -30,6 +30,13 @@
 /* Receive buffers kept for reuse once a write that took one is done. */
 #define EXPORT_SPARE_BUFFERS 32
 
+/* Read buffers from EXPORT_POOL_MIN_BYTES to EXPORT_POOL_BUFFER_BYTES (the
+ * largest read the kernel sends: 256 pages) are kept for reuse, up to
+ * EXPORT_POOL_BUFFERS of them (buffers.c). */
+#define EXPORT_POOL_MIN_BYTES (64u * 1024)
+#define EXPORT_POOL_BUFFER_BYTES (1024u * 1024)
+#define EXPORT_POOL_BUFFERS 32
+
 /* Requests read from /dev/fuse per wake-up before the loop runs other
  * events (completions, signals). */
 #define EXPORT_RECEIVE_BATCH 32
@@ -74,6 +81,12 @@ struct qedi_mount {
      * reading from the kernel stops meanwhile. */
     fuse_req_t resize_req;
     uint64_t resize_to;
+
+    /* Large read buffers kept for reuse (buffers.c). */
+    struct {
+        void *free[EXPORT_POOL_BUFFERS];
+        unsigned count;
+    } pool;
 };
 
 /* session.c */
@@ -91,6 +104,11 @@ void qedi_mount_return_buffer(struct qedi_mount *m, void *buffer);
  * request in flight ends, then resizes and answers req. */
 void qedi_mount_defer_resize(struct qedi_mount *m, fuse_req_t req,
                              uint64_t size);
+
+/* buffers.c: read buffers (aligned), reused when large. */
+void *qedi_mount_buffer_get(struct qedi_mount *m, size_t length);
+void qedi_mount_buffer_put(struct qedi_mount *m, void *buf, size_t length);
+void qedi_mount_buffers_free(struct qedi_mount *m);
 
 /* inode.c: the metadata operations and the file's attributes. */
 void qedi_mount_set_inode_ops(struct fuse_lowlevel_ops *ops);

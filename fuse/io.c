@@ -10,16 +10,13 @@
 
 #include "export.h"
 
-/* Read buffers are aligned so that an image opened with O_DIRECT can read
- * into them directly. */
-#define READ_BUFFER_ALIGN 4096
-
 struct io_op {
     struct qedi_mount *m;
     fuse_req_t req;
     void *buffer;            /* read: the data; write: the buffer that
                                 holds it (returned to the session) */
     bool buffer_is_rx;
+    bool buffer_is_read;     /* from qedi_mount_buffer_get */
     size_t length;
     uint64_t pos;            /* lseek: where the search stands */
     int whence;
@@ -57,6 +54,8 @@ static void op_free(struct io_op *op)
 {
     if (op->buffer_is_rx)
         qedi_mount_return_buffer(op->m, op->buffer);
+    else if (op->buffer_is_read)
+        qedi_mount_buffer_put(op->m, op->buffer, op->length);
     else
         free(op->buffer);
     free(op);
@@ -111,11 +110,12 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         return;
     op->length = (uint64_t)size < end - (uint64_t)off ? size
                                                        : end - (uint64_t)off;
-    if (posix_memalign(&op->buffer, READ_BUFFER_ALIGN, op->length) != 0) {
-        op->buffer = NULL;
+    op->buffer = qedi_mount_buffer_get(m, op->length);
+    if (!op->buffer) {
         op_submitted(op, -ENOMEM);
         return;
     }
+    op->buffer_is_read = true;
     iov = (struct iovec){ op->buffer, op->length };
     op_submitted(op, qed_aio_readv(m->img, &iov, 1, (uint64_t)off, read_done,
                                    op));

@@ -478,6 +478,7 @@ void qedi_mount_free(struct qedi_mount *m)
     while (m->nspare > 0)
         free(m->spare[--m->nspare]);
     free(m->rx.mem);
+    qedi_mount_buffers_free(m);
     free(m->mountpoint);
     free(m->file_name);
     free(m);
