@@ -57,8 +57,6 @@ bool qedi_mount_finished(const struct qedi_mount *m);
  * for every request in flight, then blocks): call it after each
  * qed_loop_run, never from a callback. */
 void qedi_mount_service(struct qedi_mount *m);
-/* Files open on the mount now. */
-unsigned qedi_mount_open_files(const struct qedi_mount *m);
 /* Unmounts if still mounted, and frees everything.  The image stays open.
  * Requests must not be in flight (qedi_mount_finished). */
 void qedi_mount_free(struct qedi_mount *m);

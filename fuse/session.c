@@ -456,11 +456,6 @@ bool qedi_mount_finished(const struct qedi_mount *m)
     return m->ended && m->in_flight == 0 && !m->resize_req;
 }
 
-unsigned qedi_mount_open_files(const struct qedi_mount *m)
-{
-    return m->open_files;
-}
-
 void qedi_mount_free(struct qedi_mount *m)
 {
     if (!m)

@@ -54,17 +54,31 @@ static void on_signal(void *opaque, int fd, unsigned events)
         qedi_mount_shutdown(m);
 }
 
+static void shutdown_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGHUP);
+}
+
+/* Blocked from just before the mount: a signal that comes while the mount
+ * is being set up waits (pending) for the signalfd, instead of killing the
+ * process and leaving a dead mount behind. */
+static void block_signals(void)
+{
+    sigset_t set;
+
+    shutdown_signals(&set);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+}
+
 static int watch_signals(qed_loop *loop, struct qedi_mount *m)
 {
     sigset_t set;
     int fd;
 
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGHUP);
-    if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
-        return -errno;
+    shutdown_signals(&set);
     fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     if (fd < 0)
         return -errno;
@@ -208,6 +222,7 @@ static int mount_image(struct mount_settings *s, const char *file,
     s->mount.notice = print_notice;
     s->mount.notice_opaque = (void *)file;
     s->mount.fs_name = file;
+    block_signals();
     if (qedi_mount_new(img, mountpoint, &s->mount, &m, &err) < 0) {
         tool_report(file, NULL, &err);
         tool_close(file, img);
