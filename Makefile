@@ -124,8 +124,7 @@ $(LIBFUSE): $(FUSE_OBJS)
 	ar rcs $@ $^
 
 $(QED): $(TOOL_OBJS) $(LIBNBD) $(LIBFUSE) $(LIBQED)
-	$(LINK) -o $@ $(TOOL_OBJS) $(LIBNBD) $(LIBFUSE) $(LIBQED) $(QED_LDLIBS) \
-	    $(NBD_LDLIBS) $(FUSE_LDLIBS) $(LDLIBS)
+	$(LINK) -o $@ $(TOOL_OBJS) $(LIBNBD) $(LIBFUSE) $(LIBQED) $(QED_LDLIBS) $(NBD_LDLIBS) $(FUSE_LDLIBS) $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(TESTLIB_OBJS) $(LIBNBD) $(LIBQED)
 	@mkdir -p $(dir $@)
