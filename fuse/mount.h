@@ -48,7 +48,9 @@ int qedi_mount_new(qed_image *image, const char *mountpoint,
 /* SIGINT/SIGTERM.  The first call detaches the mount point (as umount -l):
  * new opens fail, files already open keep working, and the session ends
  * when the last one closes.  A second call aborts the connection: requests
- * the kernel has not sent fail with ENOTCONN, those in flight finish. */
+ * the kernel has not sent fail with ENOTCONN, those in flight finish.  The
+ * process must ignore SIGPIPE (answers to an aborted session fail with
+ * EPIPE). */
 void qedi_mount_shutdown(struct qedi_mount *m);
 /* True once the session ended (unmounted, detached and closed, or
  * aborted) and no request is in flight. */

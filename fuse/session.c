@@ -414,17 +414,21 @@ static int detach_mountpoint(struct qedi_mount *m)
     return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
 }
 
-/* Closing the last descriptor of the session aborts the connection: the
- * descriptor is replaced by /dev/null so that libfuse, which still holds
- * its number, closes something harmless later. */
+/* Closing the last descriptor of the session aborts the connection.  The
+ * descriptor is replaced by the write end of a pipe without a reader:
+ * libfuse, which still holds its number, then finds it in error
+ * (POLLERR) when asked to unmount, as it finds a session the kernel
+ * ended, and unmounts nothing; replies written to it fail with EPIPE
+ * (SIGPIPE must be ignored). */
 static void abort_connection(struct qedi_mount *m)
 {
-    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    int p[2];
 
     watch(m, false);
-    if (null >= 0) {
-        dup2(null, m->fd);
-        close(null);
+    if (pipe2(p, O_CLOEXEC) == 0) {
+        close(p[0]);
+        dup2(p[1], m->fd);
+        close(p[1]);
     }
     m->ended = true;
     fuse_session_exit(m->se);
@@ -464,9 +468,9 @@ void qedi_mount_free(struct qedi_mount *m)
         fuse_log_target = NULL;
     watch(m, false);
     if (m->se) {
-        /* Unmounts unless the kernel already ended the session (libfuse
-         * checks the descriptor) or it was detached. */
-        if (m->mounted && !m->detached)
+        /* Unmounts unless the session ended (unmounted, detached and
+         * closed, or aborted): libfuse sees the descriptor in error then. */
+        if (m->mounted)
             fuse_session_unmount(m->se);
         fuse_session_destroy(m->se);
     }

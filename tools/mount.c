@@ -223,6 +223,7 @@ static int mount_image(struct mount_settings *s, const char *file,
     s->mount.notice_opaque = (void *)file;
     s->mount.fs_name = file;
     block_signals();
+    signal(SIGPIPE, SIG_IGN);
     if (qedi_mount_new(img, mountpoint, &s->mount, &m, &err) < 0) {
         tool_report(file, NULL, &err);
         tool_close(file, img);
