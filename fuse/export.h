@@ -6,6 +6,7 @@
 
 #define FUSE_USE_VERSION 31
 
+#include <errno.h>
 #include <fuse_lowlevel.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -92,33 +93,51 @@ struct qedi_mount {
 /* session.c */
 void qedi_mount_notice(struct qedi_mount *m, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
 /* A request handed to the engine, and its end (answered or not). */
-void qedi_mount_request_begin(struct qedi_mount *m);
-void qedi_mount_request_end(struct qedi_mount *m);
-/* The receive buffer holding data[0..len), now owned by the caller, or
- * NULL when data is not in it (the caller copies then). */
-void *qedi_mount_take_buffer(struct qedi_mount *m, const void *data,
-                             size_t len);
-void qedi_mount_return_buffer(struct qedi_mount *m, void *buffer);
-/* Holds the reading of requests until the service call after the last
- * request in flight ends, then resizes and answers req. */
-void qedi_mount_defer_resize(struct qedi_mount *m, fuse_req_t req,
-                             uint64_t size);
+static inline void qedi_mount_request_begin(struct qedi_mount *m)
+{
+    m->in_flight++;
+}
+
+static inline void qedi_mount_request_end(struct qedi_mount *m)
+{
+    m->in_flight--;
+}
+
+/* A negative errno from the engine as the positive value fuse_reply_err
+ * takes (EIO for anything out of range). */
+static inline int qedi_mount_errno(int ret)
+{
+    return ret < 0 && ret > -4096 ? -ret : EIO;
+}
 
 /* buffers.c: read buffers (aligned), reused when large. */
 void *qedi_mount_buffer_get(struct qedi_mount *m, size_t length);
 void qedi_mount_buffer_put(struct qedi_mount *m, void *buf, size_t length);
 void qedi_mount_buffers_free(struct qedi_mount *m);
+/* The receive buffer holding data[0..len), now owned by the caller, or
+ * NULL when data is not in it (the caller copies then); given back with
+ * qedi_mount_return_buffer.  The session reads the next request into a
+ * spare after one was taken (qedi_mount_replace_taken_buffer). */
+void *qedi_mount_take_buffer(struct qedi_mount *m, const void *data,
+                             size_t len);
+void qedi_mount_return_buffer(struct qedi_mount *m, void *buffer);
+void qedi_mount_replace_taken_buffer(struct qedi_mount *m);
 
 /* inode.c: the metadata operations and the file's attributes. */
 void qedi_mount_set_inode_ops(struct fuse_lowlevel_ops *ops);
+/* ftruncate: the size change waits (the session stops reading requests)
+ * until the requests in flight are done; then qedi_mount_run_resize,
+ * outside any loop callback, resizes and answers.  It returns 0 or the
+ * negative errno, with err saying why. */
+void qedi_mount_defer_resize(struct qedi_mount *m, fuse_req_t req,
+                             uint64_t size);
+int qedi_mount_run_resize(struct qedi_mount *m, qed_error *err);
 void qedi_mount_file_stat(struct qedi_mount *m, struct stat *st);
 void qedi_mount_touch(struct timespec *when);
 
 /* io.c: the data operations. */
 void qedi_mount_set_io_ops(struct fuse_lowlevel_ops *ops);
-/* A negative errno from the engine as the positive value fuse_reply_err
- * takes (EIO for anything out of range). */
-int qedi_mount_errno(int ret);
 
 #endif

@@ -151,6 +151,34 @@ static bool is_open_truncation(const struct stat *attr,
     return attr->st_size == 0 && fi == NULL;
 }
 
+void qedi_mount_defer_resize(struct qedi_mount *m, fuse_req_t req,
+                             uint64_t size)
+{
+    m->resize_req = req;
+    m->resize_to = size;
+}
+
+int qedi_mount_run_resize(struct qedi_mount *m, qed_error *err)
+{
+    fuse_req_t req = m->resize_req;
+    uint64_t old = qed_size(m->img);
+    struct stat st;
+    int r;
+
+    r = qed_resize(m->img, m->resize_to,
+                   m->resize_to < old ? QED_RESIZE_SHRINK : 0, err);
+    m->resize_req = NULL;
+    if (r < 0) {
+        fuse_reply_err(req, qedi_mount_errno(r));
+        return r;
+    }
+    qedi_mount_touch(&m->mtime);
+    m->ctime = m->mtime;
+    qedi_mount_file_stat(m, &st);
+    fuse_reply_attr(req, &st, EXPORT_ATTR_TIMEOUT_S);
+    return 0;
+}
+
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
                        int to_set, struct fuse_file_info *fi)
 {

@@ -23,11 +23,6 @@ struct io_op {
     struct qed_block_status status;
 };
 
-int qedi_mount_errno(int ret)
-{
-    return ret < 0 && ret > -4096 ? -ret : EIO;
-}
-
 static struct qedi_mount *mount_of(fuse_req_t req)
 {
     return fuse_req_userdata(req);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* The FUSE session: mounting, reading requests from /dev/fuse on the
- * image's loop, the receive buffers, the deferred resize, unmounting. */
+/* The FUSE session, the top of the export: the operations table, mounting,
+ * reading requests from /dev/fuse on the image's loop, running a deferred
+ * resize between loop iterations, detaching, aborting and unmounting. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -73,48 +74,6 @@ static void capture_fuse_log(enum fuse_log_level level, const char *fmt,
         snprintf(fuse_last_message, sizeof(fuse_last_message), "%s", line);
 }
 
-/* ---- requests in flight and buffers ----------------------------------------- */
-
-void qedi_mount_request_begin(struct qedi_mount *m)
-{
-    m->in_flight++;
-}
-
-void qedi_mount_request_end(struct qedi_mount *m)
-{
-    m->in_flight--;
-}
-
-void *qedi_mount_take_buffer(struct qedi_mount *m, const void *data,
-                             size_t len)
-{
-    const char *start = m->rx.mem;
-    const char *p = data;
-
-    if (m->rx_taken || !start || p < start || p + len > start + m->rx.size)
-        return NULL;
-    m->rx_taken = true;
-    return m->rx.mem;
-}
-
-void qedi_mount_return_buffer(struct qedi_mount *m, void *buffer)
-{
-    if (m->nspare < EXPORT_SPARE_BUFFERS)
-        m->spare[m->nspare++] = buffer;
-    else
-        free(buffer);
-}
-
-/* After a request took the buffer it arrived in, the next one is read into
- * a spare (or, with none left, one libfuse allocates at its own size). */
-static void replace_taken_buffer(struct qedi_mount *m)
-{
-    if (!m->rx_taken)
-        return;
-    m->rx.mem = m->nspare > 0 ? m->spare[--m->nspare] : NULL;
-    m->rx_taken = false;
-}
-
 /* ---- reading requests -------------------------------------------------------- */
 
 static void on_readable(void *opaque, int fd, unsigned events);
@@ -159,49 +118,30 @@ static void on_readable(void *opaque, int fd, unsigned events)
             return;
         }
         fuse_session_process_buf(m->se, &m->rx);
-        replace_taken_buffer(m);
+        qedi_mount_replace_taken_buffer(m);
     }
+    /* A resize waits for the requests in flight: read nothing more until
+     * it is done (the descriptor stays readable, so stop watching it). */
+    if (m->resize_req)
+        watch(m, false);
 }
 
 /* ---- resize ------------------------------------------------------------------- */
 
-void qedi_mount_defer_resize(struct qedi_mount *m, fuse_req_t req,
-                             uint64_t size)
-{
-    m->resize_req = req;
-    m->resize_to = size;
-    watch(m, false);
-}
-
-static void run_resize(struct qedi_mount *m)
-{
-    fuse_req_t req = m->resize_req;
-    uint64_t old = qed_size(m->img);
-    qed_error err = { 0 };
-    struct stat st;
-    int r;
-
-    r = qed_resize(m->img, m->resize_to,
-                   m->resize_to < old ? QED_RESIZE_SHRINK : 0, &err);
-    m->resize_req = NULL;
-    if (r < 0) {
-        qedi_mount_notice(m, "truncate to %llu bytes: %s",
-                          (unsigned long long)m->resize_to,
-                          err.message[0] ? err.message : strerror(-r));
-        fuse_reply_err(req, qedi_mount_errno(r));
-    } else {
-        qedi_mount_touch(&m->mtime);
-        m->ctime = m->mtime;
-        qedi_mount_file_stat(m, &st);
-        fuse_reply_attr(req, &st, EXPORT_ATTR_TIMEOUT_S);
-    }
-    watch(m, true);
-}
-
 void qedi_mount_service(struct qedi_mount *m)
 {
-    if (m->resize_req && m->in_flight == 0)
-        run_resize(m);
+    uint64_t size = m->resize_to;
+    qed_error err = { 0 };
+    int r;
+
+    if (!m->resize_req || m->in_flight > 0)
+        return;
+    r = qedi_mount_run_resize(m, &err);
+    if (r < 0)
+        qedi_mount_notice(m, "truncate to %llu bytes: %s",
+                          (unsigned long long)size,
+                          err.message[0] ? err.message : strerror(-r));
+    watch(m, true);
 }
 
 /* ---- the session's start ------------------------------------------------------ */
