@@ -25,6 +25,13 @@ stop_mount "$MNT_PID" over
 tap_is "$MNT_RC" 0 "fusermount3 -u ends it with status 0"
 ok "$(mounted over && echo 1 || echo 0)" "the mount point is free again"
 
+build_raw_backed rawb
+qemu-img convert -O raw rawb/top.qed rawb.raw
+: >rawb.mnt
+start_mount rawb -r rawb/top.qed rawb.mnt
+same_raw "an image over a shorter raw backing file (COW, zero clusters over backing data) reads as QEMU shows it" rawb.mnt rawb.raw
+stop_mount "$MNT_PID" rawb.mnt
+
 build_std_image std.qed 4096 4
 qemu-img convert -O raw std.qed std.raw
 mkdir dir
