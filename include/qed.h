@@ -380,6 +380,9 @@ struct qed_image_info {
     enum qed_format backing_format; /* the recorded format: RAW when the
                                        header has NO_PROBE, else PROBE
                                        (probed at every open) */
+    /* Added after 2.0.0 (programs built before do not get it): */
+    bool actual_size_unknown;  /* the storage cannot tell the space it
+                                  takes (an NBD export): actual_size 0 */
 };
 
 /* Sets size (and zeroes the rest) before the struct is handed over. */

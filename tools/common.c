@@ -34,9 +34,26 @@ static void put_one_line(const char *text)
     }
 }
 
+/* A URI's password (scheme://user:password@host) is never shown. */
+static const char *display_name(const char *name, char *buf, size_t len)
+{
+    const char *auth = strstr(name, "://"), *end, *colon, *at;
+
+    if (!auth)
+        return name;
+    auth += 3;
+    end = auth + strcspn(auth, "/?#");
+    colon = memchr(auth, ':', (size_t)(end - auth));
+    at = memchr(auth, '@', (size_t)(end - auth));
+    if (!colon || !at || colon > at)
+        return name;
+    snprintf(buf, len, "%.*s:***%s", (int)(colon - name), name, at);
+    return buf;
+}
+
 static void tool_verror(const char *file, const char *fmt, va_list ap)
 {
-    char message[1024];
+    char message[1024], shown[4096];
 
     vsnprintf(message, sizeof(message), fmt, ap);
     /* Flush stdout first so that the error lands after what was printed
@@ -44,7 +61,7 @@ static void tool_verror(const char *file, const char *fmt, va_list ap)
     fflush(stdout);
     fputs("qed: ", stderr);
     if (file) {
-        put_one_line(file);
+        put_one_line(display_name(file, shown, sizeof(shown)));
         fputs(": ", stderr);
     }
     put_one_line(message);

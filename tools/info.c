@@ -115,7 +115,9 @@ static void print_layer_human(const struct qed_image_info *info)
     printf("file format: %s\n", qed_format_name(info->format));
     printf("virtual size: %s (%llu bytes)\n", virtual_size,
            (unsigned long long)info->virtual_size);
-    printf("disk size: %s\n", disk_size);
+    /* As qemu-img says of storage that cannot tell (an NBD export). */
+    printf("disk size: %s\n", info->actual_size_unknown ? "unavailable"
+                                                        : disk_size);
     if (info->format != QED_FORMAT_QED)
         return;
     printf("cluster_size: %u\n", info->cluster_size);
@@ -167,7 +169,8 @@ static void print_layer_json(struct tool_json *json,
     if (is_qed)
         tool_json_uint(json, "cluster-size", info->cluster_size);
     tool_json_str(json, "format", qed_format_name(info->format));
-    tool_json_uint(json, "actual-size", info->actual_size);
+    if (!info->actual_size_unknown)
+        tool_json_uint(json, "actual-size", info->actual_size);
     if (is_qed)
         print_qed_details_json(json, info);
     if (backing) {

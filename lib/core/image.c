@@ -154,7 +154,7 @@ static int chain_enter(struct chain *chain, const char *path, qed_error *err)
     if (chain->depth > QED_MAX_CHAIN_DEPTH)
         return qedi_fail(err, ELOOP, "backing chain deeper than %u images",
                         QED_MAX_CHAIN_DEPTH);
-    if (chain->driver) {
+    if (chain->driver || qedi_storage_is_uri(path)) {
         /* Files that are not on disk are told apart by name. */
         memset(&st, 0, sizeof(st));
         st.st_ino = name_hash(path);
@@ -199,8 +199,9 @@ static void take_backing_warnings(qed_image *img)
     while (line && *line) {
         const char *end = strchr(line, '\n');
         int len = end ? (int)(end - line) : (int)strlen(line);
-        qedi_image_warn(img, "backing file '%s': %.*s", img->backing_path, len,
-                   line);
+        qedi_image_warn(img, "backing file '%s': %.*s",
+                        qedi_storage_uri_for_messages(img->backing_path), len,
+                        line);
         line = end ? end + 1 : NULL;
     }
 }
@@ -233,7 +234,8 @@ static int open_backing(qed_image *img, const struct qed_open_options *o,
                         &img->backing, err);
     /* Deep in a chain, only the file that failed is named. */
     if (ret < 0 && !chain->failure_named) {
-        qedi_error_prefix(err, "backing file '%s': ", img->backing_path);
+        qedi_error_prefix(err, "backing file '%s': ",
+                          qedi_storage_uri_for_messages(img->backing_path));
         chain->failure_named = true;
     }
     if (ret == 0)
@@ -406,19 +408,25 @@ static int get_info(qed_image *img, struct qed_image_info *info,
     int ret;
 
     info->format = img->format;
-    copy_string(info->filename, sizeof(info->filename), img->filename);
+    copy_string(info->filename, sizeof(info->filename),
+                qedi_storage_uri_for_messages(img->filename));
     info->virtual_size = img->size;
     ret = img->file->ops->get_size(img->file, &info->file_size);
     if (ret == 0)
         ret = img->file->ops->allocated_bytes(img->file, &info->actual_size);
+    if (ret == -ENOTSUP) {
+        info->actual_size = 0;
+        info->actual_size_unknown = true;
+        ret = 0;
+    }
     if (ret < 0)
         return qedi_fail(err, -ret, "%s", strerror(-ret));
     info->has_backing = img->backing_name != NULL;
     if (info->has_backing) {
         copy_string(info->backing_file, sizeof(info->backing_file),
-                    img->backing_name);
+                    qedi_storage_uri_for_messages(img->backing_name));
         copy_string(info->backing_file_full, sizeof(info->backing_file_full),
-                    img->backing_path);
+                    qedi_storage_uri_for_messages(img->backing_path));
         /* Only a raw backing file has its format recorded; any other is
          * probed on every open, so none is reported, as qemu-img does. */
         if (img->backing_raw)

@@ -43,6 +43,10 @@ int qed_create(const char *path, const struct qed_create_options *options,
 
     if (ret < 0)
         return ret;
+    /* Creating writes a local file; an NBD export has a size of its own. */
+    if (qedi_storage_is_uri(path))
+        return qedi_fail(err, EOPNOTSUPP, "an image cannot be created in an "
+                         "NBD export (create it locally and copy it in)");
     has_backing = o.backing_file && o.backing_file[0];
     if (o.cluster_size == 0)
         o.cluster_size = QED_DEFAULT_CLUSTER_SIZE;

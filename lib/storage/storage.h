@@ -105,8 +105,25 @@ struct storage_driver {
 
 /* Local files and block devices (io-file.c): the default. */
 extern const struct storage_driver qedi_storage_file_driver;
+/* Images inside NBD exports, named by NBD URIs (io-nbd.c, libnbd). */
+extern const struct storage_driver qedi_storage_nbd_driver;
 
-/* Opens path through driver (NULL: qedi_storage_file_driver), takes its locks
+/* The driver a name asks for: the NBD driver for nbd://, nbds://,
+ * nbd+unix:// and nbds+unix:// URIs, else local files. */
+const struct storage_driver *qedi_storage_driver_for(const char *name);
+/* Whether a name is a URI of one of the storage drivers (not a path). */
+bool qedi_storage_is_uri(const char *name);
+/* name as messages may show it: a URI's password (user:password@) is
+ * replaced by "***".  The text lives in a buffer of the calling thread,
+ * valid until the next call. */
+const char *qedi_storage_uri_for_messages(const char *name);
+/* text with every occurrence of name's password replaced by "***" (in a
+ * buffer of the calling thread, valid until the next call); text itself
+ * when name has none. */
+const char *qedi_storage_scrub(const char *name, const char *text);
+
+/* Opens path through driver (NULL: the one qedi_storage_driver_for(path)
+ * names), takes its locks
  * (ops->lock) and, when the storage wants aligned requests, stacks the
  * aligning layer (io-direct.c) over it, so the engine may issue any
  * request.  A driver that builds on another opens that one through here
