@@ -1,0 +1,90 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+# Images inside NBD exports (nbdkit's file plugin on a Unix socket): the
+# nbd+unix:// URI opens them anywhere a file name goes, reads agree with
+# qemu-img on a local copy, writes in place pass qemu-img check on the file
+# behind the export, a backing file can be an NBD URI, and what cannot work
+# fails at once with a clear message that never shows a password.
+. "$(dirname "$0")/lib.sh"
+require_qed
+require_cmd qemu-img qemu-io nbdkit
+_nbdkit_pids=()
+_storage_cleanup() {
+    local p
+    for p in "${_nbdkit_pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
+    _cleanup
+}
+trap _storage_cleanup EXIT
+
+# serve NAME ARGS... — nbdkit -U $T/NAME.sock ARGS... in the background;
+# sets uri once the socket is there.
+serve() {
+    local name=$1 i
+    shift
+    nbdkit -f -U "$T/$name.sock" "$@" </dev/null >"$T/$name.nbdkit" 2>&1 &
+    _nbdkit_pids+=($!)
+    for ((i = 0; i < 500; i++)); do
+        [ -S "$T/$name.sock" ] && break
+        sleep 0.01
+    done
+    uri="nbd+unix:///?socket=$T/$name.sock"
+}
+
+# ---- reading ------------------------------------------------------------------
+build_std_image std.qed 65536 4
+qemu-img convert -O raw std.qed std.raw
+cp std.qed served.qed
+serve ro -r file served.qed
+run "$QED" info "$uri"
+tap_like "$RC $(tr '\n' ' ' <"$OUT")" '^0 .*file format: qed .*disk size: unavailable' "qed info over NBD: the format, and no disk size (as qemu-img says)"
+run "$QED" convert -O raw "$uri" out.raw
+ok "$RC" "qed convert -O raw of an NBD URI" "$(cat "$ERR")"
+same_raw "it equals qemu-img convert of the local image" out.raw std.raw
+"$QED" map --output=json "$uri" | sed 's/"offset": [0-9]*//' >map.nbd
+"$QED" map --output=json std.qed | sed 's/"offset": [0-9]*//' >map.local
+run diff map.local map.nbd
+ok "$RC" "qed map over NBD is the local image's map" "$(cat "$OUT")"
+run "$QED" check "$uri"
+tap_is "$RC" 0 "qed check of the image over NBD: clean"
+run "$QED" io -c "write 0 512" "$uri"
+tap_like "$RC $(cat "$ERR")" '^1 .*read-only' "writing through a read-only export fails at open, saying so"
+run "$QED" io -r -f qed -c "read -P 0x11 0 512" "$uri"
+tap_like "$RC $(cat "$OUT")" '^0 read 512/512' "qed io -r -f qed reads over NBD"
+
+# ---- writing in place ------------------------------------------------------------
+cp std.qed rw.qed
+serve rw file rw.qed
+run "$QED" io -c "write -P 0x5a 0 4096" -c "write -z 65536 4096" -c "write -P 0x6b 196608 65536" "$uri"
+ok "$RC" "qed io writes into allocated clusters through NBD" "$(cat "$ERR")"
+run "$QED" io -c "write -P 0x7c 131072 65536" "$uri"
+tap_like "$RC $(cat "$OUT" "$ERR")" '^1 .*No space left on device' "a write that needs a cluster past the export's end fails with ENOSPC"
+kill "${_nbdkit_pids[-1]}"; wait "${_nbdkit_pids[-1]}" 2>/dev/null
+run "$QED" check -r all rw.qed
+ok "$RC" "qed check -r all: the failed allocation leaves nothing a check cannot repair" "$(cat "$OUT" "$ERR")"
+qemu_check "qemu-img check on the file behind the export" rw.qed
+qemu_io -f qed rw.qed -- "read -P 0x5a 0 4096" "read -P 0 65536 4096" "read -P 0x6b 196608 65536"
+ok $? "qemu-io reads what was written through NBD" "$(cat "$OUT" "$ERR")"
+
+# ---- a backing file on NBD ------------------------------------------------------
+cp std.qed base.qed
+serve base -r file base.qed
+run "$QED" create -f qed -b "$uri" -F qed top.qed
+ok "$RC" "qed create -b NBD-URI: an overlay on a base in an NBD export" "$(cat "$ERR")"
+"$QED" io -c "write -P 0x99 4096 4096" top.qed >/dev/null
+run "$QED" info top.qed
+tap_like "$(cat "$OUT")" "backing file: nbd\+unix:///\?socket=" "qed info shows the backing URI"
+run "$QED" convert -O raw top.qed top.raw
+ok "$RC" "qed convert reads the overlay through its NBD base"
+qemu-img convert -O raw top.qed top.qemu.raw
+same_raw "qemu-img reads the same overlay identically" top.raw top.qemu.raw
+
+# ---- errors -----------------------------------------------------------------------
+run "$QED" info "nbd+unix:///?socket=$T/nobody.sock"
+tap_like "$RC $(cat "$ERR")" '^1 qed: nbd\+unix:///\?socket=.*nobody.sock: .*(No such file|connect)' "an export nobody serves: the error names the URI"
+run "$QED" info "nbd://alice:s3cr3t@127.0.0.1:1/"
+tap_like "$RC $(cat "$ERR")" '^1 qed: nbd://alice:\*\*\*@127.0.0.1:1/: ' "a URI's password is shown as ***"
+tap_is "$(grep -c s3cr3t "$ERR")" 0 "and appears nowhere in the message"
+run "$QED" create -f qed "nbd+unix:///?socket=$T/x.sock" 1M
+tap_like "$RC $(cat "$ERR")" '^1 .*cannot be created in an NBD export' "qed create on an NBD URI is refused, saying why"
+
+done_testing
