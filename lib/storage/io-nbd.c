@@ -432,6 +432,10 @@ static int connect_export(struct nbd_storage *st, const char *uri,
 {
     int64_t size, max;
 
+    /* Simple replies: a read's data comes in one piece after a 16-byte
+     * header, one receive fewer per read than structured replies (the
+     * driver asks for no block status). */
+    nbd_set_request_structured_replies(st->h, false);
     if (nbd_connect_uri(st->h, uri) < 0)
         return export_fail(err, uri, EIO);
     size = nbd_get_size(st->h);
