@@ -78,6 +78,38 @@ ok "$RC" "qed convert reads the overlay through its NBD base"
 qemu-img convert -O raw top.qed top.qemu.raw
 same_raw "qemu-img reads the same overlay identically" top.raw top.qemu.raw
 
+# ---- a server that fails 10 % of requests (nbdkit's error filter) --------------------
+"$QED" create -q -o cluster_size=64k faulty.qed 16M
+"$QED" io -c "write -P 0x42 0 8M" faulty.qed >/dev/null
+serve faulty --filter=error file faulty.qed error-rate=10%
+# io_until_open ARGS... — qed io ARGS, again while the open itself fails
+# (the header or a table read may be one of the failed requests).
+io_until_open() {
+    local i
+    for ((i = 0; i < 20; i++)); do
+        run "$QED" io "$@"
+        grep -q '^qed: nbd' "$ERR" && ! grep -Eq '^(read|wrote) ' "$OUT" || return 0
+    done
+}
+reads=()
+for ((i = 0; i < 128; i++)); do reads+=(-c "read -P 0x42 $((i * 65536)) 65536"); done
+io_until_open -r "${reads[@]}" "$uri"
+good=$(grep -c '^read 65536/65536' "$OUT")
+bad=$(grep -c 'read failed: Input/output error' "$OUT")
+tap_is "$((good + bad))" 128 "each of 128 reads either succeeds or fails with EIO ($good good, $bad EIO)"
+ok $(( good >= 64 && bad >= 1 ? 0 : 1 )) "both happen at a 10 % error rate"
+tap_is "$(grep -c 'Pattern verification\|mismatch' "$OUT" "$ERR" | awk -F: '{s += $NF} END {print s}')" 0 "no read returns wrong data"
+writes=()
+for ((i = 0; i < 128; i++)); do writes+=(-c "write -P 0x43 $((i * 65536)) 65536"); done
+io_until_open "${writes[@]}" "$uri"
+good=$(grep -c '^wrote 65536/65536' "$OUT")
+bad=$(grep -c 'write failed: Input/output error' "$OUT")
+tap_is "$((good + bad))" 128 "each of 128 writes either succeeds or fails with EIO ($good good, $bad EIO)"
+kill "${_nbdkit_pids[-1]}"; wait "${_nbdkit_pids[-1]}" 2>/dev/null
+run "$QED" check faulty.qed
+ok "$RC" "the image behind the faulty server is consistent (qed check)" "$(cat "$OUT" "$ERR")"
+qemu_check "and qemu-img check finds it clean" faulty.qed
+
 # ---- errors -----------------------------------------------------------------------
 run "$QED" info "nbd+unix:///?socket=$T/nobody.sock"
 tap_like "$RC $(cat "$ERR")" '^1 qed: nbd\+unix:///\?socket=.*nobody.sock: .*(No such file|connect)' "an export nobody serves: the error names the URI"
