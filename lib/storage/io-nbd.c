@@ -11,6 +11,15 @@
  * request).  So completions are queued and their callbacks run once libnbd
  * has returned.
  *
+ * A lost connection is made again: the commands it took (reads, writes,
+ * zeroing, flushes, which may all be repeated) wait and are sent again on
+ * the new one, after 0.1, 0.2, 0.4 ... 3.2 s (NBD_RECONNECT_ATTEMPTS
+ * attempts, about 13 s in all).  Only when every attempt failed do they
+ * fail, with EIO; the next request tries again.  A connection on which
+ * no command has been answered for NBD_STALL_MS while some wait is cut, and
+ * the commands it held fail with ETIMEDOUT (a server that stalls would
+ * stall them again).
+ *
  * An export has a fixed size: the storage cannot grow, so an image that
  * needs a new cluster past the export's end gets ENOSPC. */
 #include <errno.h>
@@ -18,12 +27,18 @@
 #include <libnbd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "storage.h"
 
 /* The largest request sent when the server names no maximum (the NBD
  * protocol's recommended limit). */
 #define NBD_DEFAULT_MAX_REQUEST (32u * 1024 * 1024)
+#define NBD_RECONNECT_ATTEMPTS 8
+#define NBD_RECONNECT_FIRST_MS 100u
+#define NBD_RECONNECT_MAX_MS 3200u
+#define NBD_STALL_MS 30000u
+#define NBD_WATCHDOG_MS 1000u
 
 struct nbd_storage;
 
@@ -42,14 +57,48 @@ struct nbd_request {
     struct nbd_request *next_done;
 };
 
+enum part_kind { PART_READ, PART_WRITE, PART_ZERO, PART_FLUSH };
+
+/* One NBD command of a request, kept until it is answered so that it can
+ * be sent again on a new connection. */
+struct nbd_part {
+    struct nbd_part *next;   /* in a queue of the storage */
+    struct nbd_request *r;
+    enum part_kind kind;
+    char *buf;
+    uint64_t len, offset;
+};
+
+struct part_queue {
+    struct nbd_part *head, **tail;
+};
+
+enum conn_state {
+    CONN_READY,              /* commands go out */
+    CONN_CONNECTING,         /* a new connection is being negotiated */
+    CONN_WAITING,            /* the next attempt is on a timer */
+    CONN_FAILED,             /* every attempt failed; the next request
+                                starts again */
+};
+
 struct nbd_storage {
     struct io_file base;
+    char *uri;
     struct nbd_handle *h;
     uint64_t size;
     uint64_t max_request;
     bool can_flush, can_zero;
     int fd;
     unsigned watched;            /* QED_LOOP_* events watched now */
+    enum conn_state state;
+    unsigned attempt;            /* reconnection attempts made */
+    uint64_t timer;
+    unsigned in_flight;          /* commands libnbd holds */
+    uint64_t progress_ms;        /* last answer, or first command sent */
+    uint64_t watchdog;           /* timer while commands are in flight */
+    bool stalled;                /* cut for not answering */
+    struct part_queue waiting;   /* for a connection */
+    struct part_queue lost;      /* taken by a connection that died */
     struct nbd_request *done;    /* completed, callbacks not yet run */
     struct nbd_request **done_tail;
 };
@@ -59,9 +108,36 @@ static struct nbd_storage *storage_of(struct io_file *file)
     return (struct nbd_storage *)file;
 }
 
+static void queue_init(struct part_queue *q)
+{
+    q->head = NULL;
+    q->tail = &q->head;
+}
+
+static void queue_push(struct part_queue *q, struct nbd_part *p)
+{
+    p->next = NULL;
+    *q->tail = p;
+    q->tail = &p->next;
+}
+
+static struct nbd_part *queue_take_all(struct part_queue *q)
+{
+    struct nbd_part *all = q->head;
+    queue_init(q);
+    return all;
+}
+
 /* ---- the socket on the loop -------------------------------------------------- */
 
 static void on_socket(void *opaque, int fd, unsigned events);
+
+static void unwatch(struct nbd_storage *st)
+{
+    if (st->watched)
+        qed_loop_unwatch_fd(st->base.loop, st->fd);
+    st->watched = 0;
+}
 
 /* libnbd says which way it wants the socket; the watch follows. */
 static void update_watch(struct nbd_storage *st)
@@ -74,12 +150,10 @@ static void update_watch(struct nbd_storage *st)
         want |= QED_LOOP_WRITE;
     if (want == st->watched)
         return;
-    if (want == 0) {
-        qed_loop_unwatch_fd(st->base.loop, st->fd);
-    } else if (qed_loop_watch_fd(st->base.loop, st->fd, want, on_socket, st) < 0) {
-        return;
-    }
-    st->watched = want;
+    if (want == 0)
+        unwatch(st);
+    else if (qed_loop_watch_fd(st->base.loop, st->fd, want, on_socket, st) == 0)
+        st->watched = want;
 }
 
 /* Scatters a bounced read and reports: now (from the loop, libnbd done),
@@ -113,6 +187,144 @@ static void run_completions(struct nbd_storage *st, bool now)
     }
 }
 
+/* One of the request's parts ended (error: a positive errno or 0); with
+ * the last, the request is done. */
+static void request_part_done(struct nbd_request *r, int error)
+{
+    struct nbd_storage *st = r->st;
+
+    if (error && r->ret == 0)
+        r->ret = -error;
+    if (--r->parts == 0) {
+        r->next_done = NULL;
+        *st->done_tail = r;
+        st->done_tail = &r->next_done;
+    }
+}
+
+static void part_finished(struct nbd_part *p, int error)
+{
+    struct nbd_request *r = p->r;
+
+    free(p);
+    request_part_done(r, error);
+}
+
+/* ---- connections ------------------------------------------------------------------ */
+
+static void submit_part(struct nbd_storage *st, struct nbd_part *p);
+static void start_connecting(void *opaque);
+
+static bool connection_lost_errno(int e)
+{
+    return e == ENOTCONN || e == ECONNRESET || e == EPIPE || e == ESHUTDOWN ||
+           e == ECONNABORTED || e == ECONNREFUSED;
+}
+
+static void fail_waiting(struct nbd_storage *st, int error)
+{
+    struct nbd_part *p = queue_take_all(&st->waiting), *next;
+
+    for (; p; p = next) {
+        next = p->next;
+        part_finished(p, error);
+    }
+}
+
+/* The next attempt after a growing pause, or the end of the attempts. */
+static void retry_later(struct nbd_storage *st)
+{
+    unsigned ms = NBD_RECONNECT_FIRST_MS << (st->attempt < 6 ? st->attempt : 6);
+
+    if (ms > NBD_RECONNECT_MAX_MS)
+        ms = NBD_RECONNECT_MAX_MS;
+    if (st->attempt >= NBD_RECONNECT_ATTEMPTS) {
+        st->state = CONN_FAILED;
+        fail_waiting(st, EIO);
+        return;
+    }
+    st->attempt++;
+    st->state = CONN_WAITING;
+    st->timer = qed_loop_add_timer(st->base.loop, ms, start_connecting, st);
+    if (!st->timer) {
+        st->state = CONN_FAILED;
+        fail_waiting(st, ENOMEM);
+    }
+}
+
+static void connection_died(struct nbd_storage *st)
+{
+    struct nbd_part *p = queue_take_all(&st->lost), *next;
+
+    unwatch(st);
+    for (; p; p = next) {
+        next = p->next;
+        queue_push(&st->waiting, p);
+    }
+    st->stalled = false;
+    st->in_flight = 0;
+    st->attempt = 0;
+    retry_later(st);
+}
+
+/* The new connection must lead to the same export. */
+static void connection_ready(struct nbd_storage *st)
+{
+    struct nbd_part *p, *next;
+
+    if (nbd_get_size(st->h) != (int64_t)st->size) {
+        st->state = CONN_FAILED;
+        fail_waiting(st, EIO);
+        return;
+    }
+    st->state = CONN_READY;
+    st->attempt = 0;
+    for (p = queue_take_all(&st->waiting); p; p = next) {
+        next = p->next;
+        submit_part(st, p);
+    }
+}
+
+static void start_connecting(void *opaque)
+{
+    struct nbd_storage *st = opaque;
+
+    st->timer = 0;
+    unwatch(st);
+    if (st->h)
+        nbd_close(st->h);
+    st->h = nbd_create();
+    if (!st->h) {
+        retry_later(st);
+        return;
+    }
+    nbd_set_request_structured_replies(st->h, false);
+    if (nbd_aio_connect_uri(st->h, st->uri) < 0 ||
+        (st->fd = nbd_aio_get_fd(st->h)) < 0) {
+        retry_later(st);
+        return;
+    }
+    st->state = CONN_CONNECTING;
+    update_watch(st);
+}
+
+/* After libnbd ran: what the connection's state asks for. */
+static void after_notify(struct nbd_storage *st)
+{
+    if (nbd_aio_is_dead(st->h) == 1 || nbd_aio_is_closed(st->h) == 1) {
+        if (st->state == CONN_CONNECTING) {
+            unwatch(st);
+            retry_later(st);
+        } else {
+            connection_died(st);
+        }
+        return;
+    }
+    if (st->state == CONN_CONNECTING && nbd_aio_is_ready(st->h) == 1)
+        connection_ready(st);
+    update_watch(st);
+}
+
 static void on_socket(void *opaque, int fd, unsigned events)
 {
     struct nbd_storage *st = opaque;
@@ -120,27 +332,104 @@ static void on_socket(void *opaque, int fd, unsigned events)
 
     if (events & (QED_LOOP_READ | QED_LOOP_HANGUP))
         nbd_aio_notify_read(st->h);
-    if (events & QED_LOOP_WRITE)
+    if ((events & QED_LOOP_WRITE) && nbd_aio_is_dead(st->h) != 1)
         nbd_aio_notify_write(st->h);
-    update_watch(st);
+    after_notify(st);
     run_completions(st, true);
 }
 
 /* ---- requests ----------------------------------------------------------------------- */
 
-/* libnbd's completion callback, with the handle locked: only bookkeeping. */
+/* libnbd's completion callback, with the handle locked: only bookkeeping.
+ * A command the connection took down with it waits for the next one. */
 static int part_done(void *user_data, int *error)
 {
-    struct nbd_request *r = user_data;
+    struct nbd_part *p = user_data;
+    struct nbd_storage *st = p->r->st;
 
-    if (*error && r->ret == 0)
-        r->ret = -*error;
-    if (--r->parts == 0) {
-        r->next_done = NULL;
-        *r->st->done_tail = r;
-        r->st->done_tail = &r->next_done;
-    }
+    st->in_flight--;
+    st->progress_ms = qedi_loop_now_ms();
+    if (*error && connection_lost_errno(*error) && st->stalled)
+        part_finished(p, ETIMEDOUT);
+    else if (*error && connection_lost_errno(*error))
+        queue_push(&st->lost, p);
+    else
+        part_finished(p, *error);
     return 1; /* retire the command */
+}
+
+static int64_t issue(struct nbd_storage *st, struct nbd_part *p)
+{
+    nbd_completion_callback cb = { .callback = part_done, .user_data = p };
+
+    switch (p->kind) {
+    case PART_READ:
+        return nbd_aio_pread(st->h, p->buf, p->len, p->offset, cb, 0);
+    case PART_WRITE:
+        return nbd_aio_pwrite(st->h, p->buf, p->len, p->offset, cb, 0);
+    case PART_ZERO:
+        return nbd_aio_zero(st->h, p->len, p->offset, cb, 0);
+    case PART_FLUSH:
+        return nbd_aio_flush(st->h, cb, 0);
+    }
+    return -1;
+}
+
+/* While commands are in flight, a look every second: a connection that
+ * answered nothing for NBD_STALL_MS is cut (libnbd then sees it closed). */
+static void watchdog(void *opaque)
+{
+    struct nbd_storage *st = opaque;
+
+    st->watchdog = 0;
+    if (st->in_flight == 0 || st->state != CONN_READY)
+        return;
+    if (qedi_loop_now_ms() - st->progress_ms >= NBD_STALL_MS && !st->stalled) {
+        st->stalled = true;
+        shutdown(st->fd, SHUT_RDWR);
+    }
+    st->watchdog = qed_loop_add_timer(st->base.loop, NBD_WATCHDOG_MS,
+                                      watchdog, st);
+}
+
+static void command_sent(struct nbd_storage *st)
+{
+    if (st->in_flight++ == 0)
+        st->progress_ms = qedi_loop_now_ms();
+    if (!st->watchdog)
+        st->watchdog = qed_loop_add_timer(st->base.loop, NBD_WATCHDOG_MS,
+                                          watchdog, st);
+}
+
+static void submit_part(struct nbd_storage *st, struct nbd_part *p)
+{
+    int e;
+
+    switch (st->state) {
+    case CONN_FAILED:
+        st->attempt = 0;
+        queue_push(&st->waiting, p);
+        start_connecting(st);
+        return;
+    case CONN_CONNECTING:
+    case CONN_WAITING:
+        queue_push(&st->waiting, p);
+        return;
+    case CONN_READY:
+        break;
+    }
+    if (issue(st, p) >= 0) {
+        command_sent(st);
+        return;
+    }
+    e = nbd_get_errno();
+    if (nbd_aio_is_dead(st->h) == 1 || nbd_aio_is_closed(st->h) == 1) {
+        queue_push(&st->waiting, p);
+        connection_died(st);
+        return;
+    }
+    /* Refused at once: libnbd runs no callback for it. */
+    part_finished(p, e > 0 ? e : EIO);
 }
 
 static struct nbd_request *request_new(struct nbd_storage *st, io_callback *cb,
@@ -159,13 +448,21 @@ static struct nbd_request *request_new(struct nbd_storage *st, io_callback *cb,
     return r;
 }
 
-/* A command libnbd refused at once: its callback never runs. */
-static void part_refused(struct nbd_request *r)
+static bool add_part(struct nbd_request *r, enum part_kind kind, char *buf,
+                     uint64_t len, uint64_t offset)
 {
-    int e = nbd_get_errno();
+    struct nbd_part *p = calloc(1, sizeof(*p));
 
-    if (r->ret == 0)
-        r->ret = e > 0 ? -e : -EIO;
+    if (!p) {
+        if (r->ret == 0)
+            r->ret = -ENOMEM;
+        return false;
+    }
+    *p = (struct nbd_part){ .r = r, .kind = kind, .buf = buf, .len = len,
+                            .offset = offset };
+    r->parts++;
+    submit_part(r->st, p);
+    return true;
 }
 
 /* Drops the hold request_new took.  A request whose parts are all done
@@ -173,52 +470,23 @@ static void part_refused(struct nbd_request *r)
 static void request_submitted(struct nbd_request *r)
 {
     struct nbd_storage *st = r->st;
-    int error = 0;
 
-    update_watch(st);
-    part_done(r, &error);
+    if (st->state == CONN_READY)
+        update_watch(st);
+    request_part_done(r, 0);
     run_completions(st, false);
 }
 
-typedef int64_t part_fn(struct nbd_storage *st, char *buf, uint64_t len,
-                        uint64_t offset, struct nbd_request *r);
-
-static int64_t pread_part(struct nbd_storage *st, char *buf, uint64_t len,
-                          uint64_t offset, struct nbd_request *r)
-{
-    nbd_completion_callback cb = { .callback = part_done, .user_data = r };
-    return nbd_aio_pread(st->h, buf, len, offset, cb, 0);
-}
-
-static int64_t pwrite_part(struct nbd_storage *st, char *buf, uint64_t len,
-                           uint64_t offset, struct nbd_request *r)
-{
-    nbd_completion_callback cb = { .callback = part_done, .user_data = r };
-    return nbd_aio_pwrite(st->h, buf, len, offset, cb, 0);
-}
-
-static int64_t zero_part(struct nbd_storage *st, char *buf, uint64_t len,
-                         uint64_t offset, struct nbd_request *r)
-{
-    nbd_completion_callback cb = { .callback = part_done, .user_data = r };
-    (void)buf;
-    return nbd_aio_zero(st->h, len, offset, cb, 0);
-}
-
 /* Splits [offset, offset + len) into commands the server accepts. */
-static void submit_parts(struct nbd_request *r, part_fn *fn, char *buf,
-                         uint64_t len, uint64_t offset)
+static void submit_parts(struct nbd_request *r, enum part_kind kind,
+                         char *buf, uint64_t len, uint64_t offset)
 {
     struct nbd_storage *st = r->st;
 
     while (len > 0 && r->ret == 0) {
         uint64_t n = len < st->max_request ? len : st->max_request;
-        r->parts++;
-        if (fn(st, buf, n, offset, r) < 0) {
-            r->parts--;
-            part_refused(r);
+        if (!add_part(r, kind, buf, n, offset))
             break;
-        }
         if (buf)
             buf += n;
         offset += n;
@@ -237,8 +505,8 @@ static size_t iov_total(const struct iovec *iov, int iovcnt)
 
 /* Bytes past the export's end read as zeros. */
 static void export_readv(struct io_file *file, const struct iovec *iov,
-                      int iovcnt, uint64_t offset, io_callback *cb,
-                      void *opaque)
+                         int iovcnt, uint64_t offset, io_callback *cb,
+                         void *opaque)
 {
     struct nbd_storage *st = storage_of(file);
     struct nbd_request *r = request_new(st, cb, opaque);
@@ -264,12 +532,12 @@ static void export_readv(struct io_file *file, const struct iovec *iov,
     inside = offset >= st->size ? 0 : st->size - offset;
     if (inside < total)
         memset(buf + inside, 0, total - inside);
-    submit_parts(r, pread_part, buf, inside < total ? inside : total, offset);
+    submit_parts(r, PART_READ, buf, inside < total ? inside : total, offset);
 }
 
 static void export_writev(struct io_file *file, const struct iovec *iov,
-                       int iovcnt, uint64_t offset, io_callback *cb,
-                       void *opaque)
+                          int iovcnt, uint64_t offset, io_callback *cb,
+                          void *opaque)
 {
     struct nbd_storage *st = storage_of(file);
     size_t total = iov_total(iov, iovcnt), off = 0;
@@ -302,14 +570,13 @@ static void export_writev(struct io_file *file, const struct iovec *iov,
         }
         buf = r->bounce;
     }
-    submit_parts(r, pwrite_part, buf, total, offset);
+    submit_parts(r, PART_WRITE, buf, total, offset);
 }
 
 /* Without NBD_FLAG_SEND_FLUSH the server writes through: nothing to do. */
 static void export_flush(struct io_file *file, io_callback *cb, void *opaque)
 {
     struct nbd_storage *st = storage_of(file);
-    nbd_completion_callback done;
     struct nbd_request *r;
 
     if (!st->can_flush) {
@@ -318,19 +585,14 @@ static void export_flush(struct io_file *file, io_callback *cb, void *opaque)
     }
     if (!(r = request_new(st, cb, opaque)))
         return;
-    done = (nbd_completion_callback){ .callback = part_done, .user_data = r };
-    r->parts++;
-    if (nbd_aio_flush(st->h, done, 0) < 0) {
-        r->parts--;
-        part_refused(r);
-    }
+    add_part(r, PART_FLUSH, NULL, 0, 0);
     request_submitted(r);
 }
 
 /* Zeroing is NBD_CMD_WRITE_ZEROES (which may punch); allocating inside the
  * export needs nothing; the export cannot grow. */
 static void export_fallocate(struct io_file *file, int mode, uint64_t offset,
-                          uint64_t length, io_callback *cb, void *opaque)
+                             uint64_t length, io_callback *cb, void *opaque)
 {
     struct nbd_storage *st = storage_of(file);
     bool zero = mode & (FALLOC_FL_ZERO_RANGE | FALLOC_FL_PUNCH_HOLE);
@@ -357,7 +619,7 @@ static void export_fallocate(struct io_file *file, int mode, uint64_t offset,
     }
     if (!(r = request_new(st, cb, opaque)))
         return;
-    submit_parts(r, zero_part, NULL, length, offset);
+    submit_parts(r, PART_ZERO, NULL, length, offset);
 }
 
 static int export_get_size(struct io_file *file, uint64_t *size)
@@ -380,7 +642,7 @@ static int export_allocated_bytes(struct io_file *file, uint64_t *bytes)
 }
 
 static int export_seek(struct io_file *file, uint64_t offset, bool data,
-                    uint64_t *out)
+                       uint64_t *out)
 {
     (void)file;
     (void)offset;
@@ -393,11 +655,18 @@ static void export_close(struct io_file *file)
 {
     struct nbd_storage *st = storage_of(file);
 
-    if (st->watched)
-        qed_loop_unwatch_fd(file->loop, st->fd);
+    unwatch(st);
+    if (st->timer)
+        qed_loop_cancel_timer(file->loop, st->timer);
+    if (st->watchdog)
+        qed_loop_cancel_timer(file->loop, st->watchdog);
     /* Nothing is in flight (the engine's promise): a clean disconnect. */
-    nbd_shutdown(st->h, 0);
-    nbd_close(st->h);
+    if (st->h) {
+        if (st->state == CONN_READY)
+            nbd_shutdown(st->h, 0);
+        nbd_close(st->h);
+    }
+    free(st->uri);
     free(st);
 }
 
@@ -473,9 +742,14 @@ static int export_open(const struct storage_driver *driver, qed_loop *loop,
     st->base.loop = loop;
     st->base.align = 1;
     st->done_tail = &st->done;
-    st->h = nbd_create();
+    queue_init(&st->waiting);
+    queue_init(&st->lost);
+    st->uri = strdup(uri);
+    st->h = st->uri ? nbd_create() : NULL;
     if (!st->h) {
-        ret = export_fail(err, uri, ENOMEM);
+        ret = st->uri ? export_fail(err, uri, ENOMEM)
+                      : qedi_fail(err, ENOMEM, "out of memory");
+        free(st->uri);
         free(st);
         return ret;
     }
@@ -488,6 +762,7 @@ static int export_open(const struct storage_driver *driver, qed_loop *loop,
     }
     if (ret < 0) {
         nbd_close(st->h);
+        free(st->uri);
         free(st);
         return ret;
     }

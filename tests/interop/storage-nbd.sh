@@ -110,6 +110,34 @@ run "$QED" check faulty.qed
 ok "$RC" "the image behind the faulty server is consistent (qed check)" "$(cat "$OUT" "$ERR")"
 qemu_check "and qemu-img check finds it clean" faulty.qed
 
+# ---- a server that goes away and comes back; one that stalls --------------------------
+"$QED" create -q -o cluster_size=64k back.qed 4M
+"$QED" io -c "write -P 0x61 0 1M" back.qed >/dev/null
+serve back file back.qed
+first=${_nbdkit_pids[-1]}
+# qed io reads, sleeps 1.5 s (meanwhile the server is killed and started
+# again on the same socket), then reads and writes again.
+( sleep 0.5; kill -9 "$first"; rm -f "$T/back.sock"; sleep 0.3
+  nbdkit -f -U "$T/back.sock" file back.qed </dev/null >/dev/null 2>&1 &
+  echo $! >back.pid ) &
+restarter=$!
+run "$QED" io -c "read -P 0x61 0 64k" -c "sleep 1500" -c "read -P 0x61 64k 64k" \
+    -c "write -P 0x62 128k 64k" -c "read -P 0x62 128k 64k" "$uri"
+wait "$restarter"
+_nbdkit_pids+=("$(cat back.pid)")
+tap_is "$RC $(grep -c '^read 65536/65536\|^wrote 65536/65536' "$OUT")" "0 4" \
+    "after the server was killed and started again, reads and writes go on (reconnected)" 
+kill "${_nbdkit_pids[-1]}"; wait "${_nbdkit_pids[-1]}" 2>/dev/null
+qemu_io -f qed back.qed -- "read -P 0x62 128k 64k"
+ok $? "the write made on the new connection is in the image"
+
+serve stall --filter=delay file back.qed delay-read=60
+start=$(date +%s)
+run "$QED" io -r -c "read 0 4k" "$uri"
+took=$(( $(date +%s) - start ))
+tap_like "$RC $(cat "$ERR")" '^1 .*Connection timed out' "a server that answers nothing: the request fails with ETIMEDOUT"
+ok $(( took >= 29 && took <= 40 ? 0 : 1 )) "after the documented 30 s without an answer ($took s)"
+
 # ---- errors -----------------------------------------------------------------------
 run "$QED" info "nbd+unix:///?socket=$T/nobody.sock"
 tap_like "$RC $(cat "$ERR")" '^1 qed: nbd\+unix:///\?socket=.*nobody.sock: .*(No such file|connect)' "an export nobody serves: the error names the URI"
