@@ -40,11 +40,46 @@ int qedi_image_read_exact(struct io_file *file, void *buf, size_t len,
     return 0;
 }
 
+/* A relative name next to an image named by a URI: the URI with its last
+ * path segment replaced, as a browser resolves a relative link.  An NBD
+ * URI keeps its query (the socket, the TLS settings: how to reach the
+ * server), so "base.qed" next to nbd+unix:///top.qed?socket=S is the export
+ * base.qed on the same server. */
+static char *resolve_in_uri(const char *uri, const char *name)
+{
+    const char *authority = strstr(uri, "://") + 3;
+    const char *path = authority + strcspn(authority, "/?#");
+    const char *end = path + strcspn(path, "?#");
+    const char *query = "";
+    size_t keep = (size_t)(path - uri), len;
+    char *out;
+
+    /* Everything up to the last '/' of the path stays; without a path,
+     * the name becomes one. */
+    for (const char *p = path; p < end; p++)
+        if (*p == '/')
+            keep = (size_t)(p + 1 - uri);
+    if (qedi_storage_driver_for(uri) == &qedi_storage_nbd_driver && *end == '?')
+        query = end;
+    len = keep + 1 + strlen(name) + strlen(query) + 1;
+    out = malloc(len);
+    if (out)
+        snprintf(out, len, "%.*s%s%s%s", (int)keep, uri,
+                 keep == (size_t)(path - uri) ? "/" : "", name, query);
+    return out;
+}
+
 char *qedi_image_resolve_backing(const char *image_path, const char *name)
 {
     char *copy, *dir, *out;
     size_t len;
 
+    /* A URI is used as it is; a relative name next to a URI is resolved in
+     * it. */
+    if (qedi_storage_is_uri(name))
+        return strdup(name);
+    if (qedi_storage_is_uri(image_path) && name[0] != '/')
+        return resolve_in_uri(image_path, name);
     /* Like qemu: a name is relative to the image's directory, and an image
      * named without a directory makes no "./" prefix. */
     if (name[0] == '/' || !strchr(image_path, '/'))

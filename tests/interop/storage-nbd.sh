@@ -78,6 +78,21 @@ ok "$RC" "qed convert reads the overlay through its NBD base"
 qemu-img convert -O raw top.qed top.qemu.raw
 same_raw "qemu-img reads the same overlay identically" top.raw top.qemu.raw
 
+# ---- a chain inside one server's exports: relative names resolve in the URI ----------
+mkdir exports
+build_qed_chain localchain
+cp localchain/base.qed localchain/mid.qed exports/
+qemu-img convert -O raw localchain/top.qed chain.raw
+cp localchain/top.qed top2.qed
+serve dir -r file dir="$T/exports"
+"$QED" rebase -u -b "nbd+unix:///mid.qed?socket=$T/dir.sock" -F qed top2.qed
+run "$QED" info --backing-chain top2.qed
+tap_like "$(tr '\n' ' ' <"$OUT")" "image: nbd\+unix:///mid.qed\?socket=[^ ]*dir.sock .*image: nbd\+unix:///base.qed\?socket=[^ ]*dir.sock" \
+    "mid.qed's relative backing name base.qed resolves to the export base.qed on the same server"
+run "$QED" convert -O raw top2.qed chain2.raw
+ok "$RC" "a local top over two layers in NBD exports converts" "$(cat "$ERR")"
+same_raw "and reads as qemu-img reads the same chain of local files" chain2.raw chain.raw
+
 # ---- a server that fails 10 % of requests (nbdkit's error filter) --------------------
 "$QED" create -q -o cluster_size=64k faulty.qed 16M
 "$QED" io -c "write -P 0x42 0 8M" faulty.qed >/dev/null
