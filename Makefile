@@ -12,11 +12,11 @@ WERROR  ?= -Werror
 # line) and come last, so they add to the build's flags and may override
 # the optimisation, but never drop -std, -fPIC, -MMD or the warnings.
 CFLAGS  ?= $(OPT) -g
-QED_CPPFLAGS := -D_GNU_SOURCE -Iinclude $(shell pkg-config --cflags libnbd)
+QED_CPPFLAGS := -D_GNU_SOURCE -Iinclude $(shell pkg-config --cflags libnbd libcurl)
 QED_CFLAGS   := -std=c17 -Wall -Wextra $(WERROR) -Wshadow -Wstrict-prototypes \
                 -Wno-missing-field-initializers -MMD -MP -fPIC
 QED_LDFLAGS  :=
-QED_LDLIBS   := -luring -lpthread $(shell pkg-config --libs libnbd)
+QED_LDLIBS   := -luring -lpthread $(shell pkg-config --libs libnbd libcurl)
 # GnuTLS: the NBD server's TLS (nbd/tls.c); libqed itself does not need it.
 QED_CPPFLAGS += $(shell pkg-config --cflags gnutls)
 NBD_LDLIBS := $(shell pkg-config --libs gnutls)

@@ -35,7 +35,7 @@ static void put_one_line(const char *text)
 }
 
 /* A URI's password (scheme://user:password@host) is never shown. */
-static const char *display_name(const char *name, char *buf, size_t len)
+const char *tool_display_name(const char *name, char *buf, size_t len)
 {
     const char *auth = strstr(name, "://"), *end, *colon, *at;
 
@@ -61,7 +61,7 @@ static void tool_verror(const char *file, const char *fmt, va_list ap)
     fflush(stdout);
     fputs("qed: ", stderr);
     if (file) {
-        put_one_line(display_name(file, shown, sizeof(shown)));
+        put_one_line(tool_display_name(file, shown, sizeof(shown)));
         fputs(": ", stderr);
     }
     put_one_line(message);

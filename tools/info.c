@@ -55,6 +55,7 @@ static bool gather_layers(const struct info_args *args, qed_image *top,
 {
     size_t limit = args->backing_chain ? QED_MAX_CHAIN_DEPTH + 1 : 1;
     qed_image *layer = top;
+    char shown[4096];
 
     list->layers = calloc(limit, sizeof(*list->layers));
     if (!list->layers) {
@@ -74,7 +75,7 @@ static bool gather_layers(const struct info_args *args, qed_image *top,
     }
     /* The top image is shown under the name the user gave. */
     snprintf(list->layers[0].filename, sizeof(list->layers[0].filename), "%s",
-             args->path);
+             tool_display_name(args->path, shown, sizeof(shown)));
     return true;
 }
 

@@ -249,6 +249,8 @@ const struct storage_driver *qedi_storage_driver_for(const char *name)
     for (size_t i = 0; i < sizeof(nbd_schemes) / sizeof(nbd_schemes[0]); i++)
         if (strncmp(name, nbd_schemes[i], strlen(nbd_schemes[i])) == 0)
             return &qedi_storage_nbd_driver;
+    if (strncmp(name, "http://", 7) == 0 || strncmp(name, "https://", 8) == 0)
+        return &qedi_storage_http_driver;
     return &qedi_storage_file_driver;
 }
 

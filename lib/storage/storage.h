@@ -107,9 +107,12 @@ struct storage_driver {
 extern const struct storage_driver qedi_storage_file_driver;
 /* Images inside NBD exports, named by NBD URIs (io-nbd.c, libnbd). */
 extern const struct storage_driver qedi_storage_nbd_driver;
+/* Read-only images behind http:// and https:// URLs (io-http.c, libcurl). */
+extern const struct storage_driver qedi_storage_http_driver;
 
 /* The driver a name asks for: the NBD driver for nbd://, nbds://,
- * nbd+unix:// and nbds+unix:// URIs, else local files. */
+ * nbd+unix:// and nbds+unix:// URIs, the HTTP driver for http:// and
+ * https:// URLs, else local files. */
 const struct storage_driver *qedi_storage_driver_for(const char *name);
 /* Whether a name is a URI of one of the storage drivers (not a path). */
 bool qedi_storage_is_uri(const char *name);

@@ -78,7 +78,7 @@ else
     pass "libqed.pc does not name the DESTDIR"
 fi
 tap_like "$(grep '^Libs:' "$pc")" '^Libs: -L\$\{libdir\} -lqed$' "libqed.pc: Libs"
-tap_like "$(grep '^Libs.private:' "$pc")" '^Libs.private: -luring -lpthread$' "libqed.pc: Libs.private"
+tap_like "$(grep '^Libs.private:' "$pc")" '^Libs.private: -luring -lpthread -lcurl$' "libqed.pc: Libs.private"
 tap_like "$(grep '^Cflags:' "$pc")" '^Cflags: -I\$\{includedir\}$' "libqed.pc: Cflags"
 version=$(sed -n 's/.*define QED_VERSION_STRING "\(.*\)".*/\1/p' "$ROOT/include/qed.h")
 tap_like "$(grep '^Version:' "$pc")" "^Version: $version\$" "libqed.pc: Version is QED_VERSION_STRING ($version)"

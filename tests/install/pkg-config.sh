@@ -33,8 +33,8 @@ run pkg-config --cflags --libs libqed
 tap_is "$(echo $(cat "$OUT"))" "-I$P/include -L$P/lib -lqed" \
     "pkg-config --cflags --libs libqed (as installed under PREFIX)"
 run pkg-config --static --libs libqed
-tap_is "$(echo $(cat "$OUT"))" "-L$P/lib -lqed -luring -lpthread -lnbd" \
-    "pkg-config --static --libs libqed adds Libs.private and libnbd (Requires.private)"
+tap_is "$(echo $(cat "$OUT"))" "-L$P/lib -lqed -luring -lpthread -lcurl -lnbd" \
+    "pkg-config --static --libs libqed adds Libs.private (libcurl among them: its .pc file names libraries that are not installed) and libnbd (Requires.private)"
 run env PKG_CONFIG_SYSROOT_DIR="$D" pkg-config --cflags --libs libqed
 tap_is "$(echo $(cat "$OUT"))" "-I$D$P/include -L$D$P/lib -lqed" \
     "pkg-config --cflags --libs libqed with PKG_CONFIG_SYSROOT_DIR=DESTDIR"
