@@ -257,6 +257,13 @@ struct qed_open_options {
     qed_loop *loop;            /* NULL: the image makes and owns its loop */
     size_t l2_cache_bytes;     /* 0: default (32 MiB) */
     enum qed_lock_mode locking; /* for the image and its backing chain */
+    /* Added after 2.0.0, for images (and backing files) behind https://
+     * URLs: */
+    const char *tls_ca_file;   /* PEM file of the CAs to verify servers
+                                  with; NULL: the system's */
+    bool tls_no_verify;        /* do not verify servers' certificates (an
+                                  explicit opt-out: anyone on the path can
+                                  then serve other data) */
 };
 
 /* Sets size and every option to its default (the init functions of the

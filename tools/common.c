@@ -597,10 +597,32 @@ enum qed_engine tool_engine(void)
     return QED_ENGINE_AUTO;
 }
 
+/* https: the CA file curl's tools take from the environment, and the
+ * explicit opt-out of verification (said once on stderr). */
+static void tool_tls_settings(struct qed_open_options *options)
+{
+    static bool warned;
+    const char *ca = getenv("CURL_CA_BUNDLE");
+    const char *off = getenv("QED_TLS_NO_VERIFY");
+
+    if (!ca || !ca[0])
+        ca = getenv("SSL_CERT_FILE");
+    if (!options->tls_ca_file && ca && ca[0])
+        options->tls_ca_file = ca;
+    if (off && strcmp(off, "1") == 0) {
+        options->tls_no_verify = true;
+        if (!warned)
+            tool_error("warning", "QED_TLS_NO_VERIFY=1: servers' TLS "
+                       "certificates are not verified");
+        warned = true;
+    }
+}
+
 int tool_qed_open(const char *path, struct qed_open_options *options,
               qed_image **out, qed_error *err)
 {
     if (!options->loop && options->engine == QED_ENGINE_AUTO)
         options->engine = tool_engine();
+    tool_tls_settings(options);
     return qed_open(path, options, out, err);
 }

@@ -206,6 +206,24 @@ static void take_backing_warnings(qed_image *img)
     }
 }
 
+/* The driver the name asks for, given the open's settings when it is a
+ * remote one (the caller's driver, when there is one, is used as it is). */
+static int open_storage(const struct chain *chain,
+                        const struct qed_open_options *o, qed_loop *loop,
+                        const char *path, unsigned io_flags,
+                        struct io_file **out, qed_error *err)
+{
+    struct storage_settings settings = { .tls_ca_file = o->tls_ca_file,
+                                         .tls_no_verify = o->tls_no_verify };
+    struct storage_driver driver;
+
+    if (chain->driver || !qedi_storage_is_uri(path))
+        return qedi_storage_open(chain->driver, loop, path, io_flags, out, err);
+    driver = *qedi_storage_driver_for(path);
+    driver.ctx = &settings;
+    return qedi_storage_open(&driver, loop, path, io_flags, out, err);
+}
+
 static int open_backing(qed_image *img, const struct qed_open_options *o,
                         struct chain *chain, qed_error *err)
 {
@@ -273,7 +291,7 @@ static int open_internal(const char *path, const struct qed_open_options *o,
         ret = qedi_fail(err, ENOMEM, "out of memory");
         goto fail;
     }
-    ret = qedi_storage_open(chain->driver, loop, path, io_flags, &img->file, err);
+    ret = open_storage(chain, o, loop, path, io_flags, &img->file, err);
     if (ret < 0)
         goto fail;
     if (img->file->lock_unsupported)

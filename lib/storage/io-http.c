@@ -15,7 +15,9 @@
  * to HTTP_RETRY_AFTER_MAX_S); a request that still fails gets EIO, and
  * only its caller sees it.  A transfer slower than 1 byte/s for
  * HTTP_STALL_S fails with ETIMEDOUT, without a retry (a server that
- * stalled would stall again).  TLS certificates are verified. */
+ * stalled would stall again).  TLS certificates are verified, against the
+ * system's CAs or the open's tls_ca_file, unless tls_no_verify says not
+ * to. */
 #include <curl/curl.h>
 #include <errno.h>
 #include <pthread.h>
@@ -55,6 +57,8 @@ struct http_request {
 struct http_storage {
     struct io_file base;
     char *url;
+    char *ca_file;           /* NULL: the system's CAs */
+    bool no_verify;
     CURLM *multi;
     uint64_t size;
     char etag[HTTP_MAX_VALIDATOR];          /* strong, quotes included */
@@ -302,8 +306,12 @@ static void check_done(struct http_storage *st)
     }
 }
 
-static void common_options(CURL *easy)
+static void common_options(CURL *easy, const struct http_storage *st)
 {
+    if (st->ca_file)
+        curl_easy_setopt(easy, CURLOPT_CAINFO, st->ca_file);
+    curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, st->no_verify ? 0L : 1L);
+    curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, st->no_verify ? 0L : 2L);
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, HTTP_CONNECT_TIMEOUT_MS);
     curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
@@ -339,7 +347,7 @@ static int start_transfer(struct http_request *r)
     }
     snprintf(range, sizeof(range), "%llu-%llu", (unsigned long long)r->offset,
              (unsigned long long)(r->offset + r->length - 1));
-    common_options(r->easy);
+    common_options(r->easy, st);
     curl_easy_setopt(r->easy, CURLOPT_URL, st->url);
     curl_easy_setopt(r->easy, CURLOPT_RANGE, range);
     curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->headers);
@@ -480,6 +488,7 @@ static void http_close(struct io_file *file)
     if (st->curl_timer)
         qed_loop_cancel_timer(file->loop, st->curl_timer);
     curl_multi_cleanup(st->multi);
+    free(st->ca_file);
     free(st->url);
     free(st);
 }
@@ -547,7 +556,7 @@ static int probe_object(struct http_storage *st, const char *url,
 
     if (!easy)
         return qedi_fail(err, ENOMEM, "out of memory");
-    common_options(easy);
+    common_options(easy, st);
     curl_easy_setopt(easy, CURLOPT_URL, url);
     curl_easy_setopt(easy, CURLOPT_RANGE, "0-0");
     curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, probe_header);
@@ -596,7 +605,6 @@ static int http_open(const struct storage_driver *driver, qed_loop *loop,
 {
     struct http_storage *st;
     int ret;
-    (void)driver;
 
     *out = NULL;
     if (flags & (IO_OPEN_WRITE | IO_OPEN_CREATE))
@@ -616,9 +624,20 @@ static int http_open(const struct storage_driver *driver, qed_loop *loop,
     st->base.ops = &http_ops;
     st->base.loop = loop;
     st->base.align = 1;
+    if (driver->ctx) {
+        const struct storage_settings *settings = driver->ctx;
+        st->no_verify = settings->tls_no_verify;
+        if (settings->tls_ca_file && !(st->ca_file = strdup(settings->tls_ca_file))) {
+            curl_multi_cleanup(st->multi);
+            free(st->url);
+            free(st);
+            return qedi_fail(err, ENOMEM, "out of memory");
+        }
+    }
     ret = probe_object(st, url, err);
     if (ret < 0) {
         curl_multi_cleanup(st->multi);
+        free(st->ca_file);
         free(st->url);
         free(st);
         return ret;

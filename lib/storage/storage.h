@@ -91,8 +91,15 @@ struct io_file {
                               opened without locks */
 };
 
+/* What the front passes to the drivers of remote storage (as the ctx of a
+ * copy of their driver): valid during open only. */
+struct storage_settings {
+    const char *tls_ca_file;   /* NULL: the system's CAs */
+    bool tls_no_verify;
+};
+
 /* Opens a name into a storage.  ctx is the driver's (a simulated file
- * system, say).  The driver fills writable, align and loop, and applies
+ * system, say; struct storage_settings for the remote drivers).  The driver fills writable, align and loop, and applies
  * IO_OPEN_WRITE, IO_OPEN_CREATE and IO_OPEN_DIRECT as far as they mean
  * something to it; qedi_storage_open does the rest. */
 struct storage_driver {

@@ -9,6 +9,7 @@
 # ETIMEDOUT after the documented 30 s.
 . "$(dirname "$0")/lib.sh"
 . "$_lib_dir/nbd-tls-common.bash"
+. "$_lib_dir/nbd-tls-certs.bash"
 require_qed
 require_cmd qemu-img qemu-io nginx python3
 _http_pids=()
@@ -21,6 +22,15 @@ trap _http_cleanup EXIT
 
 mkdir www tmp
 port=$(free_port)
+sport_tls=$(free_port)
+have_tls=0
+if command -v certtool >/dev/null && make_ca "$T/pki" "libqed test CA" &&
+    make_cert "$T/pki" "$T/pki/server" localhost server; then
+    have_tls=1
+    tls_server="server { listen 127.0.0.1:$sport_tls ssl; root $T/www;
+        ssl_certificate $T/pki/server-cert.pem;
+        ssl_certificate_key $T/pki/server-key.pem; }"
+fi
 # As root, nginx's workers would run as nobody and not reach $T.
 user=""
 [ "$(id -u)" -eq 0 ] && user="user root;"
@@ -38,6 +48,7 @@ http {
     uwsgi_temp_path $T/tmp;
     scgi_temp_path $T/tmp;
     server { listen 127.0.0.1:$port; root $T/www; }
+    ${tls_server:-}
 }
 EOF
 nginx -c "$T/nginx.conf" </dev/null >/dev/null 2>&1 &
@@ -66,6 +77,21 @@ tap_like "$RC $(cat "$OUT")" '^0 image: http://alice:\*\*\*@127' "qed info shows
 run "$QED" info "http://alice:s3cr3t@127.0.0.1:1/std.qed"
 tap_like "$RC $(cat "$ERR")" '^1 qed: http://alice:\*\*\*@127.0.0.1:1/std.qed: ' "and so do messages"
 tap_is "$(grep -c s3cr3t "$OUT" "$ERR" | awk -F: '{s += $NF} END {print s}')" 0 "the password appears nowhere"
+
+# ---- https: verified against a CA given, refused without it ----------------------------
+if [ "$have_tls" = 1 ]; then
+    wait_port "$sport_tls"
+    surl="https://localhost:$sport_tls"
+    run env -u CURL_CA_BUNDLE -u SSL_CERT_FILE "$QED" info "$surl/std.qed"
+    tap_like "$RC $(cat "$ERR")" '^1 .*(certificate|issuer|verif)' "https with a certificate from an unknown CA is refused"
+    run env -u SSL_CERT_FILE CURL_CA_BUNDLE="$T/pki/ca-cert.pem" "$QED" convert -O raw "$surl/std.qed" std.https.raw
+    ok "$RC" "with the test CA (CURL_CA_BUNDLE) the https image converts" "$(cat "$ERR")"
+    same_raw "and reads as the local file" std.https.raw std.raw
+    run env -u CURL_CA_BUNDLE -u SSL_CERT_FILE QED_TLS_NO_VERIFY=1 "$QED" info "$surl/std.qed"
+    tap_like "$RC $(tr '\n' ' ' <"$ERR")" '^0 .*warning: QED_TLS_NO_VERIFY=1: .*not verified' "QED_TLS_NO_VERIFY=1 turns verification off, saying so"
+else
+    skip "https" "certtool (gnutls-bin) cannot make a test CA here"
+fi
 
 # ---- a chain across storage -------------------------------------------------------
 build_qed_chain local
