@@ -264,6 +264,14 @@ struct qed_open_options {
     bool tls_no_verify;        /* do not verify servers' certificates (an
                                   explicit opt-out: anyone on the path can
                                   then serve other data) */
+    /* s3://BUCKET/KEY objects (read-only), signed with AWS Signature V4
+     * when both keys are given (else unsigned, for public objects): */
+    const char *s3_endpoint;   /* "http://127.0.0.1:9000": path-style
+                                  requests there; NULL: AWS itself */
+    const char *s3_region;     /* NULL: us-east-1 */
+    const char *s3_access_key_id;
+    const char *s3_secret_access_key;
+    const char *s3_session_token; /* temporary credentials; NULL: none */
 };
 
 /* Sets size and every option to its default (the init functions of the

@@ -618,11 +618,30 @@ static void tool_tls_settings(struct qed_open_options *options)
     }
 }
 
+static const char *env_or_null(const char *name)
+{
+    const char *v = getenv(name);
+    return v && v[0] ? v : NULL;
+}
+
+/* s3://: the standard AWS variables. */
+static void tool_s3_settings(struct qed_open_options *options)
+{
+    options->s3_endpoint = env_or_null("AWS_ENDPOINT_URL");
+    options->s3_region = env_or_null("AWS_REGION");
+    if (!options->s3_region)
+        options->s3_region = env_or_null("AWS_DEFAULT_REGION");
+    options->s3_access_key_id = env_or_null("AWS_ACCESS_KEY_ID");
+    options->s3_secret_access_key = env_or_null("AWS_SECRET_ACCESS_KEY");
+    options->s3_session_token = env_or_null("AWS_SESSION_TOKEN");
+}
+
 int tool_qed_open(const char *path, struct qed_open_options *options,
               qed_image **out, qed_error *err)
 {
     if (!options->loop && options->engine == QED_ENGINE_AUTO)
         options->engine = tool_engine();
     tool_tls_settings(options);
+    tool_s3_settings(options);
     return qed_open(path, options, out, err);
 }

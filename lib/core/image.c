@@ -213,8 +213,15 @@ static int open_storage(const struct chain *chain,
                         const char *path, unsigned io_flags,
                         struct io_file **out, qed_error *err)
 {
-    struct storage_settings settings = { .tls_ca_file = o->tls_ca_file,
-                                         .tls_no_verify = o->tls_no_verify };
+    struct storage_settings settings = {
+        .tls_ca_file = o->tls_ca_file,
+        .tls_no_verify = o->tls_no_verify,
+        .s3_endpoint = o->s3_endpoint,
+        .s3_region = o->s3_region,
+        .s3_access_key_id = o->s3_access_key_id,
+        .s3_secret_access_key = o->s3_secret_access_key,
+        .s3_session_token = o->s3_session_token,
+    };
     struct storage_driver driver;
 
     if (chain->driver || !qedi_storage_is_uri(path))

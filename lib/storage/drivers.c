@@ -17,6 +17,8 @@ const struct storage_driver *qedi_storage_driver_for(const char *name)
             return &qedi_storage_nbd_driver;
     if (strncmp(name, "http://", 7) == 0 || strncmp(name, "https://", 8) == 0)
         return &qedi_storage_http_driver;
+    if (strncmp(name, "s3://", 5) == 0)
+        return &qedi_storage_s3_driver;
     return &qedi_storage_file_driver;
 }
 

@@ -34,6 +34,8 @@
 #define HTTP_STALL_S 30L
 #define HTTP_MAX_CONNECTIONS 8L
 #define HTTP_MAX_VALIDATOR 256
+#define S3_EMPTY_PAYLOAD_SHA256 \
+    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 struct http_storage;
 
@@ -59,6 +61,10 @@ struct http_storage {
     char *url;
     char *ca_file;           /* NULL: the system's CAs */
     bool no_verify;
+    /* S3: AWS Signature V4 ("aws:amz:REGION:s3"), the keys as
+     * "ID:SECRET", the session token header; NULL when unsigned. */
+    char *sigv4, *keys;
+    struct curl_slist *extra_headers;
     CURLM *multi;
     uint64_t size;
     char etag[HTTP_MAX_VALIDATOR];          /* strong, quotes included */
@@ -308,6 +314,10 @@ static void check_done(struct http_storage *st)
 
 static void common_options(CURL *easy, const struct http_storage *st)
 {
+    if (st->sigv4) {
+        curl_easy_setopt(easy, CURLOPT_AWS_SIGV4, st->sigv4);
+        curl_easy_setopt(easy, CURLOPT_USERPWD, st->keys);
+    }
     if (st->ca_file)
         curl_easy_setopt(easy, CURLOPT_CAINFO, st->ca_file);
     curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, st->no_verify ? 0L : 1L);
@@ -344,6 +354,12 @@ static int start_transfer(struct http_request *r)
             cond[0] = '\0';
         if (cond[0] && !(r->headers = curl_slist_append(NULL, cond)))
             return -ENOMEM;
+        for (struct curl_slist *h = st->extra_headers; h; h = h->next) {
+            struct curl_slist *more = curl_slist_append(r->headers, h->data);
+            if (!more)
+                return -ENOMEM;
+            r->headers = more;
+        }
     }
     snprintf(range, sizeof(range), "%llu-%llu", (unsigned long long)r->offset,
              (unsigned long long)(r->offset + r->length - 1));
@@ -481,16 +497,15 @@ static int http_seek(struct io_file *file, uint64_t offset, bool data,
     return -ENOTSUP;
 }
 
+static void storage_free(struct http_storage *st);
+
 static void http_close(struct io_file *file)
 {
     struct http_storage *st = storage_of(file);
 
     if (st->curl_timer)
         qed_loop_cancel_timer(file->loop, st->curl_timer);
-    curl_multi_cleanup(st->multi);
-    free(st->ca_file);
-    free(st->url);
-    free(st);
+    storage_free(st);
 }
 
 static const struct storage_ops http_ops = {
@@ -564,6 +579,7 @@ static int probe_object(struct http_storage *st, const char *url,
     curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, probe_body);
     curl_easy_setopt(easy, CURLOPT_WRITEDATA, &p);
     curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, st->extra_headers);
     code = curl_easy_perform(easy);
     curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_cleanup(easy);
@@ -599,47 +615,102 @@ static int probe_object(struct http_storage *st, const char *url,
     return 0;
 }
 
-static int http_open(const struct storage_driver *driver, qed_loop *loop,
-                     const char *url, unsigned flags, struct io_file **out,
-                     qed_error *err)
+static void storage_free(struct http_storage *st)
 {
+    if (st->multi)
+        curl_multi_cleanup(st->multi);
+    curl_slist_free_all(st->extra_headers);
+    free(st->sigv4);
+    free(st->keys);
+    free(st->ca_file);
+    free(st->url);
+    free(st);
+}
+
+static int no_memory(struct http_storage *st, qed_error *err)
+{
+    storage_free(st);
+    return qedi_fail(err, ENOMEM, "out of memory");
+}
+
+/* S3: the signature and the keys (never shown), the session token. */
+static int set_s3_auth(struct http_storage *st,
+                       const struct storage_settings *s)
+{
+    const char *region = s->s3_region && s->s3_region[0] ? s->s3_region
+                                                         : "us-east-1";
+    struct curl_slist *more;
+    char *token;
+    size_t len;
+
+    if (!s->s3_access_key_id || !s->s3_access_key_id[0] ||
+        !s->s3_secret_access_key)
+        return 0;
+    len = strlen(region) + 16;
+    st->sigv4 = malloc(len);
+    len = strlen(s->s3_access_key_id) + strlen(s->s3_secret_access_key) + 2;
+    st->keys = malloc(len);
+    if (!st->sigv4 || !st->keys)
+        return -ENOMEM;
+    snprintf(st->sigv4, strlen(region) + 16, "aws:amz:%s:s3", region);
+    snprintf(st->keys, len, "%s:%s", s->s3_access_key_id,
+             s->s3_secret_access_key);
+    /* S3 wants the payload's hash signed along (this libcurl does not add
+     * it): a GET has none, so the hash of nothing. */
+    st->extra_headers = curl_slist_append(NULL, "x-amz-content-sha256: "
+                                          S3_EMPTY_PAYLOAD_SHA256);
+    if (!st->extra_headers)
+        return -ENOMEM;
+    if (s->s3_session_token && s->s3_session_token[0]) {
+        len = strlen(s->s3_session_token) + 32;
+        if (!(token = malloc(len)))
+            return -ENOMEM;
+        snprintf(token, len, "x-amz-security-token: %s", s->s3_session_token);
+        more = curl_slist_append(st->extra_headers, token);
+        free(token);
+        if (!more)
+            return -ENOMEM;
+        st->extra_headers = more;
+    }
+    return 0;
+}
+
+/* Opens url (read-only) with the settings the front passed, signed for S3
+ * when s3 is set. */
+static int open_url(const struct storage_driver *driver, qed_loop *loop,
+                    const char *url, unsigned flags, bool s3,
+                    struct io_file **out, qed_error *err)
+{
+    const struct storage_settings *settings = driver->ctx;
     struct http_storage *st;
     int ret;
 
     *out = NULL;
     if (flags & (IO_OPEN_WRITE | IO_OPEN_CREATE))
-        return qedi_fail(err, EROFS, "images behind http(s) URLs are "
-                         "read-only: open the image read-only");
+        return qedi_fail(err, EROFS, "images behind %s are read-only: open "
+                         "the image read-only", s3 ? "s3:// names" : "http(s) URLs");
     pthread_once(&curl_once, init_curl);
     if (curl_init_result != CURLE_OK)
         return qedi_fail(err, EIO, "libcurl: %s",
                          curl_easy_strerror(curl_init_result));
     st = calloc(1, sizeof(*st));
-    if (!st || !(st->url = strdup(url)) || !(st->multi = curl_multi_init())) {
-        if (st)
-            free(st->url);
-        free(st);
+    if (!st)
         return qedi_fail(err, ENOMEM, "out of memory");
-    }
     st->base.ops = &http_ops;
     st->base.loop = loop;
     st->base.align = 1;
-    if (driver->ctx) {
-        const struct storage_settings *settings = driver->ctx;
+    if (!(st->url = strdup(url)) || !(st->multi = curl_multi_init()))
+        return no_memory(st, err);
+    if (settings) {
         st->no_verify = settings->tls_no_verify;
-        if (settings->tls_ca_file && !(st->ca_file = strdup(settings->tls_ca_file))) {
-            curl_multi_cleanup(st->multi);
-            free(st->url);
-            free(st);
-            return qedi_fail(err, ENOMEM, "out of memory");
-        }
+        if (settings->tls_ca_file && !(st->ca_file = strdup(settings->tls_ca_file)))
+            return no_memory(st, err);
+        if (s3 && set_s3_auth(st, settings) < 0)
+            return no_memory(st, err);
     }
     ret = probe_object(st, url, err);
     if (ret < 0) {
-        curl_multi_cleanup(st->multi);
-        free(st->ca_file);
-        free(st->url);
-        free(st);
+        storage_free(st);
         return ret;
     }
     curl_multi_setopt(st->multi, CURLMOPT_SOCKETFUNCTION, curl_socket);
@@ -651,6 +722,89 @@ static int http_open(const struct storage_driver *driver, qed_loop *loop,
     *out = &st->base;
     return 0;
 }
+
+static int http_open(const struct storage_driver *driver, qed_loop *loop,
+                     const char *url, unsigned flags, struct io_file **out,
+                     qed_error *err)
+{
+    return open_url(driver, loop, url, flags, false, out, err);
+}
+
+/* ---- s3://BUCKET/KEY ------------------------------------------------------------ */
+
+/* A key as it goes into a URL path: '/' stays, what is not unreserved is
+ * percent-encoded. */
+static void append_encoded(char *out, size_t len, const char *key)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = strlen(out);
+
+    for (const unsigned char *k = (const unsigned char *)key; *k && n + 4 < len; k++) {
+        if ((*k >= 'a' && *k <= 'z') || (*k >= 'A' && *k <= 'Z') ||
+            (*k >= '0' && *k <= '9') || strchr("-._~/", *k)) {
+            out[n++] = (char)*k;
+        } else {
+            out[n++] = '%';
+            out[n++] = hex[*k >> 4];
+            out[n++] = hex[*k & 15];
+        }
+    }
+    out[n] = '\0';
+}
+
+static bool valid_bucket(const char *b, size_t len)
+{
+    if (len < 3 || len > 63)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!((b[i] >= 'a' && b[i] <= 'z') || (b[i] >= '0' && b[i] <= '9') ||
+              b[i] == '-' || b[i] == '.'))
+            return false;
+    return true;
+}
+
+/* A custom endpoint gets path-style requests (ENDPOINT/BUCKET/KEY); AWS
+ * itself virtual-hosted ones (https://BUCKET.s3.REGION.amazonaws.com/KEY). */
+static int s3_open(const struct storage_driver *driver, qed_loop *loop,
+                   const char *name, unsigned flags, struct io_file **out,
+                   qed_error *err)
+{
+    const struct storage_settings *s = driver->ctx;
+    const char *bucket = name + 5, *slash = strchr(bucket, '/');
+    const char *endpoint = s && s->s3_endpoint && s->s3_endpoint[0]
+                               ? s->s3_endpoint : NULL;
+    const char *region = s && s->s3_region && s->s3_region[0] ? s->s3_region
+                                                              : "us-east-1";
+    size_t blen, elen, len;
+    char *url;
+    int ret;
+
+    *out = NULL;
+    if (!slash || !slash[1] || !valid_bucket(bucket, (size_t)(slash - bucket)))
+        return qedi_fail(err, EINVAL, "an S3 name is s3://BUCKET/KEY (a bucket "
+                         "of 3 to 63 lowercase letters, digits, '.' and '-')");
+    blen = (size_t)(slash - bucket);
+    elen = endpoint ? strlen(endpoint) : 0;
+    while (elen > 0 && endpoint[elen - 1] == '/')
+        elen--;
+    len = elen + blen + strlen(region) + 3 * strlen(slash) + 64;
+    if (!(url = malloc(len)))
+        return qedi_fail(err, ENOMEM, "out of memory");
+    if (endpoint)
+        snprintf(url, len, "%.*s/%.*s", (int)elen, endpoint, (int)blen, bucket);
+    else
+        snprintf(url, len, "https://%.*s.s3.%s.amazonaws.com", (int)blen,
+                 bucket, region);
+    append_encoded(url, len, slash);
+    ret = open_url(driver, loop, url, flags, true, out, err);
+    free(url);
+    return ret;
+}
+
+const struct storage_driver qedi_storage_s3_driver = {
+    .name = "s3",
+    .open = s3_open,
+};
 
 const struct storage_driver qedi_storage_http_driver = {
     .name = "http",

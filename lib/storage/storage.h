@@ -96,6 +96,10 @@ struct io_file {
 struct storage_settings {
     const char *tls_ca_file;   /* NULL: the system's CAs */
     bool tls_no_verify;
+    /* s3:// objects: NULL endpoint: AWS (https, virtual-hosted);
+     * NULL region: us-east-1; no keys: unsigned (public) requests. */
+    const char *s3_endpoint, *s3_region;
+    const char *s3_access_key_id, *s3_secret_access_key, *s3_session_token;
 };
 
 /* Opens a name into a storage.  ctx is the driver's (a simulated file
@@ -116,10 +120,13 @@ extern const struct storage_driver qedi_storage_file_driver;
 extern const struct storage_driver qedi_storage_nbd_driver;
 /* Read-only images behind http:// and https:// URLs (io-http.c, libcurl). */
 extern const struct storage_driver qedi_storage_http_driver;
+/* Read-only images in S3-compatible object stores, s3://BUCKET/KEY
+ * (io-http.c: the HTTP driver with AWS Signature V4). */
+extern const struct storage_driver qedi_storage_s3_driver;
 
 /* The driver a name asks for: the NBD driver for nbd://, nbds://,
  * nbd+unix:// and nbds+unix:// URIs, the HTTP driver for http:// and
- * https:// URLs, else local files. */
+ * https:// URLs, the S3 driver for s3://, else local files. */
 const struct storage_driver *qedi_storage_driver_for(const char *name);
 /* Whether a name is a URI of one of the storage drivers (not a path). */
 bool qedi_storage_is_uri(const char *name);

@@ -38,7 +38,8 @@ int main(void)
     struct qed_open_options oo = { sizeof(struct qed_open_options),
                                    QED_OPEN_RDWR | QED_OPEN_NO_BACKING, QED_FORMAT_QED,
                                    QED_CACHE_NONE, QED_ENGINE_THREADS, NULL, 0,
-                                   QED_LOCK_ON };
+                                   QED_LOCK_ON, NULL, false, NULL, NULL, NULL,
+                                   NULL, NULL };
     struct qed_create_options co = { sizeof(struct qed_create_options), 1u << 20, false,
                                      QED_DEFAULT_CLUSTER_SIZE,
                                      QED_DEFAULT_TABLE_SIZE, NULL, QED_FORMAT_RAW,

@@ -1,18 +1,24 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-"""A small HTTP/1.1 server for the HTTP storage tests: serves the files of
-a directory with Range requests and a strong ETag, and misbehaves on
-purpose.
+"""A small HTTP/1.1 server for the HTTP and S3 storage tests: serves the
+files of a directory with Range requests and a strong ETag, and misbehaves
+on purpose.
 
   http_faulty.py DIR PORT [--drop-every N] [--fail-every N] [--stall]
+                          [--s3 ACCESS_KEY:SECRET [--region R]]
 
 --drop-every N  closes every Nth connection without an answer
 --fail-every N  answers every Nth request 503 with Retry-After: 0
 --stall         accepts, reads the request, never answers
+--s3            an S3 endpoint (path-style: /BUCKET/KEY is DIR/BUCKET/KEY)
+                that answers only requests carrying a valid AWS Signature
+                V4 for these keys (403 SignatureDoesNotMatch otherwise),
+                computed here independently of the client's library
 Prints "ready" once listening on 127.0.0.1:PORT.
 """
 import argparse
 import hashlib
+import hmac
 import os
 import socketserver
 import sys
@@ -28,6 +34,37 @@ def etag_of(path):
     st = os.stat(path)
     h = hashlib.sha1(f"{st.st_ino}-{st.st_size}-{st.st_mtime_ns}".encode())
     return '"' + h.hexdigest()[:16] + '"'
+
+
+def hmac256(key, text):
+    return hmac.new(key, text.encode(), hashlib.sha256).digest()
+
+
+def sigv4_valid(handler):
+    """The Authorization header checked as S3 checks it (header auth)."""
+    auth = handler.headers.get("Authorization", "")
+    if not auth.startswith("AWS4-HMAC-SHA256 "):
+        return False
+    fields = dict(p.strip().split("=", 1) for p in auth[17:].split(","))
+    akid, date, region, service, term = fields["Credential"].split("/")
+    access, secret = ARGS.s3.split(":", 1)
+    if akid != access or region != ARGS.region or service != "s3":
+        return False
+    signed = fields["SignedHeaders"].split(";")
+    path, _, query = handler.path.partition("?")
+    canonical_query = "&".join(sorted(q if "=" in q else q + "=" for q in query.split("&") if q))
+    headers = "".join(f"{h}:{' '.join(handler.headers.get(h, '').split())}\n" for h in signed)
+    payload = handler.headers.get("x-amz-content-sha256", "")
+    request = "\n".join([handler.command, path, canonical_query, headers,
+                         fields["SignedHeaders"], payload])
+    scope = f"{date}/{region}/s3/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", handler.headers.get("x-amz-date", ""),
+                         scope, hashlib.sha256(request.encode()).hexdigest()])
+    key = hmac256(("AWS4" + secret).encode(), date)
+    for part in (region, "s3", "aws4_request"):
+        key = hmac256(key, part)
+    expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, fields["Signature"])
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -63,6 +100,13 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Retry-After", "0")
             self.send_header("Content-Length", "0")
             self.end_headers()
+            return
+        if ARGS.s3 and not sigv4_valid(self):
+            body = b"<Error><Code>SignatureDoesNotMatch</Code></Error>"
+            self.send_response(403)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
             return
         path = os.path.join(ARGS.dir, self.path.lstrip("/").split("?")[0])
         if not os.path.isfile(path):
@@ -120,6 +164,8 @@ def main():
     p.add_argument("--drop-every", type=int, default=0)
     p.add_argument("--fail-every", type=int, default=0)
     p.add_argument("--stall", action="store_true")
+    p.add_argument("--s3")
+    p.add_argument("--region", default="us-east-1")
     ARGS = p.parse_args()
     srv = Server(("127.0.0.1", ARGS.port), Handler)
     print("ready", flush=True)
