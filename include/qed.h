@@ -337,6 +337,9 @@ struct qed_create_options {
     enum qed_preallocation preallocation;
     enum qed_lock_mode locking; /* of the file while it is written (and of
                                    the backing file while it is read) */
+    /* Added after 2.0.0: how the backing file is opened to read its size,
+     * for one behind a URL (tls_*, s3_*); NULL: the defaults. */
+    const struct qed_open_options *backing_options;
 };
 
 static inline void qed_create_options_init(struct qed_create_options *o)

@@ -636,12 +636,17 @@ static void tool_s3_settings(struct qed_open_options *options)
     options->s3_session_token = env_or_null("AWS_SESSION_TOKEN");
 }
 
+void tool_remote_settings(struct qed_open_options *options)
+{
+    tool_tls_settings(options);
+    tool_s3_settings(options);
+}
+
 int tool_qed_open(const char *path, struct qed_open_options *options,
               qed_image **out, qed_error *err)
 {
     if (!options->loop && options->engine == QED_ENGINE_AUTO)
         options->engine = tool_engine();
-    tool_tls_settings(options);
-    tool_s3_settings(options);
+    tool_remote_settings(options);
     return qed_open(path, options, out, err);
 }

@@ -50,9 +50,13 @@ static int create_image(const char *path, struct tool_create_settings *settings,
                         bool quiet)
 {
     struct qed_create_options *o = &settings->options;
+    struct qed_open_options remote;
     qed_error err = {0};
     uint64_t size = o->virtual_size;
 
+    qed_open_options_init(&remote);
+    tool_remote_settings(&remote);
+    o->backing_options = &remote;
     if (qed_create(path, o, &err) < 0) {
         tool_report(path, NULL, &err);
         return 1;

@@ -11,20 +11,30 @@ static int backing_size(const char *image_path,
                         const struct qed_create_options *o, uint64_t *size,
                         qed_error *err)
 {
-    struct qed_open_options bo = {
-        .size = sizeof(bo),
-        .format = o->backing_format,
-        .locking = o->locking,
-    };
+    struct qed_open_options bo = { .size = sizeof(bo) };
     char *path = qedi_image_resolve_backing(image_path, o->backing_file);
     qed_image *backing;
     int ret;
 
     if (!path)
         return qedi_fail(err, ENOMEM, "out of memory");
+    /* The caller's remote settings, if any; read-only, this format. */
+    if (o->backing_options) {
+        ret = qedi_abi_take(&qedi_abi_open_options, &bo, o->backing_options,
+                            err);
+        if (ret < 0) {
+            free(path);
+            return ret;
+        }
+    }
+    bo.flags = 0;
+    bo.format = o->backing_format;
+    bo.locking = o->locking;
+    bo.loop = NULL;
     ret = qed_open(path, &bo, &backing, err);
     if (ret < 0) {
-        qedi_error_prefix(err, "backing file '%s': ", path);
+        qedi_error_prefix(err, "backing file '%s': ",
+                          qedi_storage_uri_for_messages(path));
         free(path);
         return ret;
     }

@@ -43,7 +43,7 @@ int main(void)
     struct qed_create_options co = { sizeof(struct qed_create_options), 1u << 20, false,
                                      QED_DEFAULT_CLUSTER_SIZE,
                                      QED_DEFAULT_TABLE_SIZE, NULL, QED_FORMAT_RAW,
-                                     QED_PREALLOC_METADATA, QED_LOCK_OFF };
+                                     QED_PREALLOC_METADATA, QED_LOCK_OFF, NULL };
     struct qed_block_status bs = { sizeof(struct qed_block_status), 0, 0, false, false,
                                    false, false, 0 };
     struct qed_check_result cr = { sizeof(struct qed_check_result), 0, 0, 0, 0, 0, 0, 0,

@@ -63,4 +63,11 @@ run "$QED" convert -O raw top.qed chain.s3.raw
 ok "$RC" "a local top over two layers in the store converts" "$(cat "$ERR")"
 same_raw "and reads as qemu-img reads the local chain" chain.s3.raw chain.raw
 
+run "$QED" create -f qed -b "$obj" -F qed over.qed
+ok "$RC" "qed create -b s3://... reads the object's size with the credentials" "$(cat "$ERR")"
+tap_is "$(qemu-img info --output=json over.qed | grep -o '"virtual-size": [0-9]*')" \
+    "\"virtual-size\": $(stat -c %s std.raw)" "the overlay takes the object's size"
+run env AWS_SECRET_ACCESS_KEY=wrong-secret "$QED" create -f qed -b "$obj" -F qed over2.qed
+tap_like "$RC $(cat "$ERR")" "^1 .*backing file 's3://images/golden/std.qed': .*403" "with a wrong secret it fails, naming the backing file"
+
 done_testing
