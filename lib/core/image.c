@@ -171,6 +171,38 @@ static int chain_enter(struct chain *chain, const char *path, qed_error *err)
     return 0;
 }
 
+static void free_remote_settings(struct storage_settings *r)
+{
+    free((char *)r->tls_ca_file);
+    free((char *)r->s3_endpoint);
+    free((char *)r->s3_region);
+    free((char *)r->s3_access_key_id);
+    free((char *)r->s3_secret_access_key);
+    free((char *)r->s3_session_token);
+    memset(r, 0, sizeof(*r));
+}
+
+static int dup_setting(const char **to, const char *from)
+{
+    *to = from ? strdup(from) : NULL;
+    return from && !*to ? -ENOMEM : 0;
+}
+
+static int keep_remote_settings(qed_image *img, const struct qed_open_options *o)
+{
+    struct storage_settings *r = &img->remote;
+
+    r->tls_no_verify = o->tls_no_verify;
+    if (dup_setting(&r->tls_ca_file, o->tls_ca_file) < 0 ||
+        dup_setting(&r->s3_endpoint, o->s3_endpoint) < 0 ||
+        dup_setting(&r->s3_region, o->s3_region) < 0 ||
+        dup_setting(&r->s3_access_key_id, o->s3_access_key_id) < 0 ||
+        dup_setting(&r->s3_secret_access_key, o->s3_secret_access_key) < 0 ||
+        dup_setting(&r->s3_session_token, o->s3_session_token) < 0)
+        return -ENOMEM;
+    return 0;
+}
+
 /* ---- open / close ---------------------------------------------------------- */
 
 static void free_image(qed_image *img)
@@ -181,6 +213,7 @@ static void free_image(qed_image *img)
         img->driver->free(img);
     qedi_io_file_close(img->file);
     free(img->filename);
+    free_remote_settings(&img->remote);
     free(img->backing_name);
     free(img->backing_path);
     free(img->warnings);
@@ -289,6 +322,10 @@ static int open_internal(const char *path, const struct qed_open_options *o,
     img->cache = o->cache;
     img->locking = o->locking;
     img->filename = strdup(path);
+    if (keep_remote_settings(img, o) < 0) {
+        ret = qedi_fail(err, ENOMEM, "out of memory");
+        goto fail;
+    }
     if (img->writable)
         io_flags |= IO_OPEN_WRITE;
     if (o->cache == QED_CACHE_NONE)

@@ -169,6 +169,9 @@ struct qed_image {
     bool writable;
     bool probed;              /* the format was probed, not given */
     enum qed_cache cache;
+    /* The settings it was opened with for storage behind URLs (strings
+     * owned here), for the files operations add to its chain. */
+    struct storage_settings remote;
     enum qed_lock_mode locking; /* as opened; files added to the chain
                                    later are locked the same way */
     uint64_t size;            /* virtual size */
@@ -214,6 +217,10 @@ int qedi_image_lock_for_create(int fd, const char *path, enum qed_lock_mode mode
  * relative names are relative to the image's directory.  malloc'd; NULL
  * when out of memory. */
 char *qedi_image_resolve_backing(const char *image_path, const char *name);
+/* Copies the remote settings of image into o (tls_*, s3_*): the strings
+ * stay the image's. */
+void qedi_image_remote_options(const qed_image *image,
+                               struct qed_open_options *o);
 /* True when the backing file name would make of image_path (an existing
  * file) its own backing file: the name resolves (as qedi_image_resolve_backing)
  * to the same file, whatever hard link, symbolic link or relative spelling

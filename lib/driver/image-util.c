@@ -165,3 +165,15 @@ const char *qed_preallocation_name(enum qed_preallocation mode)
     }
     return NULL;
 }
+
+void qedi_image_remote_options(const qed_image *image,
+                               struct qed_open_options *o)
+{
+    o->tls_ca_file = image->remote.tls_ca_file;
+    o->tls_no_verify = image->remote.tls_no_verify;
+    o->s3_endpoint = image->remote.s3_endpoint;
+    o->s3_region = image->remote.s3_region;
+    o->s3_access_key_id = image->remote.s3_access_key_id;
+    o->s3_secret_access_key = image->remote.s3_secret_access_key;
+    o->s3_session_token = image->remote.s3_session_token;
+}

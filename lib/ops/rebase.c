@@ -101,6 +101,7 @@ static int open_new_backing(qed_image *img, const char *name,
     *path_out = NULL;
     if (!name[0])
         return 0;
+    qedi_image_remote_options(img, &o);
     path = qedi_image_resolve_backing(img->filename, name);
     if (!path)
         return qedi_fail(err, ENOMEM, "out of memory");
@@ -108,7 +109,8 @@ static int open_new_backing(qed_image *img, const char *name,
     if (ret == -EAGAIN && explain_lock_conflict(img, path, &o, err) != -EAGAIN)
         ret = -ELOOP;
     else if (ret < 0)
-        qedi_error_prefix(err, "backing file '%s': ", path);
+        qedi_error_prefix(err, "backing file '%s': ",
+                          qedi_storage_uri_for_messages(path));
     if (ret == 0)
         ret = check_new_chain(img, path, *out, err);
     if (ret < 0) {

@@ -70,4 +70,10 @@ tap_is "$(qemu-img info --output=json over.qed | grep -o '"virtual-size": [0-9]*
 run env AWS_SECRET_ACCESS_KEY=wrong-secret "$QED" create -f qed -b "$obj" -F qed over2.qed
 tap_like "$RC $(cat "$ERR")" "^1 .*backing file 's3://images/golden/std.qed': .*403" "with a wrong secret it fails, naming the backing file"
 
+cp local/top.qed local/top3.qed
+run "$QED" rebase -b s3://images/golden/mid.qed -F qed local/top3.qed
+ok "$RC" "qed rebase (safe) onto an s3:// backing file opens it with the credentials" "$(cat "$ERR")"
+run "$QED" convert -O raw local/top3.qed chain.rebased.raw
+same_raw "the rebased image reads as the local chain" chain.rebased.raw chain.raw
+
 done_testing
