@@ -76,6 +76,11 @@ void tool_error(const char *file, const char *fmt, ...)
     va_end(ap);
 }
 
+void tool_print_notice(void *file, const char *message)
+{
+    tool_error((const char *)file, "warning: %s", message);
+}
+
 void tool_report(const char *file, const char *context, const qed_error *err)
 {
     const char *message = err->message;

@@ -52,6 +52,9 @@ void tool_error(const char *file, const char *fmt, ...) TOOL_PRINTF(2, 3);
 /* name as it may be shown: a URI's password (scheme://user:password@host)
  * becomes "***" (written into buf), else name itself. */
 const char *tool_display_name(const char *name, char *buf, size_t len);
+/* A notice callback of a server or mount (opaque: the image's name):
+ * "qed: FILE: warning: message". */
+void tool_print_notice(void *file, const char *message);
 /* Reports a library error; falls back to strerror when the message is empty.
  * context (may be NULL) is put before the message, e.g. "read failed". */
 void tool_report(const char *file, const char *context, const qed_error *err);

@@ -165,11 +165,6 @@ static void daemon_ready(void)
 
 /* ---- running ------------------------------------------------------------------ */
 
-static void print_notice(void *opaque, const char *message)
-{
-    tool_error((const char *)opaque, "warning: %s", message);
-}
-
 static int run_mount(qed_image *img, struct qedi_mount *m, const char *file)
 {
     qed_loop *loop = qed_image_loop(img);
@@ -204,22 +199,16 @@ static int run_mount(qed_image *img, struct qedi_mount *m, const char *file)
 static int mount_image(struct mount_settings *s, const char *file,
                        const char *mountpoint)
 {
-    struct qed_open_options opts = { .size = sizeof(opts), .format = s->format };
+    unsigned flags = (s->mount.read_only ? 0 : QED_OPEN_RDWR) |
+                     (s->force_share ? QED_OPEN_FORCE_SHARE : 0);
     struct qedi_mount *m;
     qed_image *img;
     qed_error err = { 0 };
     int status;
 
-    if (!s->mount.read_only)
-        opts.flags |= QED_OPEN_RDWR;
-    if (s->force_share)
-        opts.flags |= QED_OPEN_FORCE_SHARE;
-    if (tool_qed_open(file, &opts, &img, &err) < 0) {
-        tool_report(file, NULL, &err);
+    if (!tool_open(file, s->format, flags, &img))
         return 1;
-    }
-    tool_report_warnings(file, img);
-    s->mount.notice = print_notice;
+    s->mount.notice = tool_print_notice;
     s->mount.notice_opaque = (void *)file;
     s->mount.fs_name = file;
     block_signals();

@@ -158,11 +158,6 @@ static void raise_descriptor_limit(void)
     }
 }
 
-static void print_notice(void *opaque, const char *message)
-{
-    tool_error((const char *)opaque, "warning: %s", message);
-}
-
 static int serve(struct serve_settings *s, const char *file)
 {
     struct nbd_tls *tls;
@@ -198,7 +193,7 @@ static int serve_image(const struct serve_settings *s, const char *file)
     }
     tool_report_warnings(file, img);
     server_options = s->server;
-    server_options.notice = print_notice;
+    server_options.notice = tool_print_notice;
     server_options.notice_opaque = (void *)file;
     if (qedi_nbd_server_new(img, &server_options, &srv, &err) < 0) {
         tool_report(file, NULL, &err);

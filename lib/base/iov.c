@@ -84,3 +84,16 @@ bool qedi_buf_is_zero(const void *buf, size_t len)
      * zeros.  memcmp is vectorised; a byte loop is not. */
     return len == 0 || (p[0] == 0 && memcmp(p, p + 1, len - 1) == 0);
 }
+
+void qedi_iov_from_buf(const struct iovec *iov, int iovcnt, const void *buf,
+                       uint64_t length)
+{
+    const uint8_t *in = buf;
+
+    for (int i = 0; i < iovcnt && length > 0; i++) {
+        uint64_t take = QED_MIN(iov[i].iov_len, length);
+        memcpy(iov[i].iov_base, in, take);
+        in += take;
+        length -= take;
+    }
+}

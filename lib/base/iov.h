@@ -16,6 +16,9 @@ uint64_t qedi_iov_size(const struct iovec *iov, int iovcnt);
 /* Copies length bytes from offset in the vector to buf. */
 void qedi_iov_to_buf(const struct iovec *iov, int iovcnt, uint64_t offset,
                 void *buf, uint64_t length);
+/* Copies length bytes of buf into the vector, from its start. */
+void qedi_iov_from_buf(const struct iovec *iov, int iovcnt, const void *buf,
+                       uint64_t length);
 
 /* Are the len bytes at buf all zero? */
 bool qedi_buf_is_zero(const void *buf, size_t len);

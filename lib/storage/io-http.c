@@ -206,13 +206,9 @@ static int start_transfer(struct http_request *r);
 
 static void request_end(struct http_request *r, int ret)
 {
-    if (r->bounced && ret == 0) {
-        uint64_t off = 0;
-        for (int i = 0; i < r->iovcnt; i++) {
-            memcpy(r->iov[i].iov_base, r->buf + off, r->iov[i].iov_len);
-            off += r->iov[i].iov_len;
-        }
-    }
+    if (r->bounced && ret == 0)
+        qedi_iov_from_buf(r->iov, r->iovcnt, r->buf,
+                          qedi_iov_size(r->iov, r->iovcnt));
     if (r->bounced)
         free(r->buf);
     curl_slist_free_all(r->headers);
@@ -380,21 +376,13 @@ static int start_transfer(struct http_request *r)
     return 0;
 }
 
-static size_t iov_total(const struct iovec *iov, int iovcnt)
-{
-    size_t n = 0;
-    for (int i = 0; i < iovcnt; i++)
-        n += iov[i].iov_len;
-    return n;
-}
-
 /* Bytes past the object's end read as zeros. */
 static void http_readv(struct io_file *file, const struct iovec *iov,
                        int iovcnt, uint64_t offset, io_callback *cb,
                        void *opaque)
 {
     struct http_storage *st = storage_of(file);
-    size_t total = iov_total(iov, iovcnt);
+    size_t total = qedi_iov_size(iov, iovcnt);
     uint64_t inside = offset >= st->size ? 0 : st->size - offset;
     struct http_request *r;
     char *buf;
@@ -423,8 +411,7 @@ static void http_readv(struct io_file *file, const struct iovec *iov,
     if (r->length == 0) {
         /* All past the end: zeros, reported from the loop. */
         if (r->bounced) {
-            for (int i = 0; i < iovcnt; i++)
-                memset(iov[i].iov_base, 0, iov[i].iov_len);
+            qedi_iov_memset(iov, iovcnt, 0, 0, total);
             free(buf);
         }
         free(r);
@@ -480,23 +467,6 @@ static int refuse_truncate(struct io_file *file, uint64_t size)
     return -EBADF;
 }
 
-static int http_allocated_bytes(struct io_file *file, uint64_t *bytes)
-{
-    (void)file;
-    *bytes = 0;
-    return -ENOTSUP;
-}
-
-static int http_seek(struct io_file *file, uint64_t offset, bool data,
-                     uint64_t *out)
-{
-    (void)file;
-    (void)offset;
-    (void)data;
-    (void)out;
-    return -ENOTSUP;
-}
-
 static void storage_free(struct http_storage *st);
 
 static void http_close(struct io_file *file)
@@ -516,8 +486,8 @@ static const struct storage_ops http_ops = {
     .fallocate = refuse_fallocate,
     .get_size = http_get_size,
     .truncate = refuse_truncate,
-    .allocated_bytes = http_allocated_bytes,
-    .seek = http_seek,
+    .allocated_bytes = qedi_storage_unknown_allocation,
+    .seek = qedi_storage_cannot_seek,
     .close = http_close,
 };
 

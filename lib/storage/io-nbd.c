@@ -160,13 +160,9 @@ static void update_watch(struct nbd_storage *st)
  * or later when still inside the call that submitted the request. */
 static void finish_request(struct nbd_request *r, bool now)
 {
-    if (r->bounce && r->iov && r->ret == 0) {
-        size_t off = 0;
-        for (int i = 0; i < r->iovcnt; i++) {
-            memcpy(r->iov[i].iov_base, r->bounce + off, r->iov[i].iov_len);
-            off += r->iov[i].iov_len;
-        }
-    }
+    if (r->bounce && r->iov && r->ret == 0)
+        qedi_iov_from_buf(r->iov, r->iovcnt, r->bounce,
+                          qedi_iov_size(r->iov, r->iovcnt));
     free(r->bounce);
     if (now)
         r->cb(r->opaque, r->ret);
@@ -495,14 +491,6 @@ static void submit_parts(struct nbd_request *r, enum part_kind kind,
     request_submitted(r);
 }
 
-static size_t iov_total(const struct iovec *iov, int iovcnt)
-{
-    size_t n = 0;
-    for (int i = 0; i < iovcnt; i++)
-        n += iov[i].iov_len;
-    return n;
-}
-
 /* Bytes past the export's end read as zeros. */
 static void export_readv(struct io_file *file, const struct iovec *iov,
                          int iovcnt, uint64_t offset, io_callback *cb,
@@ -510,7 +498,7 @@ static void export_readv(struct io_file *file, const struct iovec *iov,
 {
     struct nbd_storage *st = storage_of(file);
     struct nbd_request *r = request_new(st, cb, opaque);
-    size_t total = iov_total(iov, iovcnt);
+    size_t total = qedi_iov_size(iov, iovcnt);
     uint64_t inside;
     char *buf;
 
@@ -540,7 +528,7 @@ static void export_writev(struct io_file *file, const struct iovec *iov,
                           void *opaque)
 {
     struct nbd_storage *st = storage_of(file);
-    size_t total = iov_total(iov, iovcnt), off = 0;
+    size_t total = qedi_iov_size(iov, iovcnt);
     struct nbd_request *r;
     char *buf;
 
@@ -564,10 +552,7 @@ static void export_writev(struct io_file *file, const struct iovec *iov,
             request_submitted(r);
             return;
         }
-        for (int i = 0; i < iovcnt; i++) {
-            memcpy(r->bounce + off, iov[i].iov_base, iov[i].iov_len);
-            off += iov[i].iov_len;
-        }
+        qedi_iov_to_buf(iov, iovcnt, 0, r->bounce, total);
         buf = r->bounce;
     }
     submit_parts(r, PART_WRITE, buf, total, offset);
@@ -633,24 +618,6 @@ static int export_truncate(struct io_file *file, uint64_t size)
     return size <= storage_of(file)->size ? 0 : -ENOSPC;
 }
 
-/* The server does not say how much of the export holds data. */
-static int export_allocated_bytes(struct io_file *file, uint64_t *bytes)
-{
-    (void)file;
-    *bytes = 0;
-    return -ENOTSUP;
-}
-
-static int export_seek(struct io_file *file, uint64_t offset, bool data,
-                       uint64_t *out)
-{
-    (void)file;
-    (void)offset;
-    (void)data;
-    (void)out;
-    return -ENOTSUP;
-}
-
 static void export_close(struct io_file *file)
 {
     struct nbd_storage *st = storage_of(file);
@@ -678,8 +645,9 @@ static const struct storage_ops export_ops = {
     .fallocate = export_fallocate,
     .get_size = export_get_size,
     .truncate = export_truncate,
-    .allocated_bytes = export_allocated_bytes,
-    .seek = export_seek,
+    /* The server does not say how much of the export holds data. */
+    .allocated_bytes = qedi_storage_unknown_allocation,
+    .seek = qedi_storage_cannot_seek,
     .close = export_close,
 };
 

@@ -238,6 +238,23 @@ int qedi_io_sync_sync(struct io_file *file)
 
 /* ---- opening and closing ------------------------------------------------------ */
 
+int qedi_storage_unknown_allocation(struct io_file *file, uint64_t *bytes)
+{
+    (void)file;
+    *bytes = 0;
+    return -ENOTSUP;
+}
+
+int qedi_storage_cannot_seek(struct io_file *file, uint64_t offset, bool data,
+                             uint64_t *out)
+{
+    (void)file;
+    (void)offset;
+    (void)data;
+    (void)out;
+    return -ENOTSUP;
+}
+
 int qedi_storage_open(const struct storage_driver *driver, qed_loop *loop,
                  const char *path, unsigned flags, struct io_file **out,
                  qed_error *err)

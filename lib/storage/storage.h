@@ -161,6 +161,12 @@ void qedi_storage_complete_later(struct io_file *file, io_callback *cb,
  * of the reserve above); tests substitute one that fails. */
 QED_INTERNAL extern void *(*qedi_io_calloc)(size_t count, size_t size);
 
+/* For storage that cannot tell how much space it takes or where its data
+ * is (a server): allocated_bytes and seek answering -ENOTSUP. */
+int qedi_storage_unknown_allocation(struct io_file *file, uint64_t *bytes);
+int qedi_storage_cannot_seek(struct io_file *file, uint64_t offset, bool data,
+                             uint64_t *out);
+
 /* ---- layers stacked over another storage ---------------------------------- */
 
 struct storage_layer {
