@@ -207,6 +207,7 @@ static void flush_output(struct nbd_conn *c)
             return;
         }
         c->out_bytes -= (size_t)n;
+        c->sent_bytes += (uint64_t)n;
         while (n > 0 && o->iovcnt > 0) {
             size_t take = (size_t)n < o->iov[0].iov_len ? (size_t)n
                                                         : o->iov[0].iov_len;

@@ -140,6 +140,8 @@ struct nbd_conn {
     /* output */
     struct nbd_out *out_head, *out_tail;
     size_t out_bytes;
+    uint64_t sent_bytes;      /* written to the socket, ever */
+    uint64_t drain_mark;      /* shutdown: sent_bytes at the last look */
 
     /* negotiated */
     bool no_zeroes;

@@ -343,17 +343,30 @@ void qedi_server_connection_gone(struct nbd_server *srv, struct nbd_conn *c)
 
 #define DRAIN_TIMEOUT_MS 1000u
 
-/* Clients that still have not taken their replies are cut off. */
+/* A look every DRAIN_TIMEOUT_MS during shutdown: a connection whose
+ * requests are still executing is owed their answers and waits (slow
+ * storage must not cost a client replies to writes that complete), and so
+ * does one whose client took some of its replies since the last look; one
+ * whose client took nothing is cut off. */
 static void drain_expired(void *opaque)
 {
     struct nbd_server *srv = opaque;
     struct nbd_conn *c, *next;
+    bool waiting = false;
 
     srv->drain_timer = 0;
     for (c = srv->conns; c; c = next) {
         next = c->next;
+        if (c->in_flight > 0 || c->sent_bytes > c->drain_mark) {
+            c->drain_mark = c->sent_bytes;
+            waiting = true;
+            continue;
+        }
         qedi_conn_close(c, true);
     }
+    if (waiting)
+        srv->drain_timer = qed_loop_add_timer(srv->loop, DRAIN_TIMEOUT_MS,
+                                              drain_expired, srv);
 }
 
 void qedi_nbd_server_shutdown(struct nbd_server *srv)
@@ -373,6 +386,7 @@ void qedi_nbd_server_shutdown(struct nbd_server *srv)
         if (c->phase == PHASE_TRANSMISSION)
             qedi_commands_refuse_held(c);
         qedi_commands_abandon_payload(c);
+        c->drain_mark = c->sent_bytes;
         qedi_conn_close(c, c->phase != PHASE_TRANSMISSION);
     }
     if (srv->nconns > 0)
