@@ -23,11 +23,16 @@ trap _http_cleanup EXIT
 mkdir www tmp
 port=$(free_port)
 sport_tls=$(free_port)
+sport_h2=$(free_port)
 have_tls=0
 if command -v certtool >/dev/null && make_ca "$T/pki" "libqed test CA" &&
     make_cert "$T/pki" "$T/pki/server" localhost server; then
     have_tls=1
     tls_server="server { listen 127.0.0.1:$sport_tls ssl; root $T/www;
+        ssl_certificate $T/pki/server-cert.pem;
+        ssl_certificate_key $T/pki/server-key.pem; }
+    server { listen 127.0.0.1:$sport_h2 ssl http2; root $T/www;
+        access_log $T/h2.log proto;
         ssl_certificate $T/pki/server-cert.pem;
         ssl_certificate_key $T/pki/server-key.pem; }"
 fi
@@ -42,6 +47,7 @@ error_log $T/nginx.err;
 events { worker_connections 256; }
 http {
     access_log off;
+    log_format proto '\$server_protocol \$status';
     client_body_temp_path $T/tmp;
     proxy_temp_path $T/tmp;
     fastcgi_temp_path $T/tmp;
@@ -87,6 +93,11 @@ if [ "$have_tls" = 1 ]; then
     run env -u SSL_CERT_FILE CURL_CA_BUNDLE="$T/pki/ca-cert.pem" "$QED" convert -O raw "$surl/std.qed" std.https.raw
     ok "$RC" "with the test CA (CURL_CA_BUNDLE) the https image converts" "$(cat "$ERR")"
     same_raw "and reads as the local file" std.https.raw std.raw
+    run env -u SSL_CERT_FILE CURL_CA_BUNDLE="$T/pki/ca-cert.pem" "$QED" convert -O raw "https://localhost:$sport_h2/std.qed" std.h2.raw
+    ok "$RC" "an https server offering HTTP/2: the image converts" "$(cat "$ERR")"
+    same_raw "and reads as the local file" std.h2.raw std.raw
+    tap_is "$(grep -c -v '^HTTP/2.0 206' h2.log) $(grep -c '^HTTP/2.0 206' h2.log | awk '{print ($1 > 1)}')" "0 1" \
+        "every request went over HTTP/2 (nginx's log: $(sort h2.log | uniq -c | tr -s ' \n' ' '))"
     run env -u CURL_CA_BUNDLE -u SSL_CERT_FILE QED_TLS_NO_VERIFY=1 "$QED" info "$surl/std.qed"
     tap_like "$RC $(tr '\n' ' ' <"$ERR")" '^0 .*warning: QED_TLS_NO_VERIFY=1: .*not verified' "QED_TLS_NO_VERIFY=1 turns verification off, saying so"
 else
