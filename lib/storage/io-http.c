@@ -45,15 +45,17 @@ struct http_request {
     struct curl_slist *headers;
     io_callback *cb;
     void *opaque;
-    char *buf;               /* the bytes of [offset, offset + length) */
     uint64_t offset, length, received;
-    const struct iovec *iov; /* vectored reads go through buf */
-    int iovcnt;
-    bool bounced;
     unsigned attempt;
     long retry_after_s;
     char etag[HTTP_MAX_VALIDATOR];
     uint64_t timer;
+    /* The caller's buffers, filled in place with [offset, offset +
+     * length); the answer's bytes go at iov[at].iov_base + at_byte next.
+     * A copy of the vector: the caller's lives only during the call. */
+    int iovcnt, at;
+    size_t at_byte;
+    struct iovec iov[];
 };
 
 struct http_storage {
@@ -186,9 +188,22 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userp)
     /* More than asked for: the answer is not our range. */
     if (n > r->length - r->received)
         return 0;
-    memcpy(r->buf + r->received, data, n);
     r->received += n;
-    return n;
+    while (n > 0) {
+        const struct iovec *v = &r->iov[r->at];
+        size_t room = v->iov_len - r->at_byte;
+        size_t part = n < room ? n : room;
+
+        memcpy((char *)v->iov_base + r->at_byte, data, part);
+        data += part;
+        n -= part;
+        r->at_byte += part;
+        if (r->at_byte == v->iov_len) {
+            r->at++;
+            r->at_byte = 0;
+        }
+    }
+    return size * nmemb;
 }
 
 static size_t on_header(char *line, size_t size, size_t nmemb, void *userp)
@@ -208,11 +223,6 @@ static int start_transfer(struct http_request *r);
 
 static void request_end(struct http_request *r, int ret)
 {
-    if (r->bounced && ret == 0)
-        qedi_iov_from_buf(r->iov, r->iovcnt, r->buf,
-                          qedi_iov_size(r->iov, r->iovcnt));
-    if (r->bounced)
-        free(r->buf);
     curl_slist_free_all(r->headers);
     if (r->easy)
         curl_easy_cleanup(r->easy);
@@ -350,6 +360,8 @@ static int start_transfer(struct http_request *r)
     int running;
 
     r->received = 0;
+    r->at = 0;
+    r->at_byte = 0;
     r->etag[0] = '\0';
     r->retry_after_s = 0;
     if (!r->easy && !(r->easy = curl_easy_init()))
@@ -396,49 +408,39 @@ static void http_readv(struct io_file *file, const struct iovec *iov,
                        void *opaque)
 {
     struct http_storage *st = storage_of(file);
-    size_t total = qedi_iov_size(iov, iovcnt);
+    uint64_t total = qedi_iov_size(iov, iovcnt);
     uint64_t inside = offset >= st->size ? 0 : st->size - offset;
+    uint64_t length = inside < total ? inside : total;
     struct http_request *r;
-    char *buf;
     int ret;
 
     if (st->changed) {
         qedi_storage_complete_later(file, cb, opaque, -ESTALE);
         return;
     }
-    r = calloc(1, sizeof(*r));
-    buf = iovcnt == 1 ? iov[0].iov_base : malloc(total);
-    if (!r || !buf) {
-        if (iovcnt != 1)
-            free(buf);
-        free(r);
-        qedi_storage_complete_later(file, cb, opaque, -ENOMEM);
-        return;
-    }
-    *r = (struct http_request){ .st = st, .cb = cb, .opaque = opaque,
-                                .buf = buf, .offset = offset,
-                                .length = inside < total ? inside : total,
-                                .iov = iov, .iovcnt = iovcnt,
-                                .bounced = iovcnt != 1 };
-    if (inside < total)
-        memset(buf + r->length, 0, total - r->length);
-    if (r->length == 0) {
-        /* All past the end: zeros, reported from the loop. */
-        if (r->bounced) {
-            qedi_iov_memset(iov, iovcnt, 0, 0, total);
-            free(buf);
-        }
-        free(r);
+    if (length < total)
+        qedi_iov_memset(iov, iovcnt, length, 0, total - length);
+    if (length == 0) {
         qedi_storage_complete_later(file, cb, opaque, 0);
         return;
     }
+    r = calloc(1, sizeof(*r) + (size_t)iovcnt * sizeof(*iov));
+    if (!r) {
+        qedi_storage_complete_later(file, cb, opaque, -ENOMEM);
+        return;
+    }
+    r->st = st;
+    r->cb = cb;
+    r->opaque = opaque;
+    r->offset = offset;
+    r->length = length;
+    r->iovcnt = iovcnt;
+    memcpy(r->iov, iov, (size_t)iovcnt * sizeof(*iov));
     ret = start_transfer(r);
     if (ret < 0) {
         curl_slist_free_all(r->headers);
         if (r->easy)
             curl_easy_cleanup(r->easy);
-        if (r->bounced)
-            free(r->buf);
         free(r);
         qedi_storage_complete_later(file, cb, opaque, ret);
     }

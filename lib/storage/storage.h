@@ -23,6 +23,8 @@
  *   - get_size, truncate, allocated_bytes and seek are synchronous and
  *     return 0 or -errno (-ENOTSUP from seek: the storage cannot tell).
  * What the engine guarantees to drivers: calls come from the loop's thread;
+ * a request's buffers stay valid until its completion, its iovec array only
+ * during the call;
  * reads and writes are never empty (io.c completes those itself); nothing
  * is submitted after close, and close comes when nothing is in flight. */
 #ifndef QED_LIB_STORAGE_H
