@@ -272,7 +272,14 @@ struct qed_open_options {
     const char *s3_access_key_id;
     const char *s3_secret_access_key;
     const char *s3_session_token; /* temporary credentials; NULL: none */
+    /* Images behind http(s):// and s3:// names: each remote file's read
+     * cache and read-ahead, in bytes (at least 1 MiB); 0: the default,
+     * QED_REMOTE_CACHE_DEFAULT; QED_REMOTE_CACHE_OFF: none. */
+    uint64_t remote_cache_bytes;
 };
+
+#define QED_REMOTE_CACHE_DEFAULT (UINT64_C(64) << 20)
+#define QED_REMOTE_CACHE_OFF UINT64_MAX
 
 /* Sets size and every option to its default (the init functions of the
  * other structs below do the same for theirs). */

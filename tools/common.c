@@ -641,10 +641,34 @@ static void tool_s3_settings(struct qed_open_options *options)
     options->s3_session_token = env_or_null("AWS_SESSION_TOKEN");
 }
 
-void tool_remote_settings(struct qed_open_options *options)
+/* http(s):// and s3://: QED_REMOTE_CACHE, the read cache's size ("0":
+ * none). */
+static int tool_cache_settings(struct qed_open_options *options,
+                               qed_error *err)
+{
+    const char *text = env_or_null("QED_REMOTE_CACHE");
+    uint64_t bytes;
+
+    if (!text)
+        return 0;
+    if (qed_parse_size(text, &bytes, err) < 0) {
+        char why[sizeof(err->message)];
+        snprintf(why, sizeof(why), "%s", err->message[0] ? err->message
+                                                          : "not a size");
+        err->code = EINVAL;
+        snprintf(err->message, sizeof(err->message),
+                 "QED_REMOTE_CACHE='%.64s': %.400s", text, why);
+        return -EINVAL;
+    }
+    options->remote_cache_bytes = bytes ? bytes : QED_REMOTE_CACHE_OFF;
+    return 0;
+}
+
+int tool_remote_settings(struct qed_open_options *options, qed_error *err)
 {
     tool_tls_settings(options);
     tool_s3_settings(options);
+    return tool_cache_settings(options, err);
 }
 
 int tool_qed_open(const char *path, struct qed_open_options *options,
@@ -652,6 +676,8 @@ int tool_qed_open(const char *path, struct qed_open_options *options,
 {
     if (!options->loop && options->engine == QED_ENGINE_AUTO)
         options->engine = tool_engine();
-    tool_remote_settings(options);
+    *out = NULL;
+    if (tool_remote_settings(options, err) < 0)
+        return -EINVAL;
     return qed_open(path, options, out, err);
 }

@@ -179,7 +179,7 @@ enum qed_engine tool_engine(void);
 /* Fills the settings for images behind URLs from the environment: the CA
  * file (CURL_CA_BUNDLE, SSL_CERT_FILE), QED_TLS_NO_VERIFY=1, and the AWS_*
  * variables for s3:// names. */
-void tool_remote_settings(struct qed_open_options *options);
+int tool_remote_settings(struct qed_open_options *options, qed_error *err);
 /* qed_open with the engine from the environment, unless the options name
  * one (or a loop) themselves, and the remote settings. */
 int tool_qed_open(const char *path, struct qed_open_options *options,

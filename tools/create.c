@@ -55,9 +55,9 @@ static int create_image(const char *path, struct tool_create_settings *settings,
     uint64_t size = o->virtual_size;
 
     qed_open_options_init(&remote);
-    tool_remote_settings(&remote);
     o->backing_options = &remote;
-    if (qed_create(path, o, &err) < 0) {
+    if (tool_remote_settings(&remote, &err) < 0 ||
+        qed_create(path, o, &err) < 0) {
         tool_report(path, NULL, &err);
         return 1;
     }

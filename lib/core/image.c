@@ -193,6 +193,7 @@ static int keep_remote_settings(qed_image *img, const struct qed_open_options *o
     struct storage_settings *r = &img->remote;
 
     r->tls_no_verify = o->tls_no_verify;
+    r->read_cache_bytes = o->remote_cache_bytes;
     if (dup_setting(&r->tls_ca_file, o->tls_ca_file) < 0 ||
         dup_setting(&r->s3_endpoint, o->s3_endpoint) < 0 ||
         dup_setting(&r->s3_region, o->s3_region) < 0 ||
@@ -254,6 +255,9 @@ static int open_storage(const struct chain *chain,
         .s3_access_key_id = o->s3_access_key_id,
         .s3_secret_access_key = o->s3_secret_access_key,
         .s3_session_token = o->s3_session_token,
+        .read_cache_bytes = o->remote_cache_bytes == QED_REMOTE_CACHE_OFF ? 0
+                            : o->remote_cache_bytes ? o->remote_cache_bytes
+                            : QED_REMOTE_CACHE_DEFAULT,
     };
     struct storage_driver driver;
 

@@ -170,7 +170,8 @@ struct qed_image {
     bool probed;              /* the format was probed, not given */
     enum qed_cache cache;
     /* The settings it was opened with for storage behind URLs (strings
-     * owned here), for the files operations add to its chain. */
+     * owned here; read_cache_bytes as qed_open_options has it), for the
+     * files operations add to its chain. */
     struct storage_settings remote;
     enum qed_lock_mode locking; /* as opened; files added to the chain
                                    later are locked the same way */

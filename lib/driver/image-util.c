@@ -171,6 +171,7 @@ void qedi_image_remote_options(const qed_image *image,
 {
     o->tls_ca_file = image->remote.tls_ca_file;
     o->tls_no_verify = image->remote.tls_no_verify;
+    o->remote_cache_bytes = image->remote.read_cache_bytes;
     o->s3_endpoint = image->remote.s3_endpoint;
     o->s3_region = image->remote.s3_region;
     o->s3_access_key_id = image->remote.s3_access_key_id;

@@ -41,6 +41,7 @@ struct http_storage;
 
 struct http_request {
     struct http_storage *st;
+    struct http_request *prev, *next; /* the storage's requests */
     CURL *easy;
     struct curl_slist *headers;
     io_callback *cb;
@@ -75,6 +76,7 @@ struct http_storage {
     char last_modified[HTTP_MAX_VALIDATOR];
     uint64_t curl_timer;
     bool changed;            /* the object was replaced: reads fail */
+    struct http_request *requests; /* in flight or waiting to retry */
 };
 
 static struct http_storage *storage_of(struct io_file *file)
@@ -221,13 +223,44 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *userp)
 
 static int start_transfer(struct http_request *r);
 
+static void request_link(struct http_request *r)
+{
+    struct http_storage *st = r->st;
+
+    r->prev = NULL;
+    r->next = st->requests;
+    if (st->requests)
+        st->requests->prev = r;
+    st->requests = r;
+}
+
+static void request_free(struct http_request *r)
+{
+    struct http_storage *st = r->st;
+
+    if (r->prev)
+        r->prev->next = r->next;
+    else if (st->requests == r)
+        st->requests = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    if (r->timer)
+        qed_loop_cancel_timer(st->base.loop, r->timer);
+    curl_slist_free_all(r->headers);
+    if (r->easy) {
+        curl_multi_remove_handle(st->multi, r->easy);
+        curl_easy_cleanup(r->easy);
+    }
+    free(r);
+}
+
 static void request_end(struct http_request *r, int ret)
 {
-    curl_slist_free_all(r->headers);
-    if (r->easy)
-        curl_easy_cleanup(r->easy);
-    r->cb(r->opaque, ret);
-    free(r);
+    io_callback *cb = r->cb;
+    void *opaque = r->opaque;
+
+    request_free(r);
+    cb(opaque, ret);
 }
 
 static void retry_now(void *opaque)
@@ -436,12 +469,10 @@ static void http_readv(struct io_file *file, const struct iovec *iov,
     r->length = length;
     r->iovcnt = iovcnt;
     memcpy(r->iov, iov, (size_t)iovcnt * sizeof(*iov));
+    request_link(r);
     ret = start_transfer(r);
     if (ret < 0) {
-        curl_slist_free_all(r->headers);
-        if (r->easy)
-            curl_easy_cleanup(r->easy);
-        free(r);
+        request_free(r);
         qedi_storage_complete_later(file, cb, opaque, ret);
     }
 }
@@ -489,6 +520,10 @@ static void http_close(struct io_file *file)
 {
     struct http_storage *st = storage_of(file);
 
+    /* Requests a layer above sent for itself (read-ahead) may still be
+     * on their way: dropped, unanswered. */
+    while (st->requests)
+        request_free(st->requests);
     if (st->curl_timer)
         qed_loop_cancel_timer(file->loop, st->curl_timer);
     storage_free(st);
@@ -710,6 +745,13 @@ static int open_url(const struct storage_driver *driver, qed_loop *loop,
     curl_multi_setopt(st->multi, CURLMOPT_TIMERDATA, st);
     curl_multi_setopt(st->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
                       HTTP_MAX_CONNECTIONS);
+    if (settings && settings->read_cache_bytes) {
+        ret = qedi_storage_cache_open(&st->base, settings->read_cache_bytes,
+                                      out, err);
+        if (ret < 0)
+            http_close(&st->base);
+        return ret;
+    }
     *out = &st->base;
     return 0;
 }

@@ -102,6 +102,9 @@ struct storage_settings {
      * NULL region: us-east-1; no keys: unsigned (public) requests. */
     const char *s3_endpoint, *s3_region;
     const char *s3_access_key_id, *s3_secret_access_key, *s3_session_token;
+    /* http(s):// and s3://: the read cache's size in bytes (io-cache.c);
+     * 0: none. */
+    uint64_t read_cache_bytes;
 };
 
 /* Opens a name into a storage.  ctx is the driver's (a simulated file
@@ -198,6 +201,11 @@ int qedi_storage_layer_seek(struct io_file *file, uint64_t offset, bool data,
 /* Closes the lower storage and frees the layer (allocated with malloc,
  * the storage_layer first). */
 void qedi_storage_layer_close(struct io_file *file);
+
+/* A read cache with read-ahead of bytes (at least 1 MiB) over lower,
+ * read-only remote storage (io-cache.c); closing it closes lower. */
+int qedi_storage_cache_open(struct io_file *lower, uint64_t bytes,
+                            struct io_file **out, qed_error *err);
 
 /* ---- the engine's calls (io.c) ------------------------------------------- */
 /* Asynchronous I/O on a storage, as the engine calls it.

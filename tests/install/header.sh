@@ -39,7 +39,7 @@ int main(void)
                                    QED_OPEN_RDWR | QED_OPEN_NO_BACKING, QED_FORMAT_QED,
                                    QED_CACHE_NONE, QED_ENGINE_THREADS, NULL, 0,
                                    QED_LOCK_ON, NULL, false, NULL, NULL, NULL,
-                                   NULL, NULL };
+                                   NULL, NULL, QED_REMOTE_CACHE_OFF };
     struct qed_create_options co = { sizeof(struct qed_create_options), 1u << 20, false,
                                      QED_DEFAULT_CLUSTER_SIZE,
                                      QED_DEFAULT_TABLE_SIZE, NULL, QED_FORMAT_RAW,

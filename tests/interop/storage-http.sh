@@ -53,7 +53,7 @@ http {
     fastcgi_temp_path $T/tmp;
     uwsgi_temp_path $T/tmp;
     scgi_temp_path $T/tmp;
-    server { listen 127.0.0.1:$port; root $T/www; }
+    server { listen 127.0.0.1:$port; root $T/www; access_log $T/access.log proto; }
     ${tls_server:-}
 }
 EOF
@@ -125,14 +125,36 @@ run "$QED" io -c "read -P 0x11 0 512" -c "write -P 0x99 0 512" -c "read -P 0x99 
 tap_like "$RC $(tr '\n' ' ' <"$OUT")" '^0 read .*wrote .*read ' "a local overlay on an http:// base is written locally"
 
 # ---- an object replaced while open -----------------------------------------------
-cp www/std.qed www/moving.qed
-( sleep 0.5; cp www/base.qed www/moving.new; mv www/moving.new www/moving.qed ) &
-run "$QED" io -r -c "read -P 0x11 0 512" -c "sleep 1500" -c "read -P 0x11 0 512" \
-    -c "read 65536 4096" "$url/moving.qed"
-wait $!
-tap_like "$(tr '\n' ' ' <"$OUT")" '^read 512/512 .*read failed: Stale file handle .*read failed: Stale file handle' \
-    "after the object is replaced every read fails with ESTALE"
-tap_is "$(grep -c 'Pattern verification' "$OUT")" 0 "no read returns bytes of the new object"
+# ---- the read cache and read-ahead ---------------------------------------------------
+"$QED" create -q www/seq.qed 16M
+"$QED" io -c "write -P 0x5a 0 2M" www/seq.qed >/dev/null
+reads=()
+for ((i = 0; i < 256; i++)); do reads+=(-c "read -P 0x5a $((i * 4096)) 4096"); done
+for cache in 0 64M; do
+    : >access.log
+    run env QED_REMOTE_CACHE=$cache "$QED" io -r "${reads[@]}" "$url/seq.qed"
+    ok "$RC" "QED_REMOTE_CACHE=$cache: 256 sequential 4 KiB reads over http read right" "$(tail -3 "$ERR")"
+    requests[${cache%M}]=$(wc -l <access.log)
+done
+ok "$((!(requests[0] >= 256 && requests[64] <= 12)))" \
+    "the read cache serves them from few requests: ${requests[64]} range requests (without it: ${requests[0]})"
+run env QED_REMOTE_CACHE=lots "$QED" info "$url/seq.qed"
+tap_like "$RC $(cat "$ERR")" "^1 .*QED_REMOTE_CACHE='lots': " "a QED_REMOTE_CACHE that is not a size is refused, naming it"
+
+# Data at 0 and, 2 MiB of the file further, at 32 MiB: the read cache
+# holds the first cluster after the first read, not the second.
+"$QED" create -q moving.qed 64M
+"$QED" io -c "write -P 0x11 0 64k" -c "write -P 0x33 1M 2M" -c "write -P 0x22 32M 64k" moving.qed >/dev/null
+for cache in 0 64M; do
+    cp moving.qed www/moving.qed
+    ( sleep 0.5; cp www/base.qed www/moving.new; mv www/moving.new www/moving.qed ) &
+    run env QED_REMOTE_CACHE=$cache "$QED" io -r -c "read -P 0x11 0 512" -c "sleep 1500" \
+        -c "read -P 0x22 32M 512" -c "read -P 0x11 0 512" "$url/moving.qed"
+    wait $!
+    tap_like "$(tr '\n' ' ' <"$OUT")" '^read 512/512 .*read failed: Stale file handle .*read failed: Stale file handle' \
+        "QED_REMOTE_CACHE=$cache: after the object is replaced every read fails with ESTALE, cached ones too"
+    tap_is "$(grep -c 'Pattern verification' "$OUT")" 0 "no read returns bytes of the new object"
+done
 
 # ---- a server that misbehaves ------------------------------------------------------
 fport=$(free_port)
