@@ -226,6 +226,13 @@ enum qed_cache {
 #define QED_OPEN_NO_CHECK 0x4u   /* read-write open of a dirty image without
                                     the automatic check and repair (for
                                     qed_check to examine it first) */
+#define QED_OPEN_COPY_ON_READ 0x10u /* read-write opens only: what a read
+                                       takes from the backing chain is
+                                       also written into the image (whole
+                                       clusters, only where the image still
+                                       has none; the read completes once it
+                                       is), so the image holds its data
+                                       itself over time */
 #define QED_OPEN_FORCE_SHARE 0x8u /* read-only opens only: share every
                                      permission, so that writers of the
                                      image (and its chain) do not stop the

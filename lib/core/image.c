@@ -291,7 +291,7 @@ static int open_backing(qed_image *img, const struct qed_open_options *o,
     }
     if (img->backing_raw)
         format = QED_FORMAT_RAW;
-    bo.flags &= ~QED_OPEN_RDWR;
+    bo.flags &= ~(QED_OPEN_RDWR | QED_OPEN_COPY_ON_READ);
     ret = open_internal(img->backing_path, &bo, img->loop, format, chain,
                         &img->backing, err);
     /* Deep in a chain, only the file that failed is named. */
@@ -323,6 +323,7 @@ static int open_internal(const char *path, const struct qed_open_options *o,
     img->loop = loop;
     img->front = &qedi_image_front;
     img->writable = (o->flags & QED_OPEN_RDWR) != 0;
+    img->copy_on_read = (o->flags & QED_OPEN_COPY_ON_READ) != 0;
     img->cache = o->cache;
     img->locking = o->locking;
     img->filename = strdup(path);
@@ -381,6 +382,10 @@ int qedi_image_open(const char *path, const struct qed_open_options *options,
     ret = qedi_abi_take(&qedi_abi_open_options, &o, options, err);
     if (ret == 0)
         ret = qedi_image_validate_locking(&o, err);
+    if (ret == 0 && (o.flags & QED_OPEN_COPY_ON_READ) &&
+        !(o.flags & QED_OPEN_RDWR))
+        ret = qedi_fail(err, EINVAL, "copy-on-read writes into the image: "
+                        "it needs a read-write open");
     if (ret < 0)
         return ret;
     loop = o.loop;

@@ -93,8 +93,8 @@ static void dispatch(struct request *req)
 }
 
 static int submit_vector(qed_image *img, enum request_kind kind,
-                         const struct iovec *iov, int iovcnt, uint64_t offset,
-                         qed_callback *cb, void *opaque)
+                         unsigned flags, const struct iovec *iov, int iovcnt,
+                         uint64_t offset, qed_callback *cb, void *opaque)
 {
     uint64_t length = qedi_iov_size(iov, iovcnt);
     struct request *req;
@@ -113,6 +113,7 @@ static int submit_vector(qed_image *img, enum request_kind kind,
     }
     memcpy(req->iov, iov, sizeof(*iov) * (size_t)iovcnt);
     req->iovcnt = iovcnt;
+    req->flags = flags;
     dispatch(req);
     return 0;
 }
@@ -120,13 +121,33 @@ static int submit_vector(qed_image *img, enum request_kind kind,
 int qed_aio_readv(qed_image *img, const struct iovec *iov, int iovcnt,
                   uint64_t offset, qed_callback *cb, void *opaque)
 {
-    return submit_vector(img, REQ_READ, iov, iovcnt, offset, cb, opaque);
+    return submit_vector(img, REQ_READ, 0, iov, iovcnt, offset, cb, opaque);
 }
 
 int qed_aio_writev(qed_image *img, const struct iovec *iov, int iovcnt,
                    uint64_t offset, qed_callback *cb, void *opaque)
 {
-    return submit_vector(img, REQ_WRITE, iov, iovcnt, offset, cb, opaque);
+    return submit_vector(img, REQ_WRITE, 0, iov, iovcnt, offset, cb, opaque);
+}
+
+/* Copy-on-read's writes (front_ops.aio_fill). */
+static int aio_fill(qed_image *img, const struct iovec *iov, int iovcnt,
+                    uint64_t offset, qed_callback *cb, void *opaque)
+{
+    return submit_vector(img, REQ_WRITE, REQ_FLAG_FILL, iov, iovcnt, offset,
+                         cb, opaque);
+}
+
+static int submit_range(qed_image *img, enum request_kind kind,
+                        uint64_t offset, uint64_t length, unsigned flags,
+                        struct qed_block_status *status, qed_callback *cb,
+                        void *opaque);
+
+static int aio_fill_zeroes(qed_image *img, uint64_t offset, uint64_t length,
+                           qed_callback *cb, void *opaque)
+{
+    return submit_range(img, REQ_ZEROES, offset, length, REQ_FLAG_FILL, NULL,
+                        cb, opaque);
 }
 
 static int submit_range(qed_image *img, enum request_kind kind,
@@ -302,6 +323,8 @@ int qed_block_status(qed_image *img, uint64_t offset, uint64_t length,
 const struct front_ops qedi_image_front = {
     .complete = complete,
     .aio_readv = qed_aio_readv,
+    .aio_fill = aio_fill,
+    .aio_fill_zeroes = aio_fill_zeroes,
     .aio_block_status = qed_aio_block_status,
     .block_status = qed_block_status,
     .write_zeroes = qed_write_zeroes,

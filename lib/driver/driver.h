@@ -54,6 +54,11 @@ enum request_kind {
     REQ_STATUS,
 };
 
+/* Writes and write-zeroes (struct request flags): only where the image has
+ * no cluster yet, for copy-on-read; clusters it has (data or zero) are left
+ * as they are. */
+#define REQ_FLAG_FILL 0x80000000u
+
 /* A client request as the front sees it.  Drivers embed it first in their
  * own request structure (driver->request_size bytes in all). */
 struct request {
@@ -145,6 +150,11 @@ struct front_ops {
     void (*complete)(struct request *req, int ret);
     int (*aio_readv)(qed_image *img, const struct iovec *iov, int iovcnt,
                      uint64_t offset, qed_callback *cb, void *opaque);
+    /* A write, and a write-zeroes, with REQ_FLAG_FILL (copy-on-read). */
+    int (*aio_fill)(qed_image *img, const struct iovec *iov, int iovcnt,
+                    uint64_t offset, qed_callback *cb, void *opaque);
+    int (*aio_fill_zeroes)(qed_image *img, uint64_t offset, uint64_t length,
+                           qed_callback *cb, void *opaque);
     int (*aio_block_status)(qed_image *img, uint64_t offset, uint64_t length,
                             struct qed_block_status *status,
                             qed_callback *cb, void *opaque);
@@ -167,6 +177,8 @@ struct qed_image {
     void *driver_state;       /* the driver's, from open to free */
     enum qed_format format;
     bool writable;
+    bool copy_on_read;        /* QED_OPEN_COPY_ON_READ (the top image) */
+    bool copy_on_read_warned; /* a failed copy-on-read was reported */
     bool probed;              /* the format was probed, not given */
     enum qed_cache cache;
     /* The settings it was opened with for storage behind URLs (strings

@@ -131,6 +131,8 @@ enum qed_req_state {
     QRS_START,
     QRS_LOOKUP,         /* the chunk's L2 table loaded (or loading) */
     QRS_READ,           /* data, zeros or the backing file read */
+    QRS_COPY_ON_READ,   /* what the backing file gave written into the
+                           image (QED_OPEN_COPY_ON_READ) */
     QRS_WRITE_IN_PLACE, /* into clusters the table already maps */
     QRS_STATUS,         /* block status of the chunk */
     QRS_CLAIM,          /* the clusters claimed (waits for overlaps) */

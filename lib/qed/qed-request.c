@@ -45,6 +45,7 @@ const char *qedi_qed_req_state_name(enum qed_req_state state)
         [QRS_START] = "start",
         [QRS_LOOKUP] = "lookup",
         [QRS_READ] = "read",
+        [QRS_COPY_ON_READ] = "copy-on-read",
         [QRS_WRITE_IN_PLACE] = "write-in-place",
         [QRS_STATUS] = "status",
         [QRS_CLAIM] = "claim",
@@ -212,8 +213,123 @@ static void read_backing(struct qed_request *req, const struct iovec *iov,
 
 static void read_next(struct qed_request *req);
 
+/* Copy-on-read: the chunk came from the backing chain (and not only as
+ * the zeros past its end). */
+static bool copy_on_read_wanted(const struct qed_request *req)
+{
+    const qed_image *img = req->base.img;
+
+    return img->copy_on_read && req->ext.kind == EXTENT_UNALLOCATED &&
+           img->backing && req->pos < img->backing->size;
+}
+
+/* One write of copy-on-read done.  The read has its data either way: a
+ * copy that failed (no space, say) is reported once, and that part is read
+ * from the backing file again the next time. */
+static void copied_on_read(void *opaque, int ret, const qed_error *err)
+{
+    struct qed_request *req = opaque;
+    qed_image *img = req->base.img;
+
+    if (ret < 0 && !img->copy_on_read_warned) {
+        img->copy_on_read_warned = true;
+        qedi_image_warn(img, "copy-on-read at offset %" PRIu64 " failed: %s",
+                        req->pos, err ? err->message : strerror(-ret));
+    }
+    sub_done(req, 0);
+}
+
+static void copy_on_read_done(struct qed_request *req)
+{
+    advance(req, req->chunk_len, read_next);
+}
+
+static bool iov_is_zero(const struct iovec *iov, int iovcnt)
+{
+    for (int i = 0; i < iovcnt; i++)
+        if (!qedi_buf_is_zero(iov[i].iov_base, iov[i].iov_len))
+            return false;
+    return true;
+}
+
+/* One run of copy-on-read: [pos, pos + len) of the chunk, data or (whole
+ * clusters of) zeros. */
+static void copy_run(struct qed_request *req, uint64_t pos, uint64_t len,
+                     bool zeroes)
+{
+    qed_image *img = req->base.img;
+    struct iovec *v = NULL;
+    int n = 0, ret;
+
+    req->pending++;
+    if (zeroes) {
+        ret = img->front->aio_fill_zeroes(img, pos, len, copied_on_read, req);
+    } else if (qedi_iov_slice(req->chunk_iov, req->chunk_iovcnt, pos - req->pos,
+                              len, &v, &n) < 0) {
+        ret = -ENOMEM;
+    } else {
+        ret = img->front->aio_fill(img, v, n, pos, copied_on_read, req);
+        free(v);
+    }
+    if (ret < 0)
+        copied_on_read(req, ret, NULL);
+}
+
+/* Is the part of cluster-sized piece [pos, end) of the chunk all zeros? */
+static bool piece_is_zero(struct qed_request *req, uint64_t pos, uint64_t end)
+{
+    struct iovec *v = NULL;
+    int n = 0;
+    bool zero;
+
+    if (qedi_iov_slice(req->chunk_iov, req->chunk_iovcnt, pos - req->pos,
+                       end - pos, &v, &n) < 0)
+        return false;
+    zero = iov_is_zero(v, n);
+    free(v);
+    return zero;
+}
+
+/* Writes what the chunk read from the backing chain into the image, from
+ * the caller's buffer (the read is not complete until this is), with
+ * writes that allocate only clusters still unallocated when they get to
+ * them: a write of the client's since the read is never overwritten.
+ * Clusters of zeros become zero clusters (the image then reads them without
+ * its backing file, holding no space for them); a partial cluster of zeros
+ * is left for a read that covers it all. */
+static void copy_on_read(struct qed_request *req)
+{
+    const struct qed_state *s = qed_of(req->base.img);
+    uint64_t end = req->pos + QED_MIN(req->chunk_len,
+                                      req->base.img->backing->size - req->pos);
+    uint64_t run = req->pos, pos = req->pos;
+    int run_kind = -1; /* 0 data, 1 zeros, -1 none */
+
+    enter(req, QRS_COPY_ON_READ);
+    begin_subs(req, copy_on_read_done);
+    while (pos < end) {
+        uint64_t next = QED_MIN(cluster_start(s, pos) + s->cluster_size, end);
+        bool whole = next - pos == s->cluster_size;
+        int kind = !piece_is_zero(req, pos, next) ? 0 : whole ? 1 : -1;
+        if (kind != run_kind) {
+            if (run_kind >= 0)
+                copy_run(req, run, pos - run, run_kind == 1);
+            run = pos;
+            run_kind = kind;
+        }
+        pos = next;
+    }
+    if (run_kind >= 0)
+        copy_run(req, run, pos - run, run_kind == 1);
+    end_subs(req);
+}
+
 static void read_chunk_done(struct qed_request *req)
 {
+    if (copy_on_read_wanted(req)) {
+        copy_on_read(req);
+        return;
+    }
     advance(req, req->chunk_len, read_next);
 }
 
@@ -366,6 +482,9 @@ static uint64_t bytes_to_skip(const struct qed_request *req)
 
     switch (req->base.kind) {
     case REQ_WRITE:
+        /* Copy-on-read leaves zero clusters as they are. */
+        if ((req->base.flags & REQ_FLAG_FILL) && ext->kind == EXTENT_ZERO)
+            return ext->length;
         return 0;
     case REQ_ZEROES:
         if (ext->kind == EXTENT_ZERO)
@@ -416,6 +535,13 @@ static void write_chunk(struct qed_request *req)
         return;
     }
     if (ext->kind == EXTENT_DATA) {
+        /* Copy-on-read: the image has these clusters (a client's write
+         * got there first); they stay. */
+        if (req->base.flags & REQ_FLAG_FILL) {
+            req->chunk_len = ext->length;
+            write_chunk_done(req);
+            return;
+        }
         if (data_clusters_claimed(req))
             return;
         write_in_place(req);
