@@ -12,16 +12,8 @@
 . "$_lib_dir/nbd-tls-certs.bash"
 require_qed
 require_cmd qemu-img qemu-io nginx python3
-_http_pids=()
-_http_cleanup() {
-    local p
-    for p in "${_http_pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
-    _cleanup
-}
-trap _http_cleanup EXIT
+. "$_lib_dir/http-server.bash"
 
-mkdir www tmp
-port=$(free_port)
 sport_tls=$(free_port)
 sport_h2=$(free_port)
 have_tls=0
@@ -36,31 +28,9 @@ if command -v certtool >/dev/null && make_ca "$T/pki" "libqed test CA" &&
         ssl_certificate $T/pki/server-cert.pem;
         ssl_certificate_key $T/pki/server-key.pem; }"
 fi
-# As root, nginx's workers would run as nobody and not reach $T.
-user=""
-[ "$(id -u)" -eq 0 ] && user="user root;"
-cat >nginx.conf <<EOF
-$user
-daemon off;
-pid $T/nginx.pid;
-error_log $T/nginx.err;
-events { worker_connections 256; }
-http {
-    access_log off;
-    log_format proto '\$server_protocol \$status';
-    client_body_temp_path $T/tmp;
-    proxy_temp_path $T/tmp;
-    fastcgi_temp_path $T/tmp;
-    uwsgi_temp_path $T/tmp;
-    scgi_temp_path $T/tmp;
-    server { listen 127.0.0.1:$port; root $T/www; access_log $T/access.log proto; }
-    ${tls_server:-}
-}
-EOF
-nginx -c "$T/nginx.conf" </dev/null >/dev/null 2>&1 &
-_http_pids+=($!)
-wait_port "$port" || skip_all "nginx does not start here: $(head -c 300 nginx.err)"
-url="http://127.0.0.1:$port"
+start_nginx "${tls_server:-}"
+port=$HTTP_PORT
+url=$HTTP_URL
 
 # ---- one image ------------------------------------------------------------------
 build_std_image www/std.qed 65536 4
