@@ -36,6 +36,8 @@ struct convert_args {
     bool backing_given;        /* -B, -F */
     bool image_opts, target_image_opts;
     bool compress;
+    bool copy_on_read;         /* SRC read-write: what it reads from its
+                                  backing chain is written into it */
     const char *snapshot;
     bool target_format_given;
     enum qed_cache source_cache;
@@ -63,7 +65,9 @@ static bool open_source(struct convert_args *args, qed_image **out)
         .format = args->source.format,
         .cache = args->source.cache_given ? args->source.cache
                                           : args->source_cache,
-        .flags = args->source.force_share ? QED_OPEN_FORCE_SHARE : 0,
+        .flags = args->source.force_share ? QED_OPEN_FORCE_SHARE
+                 : args->copy_on_read ? QED_OPEN_RDWR | QED_OPEN_COPY_ON_READ
+                 : 0,
         .locking = args->source.locking,
     };
     qed_error err = {0};
@@ -379,6 +383,11 @@ static bool check_combinations(const struct convert_args *args)
         tool_error(NULL, "convert: -o, -B and -F need a qed output (-O qed)");
         return false;
     }
+    if (args->copy_on_read && args->source.force_share) {
+        tool_error(NULL, "convert: --copy-on-read writes into SRC: it cannot "
+                   "be used with -U");
+        return false;
+    }
     return true;
 }
 
@@ -454,12 +463,14 @@ static int parse_and_convert(const struct tool_command *cmd, int argc,
         OPT_IMAGE_OPTS = TOOL_OPT_HELP + 1,
         OPT_TARGET_IMAGE_OPTS,
         OPT_SALVAGE,
+        OPT_COPY_ON_READ,
     };
     static const struct option long_options[] = {
         {"help", no_argument, NULL, TOOL_OPT_HELP},
         {"image-opts", no_argument, NULL, OPT_IMAGE_OPTS},
         {"target-image-opts", no_argument, NULL, OPT_TARGET_IMAGE_OPTS},
         {"salvage", no_argument, NULL, OPT_SALVAGE},
+        {"copy-on-read", no_argument, NULL, OPT_COPY_ON_READ},
         TOOL_FORCE_SHARE_OPTION,
         {NULL, 0, NULL, 0},
     };
@@ -560,6 +571,9 @@ static int parse_and_convert(const struct tool_command *cmd, int argc,
         case OPT_SALVAGE:
             args.convert.salvage = true;
             break;
+        case OPT_COPY_ON_READ:
+            args.copy_on_read = true;
+            break;
         default:
             return tool_bad_option(cmd, ch, argv);
         }
@@ -592,7 +606,8 @@ static int convert_run(const struct tool_command *cmd, int argc, char **argv)
 
 const struct tool_command convert_command = {
     .name = "convert",
-    .synopsis = "[-p] [-q] [-n] [-W] [-U] [--salvage] [-f FMT] [-O raw|qed] "
+    .synopsis = "[-p] [-q] [-n] [-W] [-U] [--salvage] [--copy-on-read] "
+                "[-f FMT] [-O raw|qed] "
                 "[-o OPTIONS] [-B BACKING [-F FMT]] [-S SIZE] [-t CACHE] "
                 "[-T CACHE] [-m N] [-r RATE] [--image-opts] "
                 "[--target-image-opts] SRC DST",
@@ -636,6 +651,10 @@ const struct tool_command convert_command = {
         "  -U, --force-share\n"
         "                read SRC without conflicting with a program writing\n"
         "                it (the copy may then be inconsistent)\n"
+        "  --copy-on-read\n"
+        "                open SRC read-write and write what it reads from its\n"
+        "                backing chain into it: afterwards SRC holds all its\n"
+        "                data itself\n"
         "  -r RATE       copy at most RATE bytes of data per second\n"
         "                (suffixes k, M, G...; 0: no limit)\n"
         "  --salvage     go on past parts of SRC that cannot be read: they\n"

@@ -383,12 +383,12 @@ static int run_commands(struct io_session *session, char **lines, int count)
 }
 
 static int io_image(const char *path, enum qed_format format, bool read_only,
-                    unsigned share_flags, char **lines, int count)
+                    unsigned open_flags, char **lines, int count)
 {
     struct io_session session = {.path = path, .read_only = read_only};
     int status;
 
-    if (!tool_open(path, format, (read_only ? 0 : QED_OPEN_RDWR) | share_flags,
+    if (!tool_open(path, format, (read_only ? 0 : QED_OPEN_RDWR) | open_flags,
                    &session.image))
         return 1;
     status = run_commands(&session, lines, count);
@@ -402,11 +402,12 @@ static int io_run(const struct tool_command *cmd, int argc, char **argv)
     static const struct option long_options[] = {
         {"help", no_argument, NULL, TOOL_OPT_HELP},
         TOOL_FORCE_SHARE_OPTION,
+        {"copy-on-read", no_argument, NULL, 'C'},
         {NULL, 0, NULL, 0},
     };
     enum qed_format format = QED_FORMAT_PROBE;
     unsigned share_flags = 0;
-    bool read_only = false;
+    bool read_only = false, copy_on_read = false;
     char **lines;
     int count = 0, ch, status;
 
@@ -416,7 +417,7 @@ static int io_run(const struct tool_command *cmd, int argc, char **argv)
         tool_error(NULL, "out of memory");
         return 1;
     }
-    while ((ch = getopt_long(argc, argv, ":hrc:f:U", long_options, NULL)) !=
+    while ((ch = getopt_long(argc, argv, ":hrc:f:UC", long_options, NULL)) !=
            -1) {
         switch (ch) {
         case 'h':
@@ -429,6 +430,9 @@ static int io_run(const struct tool_command *cmd, int argc, char **argv)
             break;
         case 'U':
             share_flags = QED_OPEN_FORCE_SHARE;
+            break;
+        case 'C':
+            copy_on_read = true;
             break;
         case 'c':
             lines[count++] = optarg;
@@ -449,21 +453,28 @@ static int io_run(const struct tool_command *cmd, int argc, char **argv)
                                                        : "too many arguments");
     else if (count == 0)
         status = tool_bad_usage(cmd, "no commands given (use -c COMMAND)");
+    else if (copy_on_read && read_only)
+        status = tool_bad_usage(cmd, "-C writes into the image: it cannot be "
+                                     "used with -r");
     else
-        status = io_image(argv[optind], format, read_only, share_flags, lines,
-                          count);
+        status = io_image(argv[optind], format, read_only,
+                          share_flags | (copy_on_read ? QED_OPEN_COPY_ON_READ : 0),
+                          lines, count);
     free(lines);
     return status;
 }
 
 const struct tool_command io_command = {
     .name = "io",
-    .synopsis = "[-f FMT] [-r [-U]] -c COMMAND [-c COMMAND ...] FILE",
+    .synopsis = "[-f FMT] [-r [-U] | -C] -c COMMAND [-c COMMAND ...] FILE",
     .summary = "Run qemu-io commands (read, write, map, ...) on an image.",
     .details =
         "Options:\n"
         "  -f qed|raw    image format (probed by default)\n"
         "  -r            open read-only\n"
+        "  -C, --copy-on-read\n"
+        "                what is read from the backing chain is also written\n"
+        "                into the image\n"
         "  -U, --force-share\n"
         "                with -r: open without conflicting with a program\n"
         "                writing the image (the data read may then be\n"

@@ -20,6 +20,7 @@ struct mount_settings {
     struct qedi_mount_options mount;
     enum qed_format format;
     bool force_share;
+    bool copy_on_read;
     bool daemon;
     char fuse_options[MAX_FUSE_OPTIONS];
     char file_name[256];
@@ -200,7 +201,8 @@ static int mount_image(struct mount_settings *s, const char *file,
                        const char *mountpoint)
 {
     unsigned flags = (s->mount.read_only ? 0 : QED_OPEN_RDWR) |
-                     (s->force_share ? QED_OPEN_FORCE_SHARE : 0);
+                     (s->force_share ? QED_OPEN_FORCE_SHARE : 0) |
+                     (s->copy_on_read ? QED_OPEN_COPY_ON_READ : 0);
     struct qedi_mount *m;
     qed_image *img;
     qed_error err = { 0 };
@@ -239,7 +241,7 @@ static bool add_fuse_options(struct mount_settings *s, const char *text)
     return true;
 }
 
-enum { OPT_ALLOW_OTHER = TOOL_OPT_HELP + 1, OPT_DAEMON };
+enum { OPT_ALLOW_OTHER = TOOL_OPT_HELP + 1, OPT_DAEMON, OPT_COPY_ON_READ };
 
 static int mount_main(const struct tool_command *cmd, int argc, char **argv)
 {
@@ -250,6 +252,7 @@ static int mount_main(const struct tool_command *cmd, int argc, char **argv)
         TOOL_FORCE_SHARE_OPTION,
         { "allow-other", no_argument, NULL, OPT_ALLOW_OTHER },
         { "daemon", no_argument, NULL, OPT_DAEMON },
+        { "copy-on-read", no_argument, NULL, OPT_COPY_ON_READ },
         { "options", required_argument, NULL, 'o' },
         { NULL, 0, NULL, 0 },
     };
@@ -279,6 +282,9 @@ static int mount_main(const struct tool_command *cmd, int argc, char **argv)
         case OPT_DAEMON:
             s.daemon = true;
             break;
+        case OPT_COPY_ON_READ:
+            s.copy_on_read = true;
+            break;
         case 'o':
             if (!add_fuse_options(&s, optarg))
                 return 1;
@@ -292,6 +298,9 @@ static int mount_main(const struct tool_command *cmd, int argc, char **argv)
     if (s.force_share && !s.mount.read_only)
         return tool_bad_usage(cmd, "-U/--force-share needs -r: a writable "
                                    "mount cannot share the image");
+    if (s.copy_on_read && s.mount.read_only)
+        return tool_bad_usage(cmd, "--copy-on-read writes into the image: "
+                                   "it cannot be used with -r");
     s.mount.fuse_options = s.fuse_options;
     derive_file_name(argv[optind], s.file_name, sizeof(s.file_name));
     s.mount.file_name = s.file_name;
@@ -302,7 +311,7 @@ static int mount_main(const struct tool_command *cmd, int argc, char **argv)
 
 const struct tool_command mount_command = {
     .name = "mount",
-    .synopsis = "[-r [-U]] [-f FMT] [--allow-other] [--daemon] "
+    .synopsis = "[-r [-U]] [-f FMT] [--allow-other] [--daemon] [--copy-on-read] "
                 "[-o FUSE_OPTIONS] IMAGE MOUNTPOINT",
     .summary = "Show an image as a plain raw file (FUSE).",
     .details =
@@ -315,6 +324,8 @@ const struct tool_command mount_command = {
         "                         program writing the image (what is read\n"
         "                         may then be inconsistent)\n"
         "  -f, --format=FMT       image format (qed or raw; default probed)\n"
+        "  --copy-on-read         what is read from the backing chain is also\n"
+        "                         written into the image (not with -r)\n"
         "  --allow-other          let other users open the file (mode 0644,\n"
         "                         0444 with -r; chmod changes it)\n"
         "  --daemon               detach once the mount is usable; the\n"

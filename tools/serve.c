@@ -21,6 +21,7 @@ struct serve_settings {
     enum qed_format format;
     enum qed_cache cache;
     bool force_share;
+    bool copy_on_read;
     struct nbd_tls_config tls;
     bool tls_given;                /* --tls was on the command line */
     const char *authz[64];
@@ -187,6 +188,8 @@ static int serve_image(const struct serve_settings *s, const char *file)
         opts.flags |= QED_OPEN_RDWR;
     if (s->force_share)
         opts.flags |= QED_OPEN_FORCE_SHARE;
+    if (s->copy_on_read)
+        opts.flags |= QED_OPEN_COPY_ON_READ;
     if (tool_qed_open(file, &opts, &img, &err) < 0) {
         tool_report(file, NULL, &err);
         return 1;
@@ -309,7 +312,7 @@ static bool parse_port(const char *text)
 enum {
     OPT_CACHE = TOOL_OPT_HELP + 1, OPT_DESCRIPTION, OPT_TLS, OPT_TLS_CERTS,
     OPT_TLS_PSK, OPT_TLS_VERIFY, OPT_TLS_AUTHZ, OPT_TLS_PRIORITY,
-    OPT_HANDSHAKE_LIMIT,
+    OPT_HANDSHAKE_LIMIT, OPT_COPY_ON_READ,
 };
 
 static int serve_main(const struct tool_command *cmd, int argc, char **argv)
@@ -335,6 +338,7 @@ static int serve_main(const struct tool_command *cmd, int argc, char **argv)
         { "tls-priority", required_argument, NULL, OPT_TLS_PRIORITY },
         { "handshake-limit", required_argument, NULL, OPT_HANDSHAKE_LIMIT },
         { "handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_LIMIT },
+        { "copy-on-read", no_argument, NULL, OPT_COPY_ON_READ },
         { NULL, 0, NULL, 0 },
     };
     struct serve_settings s = { .bind_address = "127.0.0.1" };
@@ -425,6 +429,9 @@ static int serve_main(const struct tool_command *cmd, int argc, char **argv)
             if (!parse_handshake_limit(optarg, &s.server.handshake_limit_ms))
                 return 1;
             break;
+        case OPT_COPY_ON_READ:
+            s.copy_on_read = true;
+            break;
         default:
             return tool_bad_option(cmd, ch, argv);
         }
@@ -438,13 +445,16 @@ static int serve_main(const struct tool_command *cmd, int argc, char **argv)
         return tool_bad_usage(cmd, "-k and -p cannot be used together");
     if ((r = check_tls_settings(cmd, &s)) != 0)
         return r;
+    if (s.copy_on_read && s.server.read_only)
+        return tool_bad_usage(cmd, "--copy-on-read writes into the image: "
+                                   "it cannot be used with -r");
     return serve(&s, argv[optind]);
 }
 
 const struct tool_command serve_command = {
     .name = "serve",
     .synopsis = "[-r [-U]] [-x NAME] [-e N] [-t] [-f FMT] "
-                "[--cache none|writeback] "
+                "[--cache none|writeback] [--copy-on-read] "
                 "[--tls=off|on|require --tls-certificates=DIR|--tls-psk=FILE "
                 "...] (-k SOCKET | [-b ADDR] -p PORT) FILE",
     .summary = "Export an image over NBD, like qemu-nbd.",
@@ -464,6 +474,8 @@ const struct tool_command serve_command = {
         "  -p, --port=PORT        listen on a TCP port\n"
         "  -f, --format=FMT       image format (qed or raw; default probed)\n"
         "  --cache=none|writeback none opens the image with O_DIRECT\n"
+        "  --copy-on-read         what clients read from the backing chain is\n"
+        "                         also written into the image (not with -r)\n"
         "  --handshake-limit=S    drop clients still negotiating after S\n"
         "                         seconds, TLS handshake included (default 10;\n"
         "                         0: no limit); also --handshake-timeout\n"
