@@ -241,7 +241,10 @@ static void take_backing_warnings(qed_image *img)
 }
 
 /* The driver the name asks for, given the open's settings when it is a
- * remote one (the caller's driver, when there is one, is used as it is). */
+ * remote one.  The caller's driver, when there is one, opens local files:
+ * the layers it stacks (flushes skipped for convert's unsafe output, the
+ * writable opener of commit) are about them; a URI in the chain (the
+ * output's backing file behind https://, say) is opened as it says. */
 static int open_storage(const struct chain *chain,
                         const struct qed_open_options *o, qed_loop *loop,
                         const char *path, unsigned io_flags,
@@ -261,7 +264,7 @@ static int open_storage(const struct chain *chain,
     };
     struct storage_driver driver;
 
-    if (chain->driver || !qedi_storage_is_uri(path))
+    if (!qedi_storage_is_uri(path))
         return qedi_storage_open(chain->driver, loop, path, io_flags, out, err);
     driver = *qedi_storage_driver_for(path);
     driver.ctx = &settings;

@@ -271,8 +271,9 @@ static int refuse_chain_file(qed_image *src, const char *dst_path,
     return 0;
 }
 
-static int open_output(const char *path, enum qed_format format,
-                       const struct qed_convert_options *o, qed_loop *loop,
+static int open_output(qed_image *src, const char *path,
+                       enum qed_format format,
+                       const struct qed_convert_options *o,
                        qed_image **out, qed_error *err)
 {
     struct qed_open_options oo = {
@@ -280,9 +281,12 @@ static int open_output(const char *path, enum qed_format format,
         .flags = QED_OPEN_RDWR,
         .format = format,
         .cache = o->cache,
-        .loop = loop,
+        .loop = qed_image_loop(src),
     };
 
+    /* The output's backing file (-B) may be remote: the source's settings
+     * (CAs, S3 keys) reach it too. */
+    qedi_image_remote_options(src, &oo);
     return qedi_image_open(path, &oo, o->unsafe ? &qedi_ops_unsafe_opener : NULL, out,
                       err);
 }
@@ -334,8 +338,7 @@ static int create_output(qed_image *src, const char *path,
     if (format == QED_FORMAT_RAW) {
         ret = create_raw(path, size, &device, err);
         if (ret == 0)
-            ret = open_output(path, QED_FORMAT_RAW, o, qed_image_loop(src),
-                              &c->dst, err);
+            ret = open_output(src, path, QED_FORMAT_RAW, o, &c->dst, err);
         if (ret < 0)
             return ret;
         if (qed_size(c->dst) < size)
@@ -348,14 +351,20 @@ static int create_output(qed_image *src, const char *path,
         return 0;
     }
     struct qed_create_options co = *o->create;
+    struct qed_open_options remote;
+
+    /* A remote -B backing file is read with the source's settings. */
+    qed_open_options_init(&remote);
+    qedi_image_remote_options(src, &remote);
+    if (!co.backing_options)
+        co.backing_options = &remote;
     co.virtual_size = round_up_u64(size, QED_SECTOR_SIZE);
     co.size_from_backing = false;
     if (co.virtual_size < size)
         return qedi_fail(err, EFBIG, "size %" PRIu64 " is too large", size);
     ret = qed_create(path, &co, err);
     if (ret == 0)
-        ret = open_output(path, QED_FORMAT_QED, o, qed_image_loop(src),
-                          &c->dst, err);
+        ret = open_output(src, path, QED_FORMAT_QED, o, &c->dst, err);
     if (ret < 0)
         return ret;
     c->has_backing = qed_backing(c->dst) != NULL;
@@ -372,8 +381,7 @@ static int open_existing(qed_image *src, const char *path,
                          const struct qed_convert_options *o,
                          struct convert *c, qed_error *err)
 {
-    int ret = open_output(path, o->format, o, qed_image_loop(src), &c->dst,
-                          err);
+    int ret = open_output(src, path, o->format, o, &c->dst, err);
 
     if (ret < 0)
         return ret;

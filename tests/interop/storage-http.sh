@@ -68,6 +68,16 @@ if [ "$have_tls" = 1 ]; then
     same_raw "and reads as the local file" std.h2.raw std.raw
     tap_is "$(grep -c -v '^HTTP/2.0 206' h2.log) $(grep -c '^HTTP/2.0 206' h2.log | awk '{print ($1 > 1)}')" "0 1" \
         "every request went over HTTP/2 (nginx's log: $(sort h2.log | uniq -c | tr -s ' \n' ' '))"
+    # convert -B: the output's backing file behind https, read with the
+    # same CA as everything else.
+    CURL_CA_BUNDLE="$T/pki/ca-cert.pem" "$QED" create -q -f qed -b "$surl/std.qed" -F qed over-https.qed
+    CURL_CA_BUNDLE="$T/pki/ca-cert.pem" "$QED" io -c "write -P 0x77 64k 4k" over-https.qed >/dev/null
+    run env -u SSL_CERT_FILE CURL_CA_BUNDLE="$T/pki/ca-cert.pem" "$QED" convert -O qed -B "$surl/std.qed" -F qed over-https.qed rebased.qed
+    ok "$RC" "convert -O qed -B with an https:// backing file (CA from CURL_CA_BUNDLE)" "$(cat "$ERR")"
+    run env -u SSL_CERT_FILE CURL_CA_BUNDLE="$T/pki/ca-cert.pem" "$QED" compare over-https.qed rebased.qed
+    tap_like "$RC $(cat "$OUT")" '^0 Images are identical' "the output reads as the source"
+    tap_is "$(CURL_CA_BUNDLE="$T/pki/ca-cert.pem" "$QED" map --output=json rebased.qed | grep -c '"depth": 0, "present": true, "zero": false, "data": true')" 1 \
+        "and holds only the one cluster that differs from its backing file"
     run env -u CURL_CA_BUNDLE -u SSL_CERT_FILE QED_TLS_NO_VERIFY=1 "$QED" info "$surl/std.qed"
     tap_like "$RC $(tr '\n' ' ' <"$ERR")" '^0 .*warning: QED_TLS_NO_VERIFY=1: .*not verified' "QED_TLS_NO_VERIFY=1 turns verification off, saying so"
 else
