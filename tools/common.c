@@ -34,20 +34,39 @@ static void put_one_line(const char *text)
     }
 }
 
+bool tool_find_url_password(const char *text, const char **start,
+                            const char **end)
+{
+    const char *auth;
+
+    while ((auth = strstr(text, "://")) != NULL) {
+        const char *stop, *colon, *at = NULL;
+        auth += 3;
+        stop = auth + strcspn(auth, "/?#");
+        /* The last '@' ends the user information: a password with an
+         * unencoded '@' is still covered whole. */
+        for (const char *p = auth; p < stop; p++)
+            if (*p == '@')
+                at = p;
+        colon = memchr(auth, ':', (size_t)(stop - auth));
+        if (colon && at && colon < at) {
+            *start = colon + 1;
+            *end = at;
+            return true;
+        }
+        text = stop;
+    }
+    return false;
+}
+
 /* A URI's password (scheme://user:password@host) is never shown. */
 const char *tool_display_name(const char *name, char *buf, size_t len)
 {
-    const char *auth = strstr(name, "://"), *end, *colon, *at;
+    const char *start, *end;
 
-    if (!auth)
+    if (!tool_find_url_password(name, &start, &end))
         return name;
-    auth += 3;
-    end = auth + strcspn(auth, "/?#");
-    colon = memchr(auth, ':', (size_t)(end - auth));
-    at = memchr(auth, '@', (size_t)(end - auth));
-    if (!colon || !at || colon > at)
-        return name;
-    snprintf(buf, len, "%.*s:***%s", (int)(colon - name), name, at);
+    snprintf(buf, len, "%.*s***%s", (int)(start - name), name, end);
     return buf;
 }
 

@@ -52,6 +52,10 @@ void tool_error(const char *file, const char *fmt, ...) TOOL_PRINTF(2, 3);
 /* name as it may be shown: a URI's password (scheme://user:password@host)
  * becomes "***" (written into buf), else name itself. */
 const char *tool_display_name(const char *name, char *buf, size_t len);
+/* The password of the first scheme://user:password@host URI in text:
+ * [*start, *end), or false when there is none. */
+bool tool_find_url_password(const char *text, const char **start,
+                            const char **end);
 /* A notice callback of a server or mount (opaque: the image's name):
  * "qed: FILE: warning: message". */
 void tool_print_notice(void *file, const char *message);

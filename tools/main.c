@@ -91,6 +91,38 @@ static void trace_from_environment(void)
         qed_set_trace(print_trace, NULL);
 }
 
+/* The arguments the commands work on when some held a password. */
+static char **argv_copy;
+
+/* Passwords in URIs on the command line: the commands get copies of those
+ * arguments, and the strings ps and /proc/PID/cmdline show get them
+ * starred out (same length).  False when out of memory. */
+static bool hide_url_passwords(int argc, char ***argv)
+{
+    char **args = *argv;
+
+    for (int i = 1; i < argc; i++) {
+        const char *from = args[i], *start, *end;
+        if (!tool_find_url_password(from, &start, &end))
+            continue;
+        if (!argv_copy) {
+            argv_copy = calloc((size_t)argc + 1, sizeof(*argv_copy));
+            if (!argv_copy)
+                return false;
+            memcpy(argv_copy, args, (size_t)argc * sizeof(*args));
+        }
+        if (!(argv_copy[i] = strdup(args[i])))
+            return false;
+        while (tool_find_url_password(from, &start, &end)) {
+            memset(args[i] + (start - args[i]), '*', (size_t)(end - start));
+            from = end;
+        }
+    }
+    if (argv_copy)
+        *argv = argv_copy;
+    return true;
+}
+
 int main(int argc, char **argv)
 {
     const struct tool_command *cmd;
@@ -101,6 +133,10 @@ int main(int argc, char **argv)
 
     if (argc < 2) {
         print_main_help(stderr);
+        return 1;
+    }
+    if (!hide_url_passwords(argc, &argv)) {
+        tool_error(NULL, "out of memory");
         return 1;
     }
     name = argv[1];

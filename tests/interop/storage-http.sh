@@ -28,7 +28,12 @@ if command -v certtool >/dev/null && make_ca "$T/pki" "libqed test CA" &&
         ssl_certificate $T/pki/server-cert.pem;
         ssl_certificate_key $T/pki/server-key.pem; }"
 fi
-start_nginx "${tls_server:-}"
+# Basic authentication (alice, s3cr3t) on another port.
+aport=$(free_port)
+echo 'alice:{PLAIN}s3cr3t' >"$T/htpasswd"
+auth_server="server { listen 127.0.0.1:$aport; root $T/www;
+        auth_basic \"test\"; auth_basic_user_file $T/htpasswd; }"
+start_nginx "${tls_server:-} $auth_server"
 port=$HTTP_PORT
 url=$HTTP_URL
 
@@ -53,6 +58,21 @@ tap_like "$RC $(cat "$OUT")" '^0 image: http://alice:\*\*\*@127' "qed info shows
 run "$QED" info "http://alice:s3cr3t@127.0.0.1:1/std.qed"
 tap_like "$RC $(cat "$ERR")" '^1 qed: http://alice:\*\*\*@127.0.0.1:1/std.qed: ' "and so do messages"
 tap_is "$(grep -c s3cr3t "$OUT" "$ERR" | awk -F: '{s += $NF} END {print s}')" 0 "the password appears nowhere"
+aurl="http://alice:s3cr3t@127.0.0.1:$aport/std.qed"
+run "$QED" info "http://alice:wrong@127.0.0.1:$aport/std.qed"
+tap_like "$RC $(cat "$ERR")" '^1 .*alice:\*\*\*@.*HTTP 401|^1 .*alice:\*\*\*@.*(Permission|denied)' "a server asking for a password refuses a wrong one"
+. "$_lib_dir/nbd-server.bash"
+trap '_http_stop; _kill_all; _cleanup' EXIT
+if start_server pw "$T/pw.sock" -r "$aurl"; then
+    tap_like "$(tr '\0' ' ' </proc/$SRV_PID/cmdline)" "serve -k $T/pw.sock -r http://alice:\*\*\*\*\*\*@127" \
+        "the process title shows the URL's password starred out (ps, /proc/PID/cmdline)"
+    run qemu-img convert -f raw -O raw "nbd+unix:///?socket=$T/pw.sock" pw.raw
+    ok "$RC" "while qed serve, given the password, reads the image behind the password" "$(cat "$ERR")"
+    same_raw "and serves it right" pw.raw std.raw
+    stop_server "$SRV_PID"
+else
+    fail "qed serve of an http:// image with a password starts" "$(cat "$T/pw.err")"
+fi
 
 # ---- https: verified against a CA given, refused without it ----------------------------
 if [ "$have_tls" = 1 ]; then
