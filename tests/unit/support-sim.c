@@ -102,9 +102,18 @@ int support_template_open(struct memfs *fs, qed_loop *loop,
                           enum qed_cache cache, size_t l2_cache_bytes,
                           qed_image **out, qed_error *err)
 {
+    return support_template_open_flags(fs, loop, cache, l2_cache_bytes,
+                                       QED_OPEN_RDWR, out, err);
+}
+
+int support_template_open_flags(struct memfs *fs, qed_loop *loop,
+                                enum qed_cache cache, size_t l2_cache_bytes,
+                                unsigned flags, qed_image **out,
+                                qed_error *err)
+{
     struct qed_open_options o = {
         .size = sizeof(struct qed_open_options),
-        .flags = QED_OPEN_RDWR,
+        .flags = flags,
         .cache = cache,
         .loop = loop,
         .l2_cache_bytes = l2_cache_bytes,

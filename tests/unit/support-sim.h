@@ -58,5 +58,10 @@ struct memfs *support_template_load(const struct support_template *t,
 int support_template_open(struct memfs *fs, qed_loop *loop,
                           enum qed_cache cache, size_t l2_cache_bytes,
                           qed_image **out, qed_error *err);
+/* The same with other QED_OPEN_* flags (copy-on-read, say). */
+int support_template_open_flags(struct memfs *fs, qed_loop *loop,
+                                enum qed_cache cache, size_t l2_cache_bytes,
+                                unsigned flags, qed_image **out,
+                                qed_error *err);
 
 #endif

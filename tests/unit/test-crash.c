@@ -3,7 +3,10 @@
  * workloads (allocating writes, overwrites, write-zeroes, discards, flushes,
  * reads; 16 to 64 requests in flight) on images in the simulated file system
  * of io-sim.c, without a backing file, over a raw one and over a QED one,
- * with and without O_DIRECT and fallocate.
+ * with and without O_DIRECT and fallocate, and with copy-on-read (reads
+ * that fill the image from its backing file must leave it as consistent as
+ * writes do, and never cover a client's write with the backing file's
+ * data).
  *
  * Each case starts from a fresh image and runs several cycles of: a
  * workload cut by a power loss at a random I/O operation (a few cycles cut
@@ -53,6 +56,7 @@ struct config {
     bool fallocate;
     unsigned cases, cycles; /* cuts = cases * cycles */
     unsigned requests;      /* per cycle */
+    bool copy_on_read;      /* opened with QED_OPEN_COPY_ON_READ */
 };
 
 static const struct config configs[] = {
@@ -75,6 +79,12 @@ static const struct config configs[] = {
     { "16k clusters, table_size 1, raw backing, no fallocate", 16384, 1,
       8 * MiB, BK_RAW, 6 * MiB + 2560, QED_CACHE_WRITEBACK, false, 40, 5,
       140 },
+    { "4k clusters, table_size 1, raw backing, copy-on-read", 4096, 1,
+      8 * MiB, BK_RAW, 6 * MiB + 1536, QED_CACHE_WRITEBACK, true, 50, 5, 140,
+      true },
+    { "8k clusters, table_size 1, QED backing, copy-on-read", 8192, 1,
+      8 * MiB, BK_QED, 6 * MiB, QED_CACHE_WRITEBACK, true, 40, 5, 140,
+      true },
 };
 #define NCONFIGS (sizeof(configs) / sizeof(configs[0]))
 
@@ -560,9 +570,10 @@ static const char *base_name(const struct config *cfg)
 
 static int open_top(struct campaign *c, qed_image **out, qed_error *err)
 {
-    return support_template_open(c->fs, c->loop, c->cfg->cache,
-                                 (size_t)(64 * KiB) * c->cfg->table_size, out,
-                                 err);
+    return support_template_open_flags(
+        c->fs, c->loop, c->cfg->cache, (size_t)(64 * KiB) * c->cfg->table_size,
+        QED_OPEN_RDWR | (c->cfg->copy_on_read ? QED_OPEN_COPY_ON_READ : 0),
+        out, err);
 }
 
 static void reset_history(struct campaign *c)
