@@ -1,6 +1,16 @@
 # SPDX-License-Identifier: MIT
 # Sourced by the benchmarks in bench/: what they all do the same way.
 
+# seconds COMMAND... — runs it (stdout dropped, stderr shown only when it
+# fails) and prints its wall time in seconds; fails when it does.
+seconds() {
+    local start end
+    start=$(date +%s%N)
+    "$@" >/dev/null 2>"$dir/stderr" || { cat "$dir/stderr" >&2; return 1; }
+    end=$(date +%s%N)
+    awk -v s="$start" -v e="$end" 'BEGIN { printf "%.3f\n", (e - s) / 1e9 }'
+}
+
 # median: the median of the numbers on stdin, one per line.
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 

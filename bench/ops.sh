@@ -34,13 +34,6 @@ sync
 
 
 # seconds CMD... -> wall seconds of one run (the command must succeed)
-seconds() {
-    local start end
-    start=$(date +%s%N)
-    "$@" >/dev/null 2>"$dir/stderr" || { cat "$dir/stderr" >&2; return 1; }
-    end=$(date +%s%N)
-    awk -v s="$start" -v e="$end" 'BEGIN { printf "%.3f\n", (e - s) / 1e9 }'
-}
 
 fresh_overlay() {
     cp --sparse=always base.orig base.qed

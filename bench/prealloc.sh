@@ -24,13 +24,6 @@ modes=(off metadata falloc full)
 size=1G
 
 # seconds CMD... -> wall seconds of one run (the command must succeed)
-seconds() {
-    local start end
-    start=$(date +%s%N)
-    "$@" >/dev/null 2>"$dir/stderr" || { cat "$dir/stderr" >&2; return 1; }
-    end=$(date +%s%N)
-    awk -v s="$start" -v e="$end" 'BEGIN { printf "%.3f\n", (e - s) / 1e9 }'
-}
 
 # fresh MODE: a new image, synced; prints the create time.
 fresh() {

@@ -67,13 +67,6 @@ done
 url="https://localhost:$port/img.qed"
 qemu_src="json:{\"driver\":\"qed\",\"file\":{\"driver\":\"https\",\"url\":\"$url\",\"sslverify\":false}}"
 
-seconds() { # COMMAND... -> wall seconds
-    local t0 t1
-    t0=$(date +%s%N)
-    "$@" >/dev/null
-    t1=$(date +%s%N)
-    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", (b - a) / 1e9 }'
-}
 
 # One of each first, so both outputs can be compared.
 QED_TLS_NO_VERIFY=1 "$qed" convert -O raw "$url" "$dir/qed.raw" 2>/dev/null
@@ -91,7 +84,7 @@ for ((r = 1; r <= rounds; r++)); do
     for who in "${order[@]}"; do
         rm -f "$dir/out.raw"
         if [ "$who" = qed ]; then
-            q+=("$(QED_TLS_NO_VERIFY=1 seconds "$qed" convert -O raw "$url" "$dir/out.raw" 2>/dev/null)")
+            q+=("$(seconds env QED_TLS_NO_VERIFY=1 "$qed" convert -O raw "$url" "$dir/out.raw")")
         else
             # shellcheck disable=SC2086
             m+=("$(seconds timeout 300 qemu-img convert $qemu_opts -O raw "$qemu_src" "$dir/out.raw")")

@@ -30,13 +30,6 @@ server=$!
 for _ in $(seq 500); do [ -S "$sock" ] && break; sleep 0.01; done
 uri="nbd+unix:///?socket=$sock"
 
-seconds() { # COMMAND... -> wall seconds
-    local t0 t1
-    t0=$(date +%s%N)
-    "$@" >/dev/null
-    t1=$(date +%s%N)
-    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", (b - a) / 1e9 }'
-}
 
 # run_pattern NAME BENCH-OPTIONS... — the rounds of one access pattern.
 run_pattern() {
