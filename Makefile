@@ -139,6 +139,7 @@ check: deps
 	QED=$(abspath $(QED)) BUILD=$(abspath $(BUILD)) TESTS_DIR=$(abspath tests) \
 	    FUZZ_BUILD=$(abspath $(FUZZ_BUILD)) \
 	    perl tests/run-tests.pl $(UNIT_BINS) $(sort $(wildcard tests/interop/*.sh)) \
+	        $(sort $(wildcard tests/python/*.sh)) \
 	        $(sort $(wildcard tests/fuzz/*.sh)) $(sort $(wildcard tests/install/*.sh))
 
 # The whole suite again under AddressSanitizer + UndefinedBehaviorSanitizer
