@@ -64,6 +64,7 @@ class Image(io.RawIOBase):
         self._mode = mode
         self._pos = 0
         self._aio = None  # (asyncio loop, timer handle) once aread is used
+        self._pending = set()  # futures of areads in flight
 
     # ---- io.RawIOBase ---------------------------------------------------------
     @property
@@ -167,6 +168,12 @@ class Image(io.RawIOBase):
                     self._stop_aio()
                 self._h.close()
             finally:
+                # Reads in flight were waited for and dropped by close.
+                for fut in self._pending:
+                    if not fut.done():
+                        fut.set_exception(ValueError(
+                            "the image was closed during the read"))
+                self._pending.clear()
                 super().close()
 
     @property
@@ -220,6 +227,7 @@ class Image(io.RawIOBase):
         fut = loop.create_future()
 
         def done(exc, data):
+            self._pending.discard(fut)
             if fut.cancelled():
                 return
             if exc is not None:
@@ -228,6 +236,7 @@ class Image(io.RawIOBase):
                 fut.set_result(data)
 
         self._h.aio_read(n, offset, done)
+        self._pending.add(fut)
         self._service()
         return await fut
 

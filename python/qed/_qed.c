@@ -162,15 +162,20 @@ static PyObject *mod_open(PyObject *mod, PyObject *args, PyObject *kw)
         return NULL;
     }
     self = PyObject_New(ImageObject, &ImageType);
-    if (!self || !(self->lock = PyThread_allocate_lock())) {
+    if (self) {
+        self->img = NULL;
+        self->path = NULL;
+        self->done = NULL;
+        self->in_flight = 0;
+        self->lock = PyThread_allocate_lock();
+    }
+    if (!self || !self->lock) {
         qed_close(img, NULL);
         Py_XDECREF(self);
         Py_DECREF(bytes);
         return PyErr_NoMemory();
     }
     self->img = img;
-    self->done = NULL;
-    self->in_flight = 0;
     self->path = PyUnicode_DecodeFSDefault(PyBytes_AS_STRING(bytes));
     Py_DECREF(bytes);
     return (PyObject *)self;

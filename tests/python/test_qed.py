@@ -293,6 +293,18 @@ def test_asyncio_loop_keeps_running_during_a_slow_read(slow_nbd):
     assert ticks >= 50, f"the event loop ticked {ticks} times during a 1 s read"
 
 
+def test_asyncio_read_pending_at_close_fails(slow_nbd):
+    async def main():
+        f = qed.open(slow_nbd, format="qed")
+        task = asyncio.ensure_future(f.aread(4096, 0))
+        await asyncio.sleep(0.1)
+        f.close()
+        with pytest.raises(ValueError):
+            await task
+
+    asyncio.run(main())
+
+
 def test_asyncio_error_becomes_exception(tmp_path):
     if not shutil.which("nbdkit"):
         pytest.skip("nbdkit is not installed")
