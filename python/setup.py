@@ -4,6 +4,8 @@
 Where libqed comes from, first that applies:
   - QED_BUILD=DIR: the static library DIR/libqed.a of a build tree (the
     tests use this), headers from ../include;
+  - QED_LIBDIR=DIR (and QED_INCLUDEDIR): libqed.so in DIR, as staged by
+    `make install DESTDIR=...` (the Debian packages);
   - pkg-config libqed: an installed libqed (the libqed-dev package, or
     `make install`), linked as a shared library;
   - this source tree: ../build/libqed.a, built with make when missing.
@@ -42,6 +44,12 @@ def extension_settings():
     build = os.environ.get("QED_BUILD")
     if build:
         return from_build_tree(os.path.abspath(build))
+    # A staged install (the Debian build): its header and its libqed.so.
+    if os.environ.get("QED_LIBDIR"):
+        return dict(include_dirs=[os.environ.get("QED_INCLUDEDIR",
+                                                 os.path.join(TREE, "include"))],
+                    library_dirs=[os.environ["QED_LIBDIR"]],
+                    libraries=["qed"])
     cflags, libs = pkg_config("--cflags"), pkg_config("--libs")
     if cflags is not None and libs is not None:
         return dict(

@@ -3,7 +3,7 @@
 # Installs the Debian packages the build and the tests need, only when missing,
 # so a fresh machine needs nothing by hand and a prepared one pays nothing.
 set -euo pipefail
-packages=(make gcc clang pkg-config liburing-dev qemu-utils perl time libnbd-bin fio nbdkit python3 man-db groff-base g++ libclang-rt-14-dev valgrind libgnutls28-dev gnutls-bin libfuse3-dev fuse3 libnbd-dev libcurl4-gnutls-dev nginx-light qemu-block-extra e2fsprogs util-linux python3-dev python3-setuptools python3-pytest)
+packages=(make gcc clang pkg-config liburing-dev qemu-utils perl time libnbd-bin fio nbdkit python3 man-db groff-base g++ libclang-rt-14-dev valgrind libgnutls28-dev gnutls-bin libfuse3-dev fuse3 libnbd-dev libcurl4-gnutls-dev nginx-light qemu-block-extra e2fsprogs util-linux python3-dev python3-setuptools python3-pytest build-essential dpkg-dev debhelper dh-python python3-all-dev lintian fakeroot)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -3,8 +3,9 @@
 # The licence: LICENSE holds the MIT licence, and every source file (C,
 # headers, scripts, man pages, the build files) names it in an SPDX line
 # among its first three lines.  Fuzz corpora (data) and Markdown are not
-# source.  Files are those git tracks, or every file when the tree is not a
-# git checkout.
+# source; debian/changelog and debian/source/format are formats without
+# comments (debian/copyright gives their licence).  Files are those git
+# tracks, or every file when the tree is not a git checkout.
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 . "$ROOT/tests/interop/lib.sh"
 
@@ -18,7 +19,7 @@ source_files() {
         git -C "$ROOT" ls-files
     else
         (cd "$ROOT" && find . -type f -not -path './build*' -not -path './.git/*' | sed 's|^\./||')
-    fi | grep -v -E '^fuzz/(corpus|regressions)/|\.md$|^LICENSE$|^\.gitignore$'
+    fi | grep -v -E '^fuzz/(corpus|regressions)/|\.md$|^LICENSE$|^\.gitignore$|^debian/(changelog|source/format)$'
 }
 
 missing=()
