@@ -3,7 +3,7 @@
 
 Where libqed comes from, first that applies:
   - QED_BUILD=DIR: the static library DIR/libqed.a of a build tree (the
-    tests use this), headers from ../include;
+    tests use this), headers from ../include (or QED_INCLUDEDIR);
   - QED_LIBDIR=DIR (and QED_INCLUDEDIR): libqed.so in DIR, as staged by
     `make install DESTDIR=...` (the Debian packages);
   - pkg-config libqed: an installed libqed (the libqed-dev package, or
@@ -36,7 +36,8 @@ def from_build_tree(build):
     if not os.path.exists(archive):
         subprocess.run(["make", "-C", TREE, f"BUILD={build}",
                         os.path.join(build, "libqed.a")], check=True)
-    return dict(include_dirs=[os.path.join(TREE, "include")],
+    return dict(include_dirs=[os.environ.get("QED_INCLUDEDIR",
+                                             os.path.join(TREE, "include"))],
                 extra_objects=[archive], libraries=STATIC_LIBS)
 
 
