@@ -71,8 +71,10 @@ struct aio_read;
 
 typedef struct {
     PyObject_HEAD
-    qed_image *img;
+    qed_image *img;              /* NULL once closed (changed under lock) */
     PyThread_type_lock lock;
+    uint64_t size;               /* the virtual size (fixed while open) */
+    int loop_fd;                 /* qed_loop_get_fd of the image's loop */
     PyObject *path;              /* str, for messages */
     struct aio_read *done;       /* completed, not yet handed to Python */
     unsigned in_flight;          /* asynchronous reads submitted */
@@ -80,11 +82,17 @@ typedef struct {
 
 static PyTypeObject ImageType;
 
+/* Runs stmt (which sets ret) without the GIL, holding the image's lock;
+ * an image another thread closed meanwhile gives ret = -EBADF instead. */
 #define WITH_IMAGE(self, stmt)                                               \
     do {                                                                     \
         Py_BEGIN_ALLOW_THREADS                                               \
         PyThread_acquire_lock((self)->lock, WAIT_LOCK);                      \
-        stmt;                                                                \
+        if ((self)->img) {                                                   \
+            stmt;                                                            \
+        } else {                                                             \
+            ret = -EBADF;                                                    \
+        }                                                                    \
         PyThread_release_lock((self)->lock);                                 \
         Py_END_ALLOW_THREADS                                                 \
     } while (0)
@@ -100,6 +108,17 @@ static bool check_open(ImageObject *self)
 static const char *path_of(ImageObject *self)
 {
     return self->path ? PyUnicode_AsUTF8(self->path) : NULL;
+}
+
+/* A call on the image failed: ValueError when another thread closed it
+ * meanwhile, else the library's error. */
+static PyObject *fail_call(ImageObject *self, int ret, const qed_error *err)
+{
+    if (ret == -EBADF && !self->img) {
+        check_open(self);
+        return NULL;
+    }
+    return raise_qed(ret, err, path_of(self));
 }
 
 static bool parse_format(PyObject *obj, enum qed_format *out)
@@ -176,6 +195,8 @@ static PyObject *mod_open(PyObject *mod, PyObject *args, PyObject *kw)
         return PyErr_NoMemory();
     }
     self->img = img;
+    self->size = qed_size(img);
+    self->loop_fd = qed_loop_get_fd(qed_image_loop(img));
     self->path = PyUnicode_DecodeFSDefault(PyBytes_AS_STRING(bytes));
     Py_DECREF(bytes);
     return (PyObject *)self;
@@ -186,19 +207,27 @@ static void free_done(ImageObject *self);
 static PyObject *image_close(ImageObject *self, PyObject *unused)
 {
     qed_error err = { 0 };
-    qed_image *img = self->img;
+    qed_image *img;
     int ret = 0;
     (void)unused;
 
+    /* Under the lock: a thread in a call on the image finishes first, and
+     * one waiting for it then finds it closed.  qed_close waits for
+     * asynchronous reads still in flight. */
+    Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    img = self->img;
+    self->img = NULL;
+    if (img)
+        ret = qed_close(img, &err);
+    PyThread_release_lock(self->lock);
+    Py_END_ALLOW_THREADS
     if (!img)
         Py_RETURN_NONE;
-    self->img = NULL;
-    /* qed_close waits for asynchronous reads still in flight. */
-    WITH_IMAGE(self, ret = qed_close(img, &err));
     self->in_flight = 0;
     free_done(self);
     if (ret < 0)
-        return raise_qed(ret, &err, path_of(self));
+        return fail_call(self, ret, &err);
     Py_RETURN_NONE;
 }
 
@@ -220,7 +249,7 @@ static PyObject *image_size(ImageObject *self, void *closure)
     (void)closure;
     if (!check_open(self))
         return NULL;
-    return PyLong_FromUnsignedLongLong(qed_size(self->img));
+    return PyLong_FromUnsignedLongLong(self->size);
 }
 
 static PyObject *image_closed(ImageObject *self, void *closure)
@@ -233,7 +262,7 @@ static PyObject *image_closed(ImageObject *self, void *closure)
 static bool check_range(ImageObject *self, unsigned long long offset,
                         unsigned long long length)
 {
-    uint64_t size = qed_size(self->img);
+    uint64_t size = self->size;
 
     if (offset > size || length > size - offset) {
         PyErr_Format(PyExc_ValueError, "range %llu+%llu is outside the image "
@@ -263,7 +292,7 @@ static PyObject *image_pread(ImageObject *self, PyObject *args)
                                          (size_t)length, offset, &err));
     if (ret < 0) {
         Py_DECREF(out);
-        return raise_qed(ret, &err, path_of(self));
+        return fail_call(self, ret, &err);
     }
     return out;
 }
@@ -286,7 +315,7 @@ static PyObject *image_preadinto(ImageObject *self, PyObject *args)
                                          offset, &err));
     PyBuffer_Release(&buf);
     if (ret < 0)
-        return raise_qed(ret, &err, path_of(self));
+        return fail_call(self, ret, &err);
     return PyLong_FromSsize_t(buf.len);
 }
 
@@ -308,7 +337,7 @@ static PyObject *image_pwrite(ImageObject *self, PyObject *args)
                                           offset, &err));
     PyBuffer_Release(&buf);
     if (ret < 0)
-        return raise_qed(ret, &err, path_of(self));
+        return fail_call(self, ret, &err);
     return PyLong_FromSsize_t(buf.len);
 }
 
@@ -322,7 +351,7 @@ static PyObject *image_flush(ImageObject *self, PyObject *unused)
         return NULL;
     WITH_IMAGE(self, ret = qed_flush(self->img, &err));
     if (ret < 0)
-        return raise_qed(ret, &err, path_of(self));
+        return fail_call(self, ret, &err);
     Py_RETURN_NONE;
 }
 
@@ -339,7 +368,7 @@ static PyObject *image_write_zeroes(ImageObject *self, PyObject *args)
                                             unmap ? QED_ZERO_MAY_UNMAP : 0,
                                             &err));
     if (ret < 0)
-        return raise_qed(ret, &err, path_of(self));
+        return fail_call(self, ret, &err);
     Py_RETURN_NONE;
 }
 
@@ -354,7 +383,7 @@ static PyObject *image_discard(ImageObject *self, PyObject *args)
         return NULL;
     WITH_IMAGE(self, ret = qed_discard(self->img, offset, length, &err));
     if (ret < 0)
-        return raise_qed(ret, &err, path_of(self));
+        return fail_call(self, ret, &err);
     Py_RETURN_NONE;
 }
 
@@ -376,7 +405,7 @@ static PyObject *image_block_status(ImageObject *self, PyObject *args)
     WITH_IMAGE(self, ret = qed_block_status(self->img, offset, length, &st,
                                             &err));
     if (ret < 0)
-        return raise_qed(ret, &err, path_of(self));
+        return fail_call(self, ret, &err);
     if (st.has_offset)
         return Py_BuildValue("(KIOOOK)", (unsigned long long)st.length,
                              st.depth, st.present ? Py_True : Py_False,
@@ -410,7 +439,7 @@ static PyObject *image_info(ImageObject *self, PyObject *unused)
     WITH_IMAGE(self, ret = qed_get_info(self->img, info, &err));
     if (ret < 0) {
         PyMem_Free(info);
-        return raise_qed(ret, &err, path_of(self));
+        return fail_call(self, ret, &err);
     }
     actual = info->actual_size_unknown
                  ? Py_NewRef(Py_None)
@@ -463,7 +492,7 @@ static PyObject *image_check(ImageObject *self, PyObject *args)
     qed_check_result_init(&r);
     WITH_IMAGE(self, ret = qed_check(self->img, repair, &r, &err));
     if (ret < 0)
-        return raise_qed(ret, &err, path_of(self));
+        return fail_call(self, ret, &err);
     return Py_BuildValue(
         "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "check_errors",
         (unsigned long long)r.check_errors, "corruptions",
@@ -547,7 +576,7 @@ static PyObject *image_aio_read(ImageObject *self, PyObject *args)
         Py_DECREF(r->buffer);
         Py_DECREF(r->callback);
         PyMem_Free(r);
-        return raise_qed(ret, NULL, path_of(self));
+        return fail_call(self, ret, NULL);
     }
     Py_RETURN_NONE;
 }
@@ -566,7 +595,7 @@ static PyObject *image_dispatch(ImageObject *self, PyObject *unused)
     WITH_IMAGE(self, ret = qed_loop_dispatch(qed_image_loop(self->img));
                timeout = qed_loop_get_timeout(qed_image_loop(self->img)));
     if (ret < 0)
-        return raise_qed(ret, NULL, path_of(self));
+        return fail_call(self, ret, NULL);
     /* Oldest first. */
     list = NULL;
     while ((r = self->done) != NULL) {
@@ -608,7 +637,7 @@ static PyObject *image_loop_fd(ImageObject *self, PyObject *unused)
     (void)unused;
     if (!check_open(self))
         return NULL;
-    return PyLong_FromLong(qed_loop_get_fd(qed_image_loop(self->img)));
+    return PyLong_FromLong(self->loop_fd);
 }
 
 static PyMethodDef image_methods[] = {

@@ -256,6 +256,33 @@ def test_threads_on_separate_images(std_image, tmp_path):
     assert errors == []
 
 
+def test_close_while_another_thread_reads(std_image):
+    """Closing in one thread while others read: each read returns data or
+    raises ValueError; nothing crashes."""
+    img, raw = std_image
+    want = raw.read_bytes()
+    for _ in range(20):
+        f = qed.open(img)
+        outcomes = []
+
+        def reader():
+            try:
+                for i in range(200):
+                    off = (i * 40960) % (len(want) - 4096)
+                    assert f._h.pread(4096, off) == want[off:off + 4096]
+                outcomes.append("done")
+            except ValueError:
+                outcomes.append("closed")
+
+        threads = [threading.Thread(target=reader) for _ in range(3)]
+        for t in threads:
+            t.start()
+        f.close()
+        for t in threads:
+            t.join()
+        assert sorted(set(outcomes)) <= ["closed", "done"] and len(outcomes) == 3
+
+
 def test_asyncio_reads(std_image):
     img, raw = std_image
     want = raw.read_bytes()
