@@ -123,8 +123,19 @@ $(LIBFUSE): $(FUSE_OBJS)
 	rm -f $@
 	ar rcs $@ $^
 
-$(QED): $(TOOL_OBJS) $(LIBNBD) $(LIBFUSE) $(LIBQED)
-	$(LINK) -o $@ $(TOOL_OBJS) $(LIBNBD) $(LIBFUSE) $(LIBQED) $(QED_LDLIBS) $(NBD_LDLIBS) $(FUSE_LDLIBS) $(LDLIBS)
+# The tool links libqed.a; TOOL_LINK=shared links it against libqed.so.2
+# instead (the Debian package: qed-utils then uses libqed2).
+TOOL_LINK ?= static
+ifeq ($(TOOL_LINK),shared)
+TOOL_LIBQED := $(LIBQED_SO)
+TOOL_LIBQED_LINK := -L$(BUILD) -l:$(LIBQED_SO_FILE)
+else
+TOOL_LIBQED := $(LIBQED)
+TOOL_LIBQED_LINK := $(LIBQED)
+endif
+
+$(QED): $(TOOL_OBJS) $(LIBNBD) $(LIBFUSE) $(TOOL_LIBQED)
+	$(LINK) -o $@ $(TOOL_OBJS) $(LIBNBD) $(LIBFUSE) $(TOOL_LIBQED_LINK) $(QED_LDLIBS) $(NBD_LDLIBS) $(FUSE_LDLIBS) $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(TESTLIB_OBJS) $(LIBNBD) $(LIBQED)
 	@mkdir -p $(dir $@)

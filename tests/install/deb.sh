@@ -44,6 +44,8 @@ tap_like "$(dpkg-deb -f "python3-qed_${version}_$arch.deb" Depends)" "libqed2 \(
     "python3-qed depends on libqed2 (it links libqed.so.2)"
 tap_like "$(dpkg-deb -I "libqed2_${version}_$arch.deb" symbols)" "qed_open@LIBQED_2.0" \
     "libqed2 ships a symbols file"
+tap_like "$(dpkg-deb -f "qed-utils_${version}_$arch.deb" Depends)" "libqed2 \(>= " \
+    "qed-utils depends on libqed2 (its qed links libqed.so.2)"
 
 # ---- unpacked into a scratch root ---------------------------------------------------
 for p in libqed2 libqed-dev qed-utils python3-qed; do
@@ -53,9 +55,10 @@ R=$T/root
 lib=$R/usr/lib/$multiarch
 run env LD_LIBRARY_PATH="$lib" "$R/usr/bin/qed" --version
 tap_is "$RC $(cat "$OUT")" "0 qed (libqed) $version" "the packaged qed --version"
+tap_like "$(readelf -d "$R/usr/bin/qed" 2>&1)" 'NEEDED.*\[libqed\.so\.2\]' "the packaged qed needs libqed.so.2"
 
-"$R/usr/bin/qed" create -q -f qed img.qed 4M
-"$R/usr/bin/qed" io -c "write -P 0x3c 1M 70000" img.qed >/dev/null
+LD_LIBRARY_PATH=$lib "$R/usr/bin/qed" create -q -f qed img.qed 4M
+LD_LIBRARY_PATH=$lib "$R/usr/bin/qed" io -c "write -P 0x3c 1M 70000" img.qed >/dev/null
 qemu-img convert -O raw img.qed img.raw
 export PKG_CONFIG_PATH=$lib/pkgconfig PKG_CONFIG_SYSROOT_DIR=$R
 # shellcheck disable=SC2046
