@@ -50,9 +50,10 @@ struct nbd_request {
     void *opaque;
     unsigned parts;          /* commands not yet completed */
     int ret;
-    /* reads into a bounce buffer, scattered into iov when done */
+    /* reads into a bounce buffer, scattered into iov when done: a copy of
+     * the caller's vector, whose array lives only during the call */
     char *bounce;
-    const struct iovec *iov; /* the caller's, valid until cb */
+    struct iovec *iov;
     int iovcnt;
     struct nbd_request *next_done;
 };
@@ -164,6 +165,7 @@ static void finish_request(struct nbd_request *r, bool now)
         qedi_iov_from_buf(r->iov, r->iovcnt, r->bounce,
                           qedi_iov_size(r->iov, r->iovcnt));
     free(r->bounce);
+    free(r->iov);
     if (now)
         r->cb(r->opaque, r->ret);
     else
@@ -508,12 +510,13 @@ static void export_readv(struct io_file *file, const struct iovec *iov,
         buf = iov[0].iov_base;
     } else {
         r->bounce = malloc(total);
-        if (!r->bounce) {
+        r->iov = malloc((size_t)iovcnt * sizeof(*iov));
+        if (!r->bounce || !r->iov) {
             r->ret = -ENOMEM;
             request_submitted(r);
             return;
         }
-        r->iov = iov;
+        memcpy(r->iov, iov, (size_t)iovcnt * sizeof(*iov));
         r->iovcnt = iovcnt;
         buf = r->bounce;
     }
